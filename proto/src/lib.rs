@@ -1,0 +1,18 @@
+//! Vigil's wire contract: the protobuf batches every stage reads and writes, the
+//! Kafka topic names, and the codec that turns batches into message payloads.
+//!
+//! Every message on a Vigil topic is one batch of one resource, keyed by the
+//! resource id, so per-series state stays in one partition.
+
+pub mod codec;
+pub mod labels;
+pub mod topics;
+
+/// Generated protobuf types (package `vigil.v1`), checked in and kept fresh by a test.
+#[allow(missing_debug_implementations, unreachable_pub, clippy::all)]
+pub mod v1 {
+    include!("generated/vigil.v1.rs");
+}
+
+pub use codec::{DecodeError, Payload};
+pub use topics::{TopicError, Topics};
