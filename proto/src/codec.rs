@@ -71,7 +71,10 @@ impl Payload for MetricBatch {
                 return Err(format!("sample {index} has no name"));
             }
             if sample.time_unix_nano <= 0 {
-                return Err(format!("sample {index} (`{}`) has no timestamp", sample.name));
+                return Err(format!(
+                    "sample {index} (`{}`) has no timestamp",
+                    sample.name
+                ));
             }
             match sample.value {
                 None => return Err(format!("sample {index} (`{}`) has no value", sample.name)),
@@ -172,7 +175,9 @@ mod tests {
     fn text_is_not_mistaken_for_a_batch() {
         let error = LogBatch::from_payload(b"this is not protobuf at all\n").unwrap_err();
         assert!(
-            error.to_string().starts_with("not a protobuf vigil.v1.LogBatch")
+            error
+                .to_string()
+                .starts_with("not a protobuf vigil.v1.LogBatch")
                 || error.to_string().starts_with("invalid vigil.v1.LogBatch"),
             "{error}"
         );

@@ -49,8 +49,11 @@ fn generated_code_is_fresh() {
     );
 }
 
+/// Reserved number ranges (end exclusive) per message or enum.
+type Reserved = BTreeMap<String, Vec<(i32, i32)>>;
+
 /// One line of the lock: `message.field = number type label`, or `enum.VALUE = number`.
-fn describe(set: &FileDescriptorSet) -> (Vec<String>, BTreeMap<String, Vec<(i32, i32)>>) {
+fn describe(set: &FileDescriptorSet) -> (Vec<String>, Reserved) {
     let mut lines = Vec::new();
     let mut reserved = BTreeMap::new();
     for file in &set.file {
@@ -59,15 +62,29 @@ fn describe(set: &FileDescriptorSet) -> (Vec<String>, BTreeMap<String, Vec<(i32,
             let full = format!("{package}.{}", message.name());
             for field in &message.field {
                 let ty = match field.r#type() {
-                    Type::Message | Type::Enum => field.type_name().trim_start_matches('.').to_owned(),
+                    Type::Message | Type::Enum => {
+                        field.type_name().trim_start_matches('.').to_owned()
+                    }
                     other => format!("{other:?}").to_lowercase(),
                 };
-                let label = if field.label() == Label::Repeated { "repeated" } else { "single" };
-                lines.push(format!("{full}.{} = {} {ty} {label}", field.name(), field.number()));
+                let label = if field.label() == Label::Repeated {
+                    "repeated"
+                } else {
+                    "single"
+                };
+                lines.push(format!(
+                    "{full}.{} = {} {ty} {label}",
+                    field.name(),
+                    field.number()
+                ));
             }
             reserved.insert(
                 full,
-                message.reserved_range.iter().map(|r| (r.start(), r.end())).collect(),
+                message
+                    .reserved_range
+                    .iter()
+                    .map(|r| (r.start(), r.end()))
+                    .collect(),
             );
         }
         for enumeration in &file.enum_type {
@@ -77,7 +94,11 @@ fn describe(set: &FileDescriptorSet) -> (Vec<String>, BTreeMap<String, Vec<(i32,
             }
             reserved.insert(
                 full,
-                enumeration.reserved_range.iter().map(|r| (r.start(), r.end() + 1)).collect(),
+                enumeration
+                    .reserved_range
+                    .iter()
+                    .map(|r| (r.start(), r.end() + 1))
+                    .collect(),
             );
         }
     }
@@ -90,11 +111,16 @@ fn parse(line: &str) -> (String, String, i32, String) {
     let (owner, field) = path.rsplit_once('.').expect("lock line names owner.field");
     let mut rhs = rhs.splitn(2, ' ');
     let number = rhs.next().unwrap().parse().expect("lock line has a number");
-    (owner.into(), field.into(), number, rhs.next().unwrap_or("").into())
+    (
+        owner.into(),
+        field.into(),
+        number,
+        rhs.next().unwrap_or("").into(),
+    )
 }
 
 /// Every incompatibility between what was recorded and what the schema says now.
-fn incompatibilities(lock: &[String], current: &[String], reserved: &BTreeMap<String, Vec<(i32, i32)>>) -> Vec<String> {
+fn incompatibilities(lock: &[String], current: &[String], reserved: &Reserved) -> Vec<String> {
     let mut problems = Vec::new();
     let current: Vec<_> = current.iter().map(|l| parse(l)).collect();
     let locked: Vec<_> = lock.iter().map(|l| parse(l)).collect();
@@ -102,10 +128,14 @@ fn incompatibilities(lock: &[String], current: &[String], reserved: &BTreeMap<St
         match current.iter().find(|(o, f, ..)| o == owner && f == field) {
             Some((_, _, now_number, now_rest)) => {
                 if now_number != number {
-                    problems.push(format!("{owner}.{field} changed its number from {number} to {now_number}"));
+                    problems.push(format!(
+                        "{owner}.{field} changed its number from {number} to {now_number}"
+                    ));
                 }
                 if now_rest != rest {
-                    problems.push(format!("{owner}.{field} changed its type from `{rest}` to `{now_rest}`"));
+                    problems.push(format!(
+                        "{owner}.{field} changed its type from `{rest}` to `{now_rest}`"
+                    ));
                 }
             }
             None => {
@@ -113,7 +143,9 @@ fn incompatibilities(lock: &[String], current: &[String], reserved: &BTreeMap<St
                     .get(owner)
                     .is_some_and(|ranges| ranges.iter().any(|(s, e)| (*s..*e).contains(number)));
                 if !is_reserved {
-                    problems.push(format!("{owner}.{field} ({number}) was removed without reserving its number"));
+                    problems.push(format!(
+                        "{owner}.{field} ({number}) was removed without reserving its number"
+                    ));
                 }
             }
         }
@@ -123,7 +155,9 @@ fn incompatibilities(lock: &[String], current: &[String], reserved: &BTreeMap<St
             .iter()
             .find(|(o, f, n, _)| o == owner && n == number && f != field)
         {
-            problems.push(format!("{owner}.{field} reuses number {number}, once used by `{old_field}`"));
+            problems.push(format!(
+                "{owner}.{field} reuses number {number}, once used by `{old_field}`"
+            ));
         }
     }
     problems
@@ -142,7 +176,11 @@ fn schema_changes_stay_wire_compatible() {
         .collect();
 
     let problems = incompatibilities(&lock, &current, &reserved);
-    assert!(problems.is_empty(), "incompatible schema change:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "incompatible schema change:\n{}",
+        problems.join("\n")
+    );
 
     let unrecorded: Vec<&String> = current
         .iter()
@@ -163,7 +201,11 @@ fn schema_changes_stay_wire_compatible() {
     assert!(
         unrecorded.is_empty(),
         "new fields are not recorded in schema.lock (VIGIL_REGENERATE=1 appends them):\n{}",
-        unrecorded.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n")
+        unrecorded
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

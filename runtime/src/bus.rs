@@ -1,0 +1,375 @@
+//! The message bus between stages: Kafka in a deployment, an in-process bus in the
+//! all-in-one mode. Stages publish batches and consume them through this interface
+//! only, so their code is the same in both.
+//!
+//! Publishing resolves when the bus acknowledged the message (for Kafka: written to
+//! all in-sync replicas), which is what lets log checkpoints move only after
+//! delivery. Consuming hands out owned messages; a stage calls `commit` once it is
+//! done with one, and only committed positions survive a restart.
+
+use crate::kafka::KafkaSettings;
+use bytes::Bytes;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use vigil_proto::{Payload, Topics};
+
+/// Header naming the protobuf message type of a payload.
+pub const SCHEMA_HEADER: &str = "vigil-schema";
+/// Header a dead-lettered message carries: why its stage rejected it.
+pub const REASON_HEADER: &str = "vigil-reason";
+
+/// How many messages an in-process subscriber may have queued before publishers wait.
+const MEMORY_QUEUE_CAPACITY: usize = 256;
+
+/// A failure of the bus.
+#[derive(Debug, Error)]
+pub enum BusError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka client configuration: {0}")]
+    Config(String),
+    #[error("the in-process bus is closed")]
+    Closed,
+}
+
+/// One consumed message, owned.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Bytes>,
+    pub payload: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl Message {
+    /// The value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+    }
+}
+
+/// Where stages exchange batches.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    /// A Kafka cluster (or a Kafka-compatible broker).
+    Kafka(Box<KafkaSettings>),
+    /// An in-process bus for the all-in-one mode.
+    Memory(MemoryBus),
+}
+
+impl Bus {
+    /// A fresh in-process bus.
+    pub fn in_memory() -> Self {
+        Self::Memory(MemoryBus::default())
+    }
+
+    /// Topic names of this deployment.
+    pub fn topics(&self) -> Topics {
+        match self {
+            Self::Kafka(settings) => settings.topics(),
+            Self::Memory(_) => Topics::default(),
+        }
+    }
+
+    /// A publisher; cheap to clone and share between tasks.
+    pub fn publisher(&self) -> Result<Publisher, BusError> {
+        match self {
+            Self::Kafka(settings) => {
+                let config = settings
+                    .producer_config()
+                    .map_err(|error| BusError::Config(error.to_string()))?;
+                Ok(Publisher::Kafka(config.create()?))
+            }
+            Self::Memory(bus) => Ok(Publisher::Memory(bus.clone())),
+        }
+    }
+
+    /// A subscription of consumer group `group` to `topics`.
+    pub fn subscribe(&self, group: &str, topics: &[String]) -> Result<Subscription, BusError> {
+        match self {
+            Self::Kafka(settings) => {
+                let config = settings
+                    .consumer_config(group)
+                    .map_err(|error| BusError::Config(error.to_string()))?;
+                let consumer: StreamConsumer = config.create()?;
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&names)?;
+                Ok(Subscription::Kafka(Box::new(consumer)))
+            }
+            Self::Memory(bus) => Ok(Subscription::Memory(bus.subscribe(topics))),
+        }
+    }
+}
+
+/// Publishes messages and resolves once the bus acknowledged them.
+#[derive(Clone)]
+pub enum Publisher {
+    Kafka(FutureProducer),
+    Memory(MemoryBus),
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kafka(_) => f.write_str("Publisher::Kafka"),
+            Self::Memory(_) => f.write_str("Publisher::Memory"),
+        }
+    }
+}
+
+impl Publisher {
+    /// Encodes `batch`, keys it by its resource, and waits for the acknowledgement.
+    pub async fn publish_batch<P: Payload>(&self, topic: &str, batch: &P) -> Result<(), BusError> {
+        let payload = batch.to_payload();
+        self.publish(topic, batch.key(), &payload, &[(SCHEMA_HEADER, P::KIND)])
+            .await
+    }
+
+    /// Publishes raw bytes with headers and waits for the acknowledgement.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), BusError> {
+        match self {
+            Self::Kafka(producer) => {
+                let mut kafka_headers = OwnedHeaders::new_with_capacity(headers.len());
+                for (name, value) in headers {
+                    kafka_headers = kafka_headers.insert(Header {
+                        key: name,
+                        value: Some(value.as_bytes()),
+                    });
+                }
+                let record = FutureRecord::to(topic)
+                    .key(key)
+                    .payload(payload)
+                    .headers(kafka_headers);
+                producer
+                    .send(record, Timeout::Never)
+                    .await
+                    .map(|_| ())
+                    .map_err(|(error, _)| BusError::Kafka(error))
+            }
+            Self::Memory(bus) => {
+                let message = Message {
+                    topic: topic.to_owned(),
+                    partition: 0,
+                    offset: bus.next_offset.fetch_add(1, Ordering::Relaxed),
+                    key: Some(Bytes::copy_from_slice(key.as_bytes())),
+                    payload: Bytes::copy_from_slice(payload),
+                    headers: headers
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), Bytes::copy_from_slice(v.as_bytes())))
+                        .collect(),
+                };
+                bus.deliver(message).await
+            }
+        }
+    }
+
+    /// Sends a message a stage could not process to its dead-letter topic, with the
+    /// reason and the original topic in headers.
+    pub async fn dead_letter(
+        &self,
+        dead_letter_topic: &str,
+        original: &Message,
+        reason: &str,
+    ) -> Result<(), BusError> {
+        let key = original
+            .key
+            .as_ref()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default();
+        let position = format!(
+            "{}/{}/{}",
+            original.topic, original.partition, original.offset
+        );
+        self.publish(
+            dead_letter_topic,
+            &key,
+            &original.payload,
+            &[(REASON_HEADER, reason), ("vigil-origin", &position)],
+        )
+        .await
+    }
+}
+
+/// A consumer group's view of some topics.
+pub enum Subscription {
+    Kafka(Box<StreamConsumer>),
+    Memory(MemorySubscription),
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kafka(_) => f.write_str("Subscription::Kafka"),
+            Self::Memory(_) => f.write_str("Subscription::Memory"),
+        }
+    }
+}
+
+impl Subscription {
+    /// The next message. Errors are usually transient (the client reconnects);
+    /// `BusError::Closed` means the in-process bus is gone.
+    pub async fn recv(&mut self) -> Result<Message, BusError> {
+        match self {
+            Self::Kafka(consumer) => {
+                use rdkafka::Message as _;
+                let message = consumer.recv().await?;
+                let headers = message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Ok(Message {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().map(Bytes::copy_from_slice),
+                    payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                    headers,
+                })
+            }
+            Self::Memory(subscription) => {
+                subscription.receiver.recv().await.ok_or(BusError::Closed)
+            }
+        }
+    }
+
+    /// Marks `message` (and everything before it in its partition) as done; done
+    /// positions are committed periodically and on `close`.
+    pub fn commit(&self, message: &Message) -> Result<(), BusError> {
+        match self {
+            Self::Kafka(consumer) => {
+                consumer.store_offset(&message.topic, message.partition, message.offset)?;
+                Ok(())
+            }
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Commits the done positions synchronously; call on shutdown.
+    pub fn close(&self) {
+        if let Self::Kafka(consumer) = self
+            && let Err(error) = consumer.commit_consumer_state(CommitMode::Sync)
+        {
+            // Nothing consumed yet is reported as an error by librdkafka; harmless.
+            tracing::debug!(%error, "final offset commit");
+        }
+    }
+}
+
+/// The in-process bus: every subscription is its own consumer group and gets every
+/// message published to its topics after it subscribed. Bounded queues make a slow
+/// subscriber slow its publishers down instead of growing memory.
+#[derive(Clone, Default)]
+pub struct MemoryBus {
+    routes: Arc<Mutex<HashMap<String, Vec<mpsc::Sender<Message>>>>>,
+    next_offset: Arc<AtomicI64>,
+}
+
+impl std::fmt::Debug for MemoryBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBus").finish_non_exhaustive()
+    }
+}
+
+/// The receiving end of an in-process subscription.
+#[derive(Debug)]
+pub struct MemorySubscription {
+    receiver: mpsc::Receiver<Message>,
+}
+
+impl MemoryBus {
+    fn subscribe(&self, topics: &[String]) -> MemorySubscription {
+        let (sender, receiver) = mpsc::channel(MEMORY_QUEUE_CAPACITY);
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        for topic in topics {
+            routes
+                .entry(topic.clone())
+                .or_default()
+                .push(sender.clone());
+        }
+        MemorySubscription { receiver }
+    }
+
+    async fn deliver(&self, message: Message) -> Result<(), BusError> {
+        let senders = {
+            let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+            let senders = routes.entry(message.topic.clone()).or_default();
+            senders.retain(|sender| !sender.is_closed());
+            senders.clone()
+        };
+        for sender in senders {
+            // A subscriber that went away in between just misses the message.
+            let _ = sender.send(message.clone()).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_in_memory_subscription_gets_every_message_of_its_topics() {
+        let bus = Bus::in_memory();
+        let mut alerts = bus.subscribe("alert", &["a".into(), "b".into()]).unwrap();
+        let mut index = bus.subscribe("index", &["a".into()]).unwrap();
+        let publisher = bus.publisher().unwrap();
+        publisher
+            .publish("a", "k", b"one", &[("h", "v")])
+            .await
+            .unwrap();
+        publisher.publish("b", "k", b"two", &[]).await.unwrap();
+
+        let first = alerts.recv().await.unwrap();
+        assert_eq!(
+            (first.topic.as_str(), &first.payload[..]),
+            ("a", &b"one"[..])
+        );
+        assert_eq!(first.header("h").as_deref(), Some("v"));
+        assert_eq!(&alerts.recv().await.unwrap().payload[..], b"two");
+        assert_eq!(&index.recv().await.unwrap().payload[..], b"one");
+    }
+
+    #[tokio::test]
+    async fn a_full_subscriber_makes_publishers_wait() {
+        let bus = Bus::in_memory();
+        let mut slow = bus.subscribe("slow", &["t".into()]).unwrap();
+        let publisher = bus.publisher().unwrap();
+        for _ in 0..MEMORY_QUEUE_CAPACITY {
+            publisher.publish("t", "k", b"x", &[]).await.unwrap();
+        }
+        let blocked = publisher.publish("t", "k", b"last", &[]);
+        tokio::pin!(blocked);
+        assert!(futures::poll!(&mut blocked).is_pending());
+        slow.recv().await.unwrap();
+        blocked.await.unwrap();
+    }
+}

@@ -1,0 +1,198 @@
+//! Kafka client settings shared by every producer and consumer: brokers, TLS, SASL
+//! and raw librdkafka properties, with the delivery guarantees Vigil relies on.
+
+use crate::secret::SecretRef;
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// How to reach the Kafka cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, `host:port[,host:port...]`.
+    pub brokers: String,
+    /// Topic prefix: topics are named `<prefix>.<dataset>.<kind>`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// TLS to the brokers; omitted means plaintext (or SASL over plaintext).
+    pub tls: Option<TlsSettings>,
+    /// SASL authentication.
+    pub sasl: Option<SaslSettings>,
+    /// Extra librdkafka properties, applied last (for tuning; not for secrets).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// TLS files for the Kafka connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// CA bundle that signed the brokers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate, for mutual TLS.
+    pub cert_file: Option<PathBuf>,
+    /// Client key, for mutual TLS.
+    pub key_file: Option<PathBuf>,
+}
+
+/// SASL credentials for the Kafka connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaslSettings {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    /// The password, from a file or an environment variable.
+    pub password: SecretRef,
+}
+
+fn default_topic_prefix() -> String {
+    "vigil".to_owned()
+}
+
+impl KafkaSettings {
+    /// Settings for `brokers` with everything else defaulted.
+    pub fn for_brokers(brokers: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: default_topic_prefix(),
+            tls: None,
+            sasl: None,
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// Checks what can be checked without connecting; errors name the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.brokers.trim().is_empty() {
+            anyhow::bail!("`kafka.brokers` must list at least one broker");
+        }
+        vigil_proto::Topics::new(&self.topic_prefix)
+            .map_err(|error| anyhow::anyhow!("`kafka.topic_prefix`: {error}"))?;
+        if let Some(sasl) = &self.sasl {
+            let known = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+            if !known.contains(&sasl.mechanism.as_str()) {
+                anyhow::bail!(
+                    "`kafka.sasl.mechanism` is `{}`; use one of {}",
+                    sasl.mechanism,
+                    known.join(", ")
+                );
+            }
+            sasl.password
+                .resolve()
+                .map_err(|error| anyhow::anyhow!("`kafka.sasl.password`: {error}"))?;
+        }
+        Ok(())
+    }
+
+    /// The topic names under this deployment's prefix.
+    pub fn topics(&self) -> vigil_proto::Topics {
+        vigil_proto::Topics::new(&self.topic_prefix).unwrap_or_default()
+    }
+
+    /// Base client configuration: brokers, security, then the extra properties.
+    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        let protocol = match (&self.tls, &self.sasl) {
+            (None, None) => "plaintext",
+            (Some(_), None) => "ssl",
+            (None, Some(_)) => "sasl_plaintext",
+            (Some(_), Some(_)) => "sasl_ssl",
+        };
+        config.set("security.protocol", protocol);
+        if let Some(tls) = &self.tls {
+            let files = [
+                ("ssl.ca.location", &tls.ca_file),
+                ("ssl.certificate.location", &tls.cert_file),
+                ("ssl.key.location", &tls.key_file),
+            ];
+            for (property, path) in files {
+                if let Some(path) = path {
+                    config.set(property, path.display().to_string());
+                }
+            }
+        }
+        if let Some(sasl) = &self.sasl {
+            config.set("sasl.mechanism", &sasl.mechanism);
+            config.set("sasl.username", &sasl.username);
+            config.set("sasl.password", sasl.password.resolve()?);
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+
+    /// Producer configuration: every acknowledged message is on all in-sync
+    /// replicas and retries never duplicate or reorder (acks=all, idempotence).
+    pub fn producer_config(&self) -> anyhow::Result<ClientConfig> {
+        let mut config = ClientConfig::new();
+        config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "10")
+            .set("message.timeout.ms", "60000");
+        Ok(merge(config, self.client_config()?))
+    }
+
+    /// Consumer configuration for `group`: offsets are stored by the stage only
+    /// after it finished with a message, and committed from the stored offsets.
+    pub fn consumer_config(&self, group: &str) -> anyhow::Result<ClientConfig> {
+        let mut config = ClientConfig::new();
+        config
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("max.poll.interval.ms", "30000");
+        Ok(merge(config, self.client_config()?))
+    }
+}
+
+/// `base` with every property of `overrides` applied on top.
+fn merge(mut base: ClientConfig, overrides: ClientConfig) -> ClientConfig {
+    for (key, value) in overrides.config_map() {
+        base.set(key, value);
+    }
+    base
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn producer_keeps_delivery_guarantees_and_user_properties_win() {
+        let mut settings = KafkaSettings::for_brokers("127.0.0.1:9092");
+        settings.properties.insert("linger.ms".into(), "50".into());
+        let config = settings.producer_config().unwrap();
+        assert_eq!(config.get("acks"), Some("all"));
+        assert_eq!(config.get("enable.idempotence"), Some("true"));
+        assert_eq!(config.get("linger.ms"), Some("50"));
+        assert_eq!(config.get("security.protocol"), Some("plaintext"));
+    }
+
+    #[test]
+    fn invalid_settings_name_the_field() {
+        let mut settings = KafkaSettings::for_brokers(" ");
+        assert_eq!(
+            settings.validate().unwrap_err().to_string(),
+            "`kafka.brokers` must list at least one broker"
+        );
+        settings.brokers = "b:9092".into();
+        settings.topic_prefix = "Bad/Prefix".into();
+        assert!(
+            settings
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("`kafka.topic_prefix`: topic prefix `Bad/Prefix` is invalid")
+        );
+    }
+}
