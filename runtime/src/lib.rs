@@ -6,6 +6,7 @@
 //! code runs on a fleet and in one process.
 
 pub mod bus;
+pub mod config_file;
 pub mod etcd;
 pub mod kafka;
 pub mod secret;
