@@ -1,0 +1,26 @@
+//! Harness for Vigil's end-to-end tests.
+//!
+//! Tests start the real Vigil binaries against real servers on loopback: etcd, an
+//! SNMP agent (net-snmp's snmpd), a Kafka-compatible broker (tansu) and an
+//! Elasticsearch-API server (noida-db). [`servers::TestServers::get`] starts one set
+//! per test process on free ports; `bash scripts/test.sh` installs them.
+//!
+//! Everything here is blocking and panics with a message that says what failed, so a
+//! test reads as a list of steps. From async tests, call it inside
+//! `tokio::task::spawn_blocking` when other tasks must keep running meanwhile.
+
+pub mod binaries;
+pub mod elastic;
+mod http;
+pub mod names;
+pub mod ports;
+pub mod process;
+pub mod servers;
+pub mod wait;
+pub mod webhook;
+
+pub use binaries::vigil_binary;
+pub use names::unique_name;
+pub use process::ChildProcess;
+pub use servers::TestServers;
+pub use wait::wait_until;
