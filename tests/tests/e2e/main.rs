@@ -1,0 +1,5 @@
+//! End-to-end tests: real etcd, snmpd, Kafka-compatible broker and
+//! Elasticsearch-API server, real `vigil-agent` and `vigil-aggregator` binaries.
+//! One target, one set of servers per run, one module per topic.
+
+mod servers;
