@@ -1,0 +1,963 @@
+//! The agent's configuration: which files to tail, which devices to poll, where the
+//! batches go. It is the first thing the agent reads and decides everything the
+//! sources of the data path do.
+//!
+//! Loading is two steps: YAML is deserialized into these structs (unknown keys are
+//! errors that name the key, the file, the line and the column), then `validate`
+//! checks what types cannot express and names the offending field. The structs are
+//! public with public fields so that the all-in-one mode can build one in code.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, de::value::MapAccessDeserializer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+use vigil_runtime::SecretRef;
+use vigil_runtime::kafka::KafkaSettings;
+use vigil_runtime::secret::SecretError;
+
+/// Everything one agent does.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Identity of this host, carried by every batch the agent sends.
+    #[serde(default)]
+    pub resource: ResourceConfig,
+    /// The Kafka cluster batches are produced to; the standalone agent requires it,
+    /// the all-in-one mode leaves it out and runs on its in-process bus.
+    #[serde(default)]
+    pub kafka: Option<KafkaSettings>,
+    /// Directory for the agent's state: the log checkpoints live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The self-observability endpoint (`/metrics`, `/health`, `/ready`).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Log files to tail.
+    #[serde(default)]
+    pub logs: Vec<LogFileConfig>,
+    /// How log lines are grouped into batches (one Kafka message each).
+    #[serde(default)]
+    pub log_batch: LogBatchConfig,
+    /// Host metrics read from /proc.
+    #[serde(default)]
+    pub host_metrics: HostMetricsConfig,
+    /// Devices polled over SNMP.
+    #[serde(default)]
+    pub snmp: SnmpConfig,
+    /// How long shutdown waits for in-flight batches to be acknowledged before the
+    /// last checkpoint is written; lines not acknowledged by then are sent again
+    /// after the restart.
+    #[serde(default = "default_shutdown_timeout", with = "duration_text")]
+    pub shutdown_timeout: Duration,
+}
+
+/// Identity of the host the agent runs on.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceConfig {
+    /// Resource id: the Kafka message key, so all data of this host shares a partition.
+    #[serde(default = "default_host_name")]
+    pub id: String,
+    /// Host name as shown in dashboards (`host.name`).
+    #[serde(default = "default_host_name")]
+    pub host_name: String,
+    /// Free-form identity attributes (site, role, ...), sent with every batch.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// Where the self-observability endpoint listens.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/health` and `/ready`.
+    #[serde(default = "default_http_listen")]
+    pub listen: SocketAddr,
+}
+
+/// One log file to tail.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogFileConfig {
+    /// Absolute path of the file; it may not exist yet.
+    pub path: PathBuf,
+    /// Dataset name, for routing and for `event.dataset` in the index.
+    #[serde(default = "default_dataset")]
+    pub dataset: String,
+}
+
+/// Limits of one log batch.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LogBatchConfig {
+    /// Most lines in one batch.
+    #[serde(default = "default_max_lines")]
+    pub max_lines: usize,
+    /// Most encoded bytes of lines in one batch; keep it below the producer's and
+    /// the broker's `message.max.bytes` (librdkafka's default is 1000000).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// How long a batch that is not full waits for more lines before it is sent.
+    #[serde(default = "default_flush_interval", with = "duration_text")]
+    pub flush_interval: Duration,
+    /// Longest line kept; the rest of a longer line is skipped and the line is
+    /// flagged `truncated`. Must be smaller than `max_bytes` so a line always fits.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+/// Host metrics from the proc filesystem.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostMetricsConfig {
+    /// Whether host metrics are collected at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Time between two collections.
+    #[serde(default = "default_host_metrics_interval", with = "duration_text")]
+    pub interval: Duration,
+    /// Root of the proc filesystem; a host's /proc mounted elsewhere in a container.
+    #[serde(default = "default_proc_root")]
+    pub proc_root: PathBuf,
+}
+
+/// SNMP polling.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnmpConfig {
+    /// Devices to poll, each on its own schedule.
+    #[serde(default)]
+    pub targets: Vec<SnmpTarget>,
+}
+
+/// One device polled over SNMP.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnmpTarget {
+    /// Name of the device: its resource id and host name downstream.
+    pub name: String,
+    /// `host:port` (or `host`, meaning port 161) of the device's SNMP agent.
+    pub address: String,
+    /// Protocol version.
+    #[serde(default)]
+    pub version: SnmpVersion,
+    /// v2c community: a plain string, or `{file: ...}` / `{env: ...}`.
+    #[serde(default)]
+    pub community: Option<Community>,
+    /// v3 user-based security.
+    #[serde(default)]
+    pub v3: Option<SnmpV3Config>,
+    /// Time between two polls.
+    #[serde(default = "default_snmp_interval", with = "duration_text")]
+    pub interval: Duration,
+    /// How long one request waits for its answer.
+    #[serde(default = "default_snmp_timeout", with = "duration_text")]
+    pub timeout: Duration,
+    /// How often a request that timed out is sent again.
+    #[serde(default = "default_snmp_retries")]
+    pub retries: u32,
+    /// Groups of OIDs to poll.
+    #[serde(default = "default_metric_sets")]
+    pub metric_sets: Vec<MetricSet>,
+    /// Rows asked for per GETBULK request of a table walk.
+    #[serde(default = "default_max_repetitions")]
+    pub max_repetitions: u32,
+}
+
+/// SNMP protocol version.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SnmpVersion {
+    /// Community-based v2c.
+    #[default]
+    V2c,
+    /// User-based security model.
+    V3,
+}
+
+/// A group of OIDs polled together.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricSet {
+    /// sysUpTime and sysName.
+    System,
+    /// Interface octet counters from ifTable/ifXTable.
+    If,
+}
+
+/// SNMPv3 user-based security.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnmpV3Config {
+    /// USM user name.
+    pub user: String,
+    /// Whether messages are authenticated, and encrypted.
+    #[serde(default)]
+    pub security_level: SecurityLevel,
+    /// Authentication hash; required unless `security_level` is `no_auth_no_priv`.
+    #[serde(default)]
+    pub auth_protocol: Option<AuthProtocol>,
+    /// Authentication password, from a file or the environment.
+    #[serde(default)]
+    pub auth_password: Option<SecretRef>,
+    /// Privacy cipher; required when `security_level` is `auth_priv`.
+    #[serde(default)]
+    pub priv_protocol: Option<PrivProtocol>,
+    /// Privacy password, from a file or the environment.
+    #[serde(default)]
+    pub priv_password: Option<SecretRef>,
+    /// SNMP context name, for agents that serve several contexts.
+    #[serde(default)]
+    pub context_name: Option<String>,
+}
+
+/// SNMPv3 security level.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityLevel {
+    /// Neither authenticated nor encrypted.
+    NoAuthNoPriv,
+    /// Authenticated, not encrypted.
+    AuthNoPriv,
+    /// Authenticated and encrypted.
+    #[default]
+    AuthPriv,
+}
+
+/// SNMPv3 authentication hash.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthProtocol {
+    Md5,
+    /// SHA-1.
+    Sha,
+    Sha224,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// SNMPv3 privacy cipher.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PrivProtocol {
+    Des,
+    /// AES-128.
+    Aes,
+    /// AES-192 with Blumenthal key extension (net-snmp's `AES192`).
+    Aes192,
+    /// AES-256 with Blumenthal key extension (net-snmp's `AES256`).
+    Aes256,
+    /// AES-192 with Reeder key extension (Cisco's `AES192C`).
+    Aes192c,
+    /// AES-256 with Reeder key extension (Cisco's `AES256C`).
+    Aes256c,
+}
+
+/// A v2c community: inline for convenience (communities such as `public` are
+/// rarely secret), or a secret reference. Never logged either way.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Community {
+    /// Written in the configuration file.
+    Inline(String),
+    /// Read from a file or an environment variable.
+    Secret(SecretRef),
+}
+
+impl Community {
+    /// The community string.
+    pub fn resolve(&self) -> Result<String, SecretError> {
+        match self {
+            Self::Inline(community) => Ok(community.clone()),
+            Self::Secret(secret) => secret.resolve(),
+        }
+    }
+}
+
+impl fmt::Debug for Community {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Community::Inline(<redacted>)"),
+            Self::Secret(secret) => f.debug_tuple("Community::Secret").field(secret).finish(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Community {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CommunityVisitor;
+
+        impl<'de> Visitor<'de> for CommunityVisitor {
+            type Value = Community;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a community string, or a secret `{file: ...}` or `{env: ...}`")
+            }
+
+            fn visit_str<E: de::Error>(self, community: &str) -> Result<Community, E> {
+                Ok(Community::Inline(community.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Community, A::Error> {
+                SecretRef::deserialize(MapAccessDeserializer::new(map)).map(Community::Secret)
+            }
+        }
+
+        deserializer.deserialize_any(CommunityVisitor)
+    }
+}
+
+/// The configuration could not be loaded.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{path}: {cause}")]
+    Read { path: String, cause: std::io::Error },
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: String,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+    #[error("{path}: {cause}")]
+    Invalid { path: String, cause: InvalidConfig },
+}
+
+/// A value the types accept but the agent cannot work with; the message names the
+/// field, for example "`snmp.targets[0].interval` must be at least 1s".
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{message}")]
+pub struct InvalidConfig {
+    message: String,
+}
+
+impl InvalidConfig {
+    fn field(field: impl fmt::Display, problem: impl fmt::Display) -> Self {
+        Self {
+            message: format!("`{field}` {problem}"),
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            resource: ResourceConfig::default(),
+            kafka: None,
+            data_dir: default_data_dir(),
+            http: HttpConfig::default(),
+            logs: Vec::new(),
+            log_batch: LogBatchConfig::default(),
+            host_metrics: HostMetricsConfig::default(),
+            snmp: SnmpConfig::default(),
+            shutdown_timeout: default_shutdown_timeout(),
+        }
+    }
+}
+
+impl Default for ResourceConfig {
+    fn default() -> Self {
+        Self {
+            id: default_host_name(),
+            host_name: default_host_name(),
+            attributes: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_http_listen(),
+        }
+    }
+}
+
+impl Default for LogBatchConfig {
+    fn default() -> Self {
+        Self {
+            max_lines: default_max_lines(),
+            max_bytes: default_max_bytes(),
+            flush_interval: default_flush_interval(),
+            max_line_bytes: default_max_line_bytes(),
+        }
+    }
+}
+
+impl Default for HostMetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_host_metrics_interval(),
+            proc_root: default_proc_root(),
+        }
+    }
+}
+
+impl LogFileConfig {
+    /// A file of dataset `dataset`.
+    pub fn new(path: impl Into<PathBuf>, dataset: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            dataset: dataset.into(),
+        }
+    }
+}
+
+impl SnmpTarget {
+    /// A v2c target with everything but name, address and community defaulted.
+    pub fn v2c(name: impl Into<String>, address: impl Into<String>, community: Community) -> Self {
+        Self {
+            name: name.into(),
+            address: address.into(),
+            version: SnmpVersion::V2c,
+            community: Some(community),
+            v3: None,
+            interval: default_snmp_interval(),
+            timeout: default_snmp_timeout(),
+            retries: default_snmp_retries(),
+            metric_sets: default_metric_sets(),
+            max_repetitions: default_max_repetitions(),
+        }
+    }
+
+    /// A v3 target with everything but name, address and security defaulted.
+    pub fn v3(name: impl Into<String>, address: impl Into<String>, v3: SnmpV3Config) -> Self {
+        Self {
+            version: SnmpVersion::V3,
+            community: None,
+            v3: Some(v3),
+            ..Self::v2c(name, address, Community::Inline(String::new()))
+        }
+    }
+
+    /// Checks this target alone; `field` is how errors name it, e.g. `snmp.targets[0]`.
+    pub fn validate(&self, field: &str) -> Result<(), InvalidConfig> {
+        let invalid = |name: &str, problem: String| {
+            Err(InvalidConfig::field(format!("{field}.{name}"), problem))
+        };
+        if self.name.trim().is_empty() {
+            return invalid("name", "must not be empty".into());
+        }
+        if self.address.trim().is_empty() {
+            return invalid("address", "must be `host:port` or `host`".into());
+        }
+        if self.interval < Duration::from_secs(1) {
+            return invalid("interval", "must be at least 1s".into());
+        }
+        if self.timeout < Duration::from_millis(10) {
+            return invalid("timeout", "must be at least 10ms".into());
+        }
+        let worst_case = self.timeout * (self.retries + 1);
+        if worst_case > self.interval {
+            return invalid(
+                "timeout",
+                format!(
+                    "times (retries + 1) is {}, longer than the interval {}; one poll must end before the next starts",
+                    duration_text::format(worst_case),
+                    duration_text::format(self.interval)
+                ),
+            );
+        }
+        if self.retries > 10 {
+            return invalid("retries", "must be at most 10".into());
+        }
+        if self.metric_sets.is_empty() {
+            return invalid("metric_sets", "must name at least one of system, if".into());
+        }
+        if self.max_repetitions == 0 || self.max_repetitions > 100 {
+            return invalid("max_repetitions", "must be between 1 and 100".into());
+        }
+        match (self.version, &self.community, &self.v3) {
+            (SnmpVersion::V2c, Some(community), None) => community
+                .resolve()
+                .map(drop)
+                .map_err(|error| InvalidConfig::field(format!("{field}.community"), error)),
+            (SnmpVersion::V2c, None, _) => {
+                invalid("community", "is required with version v2c".into())
+            }
+            (SnmpVersion::V2c, Some(_), Some(_)) => {
+                invalid("v3", "is only allowed with version v3".into())
+            }
+            (SnmpVersion::V3, Some(_), _) => {
+                invalid("community", "is only allowed with version v2c".into())
+            }
+            (SnmpVersion::V3, None, None) => invalid("v3", "is required with version v3".into()),
+            (SnmpVersion::V3, None, Some(v3)) => v3.validate(&format!("{field}.v3")),
+        }
+    }
+}
+
+impl SnmpV3Config {
+    fn validate(&self, field: &str) -> Result<(), InvalidConfig> {
+        let invalid = |name: &str, problem: &str| {
+            Err(InvalidConfig::field(format!("{field}.{name}"), problem))
+        };
+        if self.user.is_empty() {
+            return invalid("user", "must not be empty");
+        }
+        let needs_auth = self.security_level != SecurityLevel::NoAuthNoPriv;
+        let needs_priv = self.security_level == SecurityLevel::AuthPriv;
+        let level = match self.security_level {
+            SecurityLevel::NoAuthNoPriv => "no_auth_no_priv",
+            SecurityLevel::AuthNoPriv => "auth_no_priv",
+            SecurityLevel::AuthPriv => "auth_priv",
+        };
+        let presence = [
+            ("auth_protocol", self.auth_protocol.is_some(), needs_auth),
+            ("auth_password", self.auth_password.is_some(), needs_auth),
+            ("priv_protocol", self.priv_protocol.is_some(), needs_priv),
+            ("priv_password", self.priv_password.is_some(), needs_priv),
+        ];
+        for (name, present, needed) in presence {
+            if needed && !present {
+                return invalid(name, &format!("is required with security_level {level}"));
+            }
+            if present && !needed {
+                return invalid(name, &format!("is not used with security_level {level}"));
+            }
+        }
+        let secrets = [
+            ("auth_password", &self.auth_password),
+            ("priv_password", &self.priv_password),
+        ];
+        for (name, secret) in secrets {
+            if let Some(secret) = secret {
+                let password = secret
+                    .resolve()
+                    .map_err(|error| InvalidConfig::field(format!("{field}.{name}"), error))?;
+                if password.len() < 8 {
+                    return invalid(name, "must be at least 8 characters (RFC 3414)");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates the YAML file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            cause: source,
+        })?;
+        Self::from_yaml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates YAML `text`; `source_name` (usually the file path)
+    /// prefixes every error.
+    pub fn from_yaml(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        let config: Self = serde_saphyr::from_str(text).map_err(|error| {
+            let (line, column) = error
+                .location()
+                .map_or((0, 0), |location| (location.line(), location.column()));
+            let mut message = error.without_snippet().to_string();
+            let suffix = format!(" at line {line}, column {column}");
+            if let Some(stripped) = message.strip_suffix(&suffix) {
+                message = stripped.to_owned();
+            }
+            ConfigError::Syntax {
+                path: source_name.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        config.validate().map_err(|source| ConfigError::Invalid {
+            path: source_name.to_owned(),
+            cause: source,
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot express; the error names the first bad field.
+    pub fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.resource.id.trim().is_empty() {
+            return Err(InvalidConfig::field("resource.id", "must not be empty"));
+        }
+        if self.resource.host_name.trim().is_empty() {
+            return Err(InvalidConfig::field(
+                "resource.host_name",
+                "must not be empty",
+            ));
+        }
+        if let Some(kafka) = &self.kafka {
+            kafka.validate().map_err(|error| InvalidConfig {
+                message: error.to_string(),
+            })?;
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(InvalidConfig::field("data_dir", "must not be empty"));
+        }
+        let mut seen_paths = BTreeMap::new();
+        for (index, log) in self.logs.iter().enumerate() {
+            if !log.path.is_absolute() {
+                return Err(InvalidConfig::field(
+                    format!("logs[{index}].path"),
+                    format!("must be an absolute path, not `{}`", log.path.display()),
+                ));
+            }
+            if let Some(first) = seen_paths.insert(&log.path, index) {
+                return Err(InvalidConfig::field(
+                    format!("logs[{index}].path"),
+                    format!("repeats `logs[{first}].path` (`{}`)", log.path.display()),
+                ));
+            }
+            if log.dataset.trim().is_empty() {
+                return Err(InvalidConfig::field(
+                    format!("logs[{index}].dataset"),
+                    "must not be empty",
+                ));
+            }
+        }
+        self.log_batch.validate()?;
+        if self.host_metrics.enabled && self.host_metrics.interval < Duration::from_secs(1) {
+            return Err(InvalidConfig::field(
+                "host_metrics.interval",
+                "must be at least 1s",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        for (index, target) in self.snmp.targets.iter().enumerate() {
+            let field = format!("snmp.targets[{index}]");
+            target.validate(&field)?;
+            if !names.insert(&target.name) {
+                return Err(InvalidConfig::field(
+                    format!("{field}.name"),
+                    format!("`{}` is used by another target", target.name),
+                ));
+            }
+        }
+        if self.shutdown_timeout.is_zero() {
+            return Err(InvalidConfig::field(
+                "shutdown_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl LogBatchConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.max_lines == 0 {
+            return Err(InvalidConfig::field(
+                "log_batch.max_lines",
+                "must be at least 1",
+            ));
+        }
+        if self.max_bytes < 1024 {
+            return Err(InvalidConfig::field(
+                "log_batch.max_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if self.flush_interval < Duration::from_millis(1) {
+            return Err(InvalidConfig::field(
+                "log_batch.flush_interval",
+                "must be at least 1ms",
+            ));
+        }
+        if self.max_line_bytes == 0 || self.max_line_bytes >= self.max_bytes {
+            return Err(InvalidConfig::field(
+                "log_batch.max_line_bytes",
+                format!(
+                    "must be between 1 and `log_batch.max_bytes` ({}) so that one line always fits in a batch",
+                    self.max_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_host_name() -> String {
+    hostname::get()
+        .ok()
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vigil-agent")
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+fn default_dataset() -> String {
+    "generic".to_owned()
+}
+
+fn default_max_lines() -> usize {
+    2000
+}
+
+fn default_max_bytes() -> usize {
+    768 * 1024
+}
+
+fn default_flush_interval() -> Duration {
+    Duration::from_millis(200)
+}
+
+fn default_max_line_bytes() -> usize {
+    256 * 1024
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_host_metrics_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_proc_root() -> PathBuf {
+    PathBuf::from("/proc")
+}
+
+fn default_snmp_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_snmp_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_snmp_retries() -> u32 {
+    1
+}
+
+fn default_metric_sets() -> Vec<MetricSet> {
+    vec![MetricSet::System, MetricSet::If]
+}
+
+fn default_max_repetitions() -> u32 {
+    25
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Durations written as a number and a unit: `250ms`, `10s`, `5m`, `1h`.
+pub mod duration_text {
+    use serde::{Deserialize, Deserializer, de};
+    use std::time::Duration;
+
+    const UNITS: [(&str, u64); 4] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)];
+
+    /// Deserializes a duration from its text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(de::Error::custom)
+    }
+
+    /// Reads `250ms`, `10s`, `5m` or `1h`.
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+        let (number, unit) = text.split_at(digits);
+        let invalid = |why: &str| format!("invalid duration `{text}`: {why}");
+        let number: u64 = number
+            .parse()
+            .map_err(|_| invalid("expected a whole number followed by ms, s, m or h"))?;
+        let (_, millis_per_unit) = UNITS
+            .iter()
+            .find(|(name, _)| *name == unit)
+            .ok_or_else(|| invalid("expected a unit of ms, s, m or h"))?;
+        number
+            .checked_mul(*millis_per_unit)
+            .map(Duration::from_millis)
+            .ok_or_else(|| invalid("too long"))
+    }
+
+    /// The shortest text `parse` reads back as `duration` (to the millisecond).
+    pub fn format(duration: Duration) -> String {
+        let millis = duration.as_millis();
+        UNITS
+            .iter()
+            .rev()
+            .find(|(_, per_unit)| millis > 0 && millis.is_multiple_of(u128::from(*per_unit)))
+            .map_or_else(
+                || format!("{millis}ms"),
+                |(name, per_unit)| format!("{}{name}", millis / u128::from(*per_unit)),
+            )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+resource: {id: web-1, host_name: web-1, attributes: {site: fra1}}
+kafka: {brokers: "127.0.0.1:9092", topic_prefix: vigil}
+data_dir: /var/lib/vigil-agent
+http: {listen: "127.0.0.1:9464"}
+logs:
+  - {path: /var/log/app.log, dataset: app}
+  - {path: /var/log/syslog}
+log_batch: {max_lines: 2000, max_bytes: 786432, flush_interval: 200ms, max_line_bytes: 65536}
+host_metrics: {enabled: true, interval: 10s, proc_root: /proc}
+snmp:
+  targets:
+    - {name: core1, address: "10.0.0.1:161", version: v2c, community: {env: PATH}, interval: 30s, timeout: 2s, retries: 1, metric_sets: [system, if]}
+    - {name: edge, address: "10.0.0.3", community: public}
+"#;
+
+    #[test]
+    fn a_full_configuration_loads() {
+        let config = AgentConfig::from_yaml(FULL, "agent.yaml").unwrap();
+        assert_eq!(config.resource.id, "web-1");
+        assert_eq!(config.resource.attributes["site"], "fra1");
+        assert_eq!(config.kafka.unwrap().brokers, "127.0.0.1:9092");
+        assert_eq!(config.logs[1].dataset, "generic");
+        assert_eq!(config.log_batch.flush_interval, Duration::from_millis(200));
+        assert_eq!(config.snmp.targets[0].interval, Duration::from_secs(30));
+        assert_eq!(
+            config.snmp.targets[1].community,
+            Some(Community::Inline("public".into()))
+        );
+        assert_eq!(
+            config.snmp.targets[1].metric_sets,
+            [MetricSet::System, MetricSet::If]
+        );
+    }
+
+    #[test]
+    fn an_empty_file_is_a_valid_configuration_of_defaults() {
+        let config = AgentConfig::from_yaml("{}", "agent.yaml").unwrap();
+        assert!(config.kafka.is_none());
+        assert_eq!(config.resource.id, default_host_name());
+        assert_eq!(config.log_batch, LogBatchConfig::default());
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_file_line_and_column() {
+        let yaml = "resource: {id: a}\ndata_dir: /tmp\ncolour: blue\n";
+        let error = AgentConfig::from_yaml(yaml, "agent.yaml").unwrap_err();
+        let text = error.to_string();
+        assert!(
+            text.starts_with("agent.yaml:3:1: unknown field `colour`, expected one of"),
+            "{text}"
+        );
+        assert!(text.contains("data_dir"), "{text}");
+
+        let nested = "snmp:\n  targets:\n    - name: a\n      address: b\n      comunity: x\n";
+        let text = AgentConfig::from_yaml(nested, "/etc/vigil/agent.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.starts_with("/etc/vigil/agent.yaml:5:7: unknown field `comunity`"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bad_duration_is_located_and_explained() {
+        let yaml = "log_batch:\n  flush_interval: 10x\n";
+        let text = AgentConfig::from_yaml(yaml, "agent.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("agent.yaml:2:"), "{text}");
+        assert!(
+            text.contains("invalid duration `10x`: expected a unit of ms, s, m or h"),
+            "{text}"
+        );
+    }
+
+    fn invalid(yaml: &str) -> String {
+        match AgentConfig::from_yaml(yaml, "agent.yaml").unwrap_err() {
+            ConfigError::Invalid { path, cause } => {
+                assert_eq!(path, "agent.yaml");
+                cause.to_string()
+            }
+            other => panic!("expected a validation error, got {other}"),
+        }
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let cases = [
+            (
+                "snmp: {targets: [{name: a, address: 'h:161', community: c, interval: 500ms}]}",
+                "`snmp.targets[0].interval` must be at least 1s",
+            ),
+            (
+                "snmp: {targets: [{name: a, address: 'h:161'}]}",
+                "`snmp.targets[0].community` is required with version v2c",
+            ),
+            (
+                "snmp: {targets: [{name: a, address: h, community: c}, {name: a, address: h, community: c}]}",
+                "`snmp.targets[1].name` `a` is used by another target",
+            ),
+            (
+                "snmp: {targets: [{name: a, address: h, version: v3, v3: {user: u, auth_protocol: sha}}]}",
+                "`snmp.targets[0].v3.auth_password` is required with security_level auth_priv",
+            ),
+            (
+                "snmp: {targets: [{name: a, address: h, community: {env: VIGIL_TEST_UNSET_COMMUNITY}}]}",
+                "`snmp.targets[0].community` environment variable VIGIL_TEST_UNSET_COMMUNITY is not set",
+            ),
+            (
+                "logs: [{path: relative.log}]",
+                "`logs[0].path` must be an absolute path, not `relative.log`",
+            ),
+            (
+                "logs: [{path: /a.log}, {path: /a.log}]",
+                "`logs[1].path` repeats `logs[0].path` (`/a.log`)",
+            ),
+            (
+                "log_batch: {max_bytes: 4096, max_line_bytes: 4096}",
+                "`log_batch.max_line_bytes` must be between 1 and `log_batch.max_bytes` (4096) so that one line always fits in a batch",
+            ),
+            (
+                "host_metrics: {interval: 0s}",
+                "`host_metrics.interval` must be at least 1s",
+            ),
+            (
+                "kafka: {brokers: ''}",
+                "`kafka.brokers` must list at least one broker",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            assert_eq!(invalid(yaml), expected, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn timeouts_must_fit_in_the_interval() {
+        let yaml = "snmp: {targets: [{name: a, address: h, community: c, interval: 2s, timeout: 1500ms, retries: 1}]}";
+        assert_eq!(
+            invalid(yaml),
+            "`snmp.targets[0].timeout` times (retries + 1) is 3s, longer than the interval 2s; one poll must end before the next starts"
+        );
+    }
+
+    #[test]
+    fn inline_communities_are_never_printed() {
+        let community = Community::Inline("s3cret".into());
+        assert!(!format!("{community:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn durations_round_trip_through_text() {
+        for text in ["250ms", "10s", "5m", "1h", "1500ms"] {
+            assert_eq!(
+                duration_text::format(duration_text::parse(text).unwrap()),
+                text
+            );
+        }
+        assert!(duration_text::parse("10").is_err());
+        assert!(duration_text::parse("s").is_err());
+        assert!(duration_text::parse("-1s").is_err());
+    }
+}

@@ -1,0 +1,34 @@
+//! vigil-agent: the daemon on every host, where Vigil's data path begins.
+//!
+//! It tails log files (with checkpoints that move only after the bus acknowledged
+//! the lines), reads host metrics from /proc and polls devices over SNMP, and
+//! publishes everything as protobuf batches keyed by resource: to Kafka when run
+//! standalone, to the in-process bus in the all-in-one mode.
+//!
+//! [`Agent`] assembles the sources from an [`AgentConfig`]; the `vigil-agent`
+//! binary only loads the configuration, serves the HTTP endpoints and waits for a
+//! signal.
+
+mod agent;
+mod checkpoint;
+pub mod config;
+pub mod host_metrics;
+mod self_metrics;
+pub mod snmp;
+mod tailer;
+
+pub use agent::{Agent, AgentError};
+pub use checkpoint::CheckpointError;
+pub use config::AgentConfig;
+pub use snmp::{PollError, poll_once};
+
+/// `MetricBatch.producer` of every batch the agent makes.
+const PRODUCER: &str = concat!("vigil-agent/", env!("CARGO_PKG_VERSION"));
+
+/// `time` as nanoseconds since the Unix epoch, the wire's timestamps.
+fn unix_nanos(time: std::time::SystemTime) -> i64 {
+    time.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+        })
+}

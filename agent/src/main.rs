@@ -1,0 +1,163 @@
+//! The `vigil-agent` binary: loads the configuration, connects to Kafka, serves the
+//! HTTP endpoints and runs the agent until SIGTERM or SIGINT.
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vigil_agent::config::{MetricSet, SnmpVersion, duration_text};
+use vigil_agent::{Agent, AgentConfig};
+use vigil_runtime::telemetry::{LogFormat, init_tracing, serve_http};
+use vigil_runtime::{Bus, Health, SelfMetrics};
+
+/// Vigil's host daemon: tails log files, reads host metrics from /proc and polls
+/// devices over SNMP, and ships everything as protobuf batches to Kafka.
+///
+/// Log lines are checkpointed in `data_dir` only once Kafka acknowledged them, so
+/// a restart neither loses nor repeats lines. Stop it with SIGTERM: it stops
+/// reading, waits for in-flight batches and writes its last checkpoint.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about)]
+struct Args {
+    /// The agent's YAML configuration file.
+    #[arg(long, env = "VIGIL_AGENT_CONFIG", value_name = "FILE")]
+    config: PathBuf,
+
+    /// Validate the configuration, print a summary and exit: 0 if valid, 1 with
+    /// the error otherwise.
+    #[arg(long)]
+    check_config: bool,
+
+    /// Format of the agent's own logs on stderr (the filter comes from VIGIL_LOG,
+    /// e.g. `info,vigil_agent=debug`).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    log_format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if args.check_config {
+        return match load(&args) {
+            Ok((config, _)) => {
+                print!("{}", summary(&args, &config));
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_tracing(match args.log_format {
+        Format::Text => LogFormat::Text,
+        Format::Json => LogFormat::Json,
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: the async runtime could not start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+async fn run(args: &Args) -> anyhow::Result<()> {
+    let (config, kafka) = load(args)?;
+    let shutdown = vigil_runtime::shutdown::on_signal();
+    let metrics = SelfMetrics::default();
+    let health = Health::default();
+    serve_http(
+        config.http.listen,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("`http.listen` {} could not be bound", config.http.listen))?;
+    let agent = Agent::new(config, Bus::Kafka(Box::new(kafka)), metrics, health);
+    agent.run(shutdown).await?;
+    Ok(())
+}
+
+/// The validated configuration and its Kafka settings, which standalone mode needs.
+fn load(args: &Args) -> anyhow::Result<(AgentConfig, vigil_runtime::kafka::KafkaSettings)> {
+    let config = AgentConfig::load(&args.config)?;
+    let kafka = config.kafka.clone().with_context(|| {
+        format!(
+            "{}: `kafka` is not set; the standalone agent ships to Kafka (without Kafka, run the all-in-one mode of vigil-aggregator)",
+            args.config.display()
+        )
+    })?;
+    Ok((config, kafka))
+}
+
+/// What the configuration makes the agent do, without secrets.
+fn summary(args: &Args, config: &AgentConfig) -> String {
+    let mut text = format!("{}: valid\n", args.config.display());
+    let resource = &config.resource;
+    text += &format!("resource: {} (host {})\n", resource.id, resource.host_name);
+    if let Some(kafka) = &config.kafka {
+        let topics = kafka.topics();
+        text += &format!(
+            "kafka: {} -> {}, {}\n",
+            kafka.brokers,
+            topics.logs_raw(),
+            topics.metrics_raw()
+        );
+    }
+    text += &format!("data_dir: {}\n", config.data_dir.display());
+    text += &format!("http: {}\n", config.http.listen);
+    text += &format!("logs: {} file(s)\n", config.logs.len());
+    for log in &config.logs {
+        text += &format!("  {} (dataset {})\n", log.path.display(), log.dataset);
+    }
+    let host = &config.host_metrics;
+    if host.enabled {
+        text += &format!(
+            "host metrics: every {} from {}\n",
+            duration_text::format(host.interval),
+            host.proc_root.display()
+        );
+    } else {
+        text += "host metrics: off\n";
+    }
+    text += &format!("snmp: {} target(s)\n", config.snmp.targets.len());
+    for target in &config.snmp.targets {
+        let version = match target.version {
+            SnmpVersion::V2c => "v2c",
+            SnmpVersion::V3 => "v3",
+        };
+        let sets: Vec<&str> = target
+            .metric_sets
+            .iter()
+            .map(|set| match set {
+                MetricSet::System => "system",
+                MetricSet::If => "if",
+            })
+            .collect();
+        text += &format!(
+            "  {} at {} ({version}, every {}, sets {})\n",
+            target.name,
+            target.address,
+            duration_text::format(target.interval),
+            sets.join(", ")
+        );
+    }
+    text
+}

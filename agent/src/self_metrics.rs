@@ -1,0 +1,130 @@
+//! The agent's own counters, exposed on `/metrics` as `vigil_agent_*`: how many lines
+//! each step of the data path read, sent, cut or failed to send, and how the SNMP
+//! and host metric sources fare.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use std::fmt::Write as _;
+use vigil_runtime::SelfMetrics;
+
+/// Labels of `agent_snmp_polls`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct PollLabels {
+    pub(crate) target: String,
+    pub(crate) outcome: PollOutcome,
+}
+
+/// How one SNMP poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum PollOutcome {
+    Success,
+    Failure,
+}
+
+impl EncodeLabelValue for PollOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        })
+    }
+}
+
+/// Labels of `agent_batches_published`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct TopicLabels {
+    pub(crate) topic: String,
+}
+
+/// Every self-metric of the agent, registered once and shared by its sources.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentMetrics {
+    pub(crate) log_lines_read: Counter,
+    pub(crate) log_lines_sent: Counter,
+    pub(crate) log_bytes_read: Counter,
+    pub(crate) log_lines_truncated: Counter,
+    pub(crate) log_files_watched: Gauge,
+    pub(crate) log_publish_failures: Counter,
+    pub(crate) checkpoint_writes: Counter,
+    pub(crate) snmp_polls: Family<PollLabels, Counter>,
+    pub(crate) host_metric_errors: Counter,
+    pub(crate) batches_published: Family<TopicLabels, Counter>,
+}
+
+impl AgentMetrics {
+    pub(crate) fn register(registry: &SelfMetrics) -> Self {
+        Self {
+            log_lines_read: registry.register(
+                "agent_log_lines_read",
+                "Log lines read from files",
+                Counter::default(),
+            ),
+            log_lines_sent: registry.register(
+                "agent_log_lines_sent",
+                "Log lines acknowledged by the bus",
+                Counter::default(),
+            ),
+            log_bytes_read: registry.register(
+                "agent_log_bytes_read",
+                "Bytes read from log files",
+                Counter::default(),
+            ),
+            log_lines_truncated: registry.register(
+                "agent_log_lines_truncated",
+                "Log lines longer than log_batch.max_line_bytes, cut",
+                Counter::default(),
+            ),
+            log_files_watched: registry.register(
+                "agent_log_files_watched",
+                "Configured log files currently open",
+                Gauge::default(),
+            ),
+            log_publish_failures: registry.register(
+                "agent_log_publish_failures",
+                "Log batches the bus failed to acknowledge (each is retried)",
+                Counter::default(),
+            ),
+            checkpoint_writes: registry.register(
+                "agent_checkpoint_writes",
+                "Checkpoint files written",
+                Counter::default(),
+            ),
+            snmp_polls: registry.register(
+                "agent_snmp_polls",
+                "SNMP polls by target and outcome",
+                Family::default(),
+            ),
+            host_metric_errors: registry.register(
+                "agent_host_metric_errors",
+                "Host metric files that could not be read or parsed",
+                Counter::default(),
+            ),
+            batches_published: registry.register(
+                "agent_batches_published",
+                "Batches acknowledged by the bus, by topic",
+                Family::default(),
+            ),
+        }
+    }
+
+    /// Counts one acknowledged batch on `topic`.
+    pub(crate) fn published(&self, topic: &str) {
+        self.batches_published
+            .get_or_create(&TopicLabels {
+                topic: topic.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one SNMP poll of `target`.
+    pub(crate) fn polled(&self, target: &str, outcome: PollOutcome) {
+        self.snmp_polls
+            .get_or_create(&PollLabels {
+                target: target.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,382 @@
+//! The SNMP client of one target: requests with a timeout and retries, GETBULK
+//! table walks, v2c and v3 sessions. It sits between the poller and the network.
+//!
+//! A session is kept across polls (for v3 that keeps the discovered engine id,
+//! boots and time). After a timeout or any error the session is dropped and the
+//! next attempt opens a fresh socket, so that a late reply to an abandoned request
+//! can never be taken for the answer to a new one.
+
+use super::PollError;
+use super::samples::{Column, SnmpValue};
+use crate::config::{
+    AuthProtocol, PrivProtocol, SecurityLevel, SnmpTarget, SnmpV3Config, SnmpVersion,
+};
+use snmp2::{AsyncSession, Oid, v3};
+use std::collections::BTreeMap;
+use vigil_runtime::secret::SecretError;
+
+/// How often one attempt repeats a request the v3 agent answered with fresh engine
+/// boots and time (a normal part of v3 discovery).
+const ENGINE_RESYNCS: usize = 3;
+/// Rows after which a walk stops, against agents that never end a table.
+const MAX_WALK_ROWS: usize = 100_000;
+
+/// One variable binding of an answer: OID arcs and value.
+pub(crate) type VarBind = (Vec<u64>, SnmpValue);
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Request<'a> {
+    /// GET of these OIDs.
+    Get(&'a [&'a [u64]]),
+    /// GETBULK of the rows after this OID.
+    Bulk(&'a [u64], u32),
+}
+
+impl Request<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Get(_) => "GET",
+            Self::Bulk(..) => "GETBULK",
+        }
+    }
+
+    fn oids(&self) -> String {
+        let oids: &[&[u64]] = match self {
+            Self::Get(oids) => oids,
+            Self::Bulk(oid, _) => std::slice::from_ref(oid),
+        };
+        oids.iter()
+            .map(|arcs| {
+                arcs.iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(".")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Why one attempt failed.
+enum AttemptError {
+    Secret(&'static str, SecretError),
+    Connect(std::io::Error),
+    Snmp(snmp2::Error),
+    Status { status: u32, index: u32 },
+    InvalidOid,
+}
+
+/// Talks to one target.
+pub(crate) struct SnmpClient {
+    target: SnmpTarget,
+    session: Option<AsyncSession>,
+    next_request_id: i32,
+}
+
+impl std::fmt::Debug for SnmpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnmpClient")
+            .field("target", &self.target.name)
+            .field("connected", &self.session.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SnmpClient {
+    pub(crate) fn new(target: SnmpTarget) -> Self {
+        Self {
+            target,
+            session: None,
+            next_request_id: 1,
+        }
+    }
+
+    pub(crate) fn target(&self) -> &SnmpTarget {
+        &self.target
+    }
+
+    /// Sends `request` until it is answered, at most `retries + 1` times, each
+    /// attempt bounded by the target's timeout.
+    pub(crate) async fn request(
+        &mut self,
+        request: Request<'_>,
+    ) -> Result<Vec<VarBind>, PollError> {
+        let attempts = self.target.retries + 1;
+        let mut last_error = None;
+        for _ in 0..attempts {
+            match tokio::time::timeout(self.target.timeout, self.attempt(request)).await {
+                Ok(Ok(varbinds)) => return Ok(varbinds),
+                Ok(Err(error)) => {
+                    self.session = None;
+                    let error = self.poll_error(request, error);
+                    if matches!(
+                        error,
+                        PollError::Authentication { .. } | PollError::Secret { .. }
+                    ) {
+                        return Err(error);
+                    }
+                    last_error = Some(error);
+                }
+                Err(_elapsed) => {
+                    self.session = None;
+                    last_error = None;
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| PollError::Timeout {
+            target: self.target.name.clone(),
+            request: request.kind(),
+            oids: request.oids(),
+            timeout: crate::config::duration_text::format(self.target.timeout),
+            attempts,
+            silent_when: match self.target.version {
+                SnmpVersion::V2c => "a wrong community looks the same",
+                SnmpVersion::V3 => "a wrong privacy password looks the same",
+            },
+        }))
+    }
+
+    /// Walks the table column `column` with GETBULK; returns its rows by index.
+    pub(crate) async fn walk(&mut self, column: &[u64]) -> Result<Column, PollError> {
+        let mut rows = BTreeMap::new();
+        let mut cursor = column.to_vec();
+        let repetitions = self.target.max_repetitions;
+        while rows.len() < MAX_WALK_ROWS {
+            let varbinds = self.request(Request::Bulk(&cursor, repetitions)).await?;
+            let mut progressed = false;
+            for (oid, value) in varbinds {
+                let in_column = oid.len() > column.len() && oid.starts_with(column);
+                let ended = matches!(value, SnmpValue::EndOfMibView);
+                // An agent that does not move forward would make the walk loop.
+                if !in_column || ended || oid <= cursor {
+                    return Ok(rows);
+                }
+                rows.insert(oid[column.len()..].to_vec(), value);
+                cursor = oid;
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
+    async fn attempt(&mut self, request: Request<'_>) -> Result<Vec<VarBind>, AttemptError> {
+        let session = match self.session.take() {
+            Some(session) => session,
+            None => self.connect().await?,
+        };
+        let session = self.session.insert(session);
+        let oids: Vec<Oid<'static>> = match request {
+            Request::Get(oids) => oids.iter().map(|arcs| oid(arcs)).collect::<Option<_>>(),
+            Request::Bulk(arcs, _) => oid(arcs).map(|oid| vec![oid]),
+        }
+        .ok_or(AttemptError::InvalidOid)?;
+        let oid_refs: Vec<&Oid<'static>> = oids.iter().collect();
+        for _ in 0..ENGINE_RESYNCS {
+            let response = match request {
+                Request::Get(_) => session.get_many(&oid_refs).await,
+                Request::Bulk(_, repetitions) => session.getbulk(&oid_refs, 0, repetitions).await,
+            };
+            match response {
+                Ok(pdu) => {
+                    if pdu.error_status != 0 {
+                        return Err(AttemptError::Status {
+                            status: pdu.error_status,
+                            index: pdu.error_index,
+                        });
+                    }
+                    return Ok(pdu
+                        .varbinds
+                        .filter_map(|(oid, value)| {
+                            Some((oid.iter()?.collect(), SnmpValue::from_wire(&value)))
+                        })
+                        .collect());
+                }
+                Err(snmp2::Error::AuthUpdated) => {}
+                Err(error) => return Err(AttemptError::Snmp(error)),
+            }
+        }
+        Err(AttemptError::Snmp(snmp2::Error::AuthUpdated))
+    }
+
+    /// Opens a session; for v3 also discovers the agent's engine.
+    async fn connect(&mut self) -> Result<AsyncSession, AttemptError> {
+        let address = with_default_port(&self.target.address);
+        let request_id = self.next_request_id;
+        // Each session starts at a fresh id, far from the previous one's.
+        self.next_request_id = self.next_request_id.wrapping_add(1 << 20);
+        match (self.target.version, &self.target.v3) {
+            (SnmpVersion::V3, Some(config)) => {
+                let security = security(config)?;
+                let mut session = AsyncSession::new_v3(address, request_id, security)
+                    .await
+                    .map_err(AttemptError::Connect)?;
+                session.init().await.map_err(AttemptError::Snmp)?;
+                Ok(session)
+            }
+            _ => {
+                let community = self
+                    .target
+                    .community
+                    .as_ref()
+                    .map_or(Ok(String::new()), |community| community.resolve())
+                    .map_err(|error| AttemptError::Secret("community", error))?;
+                AsyncSession::new_v2c(address, community.as_bytes(), request_id)
+                    .await
+                    .map_err(AttemptError::Connect)
+            }
+        }
+    }
+
+    fn poll_error(&self, request: Request<'_>, error: AttemptError) -> PollError {
+        let target = self.target.name.clone();
+        let is_v3 = self.target.version == SnmpVersion::V3;
+        let user = || {
+            self.target
+                .v3
+                .as_ref()
+                .map(|v3| v3.user.clone())
+                .unwrap_or_default()
+        };
+        match error {
+            AttemptError::Secret(field, source) => PollError::Secret {
+                target,
+                field,
+                cause: source,
+            },
+            AttemptError::Connect(source) => PollError::Connect {
+                target,
+                address: self.target.address.clone(),
+                cause: source,
+            },
+            AttemptError::Snmp(snmp2::Error::AuthFailure(kind)) => PollError::Authentication {
+                target,
+                user: user(),
+                reason: kind.to_string(),
+            },
+            // A v3 agent that cannot decrypt a request answers with a report, which
+            // is the wrong PDU type for a response.
+            AttemptError::Snmp(snmp2::Error::AsnWrongType) if is_v3 => PollError::Authentication {
+                target,
+                user: user(),
+                reason: "the agent answered with a report instead of a response (a wrong privacy password or protocol?)".into(),
+            },
+            AttemptError::Snmp(error) => PollError::Protocol {
+                target,
+                request: request.kind(),
+                oids: request.oids(),
+                reason: error.to_string(),
+            },
+            AttemptError::Status { status, index } => PollError::ErrorStatus {
+                target,
+                request: request.kind(),
+                oids: request.oids(),
+                status,
+                index,
+            },
+            AttemptError::InvalidOid => PollError::Protocol {
+                target,
+                request: request.kind(),
+                oids: request.oids(),
+                reason: "the OID cannot be encoded".into(),
+            },
+        }
+    }
+}
+
+/// The v3 security parameters of `config`, passwords resolved.
+fn security(config: &SnmpV3Config) -> Result<v3::Security, AttemptError> {
+    let password = |field: &'static str, secret: &Option<vigil_runtime::SecretRef>| {
+        secret
+            .as_ref()
+            .map_or(Ok(String::new()), vigil_runtime::SecretRef::resolve)
+            .map_err(|error| AttemptError::Secret(field, error))
+    };
+    let auth_password = password("v3.auth_password", &config.auth_password)?;
+    let mut security = v3::Security::new(config.user.as_bytes(), auth_password.as_bytes());
+    let auth_protocol = match config.auth_protocol.unwrap_or(AuthProtocol::Sha) {
+        AuthProtocol::Md5 => v3::AuthProtocol::Md5,
+        AuthProtocol::Sha => v3::AuthProtocol::Sha1,
+        AuthProtocol::Sha224 => v3::AuthProtocol::Sha224,
+        AuthProtocol::Sha256 => v3::AuthProtocol::Sha256,
+        AuthProtocol::Sha384 => v3::AuthProtocol::Sha384,
+        AuthProtocol::Sha512 => v3::AuthProtocol::Sha512,
+    };
+    security = security.with_auth_protocol(auth_protocol);
+    let auth = match config.security_level {
+        SecurityLevel::NoAuthNoPriv => v3::Auth::NoAuthNoPriv,
+        SecurityLevel::AuthNoPriv => v3::Auth::AuthNoPriv,
+        SecurityLevel::AuthPriv => {
+            let (cipher, extension) = match config.priv_protocol.unwrap_or(PrivProtocol::Aes) {
+                PrivProtocol::Des => (v3::Cipher::Des, None),
+                PrivProtocol::Aes => (v3::Cipher::Aes128, None),
+                PrivProtocol::Aes192 => (v3::Cipher::Aes192, Some(v3::KeyExtension::Blumenthal)),
+                PrivProtocol::Aes256 => (v3::Cipher::Aes256, Some(v3::KeyExtension::Blumenthal)),
+                PrivProtocol::Aes192c => (v3::Cipher::Aes192, Some(v3::KeyExtension::Reeder)),
+                PrivProtocol::Aes256c => (v3::Cipher::Aes256, Some(v3::KeyExtension::Reeder)),
+            };
+            if let Some(extension) = extension
+                && cipher.priv_key_needs_extension(&auth_protocol)
+            {
+                security = security.with_key_extension_method(extension);
+            }
+            v3::Auth::AuthPriv {
+                cipher,
+                privacy_password: password("v3.priv_password", &config.priv_password)?.into_bytes(),
+            }
+        }
+    };
+    security = security.with_auth(auth);
+    if let Some(context) = &config.context_name {
+        security = security.with_context_name(context);
+    }
+    Ok(security)
+}
+
+fn oid(arcs: &[u64]) -> Option<Oid<'static>> {
+    Oid::from(arcs).ok()
+}
+
+/// `address` with port 161 if it names none.
+fn with_default_port(address: &str) -> String {
+    let has_port = match address.rsplit_once(':') {
+        // A bare IPv6 address has colons but no port; `[v6]:port` has both.
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    if has_port {
+        address.to_owned()
+    } else if address.contains(':') && !address.starts_with('[') {
+        format!("[{address}]:161")
+    } else {
+        format!("{address}:161")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_get_the_snmp_port_when_they_name_none() {
+        assert_eq!(with_default_port("10.0.0.1"), "10.0.0.1:161");
+        assert_eq!(with_default_port("10.0.0.1:1161"), "10.0.0.1:1161");
+        assert_eq!(with_default_port("core1.example"), "core1.example:161");
+        assert_eq!(with_default_port("::1"), "[::1]:161");
+        assert_eq!(with_default_port("[::1]:1161"), "[::1]:1161");
+    }
+
+    #[test]
+    fn requests_name_their_oids() {
+        let uptime: &[u64] = &[1, 3, 6, 1, 2, 1, 1, 3, 0];
+        let name: &[u64] = &[1, 3, 6, 1, 2, 1, 1, 5, 0];
+        let request = Request::Get(&[uptime, name]);
+        assert_eq!(request.oids(), "1.3.6.1.2.1.1.3.0, 1.3.6.1.2.1.1.5.0");
+        assert_eq!(Request::Bulk(uptime, 10).kind(), "GETBULK");
+    }
+}

@@ -1,0 +1,216 @@
+//! Line splitting: turns the bytes read from a file into lines with their offsets,
+//! the first step of the log data path.
+//!
+//! A line ends at `\n`; its bytes are kept as they are (a `\r` before the newline
+//! stays). The last line is held until its newline arrives. A line longer than the
+//! limit keeps only its first bytes and skips the rest up to its newline, so memory
+//! stays bounded whatever the file holds.
+
+/// One complete line as found in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawLine {
+    /// Offset of the line's first byte.
+    pub(crate) offset: u64,
+    /// Bytes the line spans in the file, including its newline if it has one.
+    pub(crate) length: u64,
+    /// The line without its newline, cut to the limit.
+    pub(crate) bytes: Vec<u8>,
+    /// The line was longer than the limit.
+    pub(crate) truncated: bool,
+}
+
+/// Splits a stream of bytes into lines.
+#[derive(Debug)]
+pub(crate) struct LineSplitter {
+    max_line_bytes: usize,
+    /// Kept bytes of the line in progress, at most `max_line_bytes`.
+    pending: Vec<u8>,
+    /// Offset of the first byte of the line in progress.
+    line_start: u64,
+    /// Bytes of the line in progress seen so far, kept or skipped.
+    line_length: u64,
+    truncated: bool,
+}
+
+impl LineSplitter {
+    /// A splitter whose first byte will be at `offset`.
+    pub(crate) fn new(max_line_bytes: usize, offset: u64) -> Self {
+        Self {
+            max_line_bytes,
+            pending: Vec::new(),
+            line_start: offset,
+            line_length: 0,
+            truncated: false,
+        }
+    }
+
+    /// Offset of the next byte to feed.
+    pub(crate) fn next_offset(&self) -> u64 {
+        self.line_start + self.line_length
+    }
+
+    /// Drops the line in progress and expects the next byte at `offset`.
+    pub(crate) fn restart_at(&mut self, offset: u64) {
+        *self = Self::new(self.max_line_bytes, offset);
+    }
+
+    /// Feeds the next bytes of the stream; calls `emit` for every line they complete.
+    pub(crate) fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(RawLine)) {
+        while !bytes.is_empty() {
+            match bytes.iter().position(|&byte| byte == b'\n') {
+                Some(newline) => {
+                    self.keep(&bytes[..newline]);
+                    self.line_length += newline as u64 + 1;
+                    emit(self.take_line());
+                    bytes = &bytes[newline + 1..];
+                }
+                None => {
+                    self.keep(bytes);
+                    self.line_length += bytes.len() as u64;
+                    bytes = &[];
+                }
+            }
+        }
+    }
+
+    /// The line in progress, as a final line without newline: for a file that will
+    /// never grow again (it was replaced). `None` if there is none.
+    pub(crate) fn finish(&mut self) -> Option<RawLine> {
+        (self.line_length > 0).then(|| self.take_line())
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = self.max_line_bytes - self.pending.len();
+        if bytes.len() > room {
+            self.truncated = true;
+        }
+        self.pending
+            .extend_from_slice(&bytes[..bytes.len().min(room)]);
+    }
+
+    fn take_line(&mut self) -> RawLine {
+        let line = RawLine {
+            offset: self.line_start,
+            length: self.line_length,
+            bytes: std::mem::take(&mut self.pending),
+            truncated: self.truncated,
+        };
+        self.line_start += self.line_length;
+        self.line_length = 0;
+        self.truncated = false;
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn split(splitter: &mut LineSplitter, bytes: &[u8]) -> Vec<RawLine> {
+        let mut lines = Vec::new();
+        splitter.feed(bytes, |line| lines.push(line));
+        lines
+    }
+
+    fn line(offset: u64, length: u64, bytes: &[u8], truncated: bool) -> RawLine {
+        RawLine {
+            offset,
+            length,
+            bytes: bytes.to_vec(),
+            truncated,
+        }
+    }
+
+    #[test]
+    fn lines_carry_offsets_and_lengths_with_their_newline() {
+        let mut splitter = LineSplitter::new(100, 10);
+        let lines = split(&mut splitter, b"one\ntwo\r\n\n");
+        assert_eq!(
+            lines,
+            [
+                line(10, 4, b"one", false),
+                line(14, 5, b"two\r", false),
+                line(19, 1, b"", false),
+            ]
+        );
+        assert_eq!(splitter.next_offset(), 20);
+    }
+
+    #[test]
+    fn a_partial_line_is_held_until_its_newline() {
+        let mut splitter = LineSplitter::new(100, 0);
+        assert!(split(&mut splitter, b"hel").is_empty());
+        assert!(split(&mut splitter, b"lo wor").is_empty());
+        assert_eq!(
+            split(&mut splitter, b"ld\nx"),
+            [line(0, 12, b"hello world", false)]
+        );
+        assert_eq!(splitter.finish(), Some(line(12, 1, b"x", false)));
+        assert_eq!(splitter.finish(), None);
+    }
+
+    #[test]
+    fn a_long_line_is_cut_and_never_buffered_whole() {
+        let mut splitter = LineSplitter::new(1024, 0);
+        let chunk = vec![b'a'; 64 * 1024];
+        for _ in 0..160 {
+            assert!(split(&mut splitter, &chunk).is_empty());
+            assert!(
+                splitter.pending.capacity() <= 2 * 1024,
+                "buffered beyond the limit"
+            );
+        }
+        let lines = split(&mut splitter, b"\nnext\n");
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].bytes, vec![b'a'; 1024]);
+        assert!(lines[0].truncated);
+        assert_eq!(lines[0].length, 10 * 1024 * 1024 + 1);
+        assert_eq!(lines[1], line(10 * 1024 * 1024 + 1, 5, b"next", false));
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_not_truncated() {
+        let mut splitter = LineSplitter::new(4, 0);
+        assert_eq!(
+            split(&mut splitter, b"abcd\nabcde\n"),
+            [line(0, 5, b"abcd", false), line(5, 6, b"abcd", true)]
+        );
+    }
+
+    #[test]
+    fn restarting_drops_the_line_in_progress() {
+        let mut splitter = LineSplitter::new(100, 0);
+        split(&mut splitter, b"partial");
+        splitter.restart_at(0);
+        assert_eq!(split(&mut splitter, b"new\n"), [line(0, 4, b"new", false)]);
+    }
+
+    proptest! {
+        /// However the bytes are chunked, the lines are the same and tile the input.
+        #[test]
+        fn chunking_does_not_change_the_lines(
+            text in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'x'), Just(b'y')], 0..200),
+            cuts in proptest::collection::vec(0usize..200, 0..10),
+        ) {
+            let mut whole = LineSplitter::new(8, 0);
+            let expected = split(&mut whole, &text);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
+            cuts.sort_unstable();
+            let mut chunked = LineSplitter::new(8, 0);
+            let mut lines = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([text.len()]) {
+                lines.extend(split(&mut chunked, &text[start..cut]));
+                start = cut;
+            }
+            prop_assert_eq!(&lines, &expected);
+            let mut next = 0;
+            for line in &lines {
+                prop_assert_eq!(line.offset, next);
+                next += line.length;
+            }
+            prop_assert_eq!(chunked.next_offset(), text.len() as u64);
+        }
+    }
+}

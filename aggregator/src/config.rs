@@ -1,0 +1,325 @@
+//! Configuration of the aggregator's distributed stages (`alert`, `index`): where
+//! Kafka, etcd and Elasticsearch are, and how each stage behaves. Deserialized
+//! strictly (unknown keys are errors naming the key, file, line and column), then
+//! validated with errors that name the field.
+
+use crate::alert::AlertStageConfig;
+use crate::alert::notify::Receiver;
+use crate::index::{
+    BulkClient, BulkClientConfig, DocumentSink, ElasticsearchAuth, IndexNames, IndexStage,
+    IndexStageConfig,
+};
+use vigil_runtime::{Bus, SelfMetrics};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use vigil_runtime::SecretRef;
+use vigil_runtime::config_file::{duration, load_yaml};
+use vigil_runtime::etcd::EtcdSettings;
+use vigil_runtime::kafka::KafkaSettings;
+
+/// The whole aggregator configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// The Kafka cluster every stage consumes from and produces to.
+    pub kafka: KafkaSettings,
+    /// etcd, where rules are kept (required by `alert` unless `alert.rules_dir` is set).
+    pub etcd: Option<EtcdSettings>,
+    /// The HTTP endpoint with `/metrics`, `/health` and `/ready`.
+    #[serde(default)]
+    pub http: HttpSection,
+    /// The `alert` stage.
+    #[serde(default)]
+    pub alert: AlertSection,
+    /// The `index` stage.
+    pub index: Option<IndexSection>,
+}
+
+/// Where the self-observability endpoint listens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Address of `/metrics`, `/health` and `/ready`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9465))
+}
+
+/// Settings of the `alert` stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSection {
+    /// Consumer group shared by all alert instances.
+    #[serde(default = "default_alert_group")]
+    pub group: String,
+    /// Read rules from this folder (watched) instead of etcd.
+    pub rules_dir: Option<PathBuf>,
+    /// How often the evaluation clock moves on when no data arrives.
+    #[serde(default = "default_tick", deserialize_with = "duration")]
+    pub tick: Duration,
+    /// How late data may be before wall-clock time closes its windows.
+    #[serde(default = "default_lateness", deserialize_with = "duration")]
+    pub allowed_lateness: Duration,
+    /// Base URL that alerts link to (`externalURL` in webhooks).
+    #[serde(default)]
+    pub external_url: String,
+    /// Where notifications go.
+    #[serde(default)]
+    pub receivers: Vec<Receiver>,
+}
+
+impl Default for AlertSection {
+    fn default() -> Self {
+        Self {
+            group: default_alert_group(),
+            rules_dir: None,
+            tick: default_tick(),
+            allowed_lateness: default_lateness(),
+            external_url: String::new(),
+            receivers: Vec::new(),
+        }
+    }
+}
+
+fn default_alert_group() -> String {
+    "vigil-alert".to_owned()
+}
+
+fn default_tick() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_lateness() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// Settings of the `index` stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSection {
+    /// Consumer group shared by all index instances.
+    #[serde(default = "default_index_group")]
+    pub group: String,
+    /// The Elasticsearch cluster.
+    pub elasticsearch: ElasticsearchSection,
+    /// Index names per dataset.
+    #[serde(default)]
+    pub indices: IndexNamesSection,
+    /// Most documents in one `_bulk` request.
+    #[serde(default = "default_max_documents")]
+    pub max_documents: usize,
+    /// How long to wait for more messages before sending a partial bulk request.
+    #[serde(default = "default_linger", deserialize_with = "duration")]
+    pub linger: Duration,
+}
+
+fn default_index_group() -> String {
+    "vigil-index".to_owned()
+}
+
+fn default_max_documents() -> usize {
+    5000
+}
+
+fn default_linger() -> Duration {
+    Duration::from_millis(200)
+}
+
+/// How to reach Elasticsearch.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ElasticsearchSection {
+    /// Base URL, for example `https://es.example.net:9200`.
+    pub url: String,
+    /// Basic-auth user.
+    pub username: Option<String>,
+    /// Basic-auth password, from a file or an environment variable.
+    pub password: Option<SecretRef>,
+    /// API key (instead of basic auth), from a file or an environment variable.
+    pub api_key: Option<SecretRef>,
+    /// CA bundle for `https://` URLs with a private CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Index names per dataset.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexNamesSection {
+    #[serde(default = "default_logs_index")]
+    pub logs: String,
+    #[serde(default = "default_metrics_index")]
+    pub metrics: String,
+    #[serde(default = "default_alerts_index")]
+    pub alerts: String,
+}
+
+impl Default for IndexNamesSection {
+    fn default() -> Self {
+        Self {
+            logs: default_logs_index(),
+            metrics: default_metrics_index(),
+            alerts: default_alerts_index(),
+        }
+    }
+}
+
+fn default_logs_index() -> String {
+    "vigil-logs".to_owned()
+}
+
+fn default_metrics_index() -> String {
+    "vigil-metrics".to_owned()
+}
+
+fn default_alerts_index() -> String {
+    "vigil-alerts".to_owned()
+}
+
+impl AggregatorConfig {
+    /// Loads and validates `path`.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let config: Self = load_yaml(path)?;
+        config
+            .validate()
+            .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot; errors name the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.kafka.validate()?;
+        if let Some(etcd) = &self.etcd {
+            etcd.validate()?;
+        }
+        if self.alert.group.is_empty() {
+            anyhow::bail!("`alert.group` must not be empty");
+        }
+        if self.alert.tick.is_zero() {
+            anyhow::bail!("`alert.tick` must be positive");
+        }
+        for (position, receiver) in self.alert.receivers.iter().enumerate() {
+            if let Receiver::Webhook { url, .. } = receiver
+                && reqwest::Url::parse(url).is_err()
+            {
+                anyhow::bail!("`alert.receivers[{position}].url` is not a URL: `{url}`");
+            }
+        }
+        if let Some(index) = &self.index {
+            if reqwest::Url::parse(&index.elasticsearch.url).is_err() {
+                anyhow::bail!(
+                    "`index.elasticsearch.url` is not a URL: `{}`",
+                    index.elasticsearch.url
+                );
+            }
+            if index.max_documents == 0 {
+                anyhow::bail!("`index.max_documents` must be positive");
+            }
+            if index.elasticsearch.password.is_some() && index.elasticsearch.username.is_none() {
+                anyhow::bail!("`index.elasticsearch.password` needs `index.elasticsearch.username`");
+            }
+        }
+        Ok(())
+    }
+
+    /// The index stage writing to the configured Elasticsearch, subscribed on `bus`.
+    pub fn index_stage(&self, bus: &Bus, metrics: &SelfMetrics) -> anyhow::Result<IndexStage> {
+        let section = self
+            .index
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the index stage needs an `index` section"))?;
+        let elasticsearch = &section.elasticsearch;
+        let auth = match (&elasticsearch.api_key, &elasticsearch.username, &elasticsearch.password) {
+            (Some(key), _, _) => ElasticsearchAuth::ApiKey(key.clone()),
+            (None, Some(username), Some(password)) => ElasticsearchAuth::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            _ => ElasticsearchAuth::None,
+        };
+        let client = BulkClient::new(BulkClientConfig {
+            auth,
+            ca_file: elasticsearch.ca_file.clone(),
+            ..BulkClientConfig::new(&elasticsearch.url)
+        })
+        .map_err(|error| anyhow::anyhow!("`index.elasticsearch`: {error}"))?;
+        let names = IndexNames {
+            logs: section.indices.logs.clone(),
+            metrics: section.indices.metrics.clone(),
+            alerts: section.indices.alerts.clone(),
+        };
+        let config = IndexStageConfig {
+            group: section.group.clone(),
+            max_documents: section.max_documents,
+            linger: section.linger,
+            ..IndexStageConfig::default()
+        };
+        Ok(IndexStage::new(
+            bus,
+            DocumentSink::Elasticsearch(client),
+            names,
+            config,
+            metrics,
+        )?)
+    }
+
+    /// The alert stage's runtime settings.
+    pub fn alert_stage(&self) -> AlertStageConfig {
+        AlertStageConfig {
+            group: self.alert.group.clone(),
+            tick: self.alert.tick,
+            allowed_lateness: self.alert.allowed_lateness,
+            receivers: self.alert.receivers.clone(),
+            external_url: self.alert.external_url.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<AggregatorConfig> {
+        let config: AggregatorConfig = vigil_runtime::config_file::parse_yaml("aggregator.yaml", text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn a_minimal_config_gets_defaults() {
+        let config = parse("kafka: {brokers: 'k:9092'}\n").unwrap();
+        assert_eq!(config.alert.group, "vigil-alert");
+        assert_eq!(config.alert.tick, Duration::from_secs(1));
+        assert_eq!(config.http.listen.port(), 9465);
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_file_and_line() {
+        let error = parse("kafka: {brokers: 'k:9092'}\nalert:\n  grup: x\n").unwrap_err().to_string();
+        assert!(error.starts_with("aggregator.yaml:3:3: unknown field `grup`"), "{error}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_field() {
+        let error = parse(
+            "kafka: {brokers: 'k:9092'}\nalert:\n  receivers:\n    - {type: webhook, name: x, url: 'not a url'}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(error, "`alert.receivers[0].url` is not a URL: `not a url`");
+        let error = parse("kafka: {brokers: 'k:9092'}\nalert: {tick: 0s}\n").unwrap_err().to_string();
+        assert_eq!(error, "`alert.tick` must be positive");
+    }
+}

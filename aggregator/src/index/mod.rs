@@ -1,0 +1,28 @@
+//! The index stage: the end of the data path, where logs, metrics and alert events
+//! leave the bus as Elastic Common Schema documents for Elasticsearch and Kibana (or
+//! NDJSON files in the all-in-one mode).
+//!
+//! - [`documents`] maps batches to documents with content-derived ids;
+//! - [`DocumentSink`] writes them: [`BulkClient`] to Elasticsearch, [`NdjsonSink`] to
+//!   local files;
+//! - [`IndexStage`] consumes the bus, batches, writes, dead-letters and commits.
+//!
+//! The index templates the documents are meant for live in `dashboards/index-templates`.
+
+pub mod documents;
+mod elasticsearch;
+mod ndjson;
+mod sink;
+mod stage;
+
+#[cfg(test)]
+mod fake_elasticsearch;
+
+pub use documents::{Document, IndexNames, InvalidIndexName, MetricStream};
+pub use elasticsearch::{
+    BulkClient, BulkClientConfig, BulkClientError, ElasticsearchAuth, ElasticsearchError,
+    TemplateError,
+};
+pub use ndjson::NdjsonSink;
+pub use sink::{DocumentSink, Outcome, SinkError, WriteReport};
+pub use stage::{IndexStage, IndexStageConfig, IndexStageError};

@@ -1,0 +1,270 @@
+//! `vigil-aggregator`: the stream stages (`alert`, `index`), the rules CLI
+//! (`rules check|test|push`) and the all-in-one mode. Thin: parse arguments, load
+//! configuration, build the stage, run it until SIGTERM.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use vigil_aggregator::all_in_one::{self, AllInOneOptions};
+use vigil_aggregator::alert::AlertStage;
+use vigil_aggregator::config::AggregatorConfig;
+use vigil_aggregator::rule_source::{self, RuleSource};
+use vigil_aggregator::rules;
+use vigil_runtime::etcd::EtcdSettings;
+use vigil_runtime::telemetry::{LogFormat, init_tracing, serve_http};
+use vigil_runtime::{Bus, Health, SelfMetrics};
+
+/// Vigil's stream processors: evaluate alert rules, index everything into
+/// Elasticsearch, manage rules, or run the whole pipeline on this host.
+#[derive(Debug, Parser)]
+#[command(name = "vigil-aggregator", version, propagate_version = true)]
+struct Cli {
+    /// Log output format.
+    #[arg(long, value_enum, default_value = "text", global = true, env = "VIGIL_LOG_FORMAT")]
+    log_format: LogFormatArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run agent sources, the alert stage and the index stage in one process, with
+    /// no Kafka, etcd or Elasticsearch: rules from a watched folder, documents to
+    /// NDJSON files, alerts printed.
+    AllInOne(AllInOneArgs),
+    /// Evaluate alert rules over metrics and logs from Kafka and notify pagers.
+    Alert(StageArgs),
+    /// Write logs, metrics and alerts from Kafka into Elasticsearch.
+    Index(StageArgs),
+    /// Check, test and publish rule files.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Args)]
+struct AllInOneArgs {
+    /// Where checkpoints and NDJSON documents are written.
+    #[arg(long, default_value = "vigil-data")]
+    data_dir: PathBuf,
+    /// Folder of rule files, watched for changes (the shipped examples are used if it does not exist).
+    #[arg(long, default_value = "rules")]
+    rules: PathBuf,
+    /// Log file to tail (repeatable); without any, an example log is written and tailed.
+    #[arg(long = "log-file")]
+    log_files: Vec<PathBuf>,
+    /// Address of `/metrics`, `/health` and `/ready`.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    http: std::net::SocketAddr,
+    /// Seconds between host metric readings.
+    #[arg(long, default_value_t = 5)]
+    host_interval: u64,
+}
+
+#[derive(Debug, Args)]
+struct StageArgs {
+    /// Configuration file.
+    #[arg(long, env = "VIGIL_AGGREGATOR_CONFIG")]
+    config: PathBuf,
+    /// Validate the configuration, print a summary and exit.
+    #[arg(long)]
+    check_config: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Validate every rule file in a folder; errors name file, line and column.
+    Check {
+        /// Folder of rule files.
+        dir: PathBuf,
+    },
+    /// Run the rule unit tests (`*.test.yaml`) in a folder.
+    Test {
+        /// Folder of rule files and their tests.
+        dir: PathBuf,
+    },
+    /// Check a folder of rules and, if valid, replace the rules in etcd with it.
+    Push {
+        /// Folder of rule files.
+        dir: PathBuf,
+        /// etcd client URL.
+        #[arg(long, env = "VIGIL_ETCD_ENDPOINT", default_value = "http://127.0.0.1:2379")]
+        etcd_endpoint: String,
+        /// Key prefix of this deployment; rules go under `<prefix>/rules/`.
+        #[arg(long, env = "VIGIL_ETCD_PREFIX", default_value = "/vigil")]
+        etcd_prefix: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(match cli.log_format {
+        LogFormatArg::Text => LogFormat::Text,
+        LogFormatArg::Json => LogFormat::Json,
+    });
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: the async runtime could not start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::AllInOne(args) => {
+            let metrics = SelfMetrics::default();
+            let health = Health::default();
+            let shutdown = vigil_runtime::shutdown::on_signal();
+            serve_http(args.http, metrics.clone(), health.clone(), shutdown.clone())
+                .await
+                .with_context(|| format!("cannot listen on {}", args.http))?;
+            let options = AllInOneOptions {
+                data_dir: args.data_dir,
+                rules_dir: args.rules,
+                log_files: args.log_files,
+                host_interval: std::time::Duration::from_secs(args.host_interval.max(1)),
+            };
+            all_in_one::run(options, metrics, health, shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Alert(args) => {
+            let Some(config) = load_stage_config(&args)? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let source = match (&config.alert.rules_dir, &config.etcd) {
+                (Some(dir), _) => RuleSource::Folder(dir.clone()),
+                (None, Some(etcd)) => RuleSource::Etcd(etcd.clone()),
+                (None, None) => anyhow::bail!(
+                    "{}: the alert stage needs `etcd` or `alert.rules_dir`",
+                    args.config.display()
+                ),
+            };
+            let (metrics, health, shutdown) = start_endpoints(&config).await?;
+            tracing::info!(rules = %source.describe(), "alert stage starting");
+            let rules = source.watch(shutdown.clone())?;
+            let bus = Bus::Kafka(Box::new(config.kafka.clone()));
+            let stage = AlertStage::new(&bus, rules, config.alert_stage(), &metrics)?;
+            health.set_ready(true);
+            stage.run(shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Index(args) => {
+            let Some(config) = load_stage_config(&args)? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let (metrics, health, shutdown) = start_endpoints(&config).await?;
+            let bus = Bus::Kafka(Box::new(config.kafka.clone()));
+            let stage = config
+                .index_stage(&bus, &metrics)
+                .with_context(|| args.config.display().to_string())?;
+            health.set_ready(true);
+            stage.run(shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rules(command) => run_rules_command(command).await,
+    }
+}
+
+/// Loads the stage configuration; `None` when only a check was asked for.
+fn load_stage_config(args: &StageArgs) -> anyhow::Result<Option<AggregatorConfig>> {
+    let config = AggregatorConfig::load(&args.config)?;
+    if args.check_config {
+        println!(
+            "{}: ok (kafka {}, topics {}.*, etcd {}, index {})",
+            args.config.display(),
+            config.kafka.brokers,
+            config.kafka.topic_prefix,
+            config.etcd.as_ref().map_or("not configured".to_owned(), |e| e.endpoints.join(",")),
+            config
+                .index
+                .as_ref()
+                .map_or("not configured".to_owned(), |i| i.elasticsearch.url.clone()),
+        );
+        return Ok(None);
+    }
+    Ok(Some(config))
+}
+
+async fn start_endpoints(
+    config: &AggregatorConfig,
+) -> anyhow::Result<(SelfMetrics, Health, tokio_util::sync::CancellationToken)> {
+    let metrics = SelfMetrics::default();
+    let health = Health::default();
+    let shutdown = vigil_runtime::shutdown::on_signal();
+    serve_http(config.http.listen, metrics.clone(), health.clone(), shutdown.clone())
+        .await
+        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    Ok((metrics, health, shutdown))
+}
+
+async fn run_rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        RulesCommand::Check { dir } => Ok(report_check(&dir).map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS)),
+        RulesCommand::Test { dir } => {
+            let report = rules::run_rule_tests(&dir)?;
+            println!("{report}");
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        RulesCommand::Push {
+            dir,
+            etcd_endpoint,
+            etcd_prefix,
+        } => {
+            let Some(files) = report_check(&dir) else {
+                eprintln!("nothing pushed: fix the errors above first");
+                return Ok(ExitCode::FAILURE);
+            };
+            let settings = EtcdSettings::new(etcd_endpoint, etcd_prefix);
+            settings.validate()?;
+            let report = rule_source::push_to_etcd(&settings, &files).await?;
+            let prefix = settings.key_prefix("rules");
+            for name in &report.written {
+                println!("wrote   {prefix}{name}");
+            }
+            for name in &report.deleted {
+                println!("deleted {prefix}{name}");
+            }
+            if report.written.is_empty() && report.deleted.is_empty() {
+                println!("{prefix}: already up to date");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Prints the outcome of checking `dir`; the files when valid.
+fn report_check(dir: &Path) -> Option<rule_source::RuleFiles> {
+    match rule_source::check_folder(dir) {
+        Ok((files, rules)) => {
+            println!(
+                "{}: ok ({} files, {} rules)",
+                dir.display(),
+                files.len(),
+                rules.rule_count()
+            );
+            Some(files)
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            eprintln!("{}: {} error(s)", dir.display(), errors.len());
+            None
+        }
+    }
+}

@@ -1,0 +1,423 @@
+//! The rules engine of the `alert` stage: metric and log batches in, alert events
+//! out, in event time and without I/O or clocks, so that a replay of the same
+//! batches gives the same events.
+//!
+//! Time: the evaluator's clock is the largest event time seen (sample or line
+//! timestamp, or a time given to [`Evaluator::advance_to`]); it never goes back.
+//! Each group is evaluated at the multiples of its `interval` that the clock
+//! passes (catching up at most [`MAX_CATCH_UP_TICKS`] ticks after a jump), using
+//! the samples with a timestamp at or before the tick; a tick is evaluated as soon
+//! as the clock reaches it, so data for an already evaluated time (another host's
+//! batch of the same second, a late batch) counts from the next tick on. Log
+//! rules are also evaluated when matching lines arrive, at the line's event time
+//! (or at the group's last evaluation, for late lines), so a burst fires between
+//! ticks.
+//!
+//! Series: a metric series is the sample name plus its labels: the resource's
+//! attributes, `host` (the resource's host name) and the sample's labels (later
+//! ones win). A series whose newest sample is older than `max(5m, 2 × interval)`
+//! at a tick has stopped reporting: it has no value, so its alert resolves (after
+//! `keep_firing_for`), and it is forgotten.
+//!
+//! Reloads keep state by group name and alert name; a rule moved to another
+//! group, or renamed, starts over (its firing alerts resolve).
+//!
+//! Alerts: per rule and series (or log group key), inactive -> pending (condition
+//! true, `PENDING` event) -> firing once it held for `for` (`FIRING`; `for: 0`
+//! fires at once) -> resolved when it has been false for `keep_firing_for`
+//! (`RESOLVED` with `ends_at`). A pending alert whose condition clears goes back to
+//! inactive without an event.
+
+mod alert;
+mod log;
+mod metric;
+
+use super::duration::nanos;
+use super::log_filter::LogRecord;
+use super::model::{Rule, RuleKind, RuleSet};
+use alert::{BaseLabels, RuleRef};
+use log::LogState;
+use metric::{MetricState, Reading};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+use vigil_proto::v1::{AlertEvent, LogBatch, LogSource, MetricBatch, Resource, sample};
+
+/// Most ticks of one group evaluated when the clock jumps; earlier ticks of the
+/// jump are skipped (their samples would be stale at the later ticks anyway).
+pub const MAX_CATCH_UP_TICKS: i64 = 10_000;
+
+/// A series that has not reported for this long (or two intervals of its group,
+/// when longer) has stopped reporting, as Prometheus' lookback of 5 minutes.
+pub const STALE_AFTER: Duration = Duration::from_secs(300);
+
+/// Evaluates a rule set over metric and log batches in event time.
+#[derive(Debug)]
+pub struct Evaluator {
+    rules: RuleSet,
+    /// Parallel to `rules.groups`.
+    groups: Vec<GroupState>,
+    clock: Option<i64>,
+    /// Metric name -> (group index, rule index) of the rules on it.
+    by_metric: HashMap<String, Vec<(usize, usize)>>,
+    /// (group index, rule index) of every log rule.
+    log_rules: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    last_tick: Option<i64>,
+    /// Instants up to here have been evaluated; lines older than this that arrive
+    /// now are evaluated here.
+    evaluated_to: Option<i64>,
+    /// Parallel to the group's rules.
+    rules: Vec<RuleState>,
+}
+
+#[derive(Debug)]
+enum RuleState {
+    Metric(MetricState),
+    Log(LogState),
+}
+
+impl RuleState {
+    fn new(rule: &Rule) -> Self {
+        match rule.kind {
+            RuleKind::Metric(_) => RuleState::Metric(MetricState::default()),
+            RuleKind::Log(_) => RuleState::Log(LogState::default()),
+        }
+    }
+
+    fn resolve_all(&self, rule: RuleRef<'_>, at: i64, out: &mut Vec<AlertEvent>) {
+        match self {
+            RuleState::Metric(state) => state.resolve_all(rule, at, out),
+            RuleState::Log(state) => state.resolve_all(rule, at, out),
+        }
+    }
+
+    /// This state, carried over from `old` to the changed rule `new` of the same
+    /// group and alert name; a fresh state when the old one cannot apply.
+    fn adopt(
+        mut self,
+        old: RuleRef<'_>,
+        new: RuleRef<'_>,
+        at: i64,
+        out: &mut Vec<AlertEvent>,
+    ) -> Self {
+        match (&mut self, &old.rule.kind, &new.rule.kind) {
+            (RuleState::Metric(state), RuleKind::Metric(before), RuleKind::Metric(after))
+                if before.metric == after.metric =>
+            {
+                state.adopt(old, new, after, at, out);
+                self
+            }
+            (RuleState::Log(state), RuleKind::Log(before), RuleKind::Log(after))
+                if before.group_by == after.group_by =>
+            {
+                state.adopt(old, new, at, out);
+                self
+            }
+            _ => {
+                self.resolve_all(old, at, out);
+                RuleState::new(new.rule)
+            }
+        }
+    }
+}
+
+impl Evaluator {
+    pub fn new(rules: RuleSet) -> Self {
+        let mut evaluator = Evaluator {
+            groups: rules
+                .groups
+                .iter()
+                .map(|group| GroupState {
+                    rules: group.rules.iter().map(RuleState::new).collect(),
+                    ..GroupState::default()
+                })
+                .collect(),
+            rules,
+            clock: None,
+            by_metric: HashMap::new(),
+            log_rules: Vec::new(),
+        };
+        evaluator.index();
+        evaluator
+    }
+
+    /// The rules being evaluated.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The evaluator's clock: the largest event time seen, in Unix nanoseconds.
+    pub fn now(&self) -> Option<i64> {
+        self.clock
+    }
+
+    /// Replaces the rules (hot reload), keeping state by group and alert name:
+    /// pending timers and firing alerts of rules that stay carry over, as in
+    /// Prometheus' `CopyState`, also when the rule changed. Returns the
+    /// `RESOLVED` events of firing alerts that went away: those of removed rules,
+    /// of series a changed rule no longer selects, and those whose labels changed.
+    pub fn replace_rules(&mut self, rules: RuleSet) -> Vec<AlertEvent> {
+        let at = self.clock.unwrap_or(0);
+        let mut out = Vec::new();
+        let old_rules = std::mem::replace(&mut self.rules, rules);
+        let mut old_states: HashMap<(&str, &str), (&Rule, RuleState)> = HashMap::new();
+        let mut old_groups: HashMap<&str, (Option<i64>, Option<i64>)> = HashMap::new();
+        for (group, state) in old_rules
+            .groups
+            .iter()
+            .zip(std::mem::take(&mut self.groups))
+        {
+            old_groups.insert(&group.name, (state.last_tick, state.evaluated_to));
+            for (rule, rule_state) in group.rules.iter().zip(state.rules) {
+                old_states.insert((&group.name, &rule.alert), (rule, rule_state));
+            }
+        }
+        for group in &self.rules.groups {
+            let (last_tick, evaluated_to) =
+                old_groups.remove(group.name.as_str()).unwrap_or_default();
+            let rules = group
+                .rules
+                .iter()
+                .map(|rule| {
+                    let new = RuleRef {
+                        group: &group.name,
+                        rule,
+                    };
+                    match old_states.remove(&(group.name.as_str(), rule.alert.as_str())) {
+                        Some((old_rule, state)) => {
+                            let old = RuleRef {
+                                group: &group.name,
+                                rule: old_rule,
+                            };
+                            state.adopt(old, new, at, &mut out)
+                        }
+                        None => RuleState::new(rule),
+                    }
+                })
+                .collect();
+            self.groups.push(GroupState {
+                last_tick,
+                evaluated_to,
+                rules,
+            });
+        }
+        // What is left belongs to removed rules, in a stable order.
+        let mut removed: Vec<_> = old_states.into_iter().collect();
+        removed.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((group, _), (rule, state)) in removed {
+            state.resolve_all(RuleRef { group, rule }, at, &mut out);
+        }
+        self.index();
+        out
+    }
+
+    /// Takes in a batch of samples; returns the events of the evaluations the
+    /// clock passed.
+    pub fn observe_metrics(&mut self, batch: &MetricBatch) -> Vec<AlertEvent> {
+        let default_resource = Resource::default();
+        let resource = batch.resource.as_ref().unwrap_or(&default_resource);
+        let mut latest = None;
+        for sample in &batch.samples {
+            let reading = match sample.value {
+                Some(sample::Value::Gauge(value)) if value.is_finite() => Reading {
+                    time: sample.time_unix_nano,
+                    value,
+                    counter: None,
+                },
+                Some(sample::Value::Counter(counter)) => Reading {
+                    time: sample.time_unix_nano,
+                    value: counter as f64,
+                    counter: Some(counter),
+                },
+                _ => continue,
+            };
+            latest = latest.max(Some(reading.time));
+            let Some(rules) = self.by_metric.get(&sample.name) else {
+                continue;
+            };
+            let mut labels: BTreeMap<&str, &str> = resource
+                .attributes
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect();
+            labels.insert("host", &resource.host_name);
+            labels.extend(
+                sample
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str())),
+            );
+            let key: BaseLabels = labels
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect();
+            for &(group, index) in rules {
+                let RuleKind::Metric(rule) = &self.rules.groups[group].rules[index].kind else {
+                    continue;
+                };
+                let selected = rule
+                    .matchers
+                    .iter()
+                    .all(|m| m.matches(labels.get(m.name.as_str()).copied().unwrap_or("")));
+                if let (true, RuleState::Metric(state)) =
+                    (selected, &mut self.groups[group].rules[index])
+                {
+                    state.observe(&key, reading);
+                }
+            }
+        }
+        self.advance_clock(latest)
+    }
+
+    /// Takes in a batch of log lines; returns the events of the evaluations the
+    /// lines and the clock caused.
+    pub fn observe_logs(&mut self, batch: &LogBatch) -> Vec<AlertEvent> {
+        let default_resource = Resource::default();
+        let default_source = LogSource::default();
+        let resource = batch.resource.as_ref().unwrap_or(&default_resource);
+        let source = batch.source.as_ref().unwrap_or(&default_source);
+        let latest = batch.lines.iter().map(|l| l.event_time_unix_nano).max();
+        for line in &batch.lines {
+            if self.log_rules.is_empty() {
+                break;
+            }
+            let record = LogRecord::new(resource, source, line);
+            let time = line.event_time_unix_nano;
+            for &(group, index) in &self.log_rules {
+                let RuleKind::Log(rule) = &self.rules.groups[group].rules[index].kind else {
+                    continue;
+                };
+                if rule.dataset.as_ref().is_some_and(|d| *d != source.dataset)
+                    || rule.filter.as_ref().is_some_and(|f| !f.matches(&record))
+                {
+                    continue;
+                }
+                let key: BaseLabels = rule
+                    .group_by
+                    .iter()
+                    .map(|field| (field.label_name().to_owned(), record.get(field).to_owned()))
+                    .collect::<BTreeMap<_, _>>()
+                    .into_iter()
+                    .collect();
+                let group_state = &mut self.groups[group];
+                let instant = time.max(group_state.evaluated_to.unwrap_or(time));
+                if let RuleState::Log(state) = &mut group_state.rules[index] {
+                    state.observe(key, time, instant);
+                }
+            }
+        }
+        self.advance_clock(latest)
+    }
+
+    /// Lets event time pass without data: `for` timers complete, log windows slide,
+    /// series that stopped reporting resolve. A time before the clock changes
+    /// nothing.
+    pub fn advance_to(&mut self, now_unix_nano: i64) -> Vec<AlertEvent> {
+        self.advance_clock(Some(now_unix_nano))
+    }
+
+    /// The pending and firing alerts, as events evaluated at the clock: what a
+    /// restarted pager would need to know, and what rule tests compare.
+    pub fn alerts(&self) -> Vec<AlertEvent> {
+        let at = self.clock.unwrap_or(0);
+        let mut events = Vec::new();
+        for (group, state) in self.rules.groups.iter().zip(&self.groups) {
+            for (rule, rule_state) in group.rules.iter().zip(&state.rules) {
+                let rule = RuleRef {
+                    group: &group.name,
+                    rule,
+                };
+                let alerts: Vec<&alert::ActiveAlert> = match rule_state {
+                    RuleState::Metric(state) => state.alerts().collect(),
+                    RuleState::Log(state) => state.alerts().collect(),
+                };
+                events.extend(alerts.into_iter().map(|a| rule.event(a, a.status(), at)));
+            }
+        }
+        events
+    }
+
+    fn advance_clock(&mut self, time: Option<i64>) -> Vec<AlertEvent> {
+        self.clock = self.clock.max(time);
+        let mut out = Vec::new();
+        if let Some(now) = self.clock {
+            self.evaluate_until(now, &mut out);
+        }
+        // Groups are evaluated one after the other; present their events in time.
+        out.sort_by_key(|event| event.evaluated_at_unix_nano);
+        out
+    }
+
+    /// Runs every group's ticks and pending line arrivals up to `now`, in time
+    /// order within each group.
+    fn evaluate_until(&mut self, now: i64, out: &mut Vec<AlertEvent>) {
+        for (group, state) in self.rules.groups.iter().zip(&mut self.groups) {
+            let interval = nanos(group.interval).max(1);
+            let stale_after = nanos(STALE_AFTER).max(interval.saturating_mul(2));
+            let first_tick = match state.last_tick {
+                Some(last) => (last.div_euclid(interval) + 1).saturating_mul(interval),
+                None => now.div_euclid(interval) * interval,
+            };
+            let last_tick = now.div_euclid(interval) * interval;
+            let first_tick = first_tick
+                .max(last_tick.saturating_sub((MAX_CATCH_UP_TICKS - 1).saturating_mul(interval)));
+            let ticks: BTreeSet<i64> = (0..)
+                .map_while(|n: i64| {
+                    let tick = first_tick.checked_add(n.checked_mul(interval)?)?;
+                    (tick <= last_tick).then_some(tick)
+                })
+                .collect();
+            let mut instants = ticks.clone();
+            for rule_state in &state.rules {
+                if let RuleState::Log(log) = rule_state {
+                    instants.extend(log.arrival_instants().filter(|i| *i <= now));
+                }
+            }
+            for at in instants {
+                let tick = ticks.contains(&at);
+                for (rule, rule_state) in group.rules.iter().zip(&mut state.rules) {
+                    let rule_ref = RuleRef {
+                        group: &group.name,
+                        rule,
+                    };
+                    match (&rule.kind, rule_state) {
+                        (RuleKind::Metric(metric), RuleState::Metric(series)) if tick => {
+                            series.evaluate(rule_ref, metric, at, stale_after, out);
+                        }
+                        (RuleKind::Log(log), RuleState::Log(keys)) => {
+                            keys.evaluate(rule_ref, log, at, tick, out);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if let Some(tick) = ticks.last() {
+                state.last_tick = Some(*tick);
+            }
+            state.evaluated_to = state.evaluated_to.max(Some(now));
+        }
+    }
+
+    fn index(&mut self) {
+        self.by_metric.clear();
+        self.log_rules.clear();
+        for (group_index, group) in self.rules.groups.iter().enumerate() {
+            for (rule_index, rule) in group.rules.iter().enumerate() {
+                match &rule.kind {
+                    RuleKind::Metric(metric) => self
+                        .by_metric
+                        .entry(metric.metric.clone())
+                        .or_default()
+                        .push((group_index, rule_index)),
+                    RuleKind::Log(_) => self.log_rules.push((group_index, rule_index)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

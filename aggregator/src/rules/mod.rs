@@ -1,0 +1,37 @@
+//! Alert rules: the rule format kept in git (`rules/*.yaml`), its parser and
+//! validator, the event-time rules engine the `alert` stage runs over metric and
+//! log batches, the Alertmanager-compatible webhook payload, and the rule unit
+//! tests CI runs before rules are pushed to etcd.
+//!
+//! ```text
+//! rules/*.yaml ─► RuleSet::from_files / load_dir ─► Evaluator ◄─ MetricBatch, LogBatch
+//!                                                      │
+//!                                                      └─► AlertEvent ─► alerts topic, pagers
+//! ```
+//!
+//! Everything here is pure and deterministic: no I/O except reading rule and test
+//! files, no clocks (time is the event time of the data), so the same batches
+//! always give the same alerts.
+
+mod condition;
+mod duration;
+mod error;
+mod evaluate;
+mod lexer;
+mod log_filter;
+mod model;
+mod parse;
+mod rule_tests;
+mod template;
+mod webhook;
+
+pub use condition::Condition;
+pub use duration::{DurationError, format_duration, parse_duration};
+pub use error::{RuleError, RuleErrors};
+pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, STALE_AFTER};
+pub use log_filter::LogFilter;
+pub use model::{Group, LabelMatcher, LogRule, LogTrigger, MetricRule, Rule, RuleKind, RuleSet};
+pub use parse::load_dir;
+pub use rule_tests::{TestFailure, TestReport, run_rule_tests};
+pub use template::Template;
+pub use webhook::alertmanager_payload;
