@@ -22,9 +22,12 @@ as_root() {
     fi
 }
 
-# protoc and OpenSSL headers for the build; etcd, snmpd and the net-snmp tools for
-# the tests; Debian's Python only if no Python that can make a venv is on PATH.
-debian_packages=(protobuf-compiler libssl-dev etcd-server etcd-client snmpd snmp)
+# The build's own prerequisites (protoc, OpenSSL headers) come first.
+bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
+
+# etcd, snmpd and the net-snmp tools for the tests; Debian's Python only if no
+# Python that can make a venv is on PATH.
+debian_packages=(etcd-server etcd-client snmpd snmp)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     debian_packages+=(python3 python3-venv)
 fi

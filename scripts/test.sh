@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real servers: installs what is missing,
-# builds the binaries the end-to-end tests start, then runs `cargo test --workspace`
-# with any extra arguments passed through (e.g. `bash scripts/test.sh -- --nocapture`).
+# checks formatting, builds the binaries the end-to-end tests start, runs
+# `cargo test --workspace` with any extra arguments passed through (e.g.
+# `bash scripts/test.sh -- --nocapture`), then clippy and the shipped rules' tests.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,5 +13,10 @@ VIGIL_CACHE="${VIGIL_CACHE:-$HOME/.cache/vigil}"
 export VIGIL_TANSU_BIN="${VIGIL_TANSU_BIN:-$VIGIL_CACHE/tansu/bin/tansu}"
 export VIGIL_NOIDA_BIN="${VIGIL_NOIDA_BIN:-$VIGIL_CACHE/noida-venv/bin/noida-db}"
 
+cargo fmt --all -- --check
 cargo build --workspace --bins
 cargo test --workspace "$@"
+cargo clippy --workspace --all-targets -- -D warnings
+# Every shipped example rule is covered by its tests.
+target/debug/vigil-aggregator rules check rules
+target/debug/vigil-aggregator rules test rules

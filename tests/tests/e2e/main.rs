@@ -2,4 +2,8 @@
 //! Elasticsearch-API server, real `vigil-agent` and `vigil-aggregator` binaries.
 //! One target, one set of servers per run, one module per topic.
 
+mod agent_restart;
+mod deployment;
+mod malformed;
+mod pipeline;
 mod servers;

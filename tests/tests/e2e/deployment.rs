@@ -1,0 +1,176 @@
+//! One Vigil deployment per test on the shared servers: its own topics, etcd
+//! prefix, indices and webhook receiver, config files for the real binaries, and
+//! helpers to start them and wait until they are ready.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use vigil_tests::process::new_work_dir;
+use vigil_tests::webhook::WebhookReceiver;
+use vigil_tests::{ChildProcess, TestServers, unique_name, vigil_binary, wait_until};
+
+/// Partitions of every topic a test creates.
+const PARTITIONS: i32 = 3;
+
+/// Consumer settings the compatible broker needs to rebalance quickly (it holds a
+/// JoinGroup for about the rebalance timeout).
+const CONSUMER_PROPERTIES: &str =
+    "{session.timeout.ms: '6000', max.poll.interval.ms: '10000', heartbeat.interval.ms: '1000'}";
+
+#[derive(Debug)]
+pub(crate) struct Deployment {
+    pub(crate) prefix: String,
+    pub(crate) etcd_prefix: String,
+    pub(crate) logs_index: String,
+    pub(crate) metrics_index: String,
+    pub(crate) alerts_index: String,
+    pub(crate) work: PathBuf,
+    pub(crate) webhook: WebhookReceiver,
+}
+
+impl Deployment {
+    /// Creates the topics of a new deployment named after `purpose`.
+    pub(crate) fn new(purpose: &str) -> Deployment {
+        let servers = TestServers::get();
+        let prefix = unique_name(purpose);
+        for topic in [
+            "metrics.raw",
+            "metrics.derived",
+            "logs.raw",
+            "alerts.events",
+            "alerts.state",
+            "dlq.alert",
+            "dlq.index",
+        ] {
+            servers.create_topic(&format!("{prefix}.{topic}"), PARTITIONS);
+        }
+        Deployment {
+            etcd_prefix: format!("/{prefix}"),
+            logs_index: format!("{prefix}-logs"),
+            metrics_index: format!("{prefix}-metrics"),
+            alerts_index: format!("{prefix}-alerts"),
+            work: new_work_dir(purpose),
+            webhook: WebhookReceiver::start(),
+            prefix,
+        }
+    }
+
+    pub(crate) fn topic(&self, dataset_and_kind: &str) -> String {
+        format!("{}.{dataset_and_kind}", self.prefix)
+    }
+
+    fn kafka_section(&self) -> String {
+        format!(
+            "kafka:\n  brokers: '{}'\n  topic_prefix: '{}'\n  properties: {CONSUMER_PROPERTIES}\n",
+            TestServers::get().kafka_bootstrap(),
+            self.prefix
+        )
+    }
+
+    /// Writes the aggregator config; `http_port` serves its `/metrics`.
+    pub(crate) fn aggregator_config(&self, name: &str, http_port: u16) -> PathBuf {
+        let servers = TestServers::get();
+        let text = format!(
+            "{kafka}etcd:\n  endpoints: ['{etcd}']\n  prefix: '{etcd_prefix}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
+             alert:\n  group: '{prefix}-alert'\n  tick: 500ms\n  allowed_lateness: 1s\n  receivers:\n    - {{type: webhook, name: test, url: '{webhook}'}}\n\
+             index:\n  group: '{prefix}-index'\n  elasticsearch: {{url: '{es}'}}\n  indices: {{logs: '{logs}', metrics: '{metrics}', alerts: '{alerts}'}}\n",
+            kafka = self.kafka_section(),
+            etcd = servers.etcd_endpoint(),
+            etcd_prefix = self.etcd_prefix,
+            prefix = self.prefix,
+            webhook = self.webhook.url(),
+            es = servers.elasticsearch_url(),
+            logs = self.logs_index,
+            metrics = self.metrics_index,
+            alerts = self.alerts_index,
+        );
+        self.write(name, &text)
+    }
+
+    /// Writes an agent config tailing `log` and, if asked, polling the test snmpd.
+    pub(crate) fn agent_config(&self, name: &str, log: &Path, http_port: u16, snmp: bool) -> PathBuf {
+        let servers = TestServers::get();
+        let snmp_section = if snmp {
+            format!(
+                "snmp:\n  targets:\n    - {{name: test-switch, address: '{}', version: v2c, community: '{}', interval: 1s, timeout: 1s, retries: 1, metric_sets: [system, if]}}\n",
+                servers.snmp_address(),
+                servers.snmp_community()
+            )
+        } else {
+            String::new()
+        };
+        let text = format!(
+            "resource: {{id: e2e-host, host_name: e2e-host}}\n{kafka}data_dir: '{data}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
+             logs:\n  - {{path: '{log}', dataset: e2e.app}}\nhost_metrics: {{enabled: true, interval: 1s}}\n{snmp_section}",
+            kafka = self.kafka_section(),
+            data = self.work.join(format!("{name}-data")).display(),
+            log = log.display(),
+        );
+        self.write(name, &text)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.work.join(format!("{name}.yaml"));
+        std::fs::write(&path, text).expect("config file written");
+        path
+    }
+
+    /// Starts `vigil-agent` and waits until its tailer took its positions.
+    pub(crate) fn start_agent(&self, config: &Path, http_port: u16) -> ChildProcess {
+        let mut command = Command::new(vigil_binary("vigil-agent"));
+        command.arg("--config").arg(config).env("VIGIL_LOG", "info");
+        let mut agent = ChildProcess::spawn("vigil-agent", command);
+        wait_for_ready(&mut agent, http_port);
+        agent
+    }
+
+    /// Starts `vigil-aggregator <stage>` and waits until it is ready.
+    pub(crate) fn start_stage(&self, stage: &str, config: &Path, http_port: u16) -> ChildProcess {
+        let mut command = Command::new(vigil_binary("vigil-aggregator"));
+        command.arg(stage).arg("--config").arg(config).env("VIGIL_LOG", "info");
+        let mut process = ChildProcess::spawn(&format!("vigil-{stage}"), command);
+        wait_for_ready(&mut process, http_port);
+        process
+    }
+
+    /// Runs `vigil-aggregator rules push` of `dir` to this deployment's prefix.
+    pub(crate) fn push_rules(&self, dir: &Path) {
+        let output = Command::new(vigil_binary("vigil-aggregator"))
+            .args(["rules", "push"])
+            .arg(dir)
+            .args(["--etcd-endpoint", &TestServers::get().etcd_endpoint()])
+            .args(["--etcd-prefix", &self.etcd_prefix])
+            .output()
+            .expect("rules push runs");
+        assert!(
+            output.status.success(),
+            "rules push failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Waits until `/ready` of a process answers 200, failing early if it exits.
+pub(crate) fn wait_for_ready(process: &mut ChildProcess, http_port: u16) {
+    let url = format!("http://127.0.0.1:{http_port}/ready");
+    wait_until(&format!("{} to become ready", process.name()), Duration::from_secs(60), || {
+        if let Some(status) = process.exit_status() {
+            panic!("{} exited with {status}:\n{}", process.name(), process.log_tail());
+        }
+        let ready = reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success());
+        ready.then_some(())
+    });
+}
+
+/// The value of a counter or gauge in a process's `/metrics`, summed over labels
+/// that contain `label_fragment`.
+pub(crate) fn metric_value(http_port: u16, name: &str, label_fragment: &str) -> f64 {
+    let text = reqwest::blocking::get(format!("http://127.0.0.1:{http_port}/metrics"))
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    text.lines()
+        .filter(|line| line.starts_with(name) && line.contains(label_fragment))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

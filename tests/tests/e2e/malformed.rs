@@ -1,0 +1,170 @@
+//! Bad input gets a clear error and loses nothing: garbage configs and rules are
+//! refused with messages naming the file, line and field, and a message on a topic
+//! that is not a Vigil batch goes to the dead-letter topic while the data around it
+//! still flows.
+
+use crate::deployment::{Deployment, metric_value};
+use prost::Message as _;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::process::{Command, Output};
+use std::time::Duration;
+use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
+use vigil_tests::ports::free_tcp_ports;
+use vigil_tests::process::new_work_dir;
+use vigil_tests::{TestServers, elastic, vigil_binary, wait_until};
+
+fn run(binary: &str, args: &[&str]) -> Output {
+    Command::new(vigil_binary(binary))
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn agent_config_with_an_unknown_key_names_the_key_and_file() {
+    let dir = new_work_dir("bad-agent-config");
+    let path = dir.join("agent.yaml");
+    std::fs::write(&path, "kafka: {brokers: '127.0.0.1:9092'}\nlogs: []\ncolour: red\n").unwrap();
+    let output = run("vigil-agent", &["--config", path.to_str().unwrap(), "--check-config"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("{}:3:1: unknown field `colour`", path.display())),
+        "{message}"
+    );
+}
+
+#[test]
+fn aggregator_config_with_an_unknown_key_names_the_key_and_file() {
+    let dir = new_work_dir("bad-aggregator-config");
+    let path = dir.join("aggregator.yaml");
+    std::fs::write(&path, "kafka:\n  brokers: 'k:9092'\n  bokers: x\n").unwrap();
+    let output = run("vigil-aggregator", &["alert", "--config", path.to_str().unwrap(), "--check-config"]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("{}:3:3: unknown field `bokers`", path.display())),
+        "{message}"
+    );
+}
+
+#[test]
+fn rule_file_with_a_yaml_error_is_reported_with_file_line_and_column() {
+    let dir = new_work_dir("bad-rule-yaml");
+    std::fs::write(dir.join("good.yaml"), "groups: []\n").unwrap();
+    std::fs::write(
+        dir.join("broken.yaml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        metric: m\n        condition: value > 1\n      labels: [\n",
+    )
+    .unwrap();
+    let output = run("vigil-aggregator", &["rules", "check", dir.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    let located = message
+        .lines()
+        .any(|line| line.starts_with("broken.yaml:") && line.split(':').nth(1).is_some_and(|l| l.parse::<u32>().is_ok()) && line.split(':').nth(2).is_some_and(|c| c.parse::<u32>().is_ok()));
+    assert!(located, "error names broken.yaml:line:column: {message}");
+    assert!(!message.contains("good.yaml"), "{message}");
+}
+
+#[test]
+fn rule_with_an_invalid_regex_names_the_rule_and_the_regex() {
+    let dir = new_work_dir("bad-rule-regex");
+    std::fs::write(
+        dir.join("logs.yaml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: OomBurst\n        logs: {match: 'message =~ \"java.lang.(OutOfMemory\"'}\n        type: frequency\n        threshold: {count: 5, window: 1m}\n",
+    )
+    .unwrap();
+    let output = run("vigil-aggregator", &["rules", "check", dir.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(message.contains("logs.yaml:"), "{message}");
+    assert!(message.contains("OomBurst"), "{message}");
+    assert!(message.contains("java.lang.(OutOfMemory"), "{message}");
+}
+
+fn valid_log_batch(text: &str) -> Vec<u8> {
+    LogBatch {
+        resource: Some(Resource {
+            id: "dlq-host".into(),
+            host_name: "dlq-host".into(),
+            ..Resource::default()
+        }),
+        source: Some(LogSource {
+            path: "/var/log/dlq.log".into(),
+            source_id: "1:1".into(),
+            dataset: "dlq.test".into(),
+            ..LogSource::default()
+        }),
+        lines: vec![LogLine {
+            offset: 0,
+            length: text.len() as u64 + 1,
+            message: text.as_bytes().to_vec(),
+            event_time_unix_nano: 1_700_000_000_000_000_000,
+            observed_time_unix_nano: 1_700_000_000_000_000_000,
+            ..LogLine::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+#[test]
+fn a_non_protobuf_message_is_dead_lettered_and_processing_continues() {
+    let deployment = Deployment::new("e2e-dlq");
+    let [alert_port, index_port] = free_tcp_ports(2)[..] else { unreachable!() };
+    let rules_dir = deployment.work.join("rules");
+    std::fs::create_dir_all(&rules_dir).unwrap();
+    std::fs::write(rules_dir.join("none.yaml"), "groups: []\n").unwrap();
+    deployment.push_rules(&rules_dir);
+    let alert_config = deployment.aggregator_config("alert", alert_port);
+    let _alert = deployment.start_stage("alert", &alert_config, alert_port);
+    let index_config = deployment.aggregator_config("index", index_port);
+    let _index = deployment.start_stage("index", &index_config, index_port);
+
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", TestServers::get().kafka_bootstrap())
+        .create()
+        .unwrap();
+    let topic = deployment.topic("logs.raw");
+    let garbage = b"<html>this is not a protobuf batch</html>";
+    for payload in [valid_log_batch("before the garbage").as_slice(), garbage, valid_log_batch("after the garbage").as_slice()] {
+        producer
+            .send(BaseRecord::to(&topic).key("dlq-host").payload(payload))
+            .map_err(|(error, _)| error)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+
+    wait_until("both valid lines indexed", Duration::from_secs(60), || {
+        (elastic::count(&deployment.logs_index) == 2).then_some(())
+    });
+    wait_until("the dead letter counted by both stages", Duration::from_secs(30), || {
+        (metric_value(index_port, "vigil_index_dead_lettered_total", "") >= 1.0
+            && metric_value(alert_port, "vigil_alert_dead_lettered_total", "") >= 1.0)
+            .then_some(())
+    });
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", TestServers::get().kafka_bootstrap())
+        .set("group.id", format!("{}-dlq-reader", deployment.prefix))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("max.poll.interval.ms", "10000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&deployment.topic("dlq.index")]).unwrap();
+    let (payload, reason) = wait_until("the garbage on the index dead-letter topic", Duration::from_secs(60), || {
+        let message = consumer.poll(Duration::from_millis(500))?.ok()?;
+        let reason = message.headers()?.iter().find(|h| h.key == "vigil-reason")?.value?.to_vec();
+        Some((message.payload()?.to_vec(), String::from_utf8_lossy(&reason).into_owned()))
+    });
+    assert_eq!(payload, garbage);
+    assert!(reason.contains("vigil.v1.LogBatch"), "{reason}");
+}
