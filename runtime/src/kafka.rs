@@ -20,9 +20,16 @@ pub struct KafkaSettings {
     pub tls: Option<TlsSettings>,
     /// SASL authentication.
     pub sasl: Option<SaslSettings>,
-    /// Extra librdkafka properties, applied last (for tuning; not for secrets).
+    /// Extra librdkafka properties for producers and consumers, applied last
+    /// (for tuning; not for secrets).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for producers only.
+    #[serde(default)]
+    pub producer_properties: BTreeMap<String, String>,
+    /// Extra librdkafka properties for consumers only (e.g. `session.timeout.ms`).
+    #[serde(default)]
+    pub consumer_properties: BTreeMap<String, String>,
 }
 
 /// TLS files for the Kafka connection.
@@ -61,6 +68,8 @@ impl KafkaSettings {
             tls: None,
             sasl: None,
             properties: BTreeMap::new(),
+            producer_properties: BTreeMap::new(),
+            consumer_properties: BTreeMap::new(),
         }
     }
 
@@ -120,10 +129,7 @@ impl KafkaSettings {
             config.set("sasl.username", &sasl.username);
             config.set("sasl.password", sasl.password.resolve()?);
         }
-        for (key, value) in &self.properties {
-            config.set(key, value);
-        }
-        Ok(config)
+        Ok(with_properties(config, &self.properties))
     }
 
     /// Producer configuration: every acknowledged message is on all in-sync
@@ -136,7 +142,10 @@ impl KafkaSettings {
             .set("compression.type", "lz4")
             .set("linger.ms", "10")
             .set("message.timeout.ms", "60000");
-        Ok(merge(config, self.client_config()?))
+        Ok(with_properties(
+            merge(config, self.client_config()?),
+            &self.producer_properties,
+        ))
     }
 
     /// Consumer configuration for `group`: offsets are stored by the stage only
@@ -151,8 +160,18 @@ impl KafkaSettings {
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             .set("max.poll.interval.ms", "30000");
-        Ok(merge(config, self.client_config()?))
+        Ok(with_properties(
+            merge(config, self.client_config()?),
+            &self.consumer_properties,
+        ))
     }
+}
+
+fn with_properties(mut config: ClientConfig, properties: &BTreeMap<String, String>) -> ClientConfig {
+    for (key, value) in properties {
+        config.set(key, value);
+    }
+    config
 }
 
 /// `base` with every property of `overrides` applied on top.

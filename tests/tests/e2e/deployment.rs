@@ -61,7 +61,7 @@ impl Deployment {
 
     fn kafka_section(&self) -> String {
         format!(
-            "kafka:\n  brokers: '{}'\n  topic_prefix: '{}'\n  properties: {CONSUMER_PROPERTIES}\n",
+            "kafka:\n  brokers: '{}'\n  topic_prefix: '{}'\n  consumer_properties: {CONSUMER_PROPERTIES}\n",
             TestServers::get().kafka_bootstrap(),
             self.prefix
         )
@@ -92,7 +92,7 @@ impl Deployment {
         let servers = TestServers::get();
         let snmp_section = if snmp {
             format!(
-                "snmp:\n  targets:\n    - {{name: test-switch, address: '{}', version: v2c, community: '{}', interval: 1s, timeout: 1s, retries: 1, metric_sets: [system, if]}}\n",
+                "snmp:\n  targets:\n    - {{name: test-switch, address: '{}', version: v2c, community: '{}', interval: 2s, timeout: 500ms, retries: 1, metric_sets: [system, if]}}\n",
                 servers.snmp_address(),
                 servers.snmp_community()
             )

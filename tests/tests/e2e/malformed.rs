@@ -90,7 +90,7 @@ fn rule_with_an_invalid_regex_names_the_rule_and_the_regex() {
     assert!(message.contains("java.lang.(OutOfMemory"), "{message}");
 }
 
-fn valid_log_batch(text: &str) -> Vec<u8> {
+fn valid_log_batch(text: &str, offset: u64) -> Vec<u8> {
     LogBatch {
         resource: Some(Resource {
             id: "dlq-host".into(),
@@ -104,7 +104,7 @@ fn valid_log_batch(text: &str) -> Vec<u8> {
             ..LogSource::default()
         }),
         lines: vec![LogLine {
-            offset: 0,
+            offset,
             length: text.len() as u64 + 1,
             message: text.as_bytes().to_vec(),
             event_time_unix_nano: 1_700_000_000_000_000_000,
@@ -134,7 +134,9 @@ fn a_non_protobuf_message_is_dead_lettered_and_processing_continues() {
         .unwrap();
     let topic = deployment.topic("logs.raw");
     let garbage = b"<html>this is not a protobuf batch</html>";
-    for payload in [valid_log_batch("before the garbage").as_slice(), garbage, valid_log_batch("after the garbage").as_slice()] {
+    let before = valid_log_batch("before the garbage", 0);
+    let after = valid_log_batch("after the garbage", 100);
+    for payload in [before.as_slice(), garbage, after.as_slice()] {
         producer
             .send(BaseRecord::to(&topic).key("dlq-host").payload(payload))
             .map_err(|(error, _)| error)
