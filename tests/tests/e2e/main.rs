@@ -3,7 +3,9 @@
 //! One target, one set of servers per run, one module per topic.
 
 mod agent_restart;
+mod all_in_one;
 mod deployment;
 mod malformed;
 mod pipeline;
 mod servers;
+mod snmp;
