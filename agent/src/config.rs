@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 use vigil_runtime::SecretRef;
+use vigil_runtime::duration::format_duration;
 use vigil_runtime::kafka::KafkaSettings;
 use vigil_runtime::secret::SecretError;
 
@@ -51,7 +52,7 @@ pub struct AgentConfig {
     /// How long shutdown waits for in-flight batches to be acknowledged before the
     /// last checkpoint is written; lines not acknowledged by then are sent again
     /// after the restart.
-    #[serde(default = "default_shutdown_timeout", with = "duration_text")]
+    #[serde(default = "default_shutdown_timeout", with = "vigil_runtime::duration")]
     pub shutdown_timeout: Duration,
 }
 
@@ -102,7 +103,7 @@ pub struct LogBatchConfig {
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
     /// How long a batch that is not full waits for more lines before it is sent.
-    #[serde(default = "default_flush_interval", with = "duration_text")]
+    #[serde(default = "default_flush_interval", with = "vigil_runtime::duration")]
     pub flush_interval: Duration,
     /// Longest line kept; the rest of a longer line is skipped and the line is
     /// flagged `truncated`. Must be smaller than `max_bytes` so a line always fits.
@@ -118,7 +119,10 @@ pub struct HostMetricsConfig {
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Time between two collections.
-    #[serde(default = "default_host_metrics_interval", with = "duration_text")]
+    #[serde(
+        default = "default_host_metrics_interval",
+        with = "vigil_runtime::duration"
+    )]
     pub interval: Duration,
     /// Root of the proc filesystem; a host's /proc mounted elsewhere in a container.
     #[serde(default = "default_proc_root")]
@@ -152,10 +156,10 @@ pub struct SnmpTarget {
     #[serde(default)]
     pub v3: Option<SnmpV3Config>,
     /// Time between two polls.
-    #[serde(default = "default_snmp_interval", with = "duration_text")]
+    #[serde(default = "default_snmp_interval", with = "vigil_runtime::duration")]
     pub interval: Duration,
     /// How long one request waits for its answer.
-    #[serde(default = "default_snmp_timeout", with = "duration_text")]
+    #[serde(default = "default_snmp_timeout", with = "vigil_runtime::duration")]
     pub timeout: Duration,
     /// How often a request that timed out is sent again.
     #[serde(default = "default_snmp_retries")]
@@ -458,8 +462,8 @@ impl SnmpTarget {
                 "timeout",
                 format!(
                     "times (retries + 1) is {}, longer than the interval {}; one poll must end before the next starts",
-                    duration_text::format(worst_case),
-                    duration_text::format(self.interval)
+                    format_duration(worst_case),
+                    format_duration(self.interval)
                 ),
             );
         }
@@ -748,51 +752,6 @@ fn default_shutdown_timeout() -> Duration {
     Duration::from_secs(10)
 }
 
-/// Durations written as a number and a unit: `250ms`, `10s`, `5m`, `1h`.
-pub mod duration_text {
-    use serde::{Deserialize, Deserializer, de};
-    use std::time::Duration;
-
-    const UNITS: [(&str, u64); 4] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)];
-
-    /// Deserializes a duration from its text.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        parse(&text).map_err(de::Error::custom)
-    }
-
-    /// Reads `250ms`, `10s`, `5m` or `1h`.
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-        let (number, unit) = text.split_at(digits);
-        let invalid = |why: &str| format!("invalid duration `{text}`: {why}");
-        let number: u64 = number
-            .parse()
-            .map_err(|_| invalid("expected a whole number followed by ms, s, m or h"))?;
-        let (_, millis_per_unit) = UNITS
-            .iter()
-            .find(|(name, _)| *name == unit)
-            .ok_or_else(|| invalid("expected a unit of ms, s, m or h"))?;
-        number
-            .checked_mul(*millis_per_unit)
-            .map(Duration::from_millis)
-            .ok_or_else(|| invalid("too long"))
-    }
-
-    /// The shortest text `parse` reads back as `duration` (to the millisecond).
-    pub fn format(duration: Duration) -> String {
-        let millis = duration.as_millis();
-        UNITS
-            .iter()
-            .rev()
-            .find(|(_, per_unit)| millis > 0 && millis.is_multiple_of(u128::from(*per_unit)))
-            .map_or_else(
-                || format!("{millis}ms"),
-                |(name, per_unit)| format!("{}{name}", millis / u128::from(*per_unit)),
-            )
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -869,7 +828,7 @@ snmp:
             .to_string();
         assert!(text.starts_with("agent.yaml:2:"), "{text}");
         assert!(
-            text.contains("invalid duration `10x`: expected a unit of ms, s, m or h"),
+            text.contains("invalid duration `10x`: unknown unit (expected ms, s, m, h, d or w)"),
             "{text}"
         );
     }
@@ -946,18 +905,5 @@ snmp:
     fn inline_communities_are_never_printed() {
         let community = Community::Inline("s3cret".into());
         assert!(!format!("{community:?}").contains("s3cret"));
-    }
-
-    #[test]
-    fn durations_round_trip_through_text() {
-        for text in ["250ms", "10s", "5m", "1h", "1500ms"] {
-            assert_eq!(
-                duration_text::format(duration_text::parse(text).unwrap()),
-                text
-            );
-        }
-        assert!(duration_text::parse("10").is_err());
-        assert!(duration_text::parse("s").is_err());
-        assert!(duration_text::parse("-1s").is_err());
     }
 }

@@ -5,8 +5,9 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vigil_agent::config::{MetricSet, SnmpVersion, duration_text};
+use vigil_agent::config::{MetricSet, SnmpVersion};
 use vigil_agent::{Agent, AgentConfig};
+use vigil_runtime::duration::format_duration;
 use vigil_runtime::telemetry::{LogFormat, init_tracing, serve_http};
 use vigil_runtime::{Bus, Health, SelfMetrics};
 
@@ -131,7 +132,7 @@ fn summary(args: &Args, config: &AgentConfig) -> String {
     if host.enabled {
         text += &format!(
             "host metrics: every {} from {}\n",
-            duration_text::format(host.interval),
+            format_duration(host.interval),
             host.proc_root.display()
         );
     } else {
@@ -155,7 +156,7 @@ fn summary(args: &Args, config: &AgentConfig) -> String {
             "  {} at {} ({version}, every {}, sets {})\n",
             target.name,
             target.address,
-            duration_text::format(target.interval),
+            format_duration(target.interval),
             sets.join(", ")
         );
     }

@@ -106,7 +106,10 @@ pub async fn run(
     let agent = Agent::new(agent_config, bus.clone(), metrics.clone(), health);
 
     println!("Vigil all-in-one");
-    println!("  rules      {} (edit a file: it applies at once)", rules_dir.display());
+    println!(
+        "  rules      {} (edit a file: it applies at once)",
+        rules_dir.display()
+    );
     for path in &log_files {
         println!("  tailing    {}", path.display());
     }
@@ -152,14 +155,19 @@ fn write_shipped_rules(dir: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// Prints one line per host metrics reading: load, memory, CPU busy share.
-async fn print_host_metrics(mut console: Subscription, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn print_host_metrics(
+    mut console: Subscription,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let mut previous_cpu: Option<(u64, u64)> = None;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             received = console.recv() => received?,
         };
-        let Ok(batch) = MetricBatch::from_payload(&message.payload) else { continue };
+        let Ok(batch) = MetricBatch::from_payload(&message.payload) else {
+            continue;
+        };
         if let Some(line) = host_metrics_line(&batch, &mut previous_cpu) {
             println!("{line}");
         }
@@ -168,18 +176,27 @@ async fn print_host_metrics(mut console: Subscription, shutdown: CancellationTok
 
 /// `metrics  web-1  load 0.42  memory available 61.0%  cpu busy 7.3%  (23 samples)`
 /// for a host metrics batch; `None` for other batches.
-pub fn host_metrics_line(batch: &MetricBatch, previous_cpu: &mut Option<(u64, u64)>) -> Option<String> {
+pub fn host_metrics_line(
+    batch: &MetricBatch,
+    previous_cpu: &mut Option<(u64, u64)>,
+) -> Option<String> {
     let gauge = |name: &str| {
-        batch.samples.iter().find(|s| s.name == name).and_then(|s| match s.value {
-            Some(sample::Value::Gauge(value)) => Some(value),
-            _ => None,
-        })
+        batch
+            .samples
+            .iter()
+            .find(|s| s.name == name)
+            .and_then(|s| match s.value {
+                Some(sample::Value::Gauge(value)) => Some(value),
+                _ => None,
+            })
     };
     let load = gauge("host.load.1m")?;
     let host = batch.resource.as_ref().map_or("", |r| r.host_name.as_str());
     let mut line = format!("metrics  {host}  load {load:.2}");
-    if let (Some(available), Some(total)) = (gauge("host.memory.available_bytes"), gauge("host.memory.total_bytes"))
-        && total > 0.0
+    if let (Some(available), Some(total)) = (
+        gauge("host.memory.available_bytes"),
+        gauge("host.memory.total_bytes"),
+    ) && total > 0.0
     {
         line += &format!("  memory available {:.1}%", 100.0 * available / total);
     }
@@ -254,10 +271,17 @@ impl ExampleLog {
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let in_period = step % Self::BURST_EVERY;
         if (Self::BURST_AT..Self::BURST_AT + 3).contains(&in_period) {
-            format!("{time} ERROR payment gateway timeout order={} attempt={}", 1000 + step, in_period - Self::BURST_AT + 1)
+            format!(
+                "{time} ERROR payment gateway timeout order={} attempt={}",
+                1000 + step,
+                in_period - Self::BURST_AT + 1
+            )
         } else {
             let path = ["/api/orders", "/api/cart", "/health", "/api/users"][(step % 4) as usize];
-            format!("{time} INFO request served path={path} status=200 duration_ms={}", 3 + step % 40)
+            format!(
+                "{time} INFO request served path={path} status=200 duration_ms={}",
+                3 + step % 40
+            )
         }
     }
 }
@@ -323,7 +347,9 @@ mod tests {
             .filter(|step| ExampleLog::line(*step, 0).contains(" ERROR "))
             .count();
         assert_eq!(errors, 3);
-        assert!(ExampleLog::line(ExampleLog::BURST_AT, 0).contains("ERROR payment gateway timeout"));
+        assert!(
+            ExampleLog::line(ExampleLog::BURST_AT, 0).contains("ERROR payment gateway timeout")
+        );
         assert!(ExampleLog::line(0, 0).starts_with("1970-01-01T00:00:00.000Z INFO request served"));
     }
 }

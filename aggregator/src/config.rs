@@ -9,15 +9,15 @@ use crate::index::{
     BulkClient, BulkClientConfig, DocumentSink, ElasticsearchAuth, IndexNames, IndexStage,
     IndexStageConfig,
 };
-use vigil_runtime::{Bus, SelfMetrics};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use vigil_runtime::SecretRef;
-use vigil_runtime::config_file::{duration, load_yaml};
+use vigil_runtime::config_file::load_yaml;
 use vigil_runtime::etcd::EtcdSettings;
 use vigil_runtime::kafka::KafkaSettings;
+use vigil_runtime::{Bus, SelfMetrics};
 
 /// The whole aggregator configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -68,10 +68,10 @@ pub struct AlertSection {
     /// Read rules from this folder (watched) instead of etcd.
     pub rules_dir: Option<PathBuf>,
     /// How often the evaluation clock moves on when no data arrives.
-    #[serde(default = "default_tick", deserialize_with = "duration")]
+    #[serde(default = "default_tick", with = "vigil_runtime::duration")]
     pub tick: Duration,
     /// How late data may be before wall-clock time closes its windows.
-    #[serde(default = "default_lateness", deserialize_with = "duration")]
+    #[serde(default = "default_lateness", with = "vigil_runtime::duration")]
     pub allowed_lateness: Duration,
     /// Base URL that alerts link to (`externalURL` in webhooks).
     #[serde(default)]
@@ -122,7 +122,7 @@ pub struct IndexSection {
     #[serde(default = "default_max_documents")]
     pub max_documents: usize,
     /// How long to wait for more messages before sending a partial bulk request.
-    #[serde(default = "default_linger", deserialize_with = "duration")]
+    #[serde(default = "default_linger", with = "vigil_runtime::duration")]
     pub linger: Duration,
 }
 
@@ -228,7 +228,9 @@ impl AggregatorConfig {
                 anyhow::bail!("`index.max_documents` must be positive");
             }
             if index.elasticsearch.password.is_some() && index.elasticsearch.username.is_none() {
-                anyhow::bail!("`index.elasticsearch.password` needs `index.elasticsearch.username`");
+                anyhow::bail!(
+                    "`index.elasticsearch.password` needs `index.elasticsearch.username`"
+                );
             }
         }
         Ok(())
@@ -241,7 +243,11 @@ impl AggregatorConfig {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("the index stage needs an `index` section"))?;
         let elasticsearch = &section.elasticsearch;
-        let auth = match (&elasticsearch.api_key, &elasticsearch.username, &elasticsearch.password) {
+        let auth = match (
+            &elasticsearch.api_key,
+            &elasticsearch.username,
+            &elasticsearch.password,
+        ) {
             (Some(key), _, _) => ElasticsearchAuth::ApiKey(key.clone()),
             (None, Some(username), Some(password)) => ElasticsearchAuth::Basic {
                 username: username.clone(),
@@ -292,7 +298,8 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> anyhow::Result<AggregatorConfig> {
-        let config: AggregatorConfig = vigil_runtime::config_file::parse_yaml("aggregator.yaml", text)?;
+        let config: AggregatorConfig =
+            vigil_runtime::config_file::parse_yaml("aggregator.yaml", text)?;
         config.validate()?;
         Ok(config)
     }
@@ -307,8 +314,13 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_named_with_its_file_and_line() {
-        let error = parse("kafka: {brokers: 'k:9092'}\nalert:\n  grup: x\n").unwrap_err().to_string();
-        assert!(error.starts_with("aggregator.yaml:3:3: unknown field `grup`"), "{error}");
+        let error = parse("kafka: {brokers: 'k:9092'}\nalert:\n  grup: x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("aggregator.yaml:3:3: unknown field `grup`"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -319,7 +331,9 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert_eq!(error, "`alert.receivers[0].url` is not a URL: `not a url`");
-        let error = parse("kafka: {brokers: 'k:9092'}\nalert: {tick: 0s}\n").unwrap_err().to_string();
+        let error = parse("kafka: {brokers: 'k:9092'}\nalert: {tick: 0s}\n")
+            .unwrap_err()
+            .to_string();
         assert_eq!(error, "`alert.tick` must be positive");
     }
 }

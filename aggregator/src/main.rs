@@ -6,8 +6,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use vigil_aggregator::all_in_one::{self, AllInOneOptions};
 use vigil_aggregator::alert::AlertStage;
+use vigil_aggregator::all_in_one::{self, AllInOneOptions};
 use vigil_aggregator::config::AggregatorConfig;
 use vigil_aggregator::rule_source::{self, RuleSource};
 use vigil_aggregator::rules;
@@ -21,7 +21,13 @@ use vigil_runtime::{Bus, Health, SelfMetrics};
 #[command(name = "vigil-aggregator", version, propagate_version = true)]
 struct Cli {
     /// Log output format.
-    #[arg(long, value_enum, default_value = "text", global = true, env = "VIGIL_LOG_FORMAT")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        global = true,
+        env = "VIGIL_LOG_FORMAT"
+    )]
     log_format: LogFormatArg,
     #[command(subcommand)]
     command: Command,
@@ -94,7 +100,11 @@ enum RulesCommand {
         /// Folder of rule files.
         dir: PathBuf,
         /// etcd client URL.
-        #[arg(long, env = "VIGIL_ETCD_ENDPOINT", default_value = "http://127.0.0.1:2379")]
+        #[arg(
+            long,
+            env = "VIGIL_ETCD_ENDPOINT",
+            default_value = "http://127.0.0.1:2379"
+        )]
         etcd_endpoint: String,
         /// Key prefix of this deployment; rules go under `<prefix>/rules/`.
         #[arg(long, env = "VIGIL_ETCD_PREFIX", default_value = "/vigil")]
@@ -189,7 +199,10 @@ fn load_stage_config(args: &StageArgs) -> anyhow::Result<Option<AggregatorConfig
             args.config.display(),
             config.kafka.brokers,
             config.kafka.topic_prefix,
-            config.etcd.as_ref().map_or("not configured".to_owned(), |e| e.endpoints.join(",")),
+            config
+                .etcd
+                .as_ref()
+                .map_or("not configured".to_owned(), |e| e.endpoints.join(",")),
             config
                 .index
                 .as_ref()
@@ -206,19 +219,30 @@ async fn start_endpoints(
     let metrics = SelfMetrics::default();
     let health = Health::default();
     let shutdown = vigil_runtime::shutdown::on_signal();
-    serve_http(config.http.listen, metrics.clone(), health.clone(), shutdown.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", config.http.listen))?;
+    serve_http(
+        config.http.listen,
+        metrics.clone(),
+        health.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", config.http.listen))?;
     Ok((metrics, health, shutdown))
 }
 
 async fn run_rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
     match command {
-        RulesCommand::Check { dir } => Ok(report_check(&dir).map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS)),
+        RulesCommand::Check { dir } => {
+            Ok(report_check(&dir).map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS))
+        }
         RulesCommand::Test { dir } => {
             let report = rules::run_rule_tests(&dir)?;
             println!("{report}");
-            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         RulesCommand::Push {
             dir,

@@ -58,7 +58,10 @@ impl RuleSource {
 
 /// Whether `path` is a rule file (not a rule test file).
 pub fn is_rule_file(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
     (name.ends_with(".yaml") || name.ends_with(".yml"))
         && !name.ends_with(".test.yaml")
         && !name.ends_with(".test.yml")
@@ -71,7 +74,10 @@ pub fn read_folder(dir: &Path) -> std::io::Result<RuleFiles> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.is_file() && is_rule_file(&path) {
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             files.insert(name.to_owned(), std::fs::read_to_string(&path)?);
         }
     }
@@ -129,7 +135,10 @@ pub fn check_folder(dir: &Path) -> Result<(RuleFiles, RuleSet), Vec<String>> {
 
 /// Replaces the rule files in etcd with `files`, in one transaction: files no
 /// longer present are deleted, so the stage sees exactly this set in one revision.
-pub async fn push_to_etcd(settings: &EtcdSettings, files: &RuleFiles) -> anyhow::Result<PushReport> {
+pub async fn push_to_etcd(
+    settings: &EtcdSettings,
+    files: &RuleFiles,
+) -> anyhow::Result<PushReport> {
     let prefix = settings.key_prefix("rules");
     let mut client = settings.connect().await?;
     let (current, revision) = EtcdSettings::read_prefix(&mut client, &prefix).await?;
@@ -142,7 +151,10 @@ pub async fn push_to_etcd(settings: &EtcdSettings, files: &RuleFiles) -> anyhow:
         }
     }
     for name in current.keys().filter(|name| !files.contains_key(*name)) {
-        operations.push(TxnOp::delete(format!("{prefix}{name}"), Some(DeleteOptions::new())));
+        operations.push(TxnOp::delete(
+            format!("{prefix}{name}"),
+            Some(DeleteOptions::new()),
+        ));
         report.deleted.push(name.clone());
     }
     if operations.is_empty() {

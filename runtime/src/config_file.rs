@@ -1,11 +1,8 @@
-//! Loading of YAML configuration files and the duration syntax they share
-//! (`250ms`, `30s`, `5m`, `1h30m`), so every config error reads the same way:
+//! Loading of YAML configuration files, so every config error reads the same way:
 //! the file, the line and column, and what is wrong.
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Deserializer};
 use std::path::Path;
-use std::time::Duration;
 use thiserror::Error;
 
 /// A configuration file that could not be used.
@@ -62,66 +59,19 @@ fn first_line(text: &str) -> String {
     }
 }
 
-/// Parses `250ms`, `30s`, `5m`, `1h30m`, `2d`: one or more number-unit pairs.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let invalid = || format!("`{text}` is not a duration (use e.g. 500ms, 30s, 5m, 1h30m)");
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(invalid)?;
-        let number: u64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            "d" => Duration::from_secs(86_400),
-            _ => return Err(invalid()),
-        };
-        total += unit * u32::try_from(number).map_err(|_| invalid())?;
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
-/// Serde adapter for duration fields: `#[serde(deserialize_with = "duration")]`.
-pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_duration(&text).map_err(serde::de::Error::custom)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
+    use std::time::Duration;
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
     struct Example {
         name: String,
-        #[serde(deserialize_with = "duration")]
+        #[serde(with = "crate::duration")]
         interval: Duration,
-    }
-
-    #[test]
-    fn durations_parse_and_bad_ones_are_explained() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(
-            parse_duration("5 minutes").unwrap_err(),
-            "`5 minutes` is not a duration (use e.g. 500ms, 30s, 5m, 1h30m)"
-        );
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("m").is_err());
     }
 
     #[test]
@@ -141,6 +91,6 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.starts_with("agent.yaml:2:"), "{error}");
-        assert!(error.contains("`soon` is not a duration"), "{error}");
+        assert!(error.contains("invalid duration `soon`"), "{error}");
     }
 }

@@ -167,7 +167,10 @@ impl KafkaSettings {
     }
 }
 
-fn with_properties(mut config: ClientConfig, properties: &BTreeMap<String, String>) -> ClientConfig {
+fn with_properties(
+    mut config: ClientConfig,
+    properties: &BTreeMap<String, String>,
+) -> ClientConfig {
     for (key, value) in properties {
         config.set(key, value);
     }

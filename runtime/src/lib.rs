@@ -7,6 +7,7 @@
 
 pub mod bus;
 pub mod config_file;
+pub mod duration;
 pub mod etcd;
 pub mod kafka;
 pub mod secret;

@@ -128,7 +128,7 @@ impl SnmpClient {
             target: self.target.name.clone(),
             request: request.kind(),
             oids: request.oids(),
-            timeout: crate::config::duration_text::format(self.target.timeout),
+            timeout: vigil_runtime::duration::format_duration(self.target.timeout),
             attempts,
             silent_when: match self.target.version {
                 SnmpVersion::V2c => "a wrong community looks the same",

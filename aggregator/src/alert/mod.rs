@@ -72,19 +72,31 @@ struct AlertMetrics {
 impl AlertMetrics {
     fn register(metrics: &SelfMetrics) -> Self {
         Self {
-            consumed: metrics.register("alert_messages_consumed", "Messages consumed, by topic", Family::default()),
+            consumed: metrics.register(
+                "alert_messages_consumed",
+                "Messages consumed, by topic",
+                Family::default(),
+            ),
             dead_lettered: metrics.register(
                 "alert_dead_lettered",
                 "Messages that were not valid batches, sent to the dead-letter topic",
                 Family::default(),
             ),
-            events: metrics.register("alert_events", "Alert state changes, by status", Family::default()),
+            events: metrics.register(
+                "alert_events",
+                "Alert state changes, by status",
+                Family::default(),
+            ),
             reloads: metrics.register(
                 "alert_rule_reloads",
                 "Rule set reloads, by outcome (a failed reload keeps the last good set)",
                 Family::default(),
             ),
-            rules_loaded: metrics.register("alert_rules_loaded", "Rules in the running rule set", Gauge::default()),
+            rules_loaded: metrics.register(
+                "alert_rules_loaded",
+                "Rules in the running rule set",
+                Gauge::default(),
+            ),
         }
     }
 }
@@ -113,9 +125,17 @@ impl AlertStage {
         let topics = bus.topics();
         let subscription = bus.subscribe(
             &config.group,
-            &[topics.metrics_raw(), topics.metrics_derived(), topics.logs_raw()],
+            &[
+                topics.metrics_raw(),
+                topics.metrics_derived(),
+                topics.logs_raw(),
+            ],
         )?;
-        let notifier = Notifier::start(config.receivers.clone(), config.external_url.clone(), metrics);
+        let notifier = Notifier::start(
+            config.receivers.clone(),
+            config.external_url.clone(),
+            metrics,
+        );
         Ok(Self {
             subscription,
             publisher: bus.publisher()?,
@@ -199,12 +219,18 @@ impl AlertStage {
                     }
                 };
                 self.metrics.rules_loaded.set(count as i64);
-                self.metrics.reloads.get_or_create(&StatusLabels { status: "success" }).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&StatusLabels { status: "success" })
+                    .inc();
                 tracing::info!(rules = count, files = files.len(), "rule set loaded");
                 self.emit(events).await;
             }
             Err(errors) => {
-                self.metrics.reloads.get_or_create(&StatusLabels { status: "failure" }).inc();
+                self.metrics
+                    .reloads
+                    .get_or_create(&StatusLabels { status: "failure" })
+                    .inc();
                 for error in &errors {
                     tracing::error!(%error, "invalid rule");
                 }
@@ -219,10 +245,13 @@ impl AlertStage {
     async fn process(&mut self, message: Message) {
         self.metrics
             .consumed
-            .get_or_create(&TopicLabels { topic: message.topic.clone() })
+            .get_or_create(&TopicLabels {
+                topic: message.topic.clone(),
+            })
             .inc();
         let outcome = if message.topic == self.topics.logs_raw() {
-            LogBatch::from_payload(&message.payload).map(|batch| self.evaluator_mut().observe_logs(&batch))
+            LogBatch::from_payload(&message.payload)
+                .map(|batch| self.evaluator_mut().observe_logs(&batch))
         } else {
             MetricBatch::from_payload(&message.payload)
                 .map(|batch| self.evaluator_mut().observe_metrics(&batch))
@@ -246,7 +275,9 @@ impl AlertStage {
         );
         self.metrics
             .dead_lettered
-            .get_or_create(&TopicLabels { topic: message.topic.clone() })
+            .get_or_create(&TopicLabels {
+                topic: message.topic.clone(),
+            })
             .inc();
         let topic = self.topics.dead_letter("alert");
         if let Err(error) = self.publisher.dead_letter(&topic, message, reason).await {
@@ -260,7 +291,12 @@ impl AlertStage {
             let status = vigil_proto::v1::AlertStatus::try_from(event.status)
                 .unwrap_or_default()
                 .as_str_name();
-            self.metrics.events.get_or_create(&StatusLabels { status: status_label(status) }).inc();
+            self.metrics
+                .events
+                .get_or_create(&StatusLabels {
+                    status: status_label(status),
+                })
+                .inc();
             tracing::info!(alert = %event.alert, status, fingerprint = %event.fingerprint, "alert state changed");
             if let Err(error) = self.publisher.publish_batch(&topic, &event).await {
                 tracing::error!(%error, %topic, "alert event could not be published");

@@ -66,12 +66,19 @@ impl Notifier {
                             ("console", "sent")
                         }
                         Receiver::Webhook { name, url } => {
-                            let payload = alertmanager_payload(name, std::slice::from_ref(&event), &external_url);
+                            let payload = alertmanager_payload(
+                                name,
+                                std::slice::from_ref(&event),
+                                &external_url,
+                            );
                             (name.as_str(), post_with_retries(&http, url, &payload).await)
                         }
                     };
                     deliveries
-                        .get_or_create(&DeliveryLabels { receiver: name.to_owned(), outcome })
+                        .get_or_create(&DeliveryLabels {
+                            receiver: name.to_owned(),
+                            outcome,
+                        })
                         .inc();
                 }
             }
@@ -125,9 +132,13 @@ pub fn console_line(event: &AlertEvent) -> String {
         .map(|l| format!("{}={}", l.name, l.value))
         .collect();
     let summary = vigil_proto::labels::find(&event.annotations, "summary").unwrap_or_default();
-    format!("ALERT {status} {}  {}  {summary}", event.alert, labels.join(" "))
-        .trim_end()
-        .to_owned()
+    format!(
+        "ALERT {status} {}  {}  {summary}",
+        event.alert,
+        labels.join(" ")
+    )
+    .trim_end()
+    .to_owned()
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! written with `+ - * /` and parentheses where that reads better
 //! (`256 * 1024 * 1024`). Parsed when rules load, evaluated by the alert stage.
 
-use super::duration::{format_duration, parse_duration};
 use super::lexer::{Cursor, SyntaxError, Token};
 use std::fmt;
 use std::time::Duration;
+use vigil_runtime::duration::{format_duration, parse_duration};
 
 /// A parsed condition of a metric rule.
 #[derive(Debug, Clone)]

@@ -14,7 +14,6 @@
 //! always give the same alerts.
 
 mod condition;
-mod duration;
 mod error;
 mod evaluate;
 mod lexer;
@@ -26,7 +25,6 @@ mod template;
 mod webhook;
 
 pub use condition::Condition;
-pub use duration::{DurationError, format_duration, parse_duration};
 pub use error::{RuleError, RuleErrors};
 pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, STALE_AFTER};
 pub use log_filter::LogFilter;
@@ -34,4 +32,5 @@ pub use model::{Group, LabelMatcher, LogRule, LogTrigger, MetricRule, Rule, Rule
 pub use parse::load_dir;
 pub use rule_tests::{TestFailure, TestReport, run_rule_tests};
 pub use template::Template;
+pub use vigil_runtime::duration::{DurationError, format_duration, parse_duration};
 pub use webhook::alertmanager_payload;

@@ -3,13 +3,13 @@
 //! (`RuleSet::from_files`, `load_dir`), so every value here has been checked.
 
 use super::condition::Condition;
-use super::duration::format_duration;
 use super::log_filter::{LogField, LogFilter};
 use super::template::Template;
 use regex::Regex;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
+use vigil_runtime::duration::format_duration;
 
 /// All rule groups of all rule files, in file-name order then file order.
 #[derive(Debug, Clone, Default)]

@@ -5,7 +5,6 @@
 //! stage); both go through [`RuleSet::from_files`].
 
 use super::condition::Condition;
-use super::duration::parse_duration;
 use super::error::RuleError;
 use super::log_filter::{FilterError, LogField, LogFilter, compile_regex};
 use super::model::{
@@ -18,6 +17,7 @@ use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
+use vigil_runtime::duration::parse_duration;
 
 /// Group evaluation cadence when `interval` is not given.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);

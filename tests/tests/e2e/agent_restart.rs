@@ -14,7 +14,9 @@ const KILLS: usize = 2;
 #[test]
 fn agent_killed_mid_stream_loses_no_line_and_duplicates_none() {
     let deployment = Deployment::new("e2e-restart");
-    let [agent_port, index_port] = free_tcp_ports(2)[..] else { unreachable!() };
+    let [agent_port, index_port] = free_tcp_ports(2)[..] else {
+        unreachable!()
+    };
     let index_config = deployment.aggregator_config("index", index_port);
     let _index = deployment.start_stage("index", &index_config, index_port);
 
@@ -23,12 +25,22 @@ fn agent_killed_mid_stream_loses_no_line_and_duplicates_none() {
     let agent_config = deployment.agent_config("agent", &log_path, agent_port, false);
     let mut agent = deployment.start_agent(&agent_config, agent_port);
 
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .unwrap();
     let mut expected = BTreeSet::new();
     let chunk = LINES / (KILLS + 1);
     for round in 0..=KILLS {
-        for number in round * chunk..if round == KILLS { LINES } else { (round + 1) * chunk } {
-            let text = format!("restart round {round} line {number:05} {}", "x".repeat(number % 50));
+        for number in round * chunk..if round == KILLS {
+            LINES
+        } else {
+            (round + 1) * chunk
+        } {
+            let text = format!(
+                "restart round {round} line {number:05} {}",
+                "x".repeat(number % 50)
+            );
             writeln!(log, "{text}").unwrap();
             expected.insert(text);
         }

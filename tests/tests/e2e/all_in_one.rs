@@ -49,22 +49,43 @@ fn all_in_one_shows_metrics_and_alerts_and_applies_rule_edits_live() {
         .arg(&data)
         .arg("--rules")
         .arg(&rules)
-        .args(["--http", &format!("127.0.0.1:{port}"), "--host-interval", "1"]);
+        .args([
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--host-interval",
+            "1",
+        ]);
     let mut process = ChildProcess::spawn("all-in-one", command);
 
     let minute = Duration::from_secs(60);
     wait_for_output(&mut process, "host metrics printed", "metrics  ", minute);
-    wait_for_output(&mut process, "the Watchdog example alert firing", "ALERT FIRING   Watchdog", minute);
-    wait_for_output(&mut process, "the ErrorBurst example alert firing", "ALERT FIRING   ErrorBurst", minute);
+    wait_for_output(
+        &mut process,
+        "the Watchdog example alert firing",
+        "ALERT FIRING   Watchdog",
+        minute,
+    );
+    wait_for_output(
+        &mut process,
+        "the ErrorBurst example alert firing",
+        "ALERT FIRING   ErrorBurst",
+        minute,
+    );
 
     let documents = data.join("documents");
     let logs = ndjson_lines(&documents.join("vigil-logs.ndjson"));
     assert!(
-        logs.iter().any(|doc| doc["message"].as_str().is_some_and(|m| m.contains("ERROR payment gateway timeout"))),
+        logs.iter().any(|doc| doc["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ERROR payment gateway timeout"))),
         "the example log's lines are indexed"
     );
     let metrics = ndjson_lines(&documents.join("vigil-metrics.ndjson"));
-    assert!(metrics.iter().any(|doc| doc["metrics"]["host.load.1m"].is_number()));
+    assert!(
+        metrics
+            .iter()
+            .any(|doc| doc["metrics"]["host.load.1m"].is_number())
+    );
     let alerts = ndjson_lines(&documents.join("vigil-alerts.ndjson"));
     assert!(alerts.iter().any(|doc| doc["rule"]["name"] == "Watchdog"));
 
@@ -72,14 +93,31 @@ fn all_in_one_shows_metrics_and_alerts_and_applies_rule_edits_live() {
     let host_rules = rules.join("host.yaml");
     let text = std::fs::read_to_string(&host_rules).unwrap();
     assert!(text.contains("condition: value >= 0"));
-    std::fs::write(&host_rules, text.replace("condition: value >= 0", "condition: value < 0")).unwrap();
-    wait_for_output(&mut process, "Watchdog resolved after the edit", "ALERT RESOLVED Watchdog", minute);
+    std::fs::write(
+        &host_rules,
+        text.replace("condition: value >= 0", "condition: value < 0"),
+    )
+    .unwrap();
+    wait_for_output(
+        &mut process,
+        "Watchdog resolved after the edit",
+        "ALERT RESOLVED Watchdog",
+        minute,
+    );
 
     // A broken edit is reported with its location and the last good rules stay.
     std::fs::write(rules.join("broken.yaml"), "groups: [\n").unwrap();
-    wait_for_output(&mut process, "the broken rule file reported", "broken.yaml:", minute);
+    wait_for_output(
+        &mut process,
+        "the broken rule file reported",
+        "broken.yaml:",
+        minute,
+    );
     assert!(process.is_running());
 
     let status = process.terminate();
-    assert!(status.success(), "SIGTERM ends the all-in-one mode cleanly: {status}");
+    assert!(
+        status.success(),
+        "SIGTERM ends the all-in-one mode cleanly: {status}"
+    );
 }

@@ -88,7 +88,13 @@ impl Deployment {
     }
 
     /// Writes an agent config tailing `log` and, if asked, polling the test snmpd.
-    pub(crate) fn agent_config(&self, name: &str, log: &Path, http_port: u16, snmp: bool) -> PathBuf {
+    pub(crate) fn agent_config(
+        &self,
+        name: &str,
+        log: &Path,
+        http_port: u16,
+        snmp: bool,
+    ) -> PathBuf {
         let servers = TestServers::get();
         let snmp_section = if snmp {
             format!(
@@ -127,7 +133,11 @@ impl Deployment {
     /// Starts `vigil-aggregator <stage>` and waits until it is ready.
     pub(crate) fn start_stage(&self, stage: &str, config: &Path, http_port: u16) -> ChildProcess {
         let mut command = Command::new(vigil_binary("vigil-aggregator"));
-        command.arg(stage).arg("--config").arg(config).env("VIGIL_LOG", "info");
+        command
+            .arg(stage)
+            .arg("--config")
+            .arg(config)
+            .env("VIGIL_LOG", "info");
         let mut process = ChildProcess::spawn(&format!("vigil-{stage}"), command);
         wait_for_ready(&mut process, http_port);
         process
@@ -154,13 +164,21 @@ impl Deployment {
 /// Waits until `/ready` of a process answers 200, failing early if it exits.
 pub(crate) fn wait_for_ready(process: &mut ChildProcess, http_port: u16) {
     let url = format!("http://127.0.0.1:{http_port}/ready");
-    wait_until(&format!("{} to become ready", process.name()), Duration::from_secs(60), || {
-        if let Some(status) = process.exit_status() {
-            panic!("{} exited with {status}:\n{}", process.name(), process.log_tail());
-        }
-        let ready = reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success());
-        ready.then_some(())
-    });
+    wait_until(
+        &format!("{} to become ready", process.name()),
+        Duration::from_secs(60),
+        || {
+            if let Some(status) = process.exit_status() {
+                panic!(
+                    "{} exited with {status}:\n{}",
+                    process.name(),
+                    process.log_tail()
+                );
+            }
+            let ready = reqwest::blocking::get(&url).is_ok_and(|r| r.status().is_success());
+            ready.then_some(())
+        },
+    );
 }
 
 /// The value of a counter or gauge in a process's `/metrics`, summed over labels

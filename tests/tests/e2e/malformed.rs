@@ -31,8 +31,15 @@ fn stderr(output: &Output) -> String {
 fn agent_config_with_an_unknown_key_names_the_key_and_file() {
     let dir = new_work_dir("bad-agent-config");
     let path = dir.join("agent.yaml");
-    std::fs::write(&path, "kafka: {brokers: '127.0.0.1:9092'}\nlogs: []\ncolour: red\n").unwrap();
-    let output = run("vigil-agent", &["--config", path.to_str().unwrap(), "--check-config"]);
+    std::fs::write(
+        &path,
+        "kafka: {brokers: '127.0.0.1:9092'}\nlogs: []\ncolour: red\n",
+    )
+    .unwrap();
+    let output = run(
+        "vigil-agent",
+        &["--config", path.to_str().unwrap(), "--check-config"],
+    );
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(
@@ -46,7 +53,15 @@ fn aggregator_config_with_an_unknown_key_names_the_key_and_file() {
     let dir = new_work_dir("bad-aggregator-config");
     let path = dir.join("aggregator.yaml");
     std::fs::write(&path, "kafka:\n  brokers: 'k:9092'\n  bokers: x\n").unwrap();
-    let output = run("vigil-aggregator", &["alert", "--config", path.to_str().unwrap(), "--check-config"]);
+    let output = run(
+        "vigil-aggregator",
+        &[
+            "alert",
+            "--config",
+            path.to_str().unwrap(),
+            "--check-config",
+        ],
+    );
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(
@@ -64,12 +79,23 @@ fn rule_file_with_a_yaml_error_is_reported_with_file_line_and_column() {
         "groups:\n  - name: g\n    rules:\n      - alert: A\n        metric: m\n        condition: value > 1\n      labels: [\n",
     )
     .unwrap();
-    let output = run("vigil-aggregator", &["rules", "check", dir.to_str().unwrap()]);
+    let output = run(
+        "vigil-aggregator",
+        &["rules", "check", dir.to_str().unwrap()],
+    );
     assert!(!output.status.success());
     let message = stderr(&output);
-    let located = message
-        .lines()
-        .any(|line| line.starts_with("broken.yaml:") && line.split(':').nth(1).is_some_and(|l| l.parse::<u32>().is_ok()) && line.split(':').nth(2).is_some_and(|c| c.parse::<u32>().is_ok()));
+    let located = message.lines().any(|line| {
+        line.starts_with("broken.yaml:")
+            && line
+                .split(':')
+                .nth(1)
+                .is_some_and(|l| l.parse::<u32>().is_ok())
+            && line
+                .split(':')
+                .nth(2)
+                .is_some_and(|c| c.parse::<u32>().is_ok())
+    });
     assert!(located, "error names broken.yaml:line:column: {message}");
     assert!(!message.contains("good.yaml"), "{message}");
 }
@@ -82,7 +108,10 @@ fn rule_with_an_invalid_regex_names_the_rule_and_the_regex() {
         "groups:\n  - name: g\n    rules:\n      - alert: OomBurst\n        logs: {match: 'message =~ \"java.lang.(OutOfMemory\"'}\n        type: frequency\n        threshold: {count: 5, window: 1m}\n",
     )
     .unwrap();
-    let output = run("vigil-aggregator", &["rules", "check", dir.to_str().unwrap()]);
+    let output = run(
+        "vigil-aggregator",
+        &["rules", "check", dir.to_str().unwrap()],
+    );
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(message.contains("logs.yaml:"), "{message}");
@@ -118,7 +147,9 @@ fn valid_log_batch(text: &str, offset: u64) -> Vec<u8> {
 #[test]
 fn a_non_protobuf_message_is_dead_lettered_and_processing_continues() {
     let deployment = Deployment::new("e2e-dlq");
-    let [alert_port, index_port] = free_tcp_ports(2)[..] else { unreachable!() };
+    let [alert_port, index_port] = free_tcp_ports(2)[..] else {
+        unreachable!()
+    };
     let rules_dir = deployment.work.join("rules");
     std::fs::create_dir_all(&rules_dir).unwrap();
     std::fs::write(rules_dir.join("none.yaml"), "groups: []\n").unwrap();
@@ -147,11 +178,15 @@ fn a_non_protobuf_message_is_dead_lettered_and_processing_continues() {
     wait_until("both valid lines indexed", Duration::from_secs(60), || {
         (elastic::count(&deployment.logs_index) == 2).then_some(())
     });
-    wait_until("the dead letter counted by both stages", Duration::from_secs(30), || {
-        (metric_value(index_port, "vigil_index_dead_lettered_total", "") >= 1.0
-            && metric_value(alert_port, "vigil_alert_dead_lettered_total", "") >= 1.0)
-            .then_some(())
-    });
+    wait_until(
+        "the dead letter counted by both stages",
+        Duration::from_secs(30),
+        || {
+            (metric_value(index_port, "vigil_index_dead_lettered_total", "") >= 1.0
+                && metric_value(alert_port, "vigil_alert_dead_lettered_total", "") >= 1.0)
+                .then_some(())
+        },
+    );
 
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", TestServers::get().kafka_bootstrap())
@@ -161,12 +196,26 @@ fn a_non_protobuf_message_is_dead_lettered_and_processing_continues() {
         .set("max.poll.interval.ms", "10000")
         .create()
         .unwrap();
-    consumer.subscribe(&[&deployment.topic("dlq.index")]).unwrap();
-    let (payload, reason) = wait_until("the garbage on the index dead-letter topic", Duration::from_secs(60), || {
-        let message = consumer.poll(Duration::from_millis(500))?.ok()?;
-        let reason = message.headers()?.iter().find(|h| h.key == "vigil-reason")?.value?.to_vec();
-        Some((message.payload()?.to_vec(), String::from_utf8_lossy(&reason).into_owned()))
-    });
+    consumer
+        .subscribe(&[&deployment.topic("dlq.index")])
+        .unwrap();
+    let (payload, reason) = wait_until(
+        "the garbage on the index dead-letter topic",
+        Duration::from_secs(60),
+        || {
+            let message = consumer.poll(Duration::from_millis(500))?.ok()?;
+            let reason = message
+                .headers()?
+                .iter()
+                .find(|h| h.key == "vigil-reason")?
+                .value?
+                .to_vec();
+            Some((
+                message.payload()?.to_vec(),
+                String::from_utf8_lossy(&reason).into_owned(),
+            ))
+        },
+    );
     assert_eq!(payload, garbage);
     assert!(reason.contains("vigil.v1.LogBatch"), "{reason}");
 }

@@ -39,7 +39,10 @@ fn line(number: usize) -> String {
     if number % 1000 == 999 {
         format!("line {number:05} ERROR job {number} failed")
     } else {
-        format!("line {number:05} ok request served path=/api/{} status=200", number % 17)
+        format!(
+            "line {number:05} ok request served path=/api/{} status=200",
+            number % 17
+        )
     }
 }
 
@@ -53,7 +56,10 @@ fn notifications(deployment: &Deployment) -> Vec<(String, String, Value)> {
         .map(|alert| {
             (
                 alert["status"].as_str().unwrap_or_default().to_owned(),
-                alert["labels"]["alertname"].as_str().unwrap_or_default().to_owned(),
+                alert["labels"]["alertname"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
                 alert["labels"].clone(),
             )
         })
@@ -70,7 +76,9 @@ fn has_notification(deployment: &Deployment, status: &str, alert: &str) -> Optio
 #[test]
 fn logs_metrics_and_alerts_flow_end_to_end_and_rules_reload_from_etcd() {
     let deployment = Deployment::new("e2e-pipeline");
-    let [agent_port, alert_port, index_port] = free_tcp_ports(3)[..] else { unreachable!() };
+    let [agent_port, alert_port, index_port] = free_tcp_ports(3)[..] else {
+        unreachable!()
+    };
 
     let rules_dir = deployment.work.join("rules");
     std::fs::create_dir_all(&rules_dir).unwrap();
@@ -87,7 +95,10 @@ fn logs_metrics_and_alerts_flow_end_to_end_and_rules_reload_from_etcd() {
     let agent_config = deployment.agent_config("agent", &log_path, agent_port, true);
     let _agent = deployment.start_agent(&agent_config, agent_port);
 
-    let mut log = std::fs::OpenOptions::new().append(true).open(&log_path).unwrap();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log_path)
+        .unwrap();
     let mut expected = BTreeSet::new();
     for number in 0..LINES {
         let text = line(number);
@@ -109,16 +120,32 @@ fn logs_metrics_and_alerts_flow_end_to_end_and_rules_reload_from_etcd() {
         .collect();
     assert_eq!(messages, expected, "every line's text arrives intact");
     let first = &hits[0]["_source"];
-    assert_eq!(first["host"]["name"].as_str().or(first["host.name"].as_str()), Some("e2e-host"));
+    assert_eq!(
+        first["host"]["name"]
+            .as_str()
+            .or(first["host.name"].as_str()),
+        Some("e2e-host")
+    );
 
-    let interface_sample = wait_until("SNMP interface counters indexed", Duration::from_secs(60), || {
-        elastic::all_hits(&deployment.metrics_index).into_iter().find(|hit| {
-            let source = &hit["_source"];
-            source["labels"]["ifName"] == "lo"
-                && (source["metrics"]["if.in.octets"].is_u64())
-        })
-    });
-    assert_eq!(interface_sample["_source"]["host"]["name"].as_str().or(interface_sample["_source"]["host.name"].as_str()), Some("test-switch"));
+    let interface_sample = wait_until(
+        "SNMP interface counters indexed",
+        Duration::from_secs(60),
+        || {
+            elastic::all_hits(&deployment.metrics_index)
+                .into_iter()
+                .find(|hit| {
+                    let source = &hit["_source"];
+                    source["labels"]["ifName"] == "lo"
+                        && (source["metrics"]["if.in.octets"].is_u64())
+                })
+        },
+    );
+    assert_eq!(
+        interface_sample["_source"]["host"]["name"]
+            .as_str()
+            .or(interface_sample["_source"]["host.name"].as_str()),
+        Some("test-switch")
+    );
     wait_until("SNMP sysUpTime indexed", Duration::from_secs(30), || {
         elastic::all_hits(&deployment.metrics_index)
             .into_iter()
@@ -145,8 +172,10 @@ fn logs_metrics_and_alerts_flow_end_to_end_and_rules_reload_from_etcd() {
     assert!(has_notification(&deployment, "resolved", "SwitchUp").is_none());
     std::fs::write(rules_dir.join("e2e.yaml"), rules("value < 0")).unwrap();
     deployment.push_rules(&rules_dir);
-    wait_until("metric rule resolves after the rule change", Duration::from_secs(60), || {
-        has_notification(&deployment, "resolved", "SwitchUp")
-    });
+    wait_until(
+        "metric rule resolves after the rule change",
+        Duration::from_secs(60),
+        || has_notification(&deployment, "resolved", "SwitchUp"),
+    );
     assert!(metric_value(alert_port, "vigil_alert_rule_reloads_total", "success") >= 2.0);
 }

@@ -2,10 +2,10 @@
 //! inactive -> pending -> firing -> resolved, driven by evaluations in event time,
 //! and the `AlertEvent`s it emits for the alerts topic and the pagers.
 
-use crate::rules::duration::nanos;
 use crate::rules::model::Rule;
 use vigil_proto::labels::{ContentId, label};
 use vigil_proto::v1::{AlertEvent, AlertStatus, Label};
+use vigil_runtime::duration::nanos;
 
 /// Labels of a series or log group key, sorted by name: the identity of one alert
 /// of a rule.

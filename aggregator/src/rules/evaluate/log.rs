@@ -9,10 +9,10 @@
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, resolve, step};
 use super::metric::relabel;
-use crate::rules::duration::nanos;
 use crate::rules::model::LogRule;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use vigil_proto::v1::AlertEvent;
+use vigil_runtime::duration::nanos;
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyState {

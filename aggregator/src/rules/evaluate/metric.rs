@@ -4,10 +4,10 @@
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, resolve, step};
 use crate::rules::condition::{Subject, WindowFunction};
-use crate::rules::duration::nanos;
 use crate::rules::model::MetricRule;
 use std::collections::{BTreeMap, VecDeque};
 use vigil_proto::v1::AlertEvent;
+use vigil_runtime::duration::nanos;
 
 /// One sample of a series. Counters keep their exact integer so that increases
 /// stay exact past 2^53.

@@ -32,7 +32,6 @@ mod alert;
 mod log;
 mod metric;
 
-use super::duration::nanos;
 use super::log_filter::LogRecord;
 use super::model::{Rule, RuleKind, RuleSet};
 use alert::{BaseLabels, RuleRef};
@@ -41,6 +40,7 @@ use metric::{MetricState, Reading};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use vigil_proto::v1::{AlertEvent, LogBatch, LogSource, MetricBatch, Resource, sample};
+use vigil_runtime::duration::nanos;
 
 /// Most ticks of one group evaluated when the clock jumps; earlier ticks of the
 /// jump are skipped (their samples would be stale at the later ticks anyway).

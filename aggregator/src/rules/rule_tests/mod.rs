@@ -33,7 +33,6 @@
 
 mod series;
 
-use super::duration::{format_duration, nanos};
 use super::error::{RuleError, RuleErrors};
 use super::evaluate::Evaluator;
 use super::model::RuleSet;
@@ -49,6 +48,7 @@ use vigil_proto::labels::label;
 use vigil_proto::v1::{
     AlertStatus, LogBatch, LogLine, LogSource, MetricBatch, MetricKind, Resource, Sample, sample,
 };
+use vigil_runtime::duration::{format_duration, nanos};
 
 /// Step between input values when a test does not set `interval`.
 const DEFAULT_STEP: Duration = Duration::from_secs(60);

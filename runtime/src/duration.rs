@@ -1,5 +1,6 @@
-//! Durations as written in rule and rule-test files (`30s`, `5m`, `1h30m`), in the
-//! notation Prometheus uses, so `for`, `interval` and windows read the same as there.
+//! Durations as written in configuration, rule and rule-test files (`30s`, `5m`,
+//! `1h30m`), in the notation Prometheus uses, so intervals, timeouts, `for` and
+//! windows read the same everywhere in Vigil and as in Prometheus.
 //!
 //! Units are `ms`, `s`, `m`, `h`, `d` (24h) and `w` (7d), each used at most once and
 //! from the largest to the smallest; a bare `0` is zero.
@@ -28,6 +29,14 @@ const UNITS: [(&str, u64); 6] = [
 /// Longest duration accepted: event times are `i64` nanoseconds, so anything
 /// longer could not be added to one.
 const MAX_MILLIS: u64 = i64::MAX as u64 / 1_000_000;
+
+/// Serde adapter for duration fields: `#[serde(with = "vigil_runtime::duration")]`.
+pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+    parse_duration(&text).map_err(serde::de::Error::custom)
+}
 
 /// Parses `30s`, `5m`, `1h30m`, `2d`, `250ms` or `0`.
 pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
@@ -102,7 +111,7 @@ pub fn format_duration(duration: Duration) -> String {
 
 /// A duration as nanoseconds of event time; durations are bounded by [`MAX_MILLIS`]
 /// when parsed, so this never saturates for durations from rule files.
-pub(crate) fn nanos(duration: Duration) -> i64 {
+pub fn nanos(duration: Duration) -> i64 {
     i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
 }
 
