@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vigil_agent::config::{MetricSet, SnmpVersion};
 use vigil_agent::{Agent, AgentConfig};
+use vigil_runtime::Bus;
 use vigil_runtime::duration::format_duration;
-use vigil_runtime::telemetry::{LogFormat, init_tracing, serve_http};
-use vigil_runtime::{Bus, Health, SelfMetrics};
+use vigil_runtime::telemetry::{LogFormat, ProcessContext, init_tracing};
 
 /// Vigil's host daemon: tails log files, reads host metrics from /proc and polls
 /// devices over SNMP, and ships everything as protobuf batches to Kafka.
@@ -80,19 +80,16 @@ fn main() -> ExitCode {
 /// Runs the agent until SIGTERM or SIGINT.
 async fn run(args: &Args) -> anyhow::Result<()> {
     let (config, kafka) = load(args)?;
-    let shutdown = vigil_runtime::shutdown::on_signal();
-    let metrics = SelfMetrics::default();
-    let health = Health::default();
-    serve_http(
-        config.http.listen,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("`http.listen` {} could not be bound", config.http.listen))?;
-    let agent = Agent::new(config, Bus::Kafka(Box::new(kafka)), metrics, health);
-    agent.run(shutdown).await?;
+    let context = ProcessContext::start(config.http.listen)
+        .await
+        .context("`http.listen`")?;
+    let agent = Agent::new(
+        config,
+        Bus::Kafka(Box::new(kafka)),
+        context.metrics,
+        context.health,
+    );
+    agent.run(context.shutdown).await?;
     Ok(())
 }
 

@@ -11,9 +11,9 @@ use vigil_aggregator::all_in_one::{self, AllInOneOptions};
 use vigil_aggregator::config::AggregatorConfig;
 use vigil_aggregator::rule_source::{self, RuleSource};
 use vigil_aggregator::rules;
+use vigil_runtime::Bus;
 use vigil_runtime::etcd::EtcdSettings;
-use vigil_runtime::telemetry::{LogFormat, init_tracing, serve_http};
-use vigil_runtime::{Bus, Health, SelfMetrics};
+use vigil_runtime::telemetry::{LogFormat, ProcessContext, init_tracing};
 
 /// Vigil's stream processors: evaluate alert rules, index everything into
 /// Elasticsearch, manage rules, or run the whole pipeline on this host.
@@ -137,19 +137,14 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::AllInOne(args) => {
-            let metrics = SelfMetrics::default();
-            let health = Health::default();
-            let shutdown = vigil_runtime::shutdown::on_signal();
-            serve_http(args.http, metrics.clone(), health.clone(), shutdown.clone())
-                .await
-                .with_context(|| format!("cannot listen on {}", args.http))?;
+            let context = ProcessContext::start(args.http).await?;
             let options = AllInOneOptions {
                 data_dir: args.data_dir,
                 rules_dir: args.rules,
                 log_files: args.log_files,
                 host_interval: std::time::Duration::from_secs(args.host_interval.max(1)),
             };
-            all_in_one::run(options, metrics, health, shutdown).await?;
+            all_in_one::run(options, context.metrics, context.health, context.shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Alert(args) => {
@@ -164,26 +159,26 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     args.config.display()
                 ),
             };
-            let (metrics, health, shutdown) = start_endpoints(&config).await?;
+            let context = ProcessContext::start(config.http.listen).await?;
             tracing::info!(rules = %source.describe(), "alert stage starting");
-            let rules = source.watch(shutdown.clone())?;
+            let rules = source.watch(context.shutdown.clone())?;
             let bus = Bus::Kafka(Box::new(config.kafka.clone()));
-            let stage = AlertStage::new(&bus, rules, config.alert_stage(), &metrics)?;
-            health.set_ready(true);
-            stage.run(shutdown).await?;
+            let stage = AlertStage::new(&bus, rules, config.alert_stage(), &context.metrics)?;
+            context.health.set_ready(true);
+            stage.run(context.shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Index(args) => {
             let Some(config) = load_stage_config(&args)? else {
                 return Ok(ExitCode::SUCCESS);
             };
-            let (metrics, health, shutdown) = start_endpoints(&config).await?;
+            let context = ProcessContext::start(config.http.listen).await?;
             let bus = Bus::Kafka(Box::new(config.kafka.clone()));
             let stage = config
-                .index_stage(&bus, &metrics)
+                .index_stage(&bus, &context.metrics)
                 .with_context(|| args.config.display().to_string())?;
-            health.set_ready(true);
-            stage.run(shutdown).await?;
+            context.health.set_ready(true);
+            stage.run(context.shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules(command) => run_rules_command(command).await,
@@ -211,23 +206,6 @@ fn load_stage_config(args: &StageArgs) -> anyhow::Result<Option<AggregatorConfig
         return Ok(None);
     }
     Ok(Some(config))
-}
-
-async fn start_endpoints(
-    config: &AggregatorConfig,
-) -> anyhow::Result<(SelfMetrics, Health, tokio_util::sync::CancellationToken)> {
-    let metrics = SelfMetrics::default();
-    let health = Health::default();
-    let shutdown = vigil_runtime::shutdown::on_signal();
-    serve_http(
-        config.http.listen,
-        metrics.clone(),
-        health.clone(),
-        shutdown.clone(),
-    )
-    .await
-    .with_context(|| format!("cannot listen on {}", config.http.listen))?;
-    Ok((metrics, health, shutdown))
 }
 
 async fn run_rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {

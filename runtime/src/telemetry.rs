@@ -88,6 +88,35 @@ struct EndpointState {
     health: Health,
 }
 
+/// What every Vigil process starts with: its self-metrics registry, its readiness,
+/// the shutdown token cancelled by SIGTERM or SIGINT, and the HTTP endpoints.
+#[derive(Debug, Clone)]
+pub struct ProcessContext {
+    pub metrics: SelfMetrics,
+    pub health: Health,
+    pub shutdown: CancellationToken,
+}
+
+impl ProcessContext {
+    /// Installs the signal handlers and serves the endpoints on `listen`.
+    pub async fn start(listen: SocketAddr) -> anyhow::Result<Self> {
+        let context = Self {
+            metrics: SelfMetrics::default(),
+            health: Health::default(),
+            shutdown: crate::shutdown::on_signal(),
+        };
+        serve_http(
+            listen,
+            context.metrics.clone(),
+            context.health.clone(),
+            context.shutdown.clone(),
+        )
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot serve HTTP on {listen}: {error}"))?;
+        Ok(context)
+    }
+}
+
 /// Serves `/metrics`, `/health` and `/ready` on `address` until `shutdown`;
 /// returns the bound address (useful with port 0).
 pub async fn serve_http(

@@ -27,46 +27,39 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-#[test]
-fn agent_config_with_an_unknown_key_names_the_key_and_file() {
-    let dir = new_work_dir("bad-agent-config");
-    let path = dir.join("agent.yaml");
-    std::fs::write(
-        &path,
-        "kafka: {brokers: '127.0.0.1:9092'}\nlogs: []\ncolour: red\n",
-    )
-    .unwrap();
-    let output = run(
-        "vigil-agent",
-        &["--config", path.to_str().unwrap(), "--check-config"],
-    );
+/// Writes `text` as a config file, runs `binary` with `args` and the file's path
+/// last, and asserts it fails with `file:location` in its message.
+fn assert_config_refused(binary: &str, args: &[&str], text: &str, location: &str) {
+    let path = new_work_dir("bad-config").join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    let mut all_args = args.to_vec();
+    all_args.push(path.to_str().unwrap());
+    let output = run(binary, &all_args);
     assert!(!output.status.success());
     let message = stderr(&output);
     assert!(
-        message.contains(&format!("{}:3:1: unknown field `colour`", path.display())),
+        message.contains(&format!("{}:{location}", path.display())),
         "{message}"
     );
 }
 
 #[test]
-fn aggregator_config_with_an_unknown_key_names_the_key_and_file() {
-    let dir = new_work_dir("bad-aggregator-config");
-    let path = dir.join("aggregator.yaml");
-    std::fs::write(&path, "kafka:\n  brokers: 'k:9092'\n  bokers: x\n").unwrap();
-    let output = run(
-        "vigil-aggregator",
-        &[
-            "alert",
-            "--config",
-            path.to_str().unwrap(),
-            "--check-config",
-        ],
+fn agent_config_with_an_unknown_key_names_the_key_and_file() {
+    assert_config_refused(
+        "vigil-agent",
+        &["--check-config", "--config"],
+        "kafka: {brokers: '127.0.0.1:9092'}\nlogs: []\ncolour: red\n",
+        "3:1: unknown field `colour`",
     );
-    assert!(!output.status.success());
-    let message = stderr(&output);
-    assert!(
-        message.contains(&format!("{}:3:3: unknown field `bokers`", path.display())),
-        "{message}"
+}
+
+#[test]
+fn aggregator_config_with_an_unknown_key_names_the_key_and_file() {
+    assert_config_refused(
+        "vigil-aggregator",
+        &["alert", "--check-config", "--config"],
+        "kafka:\n  brokers: 'k:9092'\n  bokers: x\n",
+        "3:3: unknown field `bokers`",
     );
 }
 
