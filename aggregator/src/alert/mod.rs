@@ -23,6 +23,11 @@ use vigil_proto::v1::{AlertEvent, LogBatch, MetricBatch};
 use vigil_proto::{Payload, Topics};
 use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
 
+/// How far ahead of this host's clock data may be stamped. The evaluation clock
+/// follows event time, so one batch from a host with a wrong clock would otherwise
+/// move it into the future and make every current series look stale.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+
 /// Settings of the alert stage.
 #[derive(Debug, Clone)]
 pub struct AlertStageConfig {
@@ -306,6 +311,35 @@ impl AlertStage {
     }
 }
 
+/// A decoded input batch.
+enum Batch {
+    Logs(LogBatch),
+    Metrics(MetricBatch),
+}
+
+impl Batch {
+    fn latest_event_time(&self) -> i64 {
+        match self {
+            Self::Logs(batch) => batch.lines.iter().map(|l| l.event_time_unix_nano).max(),
+            Self::Metrics(batch) => batch.samples.iter().map(|s| s.time_unix_nano).max(),
+        }
+        .unwrap_or_default()
+    }
+}
+
+/// Refuses event times after `limit_unix_nano`, saying by how much they are ahead.
+fn check_not_ahead(latest_unix_nano: i64, limit_unix_nano: i64) -> Result<(), String> {
+    if latest_unix_nano <= limit_unix_nano {
+        return Ok(());
+    }
+    let ahead = Duration::from_nanos((latest_unix_nano - limit_unix_nano) as u64) + MAX_CLOCK_SKEW;
+    Err(format!(
+        "event time is {} ahead of this host's clock (at most {} allowed); check the sender's clock",
+        vigil_runtime::duration::format_duration(Duration::from_secs(ahead.as_secs())),
+        vigil_runtime::duration::format_duration(MAX_CLOCK_SKEW)
+    ))
+}
+
 fn status_label(name: &str) -> &'static str {
     match name {
         "ALERT_STATUS_PENDING" => "pending",
@@ -319,4 +353,21 @@ fn status_label(name: &str) -> &'static str {
 pub fn unix_nanos(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_from_a_clock_far_ahead_is_refused_with_the_offset() {
+        let now = 1_700_000_000_000_000_000;
+        let limit = now + MAX_CLOCK_SKEW.as_nanos() as i64;
+        assert!(check_not_ahead(now + 60_000_000_000, limit).is_ok());
+        let two_hours = 7_200_000_000_000;
+        assert_eq!(
+            check_not_ahead(now + two_hours, limit).unwrap_err(),
+            "event time is 2h ahead of this host's clock (at most 5m allowed); check the sender's clock"
+        );
+    }
 }
