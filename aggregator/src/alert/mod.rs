@@ -254,16 +254,28 @@ impl AlertStage {
                 topic: message.topic.clone(),
             })
             .inc();
-        let outcome = if message.topic == self.topics.logs_raw() {
-            LogBatch::from_payload(&message.payload)
-                .map(|batch| self.evaluator_mut().observe_logs(&batch))
+        let decoded = if message.topic == self.topics.logs_raw() {
+            LogBatch::from_payload(&message.payload).map(Batch::Logs)
         } else {
-            MetricBatch::from_payload(&message.payload)
-                .map(|batch| self.evaluator_mut().observe_metrics(&batch))
+            MetricBatch::from_payload(&message.payload).map(Batch::Metrics)
         };
-        match outcome {
-            Ok(events) => self.emit(events).await,
-            Err(error) => self.dead_letter(&message, &error.to_string()).await,
+        let checked = decoded
+            .map_err(|error| error.to_string())
+            .and_then(|batch| {
+                let limit = unix_nanos(SystemTime::now()) + MAX_CLOCK_SKEW.as_nanos() as i64;
+                check_not_ahead(batch.latest_event_time(), limit)?;
+                Ok(batch)
+            });
+        match checked {
+            Ok(Batch::Logs(batch)) => {
+                let events = self.evaluator_mut().observe_logs(&batch);
+                self.emit(events).await;
+            }
+            Ok(Batch::Metrics(batch)) => {
+                let events = self.evaluator_mut().observe_metrics(&batch);
+                self.emit(events).await;
+            }
+            Err(reason) => self.dead_letter(&message, &reason).await,
         }
         if let Err(error) = self.subscription.commit(&message) {
             tracing::warn!(%error, "offset could not be stored");
