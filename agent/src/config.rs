@@ -80,15 +80,72 @@ pub struct HttpConfig {
     pub listen: SocketAddr,
 }
 
-/// One log file to tail.
+/// Log files to tail: one path or every file a glob matches.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LogFileConfig {
-    /// Absolute path of the file; it may not exist yet.
+    /// Absolute path or glob (`*`, `?`, `[a-z]`, `**` for any depth) of the files;
+    /// they may not exist yet. Files are found through file-system events and a
+    /// rescan every few seconds.
     pub path: PathBuf,
+    /// Globs of files not to tail although `path` matches them (rotated copies one
+    /// does not want, for example). Gzip-compressed files are never read.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Where a file found at the first start, without checkpoint, is read from:
+    /// `end` (its history is not shipped) or `beginning`. Files that appear later
+    /// are always read from their beginning.
+    #[serde(default)]
+    pub read_from: ReadFrom,
+    /// Files not modified for longer than this are not tailed until they change.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub ignore_older: Option<Duration>,
     /// Dataset name, for routing and for `event.dataset` in the index.
     #[serde(default = "default_dataset")]
     pub dataset: String,
+    /// How long a last line without newline waits for it before it is shipped,
+    /// with the field `log.partial`; the newline that may follow makes no line.
+    #[serde(
+        default = "default_partial_line_timeout",
+        with = "vigil_runtime::duration"
+    )]
+    pub partial_line_timeout: Duration,
+    /// Joins the physical lines of one event (a stack trace) into one log line.
+    #[serde(default)]
+    pub multiline: Option<MultilineConfig>,
+}
+
+/// How the physical lines of one event are recognised; exactly one pattern.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MultilineConfig {
+    /// A line matching this regex starts an event; other lines continue it
+    /// (`'^\d{4}-'` for lines starting with a date).
+    #[serde(default)]
+    pub start_pattern: Option<String>,
+    /// A line matching this regex continues the event before it (`'^\s'`).
+    #[serde(default)]
+    pub continuation_pattern: Option<String>,
+    /// How long an event waits for more lines before it is shipped.
+    #[serde(
+        default = "default_multiline_flush_timeout",
+        with = "vigil_runtime::duration"
+    )]
+    pub flush_timeout: Duration,
+    /// Most physical lines in one event; a longer one is shipped in parts.
+    #[serde(default = "default_multiline_max_lines")]
+    pub max_lines: usize,
+}
+
+/// Where a file already present at startup is read from.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// From its first byte.
+    Beginning,
+    /// From after its last complete line.
+    #[default]
+    End,
 }
 
 /// Limits of one log batch.
@@ -407,7 +464,12 @@ impl LogFileConfig {
     pub fn new(path: impl Into<PathBuf>, dataset: impl Into<String>) -> Self {
         Self {
             path: path.into(),
+            exclude: Vec::new(),
+            read_from: ReadFrom::default(),
+            ignore_older: None,
             dataset: dataset.into(),
+            partial_line_timeout: default_partial_line_timeout(),
+            multiline: None,
         }
     }
 }
@@ -618,6 +680,41 @@ impl AgentConfig {
                     "must not be empty",
                 ));
             }
+            let Some(pattern) = log.path.to_str() else {
+                return Err(InvalidConfig::field(
+                    format!("logs[{index}].path"),
+                    format!("must be UTF-8, not `{}`", log.path.display()),
+                ));
+            };
+            if let Err(error) = glob::Pattern::new(pattern) {
+                return Err(InvalidConfig::field(
+                    format!("logs[{index}].path"),
+                    format!("is not a valid glob: {error}"),
+                ));
+            }
+            for (position, exclude) in log.exclude.iter().enumerate() {
+                if let Err(error) = glob::Pattern::new(exclude) {
+                    return Err(InvalidConfig::field(
+                        format!("logs[{index}].exclude[{position}]"),
+                        format!("is not a valid glob: {error}"),
+                    ));
+                }
+            }
+            if log.ignore_older.is_some_and(|age| age.is_zero()) {
+                return Err(InvalidConfig::field(
+                    format!("logs[{index}].ignore_older"),
+                    "must be longer than 0s",
+                ));
+            }
+            if let Some(multiline) = &log.multiline {
+                multiline.validate(&format!("logs[{index}].multiline"))?;
+            }
+            if log.partial_line_timeout < Duration::from_millis(1) {
+                return Err(InvalidConfig::field(
+                    format!("logs[{index}].partial_line_timeout"),
+                    "must be at least 1ms",
+                ));
+            }
         }
         self.log_batch.validate()?;
         if self.host_metrics.enabled && self.host_metrics.interval < Duration::from_secs(1) {
@@ -641,6 +738,40 @@ impl AgentConfig {
             return Err(InvalidConfig::field(
                 "shutdown_timeout",
                 "must be longer than 0s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl MultilineConfig {
+    fn validate(&self, field: &str) -> Result<(), InvalidConfig> {
+        let (key, pattern) = match (&self.start_pattern, &self.continuation_pattern) {
+            (Some(start), None) => ("start_pattern", start),
+            (None, Some(continuation)) => ("continuation_pattern", continuation),
+            _ => {
+                return Err(InvalidConfig::field(
+                    field,
+                    "needs exactly one of `start_pattern` and `continuation_pattern`",
+                ));
+            }
+        };
+        if let Err(error) = regex::bytes::Regex::new(pattern) {
+            return Err(InvalidConfig::field(
+                format!("{field}.{key}"),
+                format!("is not a valid regex: {error}"),
+            ));
+        }
+        if self.max_lines == 0 {
+            return Err(InvalidConfig::field(
+                format!("{field}.max_lines"),
+                "must be at least 1",
+            ));
+        }
+        if self.flush_timeout < Duration::from_millis(1) {
+            return Err(InvalidConfig::field(
+                format!("{field}.flush_timeout"),
+                "must be at least 1ms",
             ));
         }
         Ok(())
@@ -694,6 +825,24 @@ fn default_data_dir() -> PathBuf {
 
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    vigil_runtime::duration::deserialize(deserializer).map(Some)
+}
+
+fn default_multiline_flush_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_multiline_max_lines() -> usize {
+    500
+}
+
+fn default_partial_line_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_dataset() -> String {
@@ -762,7 +911,11 @@ kafka: {brokers: "127.0.0.1:9092", topic_prefix: vigil}
 data_dir: /var/lib/vigil-agent
 http: {listen: "127.0.0.1:9464"}
 logs:
-  - {path: /var/log/app.log, dataset: app}
+  - {path: /var/log/app.log, dataset: app, partial_line_timeout: 2s, multiline: {start_pattern: '^\d{4}-'}}
+  - path: /var/log/pods/**/*.log
+    exclude: ['*.1']
+    read_from: beginning
+    ignore_older: 24h
   - {path: /var/log/syslog}
 log_batch: {max_lines: 2000, max_bytes: 786432, flush_interval: 200ms, max_line_bytes: 65536}
 host_metrics: {enabled: true, interval: 10s, proc_root: /proc}
@@ -778,7 +931,22 @@ snmp:
         assert_eq!(config.resource.id, "web-1");
         assert_eq!(config.resource.attributes["site"], "fra1");
         assert_eq!(config.kafka.unwrap().brokers, "127.0.0.1:9092");
-        assert_eq!(config.logs[1].dataset, "generic");
+        assert_eq!(config.logs[2].dataset, "generic");
+        assert_eq!(config.logs[0].partial_line_timeout, Duration::from_secs(2));
+        assert_eq!(config.logs[0].read_from, ReadFrom::End);
+        assert_eq!(config.logs[0].ignore_older, None);
+        let multiline = config.logs[0].multiline.as_ref().unwrap();
+        assert_eq!(multiline.start_pattern.as_deref(), Some(r"^\d{4}-"));
+        assert_eq!(
+            (multiline.flush_timeout, multiline.max_lines),
+            (Duration::from_secs(1), 500)
+        );
+        assert_eq!(config.logs[1].exclude, ["*.1"]);
+        assert_eq!(config.logs[1].read_from, ReadFrom::Beginning);
+        assert_eq!(
+            config.logs[1].ignore_older,
+            Some(Duration::from_secs(24 * 3600))
+        );
         assert_eq!(config.log_batch.flush_interval, Duration::from_millis(200));
         assert_eq!(config.snmp.targets[0].interval, Duration::from_secs(30));
         assert_eq!(
@@ -873,6 +1041,18 @@ snmp:
             (
                 "logs: [{path: /a.log}, {path: /a.log}]",
                 "`logs[1].path` repeats `logs[0].path` (`/a.log`)",
+            ),
+            (
+                "logs: [{path: '/var/log/[a.log'}]",
+                "`logs[0].path` is not a valid glob: Pattern syntax error near position 9: invalid range pattern",
+            ),
+            (
+                "logs: [{path: /a.log, multiline: {start_pattern: 'a', continuation_pattern: 'b'}}]",
+                "`logs[0].multiline` needs exactly one of `start_pattern` and `continuation_pattern`",
+            ),
+            (
+                "logs: [{path: /a.log, ignore_older: 0}]",
+                "`logs[0].ignore_older` must be longer than 0s",
             ),
             (
                 "log_batch: {max_bytes: 4096, max_line_bytes: 4096}",

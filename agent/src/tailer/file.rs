@@ -1,24 +1,31 @@
 //! One open log file: reads what was appended, splits it into lines and groups the
-//! lines into `LogBatch`es ready for the bus. Truncation (the file shrank below the
-//! read position) restarts at offset 0.
+//! lines into `LogBatch`es ready for the bus. The file is known by the fingerprint of
+//! its first line, which names its source downstream and finds its checkpoint, also
+//! after a rename or a copy. Truncation (the file shrank below the read position, or
+//! its first line changed) restarts at offset 0 as a new source.
 //!
 //! Everything here is blocking file I/O on an owned handle; the follower runs it on
 //! a blocking thread and keeps the async side free.
 
 use super::lines::{LineSplitter, RawLine};
-use crate::checkpoint::{FileIdentity, Position};
+use super::multiline::{Joiner, MultilineRule};
+use crate::checkpoint::{CheckpointStore, FINGERPRINT_BYTES, FileIdentity, Fingerprint, Position};
 use crate::config::LogBatchConfig;
 use prost::Message;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
-use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
+use vigil_proto::v1::{Label, LogBatch, LogLine, LogSource, Resource};
 
 /// Bytes read from the file per system call.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The field that marks a line shipped before its newline arrived.
+const PARTIAL_FIELD: &str = "log.partial";
 
 /// What every batch of one configured path carries besides its lines.
 #[derive(Debug)]
@@ -26,9 +33,13 @@ pub(crate) struct SourceTemplate {
     pub(crate) path: PathBuf,
     pub(crate) dataset: String,
     pub(crate) resource: Resource,
+    /// How long a last line without newline waits before it is shipped as partial.
+    pub(crate) partial_line_timeout: Duration,
+    /// How physical lines are joined into events, if they are.
+    pub(crate) multiline: Option<Arc<MultilineRule>>,
 }
 
-/// Where reading a newly opened file starts.
+/// Where reading a newly opened file starts when it has no checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum StartAt {
     /// Offset 0: a file that appeared after the agent started, or a replacement.
@@ -36,9 +47,26 @@ pub(crate) enum StartAt {
     /// After the last complete line: a file seen for the first time at startup,
     /// whose history is not shipped.
     End,
-    /// A checkpoint from an earlier run; offset 0 if the file was replaced or
-    /// truncated since.
-    Checkpoint(Position),
+    /// At this offset (or the end, if shorter): a file that was skipped as idle at
+    /// this size and changed since.
+    At(u64),
+}
+
+/// Where a path leads now: device and inode, without reading the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct Location {
+    pub(crate) device: u64,
+    pub(crate) inode: u64,
+}
+
+impl Location {
+    pub(crate) fn of(metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        }
+    }
 }
 
 /// A batch and the position the file's checkpoint moves to once it is acknowledged.
@@ -52,9 +80,9 @@ pub(crate) struct PendingBatch {
 #[derive(Debug)]
 pub(crate) enum Emitted {
     Batch(PendingBatch),
-    /// Reading (re)started here with nothing unacknowledged in this file before it:
-    /// the file was opened or truncated.
-    Restart(Position),
+    /// The checkpoint may move here once everything before is acknowledged: the file
+    /// was opened at this position.
+    Mark(Position),
 }
 
 /// Counts of one read, for the self-metrics.
@@ -67,13 +95,28 @@ pub(crate) struct ReadProgress {
     pub(crate) at_end: bool,
 }
 
-/// The identity of the file at `path` now, or `None` if there is none.
-pub(crate) fn identity_at(path: &Path) -> std::io::Result<Option<FileIdentity>> {
+/// Where the file at `path` lives now, or `None` if there is none.
+pub(crate) fn location_at(path: &Path) -> std::io::Result<Option<Location>> {
     match std::fs::metadata(path) {
-        Ok(metadata) => Ok(Some(FileIdentity::of(&metadata))),
+        Ok(metadata) => Ok(Some(Location::of(&metadata))),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(error) => Err(error),
     }
+}
+
+/// The fingerprint of the open `file`, read without moving its position; `None`
+/// while it is too short to have one.
+fn read_fingerprint(file: &File) -> std::io::Result<Option<Fingerprint>> {
+    let mut head = [0; FINGERPRINT_BYTES];
+    let mut filled = 0;
+    while filled < head.len() {
+        let read = file.read_at(&mut head[filled..], filled as u64)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    Ok(Fingerprint::of_head(&head[..filled]))
 }
 
 /// An open file being read line by line.
@@ -81,69 +124,104 @@ pub(crate) fn identity_at(path: &Path) -> std::io::Result<Option<FileIdentity>> 
 pub(crate) struct FileTail {
     template: Arc<SourceTemplate>,
     file: File,
-    identity: FileIdentity,
+    location: Location,
+    /// Known once the file holds a newline or `FINGERPRINT_BYTES`; lines wait for it.
+    fingerprint: Option<Fingerprint>,
+    /// The first bytes read from offset 0 while the fingerprint is not known.
+    head: Vec<u8>,
     splitter: LineSplitter,
+    joiner: Joiner,
+    /// Scratch space for the lines of one read, kept to spare allocations.
+    raw_lines: Vec<RawLine>,
+    records: Vec<RawLine>,
     buffer: Vec<u8>,
     lines: Vec<LogLine>,
     /// Encoded size of `lines`.
     batch_bytes: usize,
     /// When the first line of the batch in progress was read.
     batch_started: Option<Instant>,
+    /// Since when the line in progress, at this offset, waits for its newline.
+    partial_since: Option<(u64, Instant)>,
     limits: LogBatchConfig,
 }
 
 impl FileTail {
-    /// Opens the file of `template.path` and positions it as `start` says; returns
-    /// the tail and the position it starts at.
+    /// Opens the file of `template.path` and positions it at its checkpoint, or as
+    /// `start` says if it has none; returns the tail and, when the file has a
+    /// fingerprint, the position it starts at.
     pub(crate) fn open(
         template: Arc<SourceTemplate>,
         start: StartAt,
         limits: LogBatchConfig,
-    ) -> std::io::Result<(Self, Position)> {
+        checkpoints: &CheckpointStore,
+    ) -> std::io::Result<(Self, Option<Position>)> {
         let mut file = File::open(&template.path)?;
         let metadata = file.metadata()?;
-        let identity = FileIdentity::of(&metadata);
+        let location = Location::of(&metadata);
         let size = metadata.len();
-        let offset = match start {
-            StartAt::Beginning => 0,
-            StartAt::End => start_of_incomplete_tail(&mut file, size)?,
-            StartAt::Checkpoint(position) => {
-                if position.identity != identity {
-                    tracing::info!(
-                        path = %template.path.display(),
-                        "file was replaced since the checkpoint; reading it from the beginning"
-                    );
-                    0
-                } else if position.offset > size {
-                    tracing::info!(
-                        path = %template.path.display(),
-                        checkpoint = position.offset,
-                        size,
-                        "file was truncated since the checkpoint; reading it from the beginning"
-                    );
-                    0
-                } else {
-                    position.offset
-                }
+        let fingerprint = read_fingerprint(&file)?;
+        let checkpoint = fingerprint
+            .and_then(|fingerprint| checkpoints.get(fingerprint))
+            .map(|position| position.offset)
+            .or_else(|| {
+                checkpoints.unidentified_offset(&template.path, location.device, location.inode)
+            });
+        let offset = match checkpoint {
+            Some(offset) if offset <= size => offset,
+            Some(offset) => {
+                tracing::info!(
+                    path = %template.path.display(),
+                    checkpoint = offset,
+                    size,
+                    "file was truncated since the checkpoint; reading it from the beginning"
+                );
+                0
             }
+            None => match start {
+                StartAt::Beginning => 0,
+                StartAt::End => start_of_incomplete_tail(&mut file, size)?,
+                StartAt::At(offset) => offset.min(size),
+            },
         };
         file.seek(SeekFrom::Start(offset))?;
+        let splitter = if offset > 0 && !follows_newline(&file, offset)? {
+            LineSplitter::after_partial(limits.max_line_bytes, offset)
+        } else {
+            LineSplitter::new(limits.max_line_bytes, offset)
+        };
+        if fingerprint.is_none() {
+            checkpoints.set_unidentified(&template.path, location.device, location.inode, 0);
+        }
+        let position = fingerprint.map(|fingerprint| Position {
+            identity: FileIdentity {
+                fingerprint,
+                device: location.device,
+                inode: location.inode,
+            },
+            offset,
+        });
         let tail = Self {
             template,
             file,
-            identity,
-            splitter: LineSplitter::new(limits.max_line_bytes, offset),
+            location,
+            fingerprint,
+            head: Vec::new(),
+            splitter,
+            joiner: Joiner::new(limits.max_line_bytes),
+            raw_lines: Vec::new(),
+            records: Vec::new(),
             buffer: vec![0; READ_CHUNK],
             lines: Vec::new(),
             batch_bytes: 0,
             batch_started: None,
+            partial_since: None,
             limits,
         };
-        Ok((tail, Position { identity, offset }))
+        Ok((tail, position))
     }
 
-    pub(crate) fn identity(&self) -> FileIdentity {
-        self.identity
+    pub(crate) fn location(&self) -> Location {
+        self.location
     }
 
     /// Whether the file was deleted (not renamed): no path leads to it any more.
@@ -169,74 +247,150 @@ impl FileTail {
                 position = self.splitter.next_offset(),
                 "file was truncated; reading it again from the beginning"
             );
-            self.take_batch(out);
-            self.file.seek(SeekFrom::Start(0))?;
-            self.splitter.restart_at(0);
-            out.push(Emitted::Restart(Position {
-                identity: self.identity,
-                offset: 0,
-            }));
+            self.restart_from_zero(out)?;
         }
         let batches_before = out.len();
+        let template = Arc::clone(&self.template);
+        let mut raw_lines = std::mem::take(&mut self.raw_lines);
+        let mut records = std::mem::take(&mut self.records);
         while out.len() - batches_before < max_batches {
             let read = self.file.read(&mut self.buffer)?;
             if read == 0 {
                 progress.at_end = true;
                 break;
             }
+            if let Some(fingerprint) = self.fingerprint
+                && read_fingerprint(&self.file)? != Some(fingerprint)
+            {
+                // Rewritten since it was fingerprinted: these bytes belong to
+                // another source, which starts at offset 0.
+                tracing::info!(
+                    path = %self.template.path.display(),
+                    "file was truncated and written again; reading it from the beginning"
+                );
+                self.restart_from_zero(out)?;
+                continue;
+            }
             progress.bytes += read as u64;
+            if self.fingerprint.is_none() {
+                self.learn_fingerprint(read)?;
+            }
             let observed = crate::unix_nanos(SystemTime::now());
-            let mut raw_lines = Vec::new();
             self.splitter
                 .feed(&self.buffer[..read], |line| raw_lines.push(line));
-            for raw in raw_lines {
+            for raw in raw_lines.drain(..) {
                 progress.lines += 1;
                 progress.truncated_lines += u64::from(raw.truncated);
-                self.push(raw, observed, now, out);
+                match &template.multiline {
+                    Some(rule) => self.joiner.add(rule, raw, now, &mut records),
+                    None => records.push(raw),
+                }
+            }
+            for record in records.drain(..) {
+                self.push(record, observed, now, out);
             }
         }
+        self.raw_lines = raw_lines;
+        self.records = records;
         Ok(progress)
     }
 
-    /// Sends the batch in progress if its first line waited `flush_interval`.
-    pub(crate) fn flush_if_due(&mut self, now: Instant, out: &mut Vec<Emitted>) {
+    /// At the end of the file: whether its first line changed since it was
+    /// fingerprinted, that is it was truncated and written again past the read
+    /// position. Then reading restarts at offset 0, as a new source.
+    pub(crate) fn restart_if_rewritten(&mut self, out: &mut Vec<Emitted>) -> std::io::Result<()> {
+        let Some(fingerprint) = self.fingerprint else {
+            return Ok(());
+        };
+        if read_fingerprint(&self.file)? != Some(fingerprint) {
+            tracing::info!(
+                path = %self.template.path.display(),
+                "file was truncated and written again; reading it from the beginning"
+            );
+            self.restart_from_zero(out)?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch in progress if its first line waited `flush_interval`, after
+    /// shipping a last line without newline that waited `partial_line_timeout`.
+    pub(crate) fn flush_if_due(&mut self, now: Instant, out: &mut Vec<Emitted>) -> ReadProgress {
+        let mut progress = ReadProgress::default();
+        if let Some(rule) = &self.template.multiline
+            && let Some(record) = self.joiner.flush_if_due(rule, now)
+        {
+            self.push(record, crate::unix_nanos(SystemTime::now()), now, out);
+        }
+        if self.splitter.has_partial() && self.fingerprint.is_some() {
+            let next = self.splitter.next_offset();
+            match self.partial_since {
+                Some((offset, since)) if offset == next => {
+                    if now.duration_since(since) >= self.template.partial_line_timeout
+                        && let Some(raw) = self.splitter.take_partial()
+                    {
+                        progress.lines = 1;
+                        progress.truncated_lines = u64::from(raw.truncated);
+                        let observed = crate::unix_nanos(SystemTime::now());
+                        if let Some(record) = self.joiner.take() {
+                            self.push(record, observed, now, out);
+                        }
+                        self.push(raw, observed, now, out);
+                        self.partial_since = None;
+                    }
+                }
+                _ => self.partial_since = Some((next, now)),
+            }
+        } else {
+            self.partial_since = None;
+        }
         if self
             .batch_started
             .is_some_and(|started| now.duration_since(started) >= self.limits.flush_interval)
         {
             self.take_batch(out);
         }
+        progress
     }
 
     /// Ends the file: its last line, even without a newline, and the batch in
     /// progress. For a file that was replaced and will not grow again.
     pub(crate) fn finish(mut self, now: Instant, out: &mut Vec<Emitted>) -> ReadProgress {
         let mut progress = ReadProgress::default();
+        let observed = crate::unix_nanos(SystemTime::now());
+        if let Some(record) = self.joiner.take() {
+            self.push(record, observed, now, out);
+        }
         if let Some(raw) = self.splitter.finish() {
             progress.lines = 1;
             progress.truncated_lines = u64::from(raw.truncated);
-            self.push(raw, crate::unix_nanos(SystemTime::now()), now, out);
+            self.push(raw, observed, now, out);
         }
         self.take_batch(out);
         progress
     }
 
-    /// Moves the batch in progress, if any, to `out`.
+    /// Moves the batch in progress, if any, to `out`. Lines wait while the file has
+    /// no fingerprint (a partial line of a file too short for one).
     pub(crate) fn take_batch(&mut self, out: &mut Vec<Emitted>) {
-        let Some(last) = self.lines.last() else {
+        let (Some(last), Some(fingerprint)) = (self.lines.last(), self.fingerprint) else {
             return;
         };
+        let identity = FileIdentity {
+            fingerprint,
+            device: self.location.device,
+            inode: self.location.inode,
+        };
         let end = Position {
-            identity: self.identity,
+            identity,
             offset: last.offset + last.length,
         };
         let batch = LogBatch {
             resource: Some(self.template.resource.clone()),
             source: Some(LogSource {
                 path: self.template.path.display().to_string(),
-                source_id: self.identity.source_id(),
-                device: self.identity.device,
-                inode: self.identity.inode,
+                source_id: fingerprint.source_id(),
+                device: identity.device,
+                inode: identity.inode,
                 dataset: self.template.dataset.clone(),
             }),
             lines: std::mem::take(&mut self.lines),
@@ -244,6 +398,45 @@ impl FileTail {
         self.batch_bytes = 0;
         self.batch_started = None;
         out.push(Emitted::Batch(PendingBatch { batch, end }));
+    }
+
+    /// Reads the file again from offset 0 as new content, after what was read of
+    /// the old content is sent.
+    fn restart_from_zero(&mut self, out: &mut Vec<Emitted>) -> std::io::Result<()> {
+        if let Some(record) = self.joiner.take() {
+            self.push(
+                record,
+                crate::unix_nanos(SystemTime::now()),
+                Instant::now(),
+                out,
+            );
+        }
+        self.take_batch(out);
+        self.lines.clear();
+        self.batch_bytes = 0;
+        self.batch_started = None;
+        self.partial_since = None;
+        self.file.seek(SeekFrom::Start(0))?;
+        self.splitter = LineSplitter::new(self.limits.max_line_bytes, 0);
+        self.fingerprint = None;
+        self.head.clear();
+        Ok(())
+    }
+
+    /// Collects the first bytes of a file read from offset 0 (the `read` bytes in
+    /// the buffer come next) until they make its fingerprint.
+    fn learn_fingerprint(&mut self, read: usize) -> std::io::Result<()> {
+        if self.splitter.next_offset() == self.head.len() as u64 {
+            let wanted = (FINGERPRINT_BYTES - self.head.len()).min(read);
+            self.head.extend_from_slice(&self.buffer[..wanted]);
+            self.fingerprint = Fingerprint::of_head(&self.head);
+        } else {
+            self.fingerprint = read_fingerprint(&self.file)?;
+        }
+        if self.fingerprint.is_some() {
+            self.head = Vec::new();
+        }
+        Ok(())
     }
 
     fn push(&mut self, raw: RawLine, observed: i64, now: Instant, out: &mut Vec<Emitted>) {
@@ -263,7 +456,8 @@ impl FileTail {
 }
 
 /// A line as it goes on the wire: invalid UTF-8 is flagged and kept as bytes; a
-/// multi-byte character cut by truncation is dropped rather than flagged.
+/// multi-byte character cut by truncation is dropped rather than flagged; a line
+/// shipped before its newline carries the field `log.partial`.
 fn log_line(raw: RawLine, observed: i64) -> LogLine {
     let mut message = raw.bytes;
     let invalid_utf8 = match std::str::from_utf8(&message) {
@@ -274,16 +468,30 @@ fn log_line(raw: RawLine, observed: i64) -> LogLine {
         }
         Err(_) => true,
     };
+    let fields = if raw.partial {
+        vec![Label {
+            name: PARTIAL_FIELD.into(),
+            value: "true".into(),
+        }]
+    } else {
+        Vec::new()
+    };
     LogLine {
         offset: raw.offset,
         event_time_unix_nano: observed,
         observed_time_unix_nano: observed,
         message,
-        fields: Vec::new(),
+        fields,
         truncated: raw.truncated,
         invalid_utf8,
         length: raw.length,
     }
+}
+
+/// Whether the byte before `offset` is a newline, so that a line starts there.
+fn follows_newline(file: &File, offset: u64) -> std::io::Result<bool> {
+    let mut byte = [0];
+    Ok(file.read_at(&mut byte, offset - 1)? == 1 && byte[0] == b'\n')
 }
 
 /// Where "from the end" starts: after the last newline, so that a line being
@@ -294,7 +502,7 @@ fn start_of_incomplete_tail(file: &mut File, size: u64) -> std::io::Result<u64> 
     let mut tail = vec![0; look_back as usize];
     file.seek(SeekFrom::Start(size - look_back))?;
     file.read_exact(&mut tail)?;
-    Ok(match tail.iter().rposition(|&byte| byte == b'\n') {
+    Ok(match memchr::memrchr(b'\n', &tail) {
         Some(newline) => size - look_back + newline as u64 + 1,
         None if look_back == size => 0,
         None => size,
@@ -314,7 +522,15 @@ mod tests {
                 id: "web-1".into(),
                 ..Resource::default()
             },
+            partial_line_timeout: std::time::Duration::from_secs(5),
+            multiline: None,
         })
+    }
+
+    fn store() -> (tempfile::TempDir, CheckpointStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = CheckpointStore::open(dir.path()).unwrap();
+        (dir, store)
     }
 
     fn limits() -> LogBatchConfig {
@@ -337,7 +553,7 @@ mod tests {
                         .map(|line| (line.offset, line.message))
                         .collect(),
                 ),
-                Emitted::Restart(_) => None,
+                Emitted::Mark(_) => None,
             })
             .collect()
     }
@@ -347,8 +563,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "old 1\nold 2\nhalf").unwrap();
-        let (mut tail, position) = FileTail::open(template(&path), StartAt::End, limits()).unwrap();
-        assert_eq!(position.offset, 12);
+        let (mut tail, position) =
+            FileTail::open(template(&path), StartAt::End, limits(), &store().1).unwrap();
+        assert_eq!(position.unwrap().offset, 12);
         std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -369,7 +586,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "1\n2\n3\n4\n").unwrap();
-        let (mut tail, _) = FileTail::open(template(&path), StartAt::Beginning, limits()).unwrap();
+        let (mut tail, _) =
+            FileTail::open(template(&path), StartAt::Beginning, limits(), &store().1).unwrap();
         let mut out = Vec::new();
         tail.read(8, Instant::now(), &mut out).unwrap();
         assert_eq!(
@@ -384,7 +602,8 @@ mod tests {
         let mut small = limits();
         small.max_lines = 100;
         small.max_bytes = 40;
-        let (mut tail, _) = FileTail::open(template(&path), StartAt::Beginning, small).unwrap();
+        let (mut tail, _) =
+            FileTail::open(template(&path), StartAt::Beginning, small, &store().1).unwrap();
         let mut out = Vec::new();
         tail.read(8, Instant::now(), &mut out).unwrap();
         tail.take_batch(&mut out);
@@ -400,7 +619,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "1\n").unwrap();
-        let (mut tail, _) = FileTail::open(template(&path), StartAt::Beginning, limits()).unwrap();
+        let (mut tail, _) =
+            FileTail::open(template(&path), StartAt::Beginning, limits(), &store().1).unwrap();
         let start = Instant::now();
         let mut out = Vec::new();
         tail.read(8, start, &mut out).unwrap();
@@ -417,6 +637,7 @@ mod tests {
             length: 4,
             bytes: vec![b'a', 0xff, b'b'],
             truncated: false,
+            partial: false,
         };
         let line = log_line(raw, 1);
         assert!(line.invalid_utf8);
@@ -430,6 +651,7 @@ mod tests {
             length: 10,
             bytes: "ab\u{e9}".as_bytes()[..3].to_vec(),
             truncated: true,
+            partial: false,
         };
         let line = log_line(raw, 1);
         assert!(!line.invalid_utf8);

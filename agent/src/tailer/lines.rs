@@ -4,7 +4,9 @@
 //! A line ends at `\n`; its bytes are kept as they are (a `\r` before the newline
 //! stays). The last line is held until its newline arrives. A line longer than the
 //! limit keeps only its first bytes and skips the rest up to its newline, so memory
-//! stays bounded whatever the file holds.
+//! stays bounded whatever the file holds. A last line whose newline does not come
+//! can be taken as a partial line; the newline that may follow later then ends
+//! nothing (it makes no empty line).
 
 /// One complete line as found in the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +19,8 @@ pub(crate) struct RawLine {
     pub(crate) bytes: Vec<u8>,
     /// The line was longer than the limit.
     pub(crate) truncated: bool,
+    /// The line was taken before its newline arrived.
+    pub(crate) partial: bool,
 }
 
 /// Splits a stream of bytes into lines.
@@ -30,6 +34,9 @@ pub(crate) struct LineSplitter {
     /// Bytes of the line in progress seen so far, kept or skipped.
     line_length: u64,
     truncated: bool,
+    /// A newline right at the next byte ends a line that was already taken as
+    /// partial, and is skipped.
+    absorb_newline: bool,
 }
 
 impl LineSplitter {
@@ -41,6 +48,16 @@ impl LineSplitter {
             line_start: offset,
             line_length: 0,
             truncated: false,
+            absorb_newline: false,
+        }
+    }
+
+    /// A splitter whose first byte will be at `offset`, where the byte before was
+    /// not a newline: a line taken as partial ended there.
+    pub(crate) fn after_partial(max_line_bytes: usize, offset: u64) -> Self {
+        Self {
+            absorb_newline: true,
+            ..Self::new(max_line_bytes, offset)
         }
     }
 
@@ -49,15 +66,31 @@ impl LineSplitter {
         self.line_start + self.line_length
     }
 
-    /// Drops the line in progress and expects the next byte at `offset`.
-    pub(crate) fn restart_at(&mut self, offset: u64) {
-        *self = Self::new(self.max_line_bytes, offset);
-    }
-
     /// Feeds the next bytes of the stream; calls `emit` for every line they complete.
     pub(crate) fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(RawLine)) {
+        if self.absorb_newline && !bytes.is_empty() {
+            self.absorb_newline = false;
+            if bytes[0] == b'\n' {
+                self.line_start += 1;
+                bytes = &bytes[1..];
+            }
+        }
         while !bytes.is_empty() {
-            match bytes.iter().position(|&byte| byte == b'\n') {
+            match memchr::memchr(b'\n', bytes) {
+                Some(newline) if self.line_length == 0 => {
+                    // The whole line is in `bytes`: one exact allocation.
+                    let kept = newline.min(self.max_line_bytes);
+                    let line = RawLine {
+                        offset: self.line_start,
+                        length: newline as u64 + 1,
+                        bytes: bytes[..kept].to_vec(),
+                        truncated: kept < newline,
+                        partial: false,
+                    };
+                    self.line_start += line.length;
+                    emit(line);
+                    bytes = &bytes[newline + 1..];
+                }
                 Some(newline) => {
                     self.keep(&bytes[..newline]);
                     self.line_length += newline as u64 + 1;
@@ -79,6 +112,20 @@ impl LineSplitter {
         (self.line_length > 0).then(|| self.take_line())
     }
 
+    /// Whether a line without its newline is in progress.
+    pub(crate) fn has_partial(&self) -> bool {
+        self.line_length > 0
+    }
+
+    /// The line in progress, flagged partial, for a file that may still grow: a
+    /// newline written right after it later is skipped. `None` if there is none.
+    pub(crate) fn take_partial(&mut self) -> Option<RawLine> {
+        let mut line = self.finish()?;
+        line.partial = true;
+        self.absorb_newline = true;
+        Some(line)
+    }
+
     fn keep(&mut self, bytes: &[u8]) {
         let room = self.max_line_bytes - self.pending.len();
         if bytes.len() > room {
@@ -94,6 +141,7 @@ impl LineSplitter {
             length: self.line_length,
             bytes: std::mem::take(&mut self.pending),
             truncated: self.truncated,
+            partial: false,
         };
         self.line_start += self.line_length;
         self.line_length = 0;
@@ -119,6 +167,7 @@ mod tests {
             length,
             bytes: bytes.to_vec(),
             truncated,
+            partial: false,
         }
     }
 
@@ -179,11 +228,25 @@ mod tests {
     }
 
     #[test]
-    fn restarting_drops_the_line_in_progress() {
+    fn the_newline_after_a_partial_line_makes_no_empty_line() {
         let mut splitter = LineSplitter::new(100, 0);
-        split(&mut splitter, b"partial");
-        splitter.restart_at(0);
-        assert_eq!(split(&mut splitter, b"new\n"), [line(0, 4, b"new", false)]);
+        assert!(split(&mut splitter, b"one\ntw").len() == 1);
+        let partial = splitter.take_partial().unwrap();
+        assert_eq!((partial.offset, partial.length), (4, 2));
+        assert!(partial.partial);
+        assert!(splitter.take_partial().is_none());
+        assert_eq!(
+            split(&mut splitter, b"\nthree\n"),
+            [line(7, 6, b"three", false)]
+        );
+
+        let mut resumed = LineSplitter::after_partial(100, 6);
+        assert_eq!(
+            split(&mut resumed, b"\nfour\n"),
+            [line(7, 5, b"four", false)]
+        );
+        let mut continued = LineSplitter::after_partial(100, 6);
+        assert_eq!(split(&mut continued, b"o\n"), [line(6, 2, b"o", false)]);
     }
 
     proptest! {

@@ -1,25 +1,42 @@
-//! The log tailer: the source of the log data path. For every configured path it
-//! follows the file, ships new lines as `LogBatch`es to the logs topic and moves the
-//! path's checkpoint once the bus acknowledged them.
+//! The log tailer: the source of the log data path. It finds the files of every
+//! configured path or glob, follows each, ships new lines as `LogBatch`es to the
+//! logs topic and moves the file's checkpoint once the bus acknowledged them.
 //!
-//! Where reading starts: at a checkpoint if there is one; at the end of a file that
-//! existed when the agent started and has none (its history is not shipped); at
-//! the beginning of a file that appeared later, or that replaced the one being read
-//! (the old one is read to its end first). Files are polled; a later version will
-//! be woken by file-system events and add globs and rotated-file discovery.
+//! Where reading starts: at the checkpoint of the file's fingerprint if there is
+//! one (so a file renamed or copied keeps its position, and a stranger in a reused
+//! inode does not inherit one); at the end of a file present at the agent's first
+//! start (its history is not shipped; `read_from` may say otherwise); at the
+//! beginning of any other file: one that appeared later, also while the agent was
+//! stopped, or that replaced the one being read (the old one is read to its end
+//! first). Open files are polled; new
+//! files are found on file-system events and by a periodic rescan.
+//!
+//! Rotation: a file renamed while open is read to its end through its handle; if
+//! the glob also matches its new name it is not opened twice (its location is
+//! held), and once released its fingerprint's checkpoint says it was read. A
+//! rotated copy (copytruncate) has the fingerprint of the original, so only what
+//! was not read of it yet is shipped. A deleted file is read to its end, closed and
+//! forgotten.
 
+mod discovery;
 mod file;
 mod lines;
+mod multiline;
 mod shipper;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{LogBatchConfig, LogFileConfig};
 use crate::self_metrics::AgentMetrics;
-use file::{Emitted, FileTail, ReadProgress, SourceTemplate, StartAt, identity_at};
+use discovery::{Discovery, Found};
+use file::{Emitted, FileTail, Location, ReadProgress, SourceTemplate, StartAt, location_at};
+use multiline::MultilineRule;
 use shipper::Shipper;
 pub(crate) use shipper::{PublishBatch, publish_to};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -27,6 +44,9 @@ use vigil_proto::v1::Resource;
 
 /// How often files are checked for new lines, truncation and replacement.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the globs are expanded again, in case a file-system event was missed.
+const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// What the tailer needs besides the list of files.
 #[derive(Clone)]
@@ -49,75 +69,240 @@ impl std::fmt::Debug for TailerContext {
     }
 }
 
-/// The state of one configured path.
+/// The state of one followed path.
 #[derive(Debug)]
 enum FileState {
-    /// No file open: it does not exist (yet), or could not be opened. `next_start`
-    /// says where to start once it can be.
+    /// No file open: it was replaced or deleted, or could not be opened.
+    /// `next_start` says where to start once it can be.
     Closed {
         next_start: StartAt,
     },
     Open(Box<FileTail>),
 }
 
-/// Follows one configured path.
+/// The locations of the files held open by followers: a path that leads to one of
+/// them (the file was renamed within the glob) is not opened a second time.
+#[derive(Debug, Clone, Default)]
+struct HeldFiles(Arc<Mutex<HashSet<Location>>>);
+
+impl HeldFiles {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<Location>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn contains(&self, location: Location) -> bool {
+        self.lock().contains(&location)
+    }
+}
+
+/// Follows one path.
 #[derive(Debug)]
 struct Follower {
     template: Arc<SourceTemplate>,
     limits: LogBatchConfig,
     state: FileState,
     shipper: Shipper,
+    checkpoints: CheckpointStore,
     metrics: AgentMetrics,
+    held: HeldFiles,
+    /// The location of the open file, registered in `held`.
+    holding: Option<Location>,
+    /// Locations of files closed with batches still unacknowledged: held until the
+    /// shipper is idle, so that a scan does not read them again meanwhile.
+    releasing: Vec<Location>,
     /// The last error reported, so that a persistent one is logged once.
     last_error: Option<String>,
 }
 
-/// Takes the initial position of every configured file, then follows each in its
-/// own task until `shutdown`; returns once the positions are taken, with the tasks.
+/// Finds files and runs one follower per file.
+#[derive(Debug)]
+struct Tailer {
+    files: Vec<LogFileConfig>,
+    /// The compiled `multiline` rule of each of `files`.
+    rules: Vec<Option<Arc<MultilineRule>>>,
+    context: TailerContext,
+    discovery: Discovery,
+    followers: JoinSet<PathBuf>,
+    /// Paths with a follower, by task.
+    followed: HashMap<tokio::task::Id, PathBuf>,
+    held: HeldFiles,
+    shutdown: CancellationToken,
+    /// Wakes the tailer for a rescan on file-system events; kept alive with it.
+    _watcher: Option<notify::RecommendedWatcher>,
+    woken: mpsc::Receiver<()>,
+}
+
+/// Finds the configured files and takes the initial position of each, then
+/// follows them, and the files that appear later, until `shutdown`; returns once
+/// the initial positions are taken, with the task.
 ///
-/// A file with a checkpoint resumes there; one without starts at its end; one that
-/// does not exist yet will be read from its beginning once it appears.
+/// A file with a checkpoint resumes there; one without starts at its end (or as
+/// `read_from` says) unless a file was read at its path before; one that appears
+/// later is read from its beginning.
 pub(crate) fn start(
     files: &[LogFileConfig],
     context: &TailerContext,
     shutdown: &CancellationToken,
 ) -> JoinSet<()> {
+    let discovery = Discovery::new(files);
+    let (wake, woken) = mpsc::channel(1);
+    // Watching starts before the first scan, so that no file created in between
+    // waits for the rescan.
+    let watcher = watch(&discovery, wake);
+    let mut tailer = Tailer {
+        files: files.to_vec(),
+        rules: files
+            .iter()
+            .map(|file| {
+                file.multiline
+                    .as_ref()
+                    .and_then(MultilineRule::new)
+                    .map(Arc::new)
+            })
+            .collect(),
+        context: context.clone(),
+        discovery,
+        followers: JoinSet::new(),
+        followed: HashMap::new(),
+        held: HeldFiles::default(),
+        shutdown: shutdown.clone(),
+        _watcher: watcher,
+        woken,
+    };
+    tailer.rescan(true);
     let mut tasks = JoinSet::new();
-    for file in files {
-        let template = Arc::new(SourceTemplate {
-            path: file.path.clone(),
-            dataset: file.dataset.clone(),
-            resource: context.resource.clone(),
-        });
-        let next_start = match context.checkpoints.get(&file.path) {
-            Some(position) => StartAt::Checkpoint(position),
-            None => match identity_at(&file.path) {
-                Ok(None) => StartAt::Beginning,
-                Ok(Some(_)) | Err(_) => StartAt::End,
-            },
+    tasks.spawn(tailer.run());
+    tasks
+}
+
+/// Wakes the tailer on creations and renames in the directories globs may match
+/// in; without it (too many watches, a directory missing) the rescan still
+/// finds new files, later.
+fn watch(discovery: &Discovery, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    use notify::{EventKind, RecursiveMode, Watcher, event::ModifyKind};
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && matches!(
+                event.kind,
+                EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+            )
+        {
+            // A full channel already holds a wake-up: nothing is lost.
+            let _ = wake.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::warn!(%error, "file-system events unavailable; new log files are found by rescanning");
+            return None;
+        }
+    };
+    for (root, recursive) in discovery.watch_roots() {
+        let mode = if recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
         };
+        if let Err(error) = watcher.watch(&root, mode) {
+            tracing::debug!(directory = %root.display(), %error, "directory not watched; its new log files are found by rescanning");
+        }
+    }
+    Some(watcher)
+}
+
+impl Tailer {
+    async fn run(mut self) {
+        let mut rescan =
+            tokio::time::interval_at(Instant::now() + RESCAN_INTERVAL, RESCAN_INTERVAL);
+        rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                Some(joined) = self.followers.join_next_with_id(), if !self.followers.is_empty() => {
+                    self.forget(joined);
+                }
+                Some(()) = self.woken.recv() => self.rescan(false),
+                _ = rescan.tick() => self.rescan(false),
+            }
+        }
+        while let Some(joined) = self.followers.join_next_with_id().await {
+            self.forget(joined);
+        }
+    }
+
+    /// Starts a follower for every file found that has none.
+    fn rescan(&mut self, startup: bool) {
+        let followed: HashSet<&PathBuf> = self.followed.values().collect();
+        let held = &self.held;
+        let found = self
+            .discovery
+            .scan(startup, &self.context.checkpoints, |path, location| {
+                followed.contains(&path.to_path_buf()) || held.contains(location)
+            });
+        for file in found {
+            self.follow(file);
+        }
+    }
+
+    fn follow(&mut self, found: Found) {
+        let config = &self.files[found.config];
+        let context = &self.context;
+        let template = Arc::new(SourceTemplate {
+            path: found.path.clone(),
+            dataset: config.dataset.clone(),
+            resource: context.resource.clone(),
+            partial_line_timeout: config.partial_line_timeout,
+            multiline: self.rules[found.config].clone(),
+        });
         let mut follower = Follower {
             template,
             limits: context.limits,
-            state: FileState::Closed { next_start },
+            state: FileState::Closed {
+                next_start: found.start,
+            },
             shipper: Shipper::new(
-                file.path.clone(),
+                found.path.clone(),
                 context.topic.clone(),
                 Arc::clone(&context.publish),
                 context.checkpoints.clone(),
                 context.metrics.clone(),
             ),
+            checkpoints: context.checkpoints.clone(),
             metrics: context.metrics.clone(),
+            held: self.held.clone(),
+            holding: None,
+            releasing: Vec::new(),
             last_error: None,
         };
         follower.open_if_present();
-        tasks.spawn(follower.run(shutdown.clone(), context.shutdown_timeout));
+        let task = self
+            .followers
+            .spawn(follower.run(self.shutdown.clone(), context.shutdown_timeout));
+        self.followed.insert(task.id(), found.path);
     }
-    tasks
+
+    fn forget(&mut self, joined: Result<(tokio::task::Id, PathBuf), tokio::task::JoinError>) {
+        match joined {
+            Ok((id, path)) => {
+                tracing::debug!(path = %path.display(), "log file gone; no longer followed");
+                self.followed.remove(&id);
+            }
+            Err(error) => {
+                if let Some(path) = self.followed.remove(&error.id()) {
+                    tracing::error!(path = %path.display(), %error, "log file follower failed; the file is found again by the next scan");
+                }
+            }
+        }
+    }
 }
 
 impl Follower {
-    async fn run(mut self, shutdown: CancellationToken, shutdown_timeout: Duration) {
+    /// Follows the path until shutdown, or until its file is gone and everything
+    /// read from it was acknowledged; returns the path.
+    async fn run(mut self, shutdown: CancellationToken, shutdown_timeout: Duration) -> PathBuf {
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -125,11 +310,53 @@ impl Follower {
                 () = shutdown.cancelled() => break,
                 attempt = self.shipper.next_attempt(), if self.shipper.has_in_flight() => {
                     self.shipper.on_attempt(attempt);
+                    self.release_if_idle();
                 }
-                _ = ticker.tick() => self.poll().await,
+                _ = ticker.tick() => {
+                    self.poll().await;
+                    if self.is_gone() {
+                        tokio::select! {
+                            () = shutdown.cancelled() => break,
+                            () = self.shipper.drain() => {
+                                self.release_if_idle();
+                                return self.template.path.clone();
+                            }
+                        }
+                    }
+                }
             }
         }
+        let path = self.template.path.clone();
         self.stop(shutdown_timeout).await;
+        path
+    }
+
+    /// No file is open and none is at the path any more.
+    fn is_gone(&self) -> bool {
+        matches!(self.state, FileState::Closed { .. })
+            && matches!(location_at(&self.template.path), Ok(None))
+    }
+
+    /// Registers the location of the file just opened.
+    fn hold(&mut self, location: Location) {
+        self.held.lock().insert(location);
+        self.holding = Some(location);
+    }
+
+    /// Releases the location of the file just closed once what was read of it is
+    /// acknowledged.
+    fn release(&mut self) {
+        self.releasing.extend(self.holding.take());
+        self.release_if_idle();
+    }
+
+    fn release_if_idle(&mut self) {
+        if !self.releasing.is_empty() && self.shipper.is_idle() {
+            let mut held = self.held.lock();
+            for location in self.releasing.drain(..) {
+                held.remove(&location);
+            }
+        }
     }
 
     /// Reads what is new, if the bus keeps up, and handles truncation and replacement.
@@ -160,11 +387,9 @@ impl Follower {
             Err(error) => {
                 tracing::error!(path = %self.template.path.display(), %error, "file reader failed; reopening the file at its checkpoint");
                 self.metrics.log_files_watched.dec();
+                self.release();
                 self.state = FileState::Closed {
-                    next_start: self
-                        .shipper
-                        .acknowledged()
-                        .map_or(StartAt::Beginning, StartAt::Checkpoint),
+                    next_start: StartAt::Beginning,
                 };
                 return;
             }
@@ -174,7 +399,10 @@ impl Follower {
                 self.count(progress);
                 self.last_error = None;
                 if progress.at_end {
-                    tail.flush_if_due(now, &mut out);
+                    self.count(tail.flush_if_due(now, &mut out));
+                    if let Err(error) = tail.restart_if_rewritten(&mut out) {
+                        self.report(&error);
+                    }
                     self.shipper.submit(out);
                     self.check_replacement(*tail, now);
                     return;
@@ -191,8 +419,8 @@ impl Follower {
     /// finishes and closes it (so its space is freed); otherwise keeps following it,
     /// also when it was renamed away: the writer may still append to it.
     fn check_replacement(&mut self, tail: FileTail, now: Instant) {
-        let ended = match identity_at(&self.template.path) {
-            Ok(Some(identity)) if identity != tail.identity() => {
+        let ended = match location_at(&self.template.path) {
+            Ok(Some(location)) if location != tail.location() => {
                 tracing::info!(path = %self.template.path.display(), "file was replaced; reading the new one from the beginning");
                 true
             }
@@ -218,6 +446,7 @@ impl Follower {
         self.count(progress);
         self.shipper.submit(out);
         self.metrics.log_files_watched.dec();
+        self.release();
         self.state = FileState::Closed {
             next_start: StartAt::Beginning,
         };
@@ -229,11 +458,22 @@ impl Follower {
         let FileState::Closed { next_start } = self.state else {
             return;
         };
-        match FileTail::open(Arc::clone(&self.template), next_start, self.limits) {
+        match FileTail::open(
+            Arc::clone(&self.template),
+            next_start,
+            self.limits,
+            &self.checkpoints,
+        ) {
             Ok((tail, position)) => {
-                tracing::debug!(path = %self.template.path.display(), offset = position.offset, "following file");
+                tracing::debug!(
+                    path = %self.template.path.display(),
+                    offset = position.map(|position| position.offset),
+                    "following file"
+                );
                 self.metrics.log_files_watched.inc();
-                self.shipper.submit(vec![Emitted::Restart(position)]);
+                self.hold(tail.location());
+                self.shipper
+                    .submit(position.map(Emitted::Mark).into_iter().collect());
                 self.state = FileState::Open(Box::new(tail));
                 self.last_error = None;
             }
@@ -250,6 +490,7 @@ impl Follower {
             tail.take_batch(&mut out);
             self.shipper.submit(out);
             self.metrics.log_files_watched.dec();
+            self.release();
         }
         if tokio::time::timeout(timeout, self.shipper.drain())
             .await

@@ -77,6 +77,9 @@ pub(crate) struct Shipper {
     in_flight: FuturesOrdered<BoxFuture<'static, Attempt>>,
     /// Refused by the bus, in file order, waiting to be sent again.
     failed: VecDeque<Numbered>,
+    /// A refused batch is being sent again: nothing newer starts until it is taken,
+    /// or it would overtake it.
+    retrying: bool,
     backoff: Duration,
 }
 
@@ -110,6 +113,7 @@ impl Shipper {
             queued: VecDeque::new(),
             in_flight: FuturesOrdered::new(),
             failed: VecDeque::new(),
+            retrying: false,
             backoff: FIRST_BACKOFF,
         }
     }
@@ -117,7 +121,7 @@ impl Shipper {
     /// How many more full batches the reader may produce now; 0 while the bus
     /// fails or is behind.
     pub(crate) fn room(&self) -> usize {
-        if self.failed.is_empty() && self.queued.is_empty() {
+        if self.failed.is_empty() && self.queued.is_empty() && !self.retrying {
             MAX_IN_FLIGHT - self.in_flight.len()
         } else {
             0
@@ -132,11 +136,6 @@ impl Shipper {
     /// Whether everything submitted was acknowledged.
     pub(crate) fn is_idle(&self) -> bool {
         self.in_flight.is_empty() && self.failed.is_empty() && self.queued.is_empty()
-    }
-
-    /// Where the checkpoint of this path stands.
-    pub(crate) fn acknowledged(&self) -> Option<Position> {
-        self.checkpoints.get(&self.path)
     }
 
     /// Takes what the reader produced.
@@ -157,7 +156,7 @@ impl Shipper {
                         batch: Arc::new(pending.batch),
                     });
                 }
-                Emitted::Restart(position) => self.ledger.push_back(LedgerEntry {
+                Emitted::Mark(position) => self.ledger.push_back(LedgerEntry {
                     sequence,
                     end: position,
                     lines: 0,
@@ -184,6 +183,9 @@ impl Shipper {
             retry,
             result,
         } = attempt;
+        if retry {
+            self.retrying = false;
+        }
         match result {
             Ok(()) => {
                 self.metrics.published(&self.topic);
@@ -231,11 +233,15 @@ impl Shipper {
     /// Starts publishes: the oldest failed batch alone (after its backoff) once
     /// nothing else is in flight, otherwise queued batches up to the limit.
     fn launch(&mut self) {
+        if self.retrying {
+            return;
+        }
         if !self.failed.is_empty() {
             if self.in_flight.is_empty()
                 && let Some(numbered) = self.failed.pop_front()
             {
                 let delay = self.backoff;
+                self.retrying = true;
                 self.publish(numbered, Some(delay));
             }
             return;
@@ -262,12 +268,19 @@ impl Shipper {
         }));
     }
 
-    /// Moves the checkpoint over every acknowledged entry at the front.
+    /// Moves the checkpoint over every acknowledged entry at the front: the last
+    /// position of every file instance passed, so that a file finished before the
+    /// next one was opened keeps its final position.
     fn advance(&mut self) {
-        let mut newest = None;
+        let mut newest: Option<Position> = None;
         while self.ledger.front().is_some_and(|entry| entry.acknowledged) {
             if let Some(entry) = self.ledger.pop_front() {
                 self.metrics.log_lines_sent.inc_by(entry.lines);
+                if let Some(previous) = newest
+                    && previous.identity.fingerprint != entry.end.identity.fingerprint
+                {
+                    self.checkpoints.set(&self.path, previous);
+                }
                 newest = Some(entry.end);
             }
         }
