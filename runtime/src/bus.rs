@@ -13,7 +13,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
@@ -37,6 +37,8 @@ pub enum BusError {
     Config(String),
     #[error("the in-process bus is closed")]
     Closed,
+    #[error("the discard bus drops every message, so there is nothing to subscribe to")]
+    Discard,
 }
 
 /// One consumed message, owned.
@@ -67,6 +69,10 @@ pub enum Bus {
     Kafka(Box<KafkaSettings>),
     /// An in-process bus for the all-in-one mode.
     Memory(MemoryBus),
+    /// Acknowledges every publish at once and drops the message: for benchmarks
+    /// (the cost of reading, batching and encoding without producing) and dry runs.
+    /// Subscriptions never receive anything.
+    Discard,
 }
 
 impl Bus {
@@ -79,7 +85,7 @@ impl Bus {
     pub fn topics(&self) -> Topics {
         match self {
             Self::Kafka(settings) => settings.topics(),
-            Self::Memory(_) => Topics::default(),
+            Self::Memory(_) | Self::Discard => Topics::default(),
         }
     }
 
@@ -93,6 +99,7 @@ impl Bus {
                 Ok(Publisher::Kafka(config.create()?))
             }
             Self::Memory(bus) => Ok(Publisher::Memory(bus.clone())),
+            Self::Discard => Ok(Publisher::Discard),
         }
     }
 
@@ -106,9 +113,13 @@ impl Bus {
                 let consumer: StreamConsumer = config.create()?;
                 let names: Vec<&str> = topics.iter().map(String::as_str).collect();
                 consumer.subscribe(&names)?;
-                Ok(Subscription::Kafka(Box::new(consumer)))
+                Ok(Subscription::Kafka(KafkaSubscription {
+                    consumer: Box::new(consumer),
+                    held: VecDeque::new(),
+                }))
             }
             Self::Memory(bus) => Ok(Subscription::Memory(bus.subscribe(topics))),
+            Self::Discard => Err(BusError::Discard),
         }
     }
 }
@@ -118,6 +129,8 @@ impl Bus {
 pub enum Publisher {
     Kafka(FutureProducer),
     Memory(MemoryBus),
+    /// Drops every message; see [`Bus::Discard`].
+    Discard,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -125,6 +138,7 @@ impl std::fmt::Debug for Publisher {
         match self {
             Self::Kafka(_) => f.write_str("Publisher::Kafka"),
             Self::Memory(_) => f.write_str("Publisher::Memory"),
+            Self::Discard => f.write_str("Publisher::Discard"),
         }
     }
 }
@@ -178,6 +192,7 @@ impl Publisher {
                 };
                 bus.deliver(message).await
             }
+            Self::Discard => Ok(()),
         }
     }
 
@@ -210,8 +225,22 @@ impl Publisher {
 
 /// A consumer group's view of some topics.
 pub enum Subscription {
-    Kafka(Box<StreamConsumer>),
+    Kafka(KafkaSubscription),
     Memory(MemorySubscription),
+}
+
+/// A Kafka consumer, and the messages it fetched while its stage was busy.
+pub struct KafkaSubscription {
+    consumer: Box<StreamConsumer>,
+    held: VecDeque<Message>,
+}
+
+impl std::fmt::Debug for KafkaSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSubscription")
+            .field("held", &self.held.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -228,44 +257,59 @@ impl Subscription {
     /// `BusError::Closed` means the in-process bus is gone.
     pub async fn recv(&mut self) -> Result<Message, BusError> {
         match self {
-            Self::Kafka(consumer) => {
-                use rdkafka::Message as _;
-                let message = consumer.recv().await?;
-                let headers = message
-                    .headers()
-                    .map(|headers| {
-                        headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    Bytes::copy_from_slice(h.value.unwrap_or_default()),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Ok(Message {
-                    topic: message.topic().to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(Bytes::copy_from_slice),
-                    payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-                    headers,
-                })
-            }
+            Self::Kafka(kafka) => match kafka.held.pop_front() {
+                Some(message) => Ok(message),
+                None => Ok(owned(&kafka.consumer.recv().await?)),
+            },
             Self::Memory(subscription) => {
                 subscription.receiver.recv().await.ok_or(BusError::Closed)
             }
         }
     }
 
+    /// Runs `work` (a slow write, say) while keeping this consumer in its group:
+    /// fetching is paused and the consumer keeps polling, so work that takes longer
+    /// than `max.poll.interval.ms` (an Elasticsearch outage) does not make the group
+    /// rebalance and hand the messages to another member. Messages fetched before
+    /// the pause took effect are held and returned by the next `recv`.
+    pub async fn while_busy<T>(&mut self, work: impl Future<Output = T>) -> T {
+        let Self::Kafka(kafka) = self else {
+            return work.await;
+        };
+        let paused = kafka.consumer.assignment().and_then(|assignment| {
+            kafka.consumer.pause(&assignment)?;
+            Ok(assignment)
+        });
+        if let Err(error) = &paused {
+            tracing::debug!(%error, "partitions could not be paused");
+        }
+        tokio::pin!(work);
+        let output = loop {
+            tokio::select! {
+                output = &mut work => break output,
+                received = kafka.consumer.recv() => match received {
+                    Ok(message) => kafka.held.push_back(owned(&message)),
+                    Err(error) => tracing::debug!(%error, "polling while busy"),
+                },
+            }
+        };
+        if let Ok(assignment) = paused
+            && let Err(error) = kafka.consumer.resume(&assignment)
+        {
+            // Partitions revoked meanwhile cannot be resumed; new ones were never paused.
+            tracing::debug!(%error, "partitions could not be resumed");
+        }
+        output
+    }
+
     /// Marks `message` (and everything before it in its partition) as done; done
     /// positions are committed periodically and on `close`.
     pub fn commit(&self, message: &Message) -> Result<(), BusError> {
         match self {
-            Self::Kafka(consumer) => {
-                consumer.store_offset(&message.topic, message.partition, message.offset)?;
+            Self::Kafka(kafka) => {
+                kafka
+                    .consumer
+                    .store_offset(&message.topic, message.partition, message.offset)?;
                 Ok(())
             }
             Self::Memory(_) => Ok(()),
@@ -274,12 +318,39 @@ impl Subscription {
 
     /// Commits the done positions synchronously; call on shutdown.
     pub fn close(&self) {
-        if let Self::Kafka(consumer) = self
-            && let Err(error) = consumer.commit_consumer_state(CommitMode::Sync)
+        if let Self::Kafka(kafka) = self
+            && let Err(error) = kafka.consumer.commit_consumer_state(CommitMode::Sync)
         {
             // Nothing consumed yet is reported as an error by librdkafka; harmless.
             tracing::debug!(%error, "final offset commit");
         }
+    }
+}
+
+/// An owned copy of a consumed Kafka message.
+fn owned(message: &rdkafka::message::BorrowedMessage<'_>) -> Message {
+    use rdkafka::Message as _;
+    let headers = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        Bytes::copy_from_slice(h.value.unwrap_or_default()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Message {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(Bytes::copy_from_slice),
+        payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        headers,
     }
 }
 
@@ -371,5 +442,19 @@ mod tests {
         assert!(futures::poll!(&mut blocked).is_pending());
         slow.recv().await.unwrap();
         blocked.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_discard_bus_acknowledges_at_once_and_delivers_nothing() {
+        let bus = Bus::Discard;
+        bus.publisher()
+            .unwrap()
+            .publish("t", "k", b"x", &[])
+            .await
+            .unwrap();
+        assert!(matches!(
+            bus.subscribe("any", &["t".into()]),
+            Err(BusError::Discard)
+        ));
     }
 }

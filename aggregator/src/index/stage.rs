@@ -209,7 +209,8 @@ impl IndexStage {
         let mut dead_letters = std::mem::take(&mut batch.undecodable);
         if !batch.documents.is_empty() {
             let started = Instant::now();
-            let report = match self.sink.write(&batch.documents, shutdown).await {
+            let write = self.sink.write(&batch.documents, shutdown);
+            let report = match self.subscription.while_busy(write).await {
                 Ok(report) => report,
                 Err(error @ SinkError::Interrupted { .. }) => {
                     tracing::warn!(
