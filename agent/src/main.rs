@@ -33,6 +33,21 @@ struct Args {
     /// e.g. `info,vigil_agent=debug`).
     #[arg(long, value_enum, default_value_t = Format::Text)]
     log_format: Format,
+
+    /// Where batches go. `discard` acknowledges every batch at once and drops it
+    /// without connecting to Kafka: for benchmarks (it measures the tail-only cost
+    /// of reading, batching and encoding) and dry runs. Checkpoints still advance,
+    /// so use a scratch `data_dir` with it.
+    #[arg(long, value_enum, default_value_t = Output::Kafka)]
+    output: Output,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// The Kafka cluster of the configuration's `kafka` section.
+    Kafka,
+    /// Nowhere: every batch is acknowledged and dropped.
+    Discard,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -83,12 +98,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     let context = ProcessContext::start(config.http.listen)
         .await
         .context("`http.listen`")?;
-    let agent = Agent::new(
-        config,
-        Bus::Kafka(Box::new(kafka)),
-        context.metrics,
-        context.health,
-    );
+    let bus = match args.output {
+        Output::Kafka => Bus::Kafka(Box::new(kafka)),
+        Output::Discard => Bus::Discard,
+    };
+    let agent = Agent::new(config, bus, context.metrics, context.health);
     agent.run(context.shutdown).await?;
     Ok(())
 }
