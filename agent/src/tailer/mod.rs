@@ -114,6 +114,10 @@ struct Follower {
     releasing: Vec<Location>,
     /// The last error reported, so that a persistent one is logged once.
     last_error: Option<String>,
+    /// The last read stopped because the in-flight limit was reached, not at the
+    /// end of the file: read on as soon as an acknowledgement makes room, instead
+    /// of waiting for the next poll tick.
+    behind: bool,
 }
 
 /// Finds files and runs one follower per file.
@@ -276,6 +280,7 @@ impl Tailer {
             holding: None,
             releasing: Vec::new(),
             last_error: None,
+            behind: false,
         };
         follower.open_if_present();
         let task = self
@@ -311,6 +316,9 @@ impl Follower {
                 attempt = self.shipper.next_attempt(), if self.shipper.has_in_flight() => {
                     self.shipper.on_attempt(attempt);
                     self.release_if_idle();
+                    if self.behind {
+                        self.poll().await;
+                    }
                 }
                 _ = ticker.tick() => {
                     self.poll().await;
@@ -365,6 +373,7 @@ impl Follower {
         if room == 0 {
             return;
         }
+        self.behind = false;
         let FileState::Open(tail) = std::mem::replace(
             &mut self.state,
             FileState::Closed {
@@ -407,6 +416,7 @@ impl Follower {
                     self.check_replacement(*tail, now);
                     return;
                 }
+                self.behind = true;
             }
             Err(error) => self.report(&error),
         }
