@@ -1,0 +1,226 @@
+#!/usr/bin/env bash
+# Log-shipping benchmark of vigil-agent, one command:
+#
+#   bash bench/logs.sh
+#
+# Builds vigil-agent in release, starts a private tansu broker (memory storage) on a
+# free port, generates files of 100-byte and 1 KiB lines, and measures for each line
+# size:
+#   - vigil-agent -> tansu with compression.type lz4 and zstd,
+#   - vigil-agent with `--output discard` (tail-only: read, batch, encode, drop),
+#   - rsyslog imfile -> omfile (the peer's tail-only cost; its Kafka output cannot
+#     talk to tansu), installed with apt-get if missing.
+# Each run starts a fresh shipper, waits until it is ready and idle, then hard-links
+# the prepared file into the watched path (the shipper sees a new file and reads it
+# from its beginning) and waits until every line is shipped: the agent's
+# `vigil_agent_log_lines_sent_total` (counted on acknowledgement) reaches the line
+# count, or rsyslog's output file reaches the input size. Reported: MiB/s (wall),
+# MiB per CPU-second of the shipper process (= per core), CPU seconds per GiB,
+# peak RSS (VmHWM) and idle RSS (VmRSS when idle before and after the load).
+#
+# Environment:
+#   BENCH_MIB        size of each test file in MiB (default 256)
+#   BENCH_WORK_DIR   scratch directory (default: a new one under /tmp, removed at exit)
+#   VIGIL_TANSU_BIN  the tansu executable (default ~/.cache/vigil/tansu/bin/tansu)
+#   BENCH_SKIP_BUILD=1 use target/release/vigil-agent as it is
+#   BENCH_RESULTS    also copy the JSON lines of the results to this file
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HELPER="$ROOT/bench/logbench.py"
+MIB=${BENCH_MIB:-256}
+TANSU=${VIGIL_TANSU_BIN:-$HOME/.cache/vigil/tansu/bin/tansu}
+CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+AGENT="$CARGO_TARGET/release/vigil-agent"
+
+if [[ -n "${BENCH_WORK_DIR:-}" ]]; then
+    WORK=$BENCH_WORK_DIR
+    mkdir -p "$WORK"
+    KEEP_WORK=1
+else
+    WORK=$(mktemp -d /tmp/vigil-bench.XXXXXX)
+    KEEP_WORK=0
+fi
+
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $KEEP_WORK == 0 ]]; then
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+
+# Stops process $1 (started by this script) and forgets it.
+stop() {
+    local pid=$1 keep=() p
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do
+        [[ $p == "$pid" ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_tcp() {
+    local port=$1 deadline=$((SECONDS + 30))
+    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2)' "$port" 2>/dev/null; do
+        ((SECONDS < deadline)) || { log "nothing listens on port $port"; return 1; }
+        sleep 0.05
+    done
+}
+
+# --- build and tools --------------------------------------------------------
+if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+    log "building vigil-agent (release)"
+    (cd "$ROOT" && cargo build --release -p vigil-agent)
+fi
+[[ -x "$AGENT" ]] || { log "$AGENT is missing"; exit 1; }
+# A private copy: the shared target directory may be rebuilt while the benchmark runs.
+cp "$AGENT" "$WORK/vigil-agent"
+AGENT="$WORK/vigil-agent"
+[[ -x "$TANSU" ]] || { log "tansu is missing at $TANSU (see DESIGN.md, 'Servers for tests')"; exit 1; }
+if ! command -v rsyslogd >/dev/null; then
+    log "installing rsyslog"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null
+fi
+RSYSLOGD=$(command -v rsyslogd)
+
+# --- machine ----------------------------------------------------------------
+python3 - "$WORK/machine.json" "$MIB" <<'EOF'
+import json, os, platform, sys, time
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+ram = next(int(l.split()[1]) for l in open("/proc/meminfo") if l.startswith("MemTotal"))
+json.dump({"cpu": cpu, "cores": os.cpu_count(), "ram": f"{ram / 1024 / 1024:.1f} GiB",
+           "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+           "sizes": f"{sys.argv[2]} MiB per file"}, open(sys.argv[1], "w"))
+EOF
+
+# --- test files -------------------------------------------------------------
+declare -A LINES
+for size in 100 1024; do
+    log "generating $MIB MiB of $size-byte lines"
+    LINES[$size]=$(python3 "$HELPER" generate "$WORK/lines-$size.log" "$size" $((MIB * 1024 * 1024)))
+done
+
+# --- broker -----------------------------------------------------------------
+BROKER_PORT=$(free_port)
+mkdir -p "$WORK/tansu"
+(cd "$WORK/tansu" && RUST_LOG=warn NO_COLOR=1 exec "$TANSU" broker \
+    --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+    --storage-engine memory://tansu/) >"$WORK/tansu.log" 2>&1 &
+PIDS+=($!)
+TANSU_PID=$!
+wait_tcp "$BROKER_PORT"
+log "tansu listens on 127.0.0.1:$BROKER_PORT"
+
+RESULTS="$WORK/results.jsonl"
+: >"$RESULTS"
+
+# run_vigil SIZE OUTPUT (kafka-lz4 | kafka-zstd | discard)
+run_vigil() {
+    local size=$1 output=$2 run="$WORK/vigil-$1-$2" port args=()
+    mkdir -p "$run/data" "$run/logs"
+    port=$(free_port)
+    local compression=${output#kafka-}
+    cat >"$run/agent.yaml" <<EOF
+resource: {id: bench, host_name: bench}
+kafka:
+  brokers: "127.0.0.1:$BROKER_PORT"
+  topic_prefix: "bench-$size-${output}"
+  producer_properties: {compression.type: "$compression"}
+data_dir: "$run/data"
+http: {listen: "127.0.0.1:$port"}
+logs:
+  - {path: "$run/logs/app.log", dataset: bench}
+host_metrics: {enabled: false}
+EOF
+    if [[ $output == discard ]]; then
+        args=(--output discard)
+    else
+        # Memory storage did not create topics on first produce here; create them.
+        (cd "$WORK/tansu" && RUST_LOG=warn NO_COLOR=1 "$TANSU" topic create \
+            --broker "tcp://127.0.0.1:$BROKER_PORT" --partitions 1 \
+            "bench-$size-${output}.logs.raw") >>"$WORK/tansu-cli.log" 2>&1
+    fi
+    VIGIL_LOG=warn "$AGENT" --config "$run/agent.yaml" "${args[@]+"${args[@]}"}" \
+        >"$run/agent.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    python3 "$HELPER" wait-http "http://127.0.0.1:$port/ready" 30
+    log "vigil $size B lines, $output"
+    python3 "$HELPER" measure --pid "$pid" --source "$WORK/lines-$size.log" \
+        --target "$run/logs/app.log" --lines "${LINES[$size]}" \
+        --metrics-url "http://127.0.0.1:$port/metrics" --timeout 120 \
+        --shipper vigil --line-bytes "$size" --output "$output" | tee -a "$RESULTS" >&2
+    stop "$pid"
+    rm -rf "$run/logs"
+}
+
+# run_rsyslog SIZE: imfile -> omfile, the lines as they are.
+run_rsyslog() {
+    local size=$1 run="$WORK/rsyslog-$1"
+    mkdir -p "$run/work" "$run/logs"
+    cat >"$run/rsyslog.conf" <<EOF
+global(workDirectory="$run/work" maxMessageSize="64k")
+module(load="imfile" mode="inotify")
+module(load="builtin:omfile")
+template(name="line" type="string" string="%msg%\n")
+input(type="imfile" file="$run/logs/app.log" tag="bench" ruleset="bench" freshStartTail="off")
+ruleset(name="bench") {
+    action(type="omfile" file="$run/out.log" template="line" ioBufferSize="256k")
+}
+EOF
+    "$RSYSLOGD" -N1 -f "$run/rsyslog.conf" >"$run/check.log" 2>&1 \
+        || { cat "$run/check.log" >&2; return 1; }
+    "$RSYSLOGD" -n -f "$run/rsyslog.conf" -i "$run/rsyslogd.pid" >"$run/rsyslog.log" 2>&1 &
+    local pid=$! deadline=$((SECONDS + 30))
+    PIDS+=("$pid")
+    until [[ -s "$run/rsyslogd.pid" ]]; do
+        if ((SECONDS >= deadline)) || ! kill -0 "$pid" 2>/dev/null; then
+            log "rsyslogd did not start"
+            cat "$run/rsyslog.log" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+    log "rsyslog $size B lines, imfile -> omfile"
+    python3 "$HELPER" measure --pid "$pid" --source "$WORK/lines-$size.log" \
+        --target "$run/logs/app.log" --lines "${LINES[$size]}" \
+        --output-file "$run/out.log" --timeout 120 \
+        --shipper rsyslog --line-bytes "$size" --output omfile | tee -a "$RESULTS" >&2
+    if ! cmp -s "$WORK/lines-$size.log" "$run/out.log"; then
+        log "warning: rsyslog's output differs from its input"
+    fi
+    stop "$pid"
+    rm -rf "$run/logs" "$run/out.log"
+}
+
+for size in 100 1024; do
+    run_vigil "$size" kafka-lz4
+    run_vigil "$size" kafka-zstd
+    run_vigil "$size" discard
+    run_rsyslog "$size"
+done
+stop "$TANSU_PID"
+
+echo
+python3 "$HELPER" report "$RESULTS" "$WORK/machine.json"
+if [[ -n "${BENCH_RESULTS:-}" ]]; then
+    cp "$RESULTS" "$BENCH_RESULTS"
+fi
