@@ -212,6 +212,18 @@ impl ChildProcess {
         self.child.id()
     }
 
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the whole process group: a stopped
+    /// server accepts connections but answers nothing, like a hung one.
+    pub fn signal_group(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg("--")
+            .arg(format!("-{}", self.pid()))
+            .status()
+            .unwrap_or_else(|error| panic!("cannot run kill: {error}"));
+        assert!(status.success(), "kill -{signal} of {} failed", self.name);
+    }
+
     /// The file holding the process's stdout and stderr.
     pub fn log_path(&self) -> &Path {
         &self.log_path

@@ -189,6 +189,7 @@ impl IndexStage {
                         return (batch, Next::Stop);
                     }
                     Err(error) => {
+                        self.metrics.receive_errors.inc();
                         tracing::warn!(%error, "receiving from the bus failed");
                         tokio::time::sleep(RECEIVE_RETRY_PAUSE).await;
                     }
@@ -462,6 +463,7 @@ struct IndexMetrics {
     documents_duplicate: ByLabel,
     dead_lettered: Family<[(&'static str, &'static str); 1], Counter>,
     bulk_retries: Counter,
+    receive_errors: Counter,
     bulk_duration: Histogram,
 }
 
@@ -491,6 +493,11 @@ impl IndexMetrics {
             bulk_retries: metrics.register(
                 "index_bulk_retries",
                 "Bulk requests sent again after a transient failure",
+                Counter::default(),
+            ),
+            receive_errors: metrics.register(
+                "index_receive_errors",
+                "Errors consuming from the bus (broker unreachable, poll interval exceeded)",
                 Counter::default(),
             ),
             bulk_duration: metrics.register(

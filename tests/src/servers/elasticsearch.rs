@@ -60,6 +60,16 @@ impl ElasticsearchServer {
     pub fn log_tail(&self) -> String {
         self.process.log_tail()
     }
+
+    /// Freezes the server (SIGSTOP): requests hang until [`thaw`](Self::thaw).
+    pub fn freeze(&self) {
+        self.process.signal_group("STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.process.signal_group("CONT");
+    }
 }
 
 impl Drop for ElasticsearchServer {

@@ -2,9 +2,11 @@
 //! prefix, indices and webhook receiver, config files for the real binaries, and
 //! helpers to start them and wait until they are ready.
 
+use prost::Message as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
 use vigil_tests::process::new_work_dir;
 use vigil_tests::webhook::WebhookReceiver;
 use vigil_tests::{ChildProcess, TestServers, unique_name, vigil_binary, wait_until};
@@ -69,6 +71,16 @@ impl Deployment {
 
     /// Writes the aggregator config; `http_port` serves its `/metrics`.
     pub(crate) fn aggregator_config(&self, name: &str, http_port: u16) -> PathBuf {
+        self.aggregator_config_for(name, http_port, &TestServers::get().elasticsearch_url())
+    }
+
+    /// Writes the aggregator config with the index stage writing to `elasticsearch`.
+    pub(crate) fn aggregator_config_for(
+        &self,
+        name: &str,
+        http_port: u16,
+        elasticsearch: &str,
+    ) -> PathBuf {
         let servers = TestServers::get();
         let text = format!(
             "{kafka}etcd:\n  endpoints: ['{etcd}']\n  prefix: '{etcd_prefix}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
@@ -79,7 +91,7 @@ impl Deployment {
             etcd_prefix = self.etcd_prefix,
             prefix = self.prefix,
             webhook = self.webhook.url(),
-            es = servers.elasticsearch_url(),
+            es = elasticsearch,
             logs = self.logs_index,
             metrics = self.metrics_index,
             alerts = self.alerts_index,
@@ -191,4 +203,30 @@ pub(crate) fn metric_value(http_port: u16, name: &str, label_fragment: &str) -> 
         .filter(|line| line.starts_with(name) && line.contains(label_fragment))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// A valid one-line log batch, encoded, for tests that produce to Kafka directly.
+pub(crate) fn log_batch_payload(text: &str, offset: u64) -> Vec<u8> {
+    LogBatch {
+        resource: Some(Resource {
+            id: "dlq-host".into(),
+            host_name: "dlq-host".into(),
+            ..Resource::default()
+        }),
+        source: Some(LogSource {
+            path: "/var/log/dlq.log".into(),
+            source_id: "1:1".into(),
+            dataset: "dlq.test".into(),
+            ..LogSource::default()
+        }),
+        lines: vec![LogLine {
+            offset,
+            length: text.len() as u64 + 1,
+            message: text.as_bytes().to_vec(),
+            event_time_unix_nano: 1_700_000_000_000_000_000,
+            observed_time_unix_nano: 1_700_000_000_000_000_000,
+            ..LogLine::default()
+        }],
+    }
+    .encode_to_vec()
 }

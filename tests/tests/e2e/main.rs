@@ -8,4 +8,5 @@ mod deployment;
 mod malformed;
 mod pipeline;
 mod servers;
+mod slow_elasticsearch;
 mod snmp;

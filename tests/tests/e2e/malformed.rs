@@ -3,15 +3,13 @@
 //! that is not a Vigil batch goes to the dead-letter topic while the data around it
 //! still flows.
 
-use crate::deployment::{Deployment, metric_value};
-use prost::Message as _;
+use crate::deployment::{Deployment, log_batch_payload, metric_value};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::process::{Command, Output};
 use std::time::Duration;
-use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::process::new_work_dir;
 use vigil_tests::{TestServers, elastic, vigil_binary, wait_until};
@@ -112,31 +110,6 @@ fn rule_with_an_invalid_regex_names_the_rule_and_the_regex() {
     assert!(message.contains("java.lang.(OutOfMemory"), "{message}");
 }
 
-fn valid_log_batch(text: &str, offset: u64) -> Vec<u8> {
-    LogBatch {
-        resource: Some(Resource {
-            id: "dlq-host".into(),
-            host_name: "dlq-host".into(),
-            ..Resource::default()
-        }),
-        source: Some(LogSource {
-            path: "/var/log/dlq.log".into(),
-            source_id: "1:1".into(),
-            dataset: "dlq.test".into(),
-            ..LogSource::default()
-        }),
-        lines: vec![LogLine {
-            offset,
-            length: text.len() as u64 + 1,
-            message: text.as_bytes().to_vec(),
-            event_time_unix_nano: 1_700_000_000_000_000_000,
-            observed_time_unix_nano: 1_700_000_000_000_000_000,
-            ..LogLine::default()
-        }],
-    }
-    .encode_to_vec()
-}
-
 #[test]
 fn a_non_protobuf_message_is_dead_lettered_and_processing_continues() {
     let deployment = Deployment::new("e2e-dlq");
@@ -158,8 +131,8 @@ fn a_non_protobuf_message_is_dead_lettered_and_processing_continues() {
         .unwrap();
     let topic = deployment.topic("logs.raw");
     let garbage = b"<html>this is not a protobuf batch</html>";
-    let before = valid_log_batch("before the garbage", 0);
-    let after = valid_log_batch("after the garbage", 100);
+    let before = log_batch_payload("before the garbage", 0);
+    let after = log_batch_payload("after the garbage", 100);
     for payload in [before.as_slice(), garbage, after.as_slice()] {
         producer
             .send(BaseRecord::to(&topic).key("dlq-host").payload(payload))
