@@ -128,7 +128,7 @@ impl Agent {
         let writer = tokio::spawn(checkpoint::write_periodically(
             checkpoints.clone(),
             CHECKPOINT_INTERVAL,
-            metrics.checkpoint_writes.clone(),
+            metrics.clone(),
             stop_writer.clone(),
         ));
 
@@ -157,7 +157,7 @@ impl Agent {
         if let Err(error) = writer.await {
             tracing::error!(%error, "the checkpoint writer failed");
         }
-        checkpoint::write_now(&checkpoints, &metrics.checkpoint_writes).await?;
+        checkpoint::write_now(&checkpoints, &metrics).await?;
         tracing::info!("agent stopped; checkpoints written");
         Ok(())
     }

@@ -9,7 +9,7 @@
 //! A file too short to have a fingerprint yet is remembered by path, device and
 //! inode instead; version 1 (which knew only those) is still read that way.
 
-use prometheus_client::metrics::counter::Counter;
+use crate::self_metrics::AgentMetrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -354,7 +354,7 @@ fn prune(sources: &mut BTreeMap<Fingerprint, Entry>) {
 pub(crate) async fn write_periodically(
     store: CheckpointStore,
     every: Duration,
-    writes: Counter,
+    metrics: AgentMetrics,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(every);
@@ -364,16 +364,17 @@ pub(crate) async fn write_periodically(
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        if let Err(error) = write_now(&store, &writes).await {
+        if let Err(error) = write_now(&store, &metrics).await {
             tracing::warn!(%error, "checkpoints not written; retrying");
         }
     }
 }
 
-/// Writes `store` now if it changed, on a blocking thread.
+/// Writes `store` now if it changed, on a blocking thread; either way the file
+/// then matches the acknowledged positions, which the metrics record.
 pub(crate) async fn write_now(
     store: &CheckpointStore,
-    writes: &Counter,
+    metrics: &AgentMetrics,
 ) -> Result<(), CheckpointError> {
     let writer = store.clone();
     let written = tokio::task::spawn_blocking(move || writer.write_if_changed())
@@ -383,8 +384,12 @@ pub(crate) async fn write_now(
             cause: std::io::Error::other(error.to_string()),
         })??;
     if written {
-        writes.inc();
+        metrics.checkpoint_writes.inc();
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    metrics.checkpoint_persisted.set(now.as_secs_f64());
     Ok(())
 }
 
@@ -558,6 +563,23 @@ mod tests {
             Some(position(1, 42, 1234))
         );
         assert!(!dir.path().join("checkpoints.json.tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn the_metrics_record_writes_and_when_the_file_was_last_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = CheckpointStore::open(dir.path()).unwrap();
+        let metrics = AgentMetrics::register(&vigil_runtime::SelfMetrics::default());
+        assert_eq!(metrics.checkpoint_persisted.get(), 0.0);
+        store.set(Path::new("/a.log"), position(1, 7, 10));
+        write_now(&store, &metrics).await.unwrap();
+        let first = metrics.checkpoint_persisted.get();
+        assert!(first > 1.7e9, "a Unix time: {first}");
+        assert_eq!(metrics.checkpoint_writes.get(), 1);
+        // Unchanged positions: nothing to write, but the file is still current.
+        write_now(&store, &metrics).await.unwrap();
+        assert_eq!(metrics.checkpoint_writes.get(), 1);
+        assert!(metrics.checkpoint_persisted.get() >= first);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use vigil_runtime::SelfMetrics;
 
 /// Labels of `agent_snmp_polls`.
@@ -48,6 +49,9 @@ pub(crate) struct AgentMetrics {
     pub(crate) log_files_watched: Gauge,
     pub(crate) log_publish_failures: Counter,
     pub(crate) checkpoint_writes: Counter,
+    /// Unix time at which the checkpoint file was last known to match the
+    /// acknowledged positions; its age is `time() - this` in PromQL.
+    pub(crate) checkpoint_persisted: Gauge<f64, AtomicU64>,
     pub(crate) snmp_polls: Family<PollLabels, Counter>,
     pub(crate) host_metric_errors: Counter,
     pub(crate) batches_published: Family<TopicLabels, Counter>,
@@ -90,6 +94,11 @@ impl AgentMetrics {
                 "agent_checkpoint_writes",
                 "Checkpoint files written",
                 Counter::default(),
+            ),
+            checkpoint_persisted: registry.register(
+                "agent_checkpoint_persisted_timestamp_seconds",
+                "Unix time when the checkpoint file last matched the acknowledged positions",
+                Gauge::default(),
             ),
             snmp_polls: registry.register(
                 "agent_snmp_polls",

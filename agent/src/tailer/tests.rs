@@ -98,7 +98,7 @@ impl Running {
         while let Some(joined) = self.tasks.join_next().await {
             joined.unwrap();
         }
-        checkpoint::write_now(&setup.checkpoints, &setup.metrics.checkpoint_writes)
+        checkpoint::write_now(&setup.checkpoints, &setup.metrics)
             .await
             .unwrap();
     }
