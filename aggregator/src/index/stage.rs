@@ -571,6 +571,30 @@ mod tests {
             .collect()
     }
 
+    /// A stage writing to `sink`, running on a fresh in-memory bus, and a
+    /// subscription to its dead-letter topic.
+    fn start_stage(
+        sink: DocumentSink,
+        config: IndexStageConfig,
+    ) -> (
+        Bus,
+        Subscription,
+        SelfMetrics,
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) {
+        let bus = Bus::in_memory();
+        let self_metrics = SelfMetrics::default();
+        let stage =
+            IndexStage::new(&bus, sink, IndexNames::default(), config, &self_metrics).unwrap();
+        let dead_letters = bus
+            .subscribe("test", &[bus.topics().dead_letter("index")])
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(stage.run(shutdown.clone()));
+        (bus, dead_letters, self_metrics, shutdown, running)
+    }
+
     async fn wait_for(mut done: impl FnMut() -> bool) {
         tokio::time::timeout(Duration::from_secs(10), async {
             while !done() {
@@ -583,24 +607,11 @@ mod tests {
 
     #[tokio::test]
     async fn garbage_is_dead_lettered_and_the_batches_around_it_are_written() {
-        let bus = Bus::in_memory();
-        let topics = bus.topics();
         let dir = tempfile::tempdir().unwrap();
         let sink = DocumentSink::Ndjson(NdjsonSink::new(dir.path()).unwrap());
-        let self_metrics = SelfMetrics::default();
-        let stage = IndexStage::new(
-            &bus,
-            sink,
-            IndexNames::default(),
-            quick_config(),
-            &self_metrics,
-        )
-        .unwrap();
-        let mut dead_letters = bus
-            .subscribe("test", &[topics.dead_letter("index")])
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(stage.run(shutdown.clone()));
+        let (bus, mut dead_letters, self_metrics, shutdown, running) =
+            start_stage(sink, quick_config());
+        let topics = bus.topics();
 
         let publisher = bus.publisher().unwrap();
         publisher
@@ -708,28 +719,15 @@ mod tests {
             (200, bulk_response(&statuses))
         })
         .await;
-        let bus = Bus::in_memory();
-        let topics = bus.topics();
         let sink = DocumentSink::Elasticsearch(
             BulkClient::new(BulkClientConfig::new(&server.url)).unwrap(),
         );
-        let self_metrics = SelfMetrics::default();
-        let stage = IndexStage::new(
-            &bus,
-            sink,
-            IndexNames::default(),
-            IndexStageConfig {
-                max_documents: 1,
-                ..quick_config()
-            },
-            &self_metrics,
-        )
-        .unwrap();
-        let mut dead_letters = bus
-            .subscribe("test", &[topics.dead_letter("index")])
-            .unwrap();
-        let shutdown = CancellationToken::new();
-        let running = tokio::spawn(stage.run(shutdown.clone()));
+        let config = IndexStageConfig {
+            max_documents: 1,
+            ..quick_config()
+        };
+        let (bus, mut dead_letters, self_metrics, shutdown, running) = start_stage(sink, config);
+        let topics = bus.topics();
 
         let publisher = bus.publisher().unwrap();
         publisher

@@ -61,31 +61,38 @@ fn aggregator_config_with_an_unknown_key_names_the_key_and_file() {
     );
 }
 
-#[test]
-fn rule_file_with_a_yaml_error_is_reported_with_file_line_and_column() {
-    let dir = new_work_dir("bad-rule-yaml");
-    std::fs::write(dir.join("good.yaml"), "groups: []\n").unwrap();
-    std::fs::write(
-        dir.join("broken.yaml"),
-        "groups:\n  - name: g\n    rules:\n      - alert: A\n        metric: m\n        condition: value > 1\n      labels: [\n",
-    )
-    .unwrap();
+/// Runs `rules check` on a folder holding `files`, asserts that it failed, and
+/// returns what it printed on standard error.
+fn rules_check_errors(purpose: &str, files: &[(&str, &str)]) -> String {
+    let dir = new_work_dir(purpose);
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
     let output = run(
         "vigil-aggregator",
         &["rules", "check", dir.to_str().unwrap()],
     );
     assert!(!output.status.success());
-    let message = stderr(&output);
+    stderr(&output)
+}
+
+#[test]
+fn rule_file_with_a_yaml_error_is_reported_with_file_line_and_column() {
+    let message = rules_check_errors(
+        "bad-rule-yaml",
+        &[
+            ("good.yaml", "groups: []\n"),
+            (
+                "broken.yaml",
+                "groups:\n  - name: g\n    rules:\n      - alert: A\n        metric: m\n        condition: value > 1\n      labels: [\n",
+            ),
+        ],
+    );
     let located = message.lines().any(|line| {
-        line.starts_with("broken.yaml:")
-            && line
-                .split(':')
-                .nth(1)
-                .is_some_and(|l| l.parse::<u32>().is_ok())
-            && line
-                .split(':')
-                .nth(2)
-                .is_some_and(|c| c.parse::<u32>().is_ok())
+        let mut parts = line.split(':');
+        parts.next() == Some("broken.yaml")
+            && parts.next().is_some_and(|l| l.parse::<u32>().is_ok())
+            && parts.next().is_some_and(|c| c.parse::<u32>().is_ok())
     });
     assert!(located, "error names broken.yaml:line:column: {message}");
     assert!(!message.contains("good.yaml"), "{message}");
@@ -93,18 +100,13 @@ fn rule_file_with_a_yaml_error_is_reported_with_file_line_and_column() {
 
 #[test]
 fn rule_with_an_invalid_regex_names_the_rule_and_the_regex() {
-    let dir = new_work_dir("bad-rule-regex");
-    std::fs::write(
-        dir.join("logs.yaml"),
-        "groups:\n  - name: g\n    rules:\n      - alert: OomBurst\n        logs: {match: 'message =~ \"java.lang.(OutOfMemory\"'}\n        type: frequency\n        threshold: {count: 5, window: 1m}\n",
-    )
-    .unwrap();
-    let output = run(
-        "vigil-aggregator",
-        &["rules", "check", dir.to_str().unwrap()],
+    let message = rules_check_errors(
+        "bad-rule-regex",
+        &[(
+            "logs.yaml",
+            "groups:\n  - name: g\n    rules:\n      - alert: OomBurst\n        logs: {match: 'message =~ \"java.lang.(OutOfMemory\"'}\n        type: frequency\n        threshold: {count: 5, window: 1m}\n",
+        )],
     );
-    assert!(!output.status.success());
-    let message = stderr(&output);
     assert!(message.contains("logs.yaml:"), "{message}");
     assert!(message.contains("OomBurst"), "{message}");
     assert!(message.contains("java.lang.(OutOfMemory"), "{message}");
