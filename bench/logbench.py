@@ -226,7 +226,7 @@ def report(results_path, machine_path):
                   f"per CPU-second {vigil['per_cpu'] / rsys['per_cpu']:.2f}x")
 
     print()
-    print("targets (from the issue):")
+    print("targets:")
     lz4 = by_key.get(("vigil", "100", "kafka-lz4"))
     if lz4:
         ok = lz4["per_cpu"] >= 150
