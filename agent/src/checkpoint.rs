@@ -85,6 +85,9 @@ enum CheckpointFile {
     },
 }
 
+/// A file entry of format 1, frozen as released: its `source_id` is
+/// `<device>:<inode>`, where format 2 has the fingerprint, so the two entry types
+/// stay separate even while their fields look alike.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileCheckpointV1 {

@@ -34,3 +34,13 @@ pub use rule_tests::{TestFailure, TestReport, run_rule_tests};
 pub use template::Template;
 pub use vigil_runtime::duration::{DurationError, format_duration, parse_duration};
 pub use webhook::alertmanager_payload;
+
+/// The rule set of one YAML text, for tests; panics with every error.
+#[cfg(test)]
+pub(crate) fn rule_set_for_test(yaml: &str) -> RuleSet {
+    let files = std::collections::BTreeMap::from([("test.yaml".to_owned(), yaml.to_owned())]);
+    RuleSet::from_files(&files).unwrap_or_else(|errors| {
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        panic!("{}", messages.join("\n"))
+    })
+}

@@ -632,6 +632,7 @@ fn is_label_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::rule_set_for_test;
 
     fn errors(file: &str, text: &str) -> Vec<String> {
         let files = BTreeMap::from([(file.to_owned(), text.to_owned())]);
@@ -640,20 +641,6 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
-    }
-
-    fn parse(text: &str) -> RuleSet {
-        let files = BTreeMap::from([("test.yaml".to_owned(), text.to_owned())]);
-        RuleSet::from_files(&files).unwrap_or_else(|errors| {
-            panic!(
-                "{}",
-                errors
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        })
     }
 
     const EXAMPLE: &str = r#"
@@ -687,7 +674,7 @@ groups:
 
     #[test]
     fn reads_metric_and_log_rules() {
-        let rules = parse(EXAMPLE);
+        let rules = rule_set_for_test(EXAMPLE);
         assert_eq!(rules.rule_count(), 3);
         let groups = rules.groups();
         assert_eq!(groups[0].name(), "network");
@@ -870,8 +857,8 @@ groups:
 
     #[test]
     fn empty_files_have_no_groups() {
-        assert_eq!(parse("# nothing yet\n\n").rule_count(), 0);
-        assert_eq!(parse("groups: []\n").rule_count(), 0);
+        assert_eq!(rule_set_for_test("# nothing yet\n\n").rule_count(), 0);
+        assert_eq!(rule_set_for_test("groups: []\n").rule_count(), 0);
     }
 
     #[test]

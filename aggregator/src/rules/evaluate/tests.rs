@@ -2,25 +2,12 @@
 //! a model-based property test of the events receivers rely on.
 
 use super::*;
+use crate::rules::rule_set_for_test;
 use proptest::prelude::*;
 use vigil_proto::labels::{ContentId, find, label};
 use vigil_proto::v1::{AlertStatus, LogLine, Sample};
 
 const S: i64 = 1_000_000_000;
-
-fn rules(yaml: &str) -> RuleSet {
-    let files = BTreeMap::from([("test.yaml".to_owned(), yaml.to_owned())]);
-    RuleSet::from_files(&files).unwrap_or_else(|errors| {
-        panic!(
-            "{}",
-            errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
-}
 
 fn gauge(host: &str, name: &str, labels: &[(&str, &str)], seconds: i64, value: f64) -> MetricBatch {
     MetricBatch {
@@ -113,7 +100,7 @@ groups:
 
 #[test]
 fn pending_fires_after_for_then_resolves() {
-    let mut evaluator = Evaluator::new(rules(HIGH_LOAD));
+    let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
     let mut events = Vec::new();
     for seconds in (0..=60).step_by(10) {
         events.extend(evaluator.observe_metrics(&load("web-1", seconds, 8.0)));
@@ -142,7 +129,7 @@ fn pending_fires_after_for_then_resolves() {
 
 #[test]
 fn events_carry_labels_annotations_and_a_stable_fingerprint() {
-    let mut evaluator = Evaluator::new(rules(HIGH_LOAD));
+    let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
     let events = evaluator.observe_metrics(&gauge(
         "web-1",
         "host.load.1m",
@@ -178,7 +165,7 @@ fn events_carry_labels_annotations_and_a_stable_fingerprint() {
 
 #[test]
 fn for_zero_fires_at_once() {
-    let mut evaluator = Evaluator::new(rules(&HIGH_LOAD.replace("for: 1m", "for: 0s")));
+    let mut evaluator = Evaluator::new(rule_set_for_test(&HIGH_LOAD.replace("for: 1m", "for: 0s")));
     let events = evaluator.observe_metrics(&load("web-1", 0, 8.0));
     assert_eq!(
         summary(&events),
@@ -188,7 +175,7 @@ fn for_zero_fires_at_once() {
 
 #[test]
 fn pending_that_clears_goes_back_silently() {
-    let mut evaluator = Evaluator::new(rules(HIGH_LOAD));
+    let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
     assert_eq!(evaluator.observe_metrics(&load("web-1", 0, 8.0)).len(), 1);
     assert_eq!(evaluator.alerts()[0].status(), AlertStatus::Pending);
     assert!(
@@ -208,7 +195,7 @@ fn pending_that_clears_goes_back_silently() {
 #[test]
 fn keep_firing_for_holds_the_alert_after_the_condition_clears() {
     let yaml = HIGH_LOAD.replace("for: 1m", "for: 0s\n        keep_firing_for: 30s");
-    let mut evaluator = Evaluator::new(rules(&yaml));
+    let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
     let mut events = evaluator.observe_metrics(&load("web-1", 0, 8.0));
     // False at 10s and 20s, true again at 30s: the keep_firing_for timer restarts.
     for (seconds, value) in [
@@ -237,7 +224,7 @@ fn keep_firing_for_holds_the_alert_after_the_condition_clears() {
 
 #[test]
 fn series_that_stop_reporting_resolve() {
-    let mut evaluator = Evaluator::new(rules(&HIGH_LOAD.replace("for: 1m", "for: 0s")));
+    let mut evaluator = Evaluator::new(rule_set_for_test(&HIGH_LOAD.replace("for: 1m", "for: 0s")));
     evaluator.observe_metrics(&load("web-1", 0, 8.0));
     // Still within 5 minutes of the last sample.
     assert!(evaluator.advance_to(300 * S).is_empty());
@@ -262,7 +249,7 @@ groups:
         match: {ifName: "=~eth.*", role: "!=lab"}
         condition: avg(30s) > 0.5
 "#;
-    let mut evaluator = Evaluator::new(rules(yaml));
+    let mut evaluator = Evaluator::new(rule_set_for_test(yaml));
     let mut events = Vec::new();
     for (seconds, value) in [(0, 0.0), (10, 0.0), (20, 1.0), (30, 1.0), (40, 1.0)] {
         for (interface, role) in [("eth0", "core"), ("lo", "core"), ("eth1", "lab")] {
@@ -285,7 +272,7 @@ groups:
 
 #[test]
 fn ticks_are_caught_up_when_the_clock_jumps() {
-    let mut evaluator = Evaluator::new(rules(HIGH_LOAD));
+    let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
     evaluator.observe_metrics(&load("web-1", 0, 8.0));
     // One batch 60s later: the ticks at 10s..50s see the old sample, and the
     // timer completes at the 60s tick, with the new sample.
@@ -298,7 +285,7 @@ fn ticks_are_caught_up_when_the_clock_jumps() {
 
 #[test]
 fn the_clock_never_goes_back() {
-    let mut evaluator = Evaluator::new(rules(HIGH_LOAD));
+    let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
     evaluator.observe_metrics(&load("web-1", 100, 8.0));
     assert_eq!(evaluator.now(), Some(100 * S));
     assert!(evaluator.advance_to(50 * S).is_empty());
@@ -327,7 +314,7 @@ groups:
 
 #[test]
 fn log_frequency_fires_on_the_burst_and_resolves_as_the_window_slides() {
-    let mut evaluator = Evaluator::new(rules(ERROR_BURST));
+    let mut evaluator = Evaluator::new(rule_set_for_test(ERROR_BURST));
     let mut events = evaluator.observe_logs(&logs(
         "web-1",
         &[(25, "ERROR a"), (26, "INFO ok"), (40, "ERROR b")],
@@ -360,7 +347,7 @@ fn log_frequency_fires_on_the_burst_and_resolves_as_the_window_slides() {
 
 #[test]
 fn log_rules_filter_by_dataset() {
-    let mut evaluator = Evaluator::new(rules(ERROR_BURST));
+    let mut evaluator = Evaluator::new(rule_set_for_test(ERROR_BURST));
     let mut batch = logs("web-1", &[(1, "ERROR"), (2, "ERROR"), (3, "ERROR")]);
     batch.source.as_mut().unwrap().dataset = "other".into();
     assert!(evaluator.observe_logs(&batch).is_empty());
@@ -381,7 +368,7 @@ groups:
         threshold: {window: 1m}
         for: 20s
 "#;
-    let mut evaluator = Evaluator::new(rules(yaml));
+    let mut evaluator = Evaluator::new(rule_set_for_test(yaml));
     let mut events = evaluator.observe_logs(&logs("web-1", &[(5, "Out of memory: Killed")]));
     events.extend(evaluator.advance_to(200 * S));
     // No group_by: one alert for all hosts, without a host label.
@@ -397,7 +384,7 @@ groups:
 
 #[test]
 fn hot_reload_keeps_a_pending_timer() {
-    let mut evaluator = Evaluator::new(rules(HIGH_LOAD));
+    let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
     let mut events = Vec::new();
     for seconds in (0..=30).step_by(10) {
         events.extend(evaluator.observe_metrics(&load("web-1", seconds, 8.0)));
@@ -405,7 +392,11 @@ fn hot_reload_keeps_a_pending_timer() {
     // Same rule with a new annotation and another rule added.
     let changed = HIGH_LOAD.replace("load {{ $value }}", "is busy").to_owned()
         + "      - alert: Other\n        metric: host.load.5m\n        condition: value > 1\n";
-    assert!(evaluator.replace_rules(rules(&changed)).is_empty());
+    assert!(
+        evaluator
+            .replace_rules(rule_set_for_test(&changed))
+            .is_empty()
+    );
     for seconds in (40..=60).step_by(10) {
         events.extend(evaluator.observe_metrics(&load("web-1", seconds, 8.0)));
     }
@@ -421,9 +412,13 @@ fn hot_reload_keeps_a_pending_timer() {
 
 #[test]
 fn hot_reload_keeps_log_windows() {
-    let mut evaluator = Evaluator::new(rules(ERROR_BURST));
+    let mut evaluator = Evaluator::new(rule_set_for_test(ERROR_BURST));
     evaluator.observe_logs(&logs("web-1", &[(1, "ERROR"), (2, "ERROR")]));
-    assert!(evaluator.replace_rules(rules(ERROR_BURST)).is_empty());
+    assert!(
+        evaluator
+            .replace_rules(rule_set_for_test(ERROR_BURST))
+            .is_empty()
+    );
     let events = evaluator.observe_logs(&logs("web-1", &[(3, "ERROR")]));
     assert_eq!(
         summary(&events),
@@ -434,7 +429,7 @@ fn hot_reload_keeps_log_windows() {
 #[test]
 fn removed_rules_resolve_their_firing_alerts() {
     let yaml = HIGH_LOAD.replace("for: 1m", "for: 0s");
-    let mut evaluator = Evaluator::new(rules(&yaml));
+    let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
     let firing = evaluator.observe_metrics(&load("web-1", 0, 8.0));
     evaluator.observe_metrics(&load("web-1", 25, 8.0));
     let events = evaluator.replace_rules(RuleSet::default());
@@ -455,10 +450,11 @@ fn removed_rules_resolve_their_firing_alerts() {
 #[test]
 fn changed_labels_resolve_the_old_alert() {
     let yaml = HIGH_LOAD.replace("for: 1m", "for: 0s");
-    let mut evaluator = Evaluator::new(rules(&yaml));
+    let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
     let firing = evaluator.observe_metrics(&load("web-1", 0, 8.0));
-    let events =
-        evaluator.replace_rules(rules(&yaml.replace("severity: warning", "severity: page")));
+    let events = evaluator.replace_rules(rule_set_for_test(
+        &yaml.replace("severity: warning", "severity: page"),
+    ));
     assert_eq!(
         summary(&events),
         [event("HighLoad", "web-1", AlertStatus::Resolved, 0)]
@@ -478,7 +474,7 @@ fn changed_labels_resolve_the_old_alert() {
 #[test]
 fn series_a_changed_rule_no_longer_selects_resolve() {
     let yaml = HIGH_LOAD.replace("for: 1m", "for: 0s");
-    let mut evaluator = Evaluator::new(rules(&yaml));
+    let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
     evaluator.observe_metrics(&load("web-1", 0, 8.0));
     // After the tick at 0s: evaluated from the next tick on, at 10s.
     evaluator.observe_metrics(&load("web-2", 0, 8.0));
@@ -488,7 +484,7 @@ fn series_a_changed_rule_no_longer_selects_resolve() {
         "metric: host.load.1m",
         "metric: host.load.1m\n        match: {host: web-2}",
     );
-    let events = evaluator.replace_rules(rules(&narrowed));
+    let events = evaluator.replace_rules(rule_set_for_test(&narrowed));
     assert_eq!(
         summary(&events),
         [event("HighLoad", "web-1", AlertStatus::Resolved, 10)]
@@ -500,7 +496,7 @@ fn series_a_changed_rule_no_longer_selects_resolve() {
 #[test]
 fn a_rule_that_changes_kind_starts_over() {
     let yaml = HIGH_LOAD.replace("for: 1m", "for: 0s");
-    let mut evaluator = Evaluator::new(rules(&yaml));
+    let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
     evaluator.observe_metrics(&load("web-1", 0, 8.0));
     let as_log = r#"
 groups:
@@ -510,7 +506,7 @@ groups:
         logs: {match: 'message =~ "load"'}
         type: any
 "#;
-    let events = evaluator.replace_rules(rules(as_log));
+    let events = evaluator.replace_rules(rule_set_for_test(as_log));
     assert_eq!(
         summary(&events),
         [event("HighLoad", "web-1", AlertStatus::Resolved, 0)]
@@ -547,9 +543,9 @@ fn op() -> impl Strategy<Value = Op> {
 fn variant(index: usize) -> RuleSet {
     let base = HIGH_LOAD.replace("for: 1m", "for: 20s\n        keep_firing_for: 10s");
     match index {
-        0 => rules(&format!("{base}{}", ERROR_BURST.replace("groups:\n", ""))),
-        1 => rules(&base.replace("severity: warning", "severity: page")),
-        _ => rules(ERROR_BURST),
+        0 => rule_set_for_test(&format!("{base}{}", ERROR_BURST.replace("groups:\n", ""))),
+        1 => rule_set_for_test(&base.replace("severity: warning", "severity: page")),
+        _ => rule_set_for_test(ERROR_BURST),
     }
 }
 
