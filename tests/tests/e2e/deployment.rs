@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
 use vigil_tests::process::new_work_dir;
+use vigil_tests::servers::KafkaBroker;
 use vigil_tests::webhook::WebhookReceiver;
 use vigil_tests::{ChildProcess, TestServers, unique_name, vigil_binary, wait_until};
 
@@ -28,23 +29,35 @@ pub(crate) struct Deployment {
     pub(crate) alerts_index: String,
     pub(crate) work: PathBuf,
     pub(crate) webhook: WebhookReceiver,
+    /// Bootstrap address of the broker the deployment's topics live on: the shared
+    /// one, or a test's private broker that it restarts.
+    kafka_bootstrap: String,
 }
+
+/// The topics of one deployment, after its prefix.
+const TOPICS: [&str; 7] = [
+    "metrics.raw",
+    "metrics.derived",
+    "logs.raw",
+    "alerts.events",
+    "alerts.state",
+    "dlq.alert",
+    "dlq.index",
+];
 
 impl Deployment {
     /// Creates the topics of a new deployment named after `purpose`.
     pub(crate) fn new(purpose: &str) -> Deployment {
         let servers = TestServers::get();
+        Self::on_broker(purpose, servers.kafka())
+    }
+
+    /// Like [`new`](Self::new), with the topics on `broker`, e.g. a private one
+    /// that a fault test restarts without disturbing the other tests.
+    pub(crate) fn on_broker(purpose: &str, broker: &KafkaBroker) -> Deployment {
         let prefix = unique_name(purpose);
-        for topic in [
-            "metrics.raw",
-            "metrics.derived",
-            "logs.raw",
-            "alerts.events",
-            "alerts.state",
-            "dlq.alert",
-            "dlq.index",
-        ] {
-            servers.create_topic(&format!("{prefix}.{topic}"), PARTITIONS);
+        for topic in TOPICS {
+            broker.create_topic(&format!("{prefix}.{topic}"), PARTITIONS);
         }
         Deployment {
             etcd_prefix: format!("/{prefix}"),
@@ -53,6 +66,7 @@ impl Deployment {
             alerts_index: format!("{prefix}-alerts"),
             work: new_work_dir(purpose),
             webhook: WebhookReceiver::start(),
+            kafka_bootstrap: broker.bootstrap(),
             prefix,
         }
     }
@@ -64,8 +78,7 @@ impl Deployment {
     fn kafka_section(&self) -> String {
         format!(
             "kafka:\n  brokers: '{}'\n  topic_prefix: '{}'\n  consumer_properties: {CONSUMER_PROPERTIES}\n",
-            TestServers::get().kafka_bootstrap(),
-            self.prefix
+            self.kafka_bootstrap, self.prefix
         )
     }
 
@@ -123,6 +136,28 @@ impl Deployment {
             kafka = self.kafka_section(),
             data = self.work.join(format!("{name}-data")).display(),
             log = log.display(),
+        );
+        self.write(name, &text)
+    }
+
+    /// Writes an agent config that only tails logs: one `logs` entry per item of
+    /// `log_entries`, each the inside of a YAML flow mapping such as
+    /// `path: '/dir/app-*.log*', read_from: beginning`; host metrics are off.
+    pub(crate) fn logs_agent_config(
+        &self,
+        name: &str,
+        log_entries: &[String],
+        http_port: u16,
+    ) -> PathBuf {
+        let logs: String = log_entries
+            .iter()
+            .map(|entry| format!("  - {{{entry}}}\n"))
+            .collect();
+        let text = format!(
+            "resource: {{id: e2e-host, host_name: e2e-host}}\n{kafka}data_dir: '{data}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
+             logs:\n{logs}host_metrics: {{enabled: false}}\n",
+            kafka = self.kafka_section(),
+            data = self.work.join(format!("{name}-data")).display(),
         );
         self.write(name, &text)
     }
