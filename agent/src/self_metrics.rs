@@ -33,6 +33,12 @@ impl EncodeLabelValue for PollOutcome {
     }
 }
 
+/// Labels of `agent_log_file_lag_bytes`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct PathLabels {
+    pub(crate) path: String,
+}
+
 /// Labels of `agent_batches_published`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct TopicLabels {
@@ -45,8 +51,12 @@ pub(crate) struct AgentMetrics {
     pub(crate) log_lines_read: Counter,
     pub(crate) log_lines_sent: Counter,
     pub(crate) log_bytes_read: Counter,
+    pub(crate) log_bytes_sent: Counter,
     pub(crate) log_lines_truncated: Counter,
     pub(crate) log_files_watched: Gauge,
+    pub(crate) log_files_deleted: Counter,
+    /// Per followed path: bytes of its file not read yet.
+    pub(crate) log_file_lag_bytes: Family<PathLabels, Gauge>,
     pub(crate) log_publish_failures: Counter,
     pub(crate) checkpoint_writes: Counter,
     /// Unix time at which the checkpoint file was last known to match the
@@ -75,6 +85,11 @@ impl AgentMetrics {
                 "Bytes read from log files",
                 Counter::default(),
             ),
+            log_bytes_sent: registry.register(
+                "agent_log_bytes_sent",
+                "Bytes of log files whose lines the bus acknowledged",
+                Counter::default(),
+            ),
             log_lines_truncated: registry.register(
                 "agent_log_lines_truncated",
                 "Log lines longer than log_batch.max_line_bytes, cut",
@@ -84,6 +99,16 @@ impl AgentMetrics {
                 "agent_log_files_watched",
                 "Configured log files currently open",
                 Gauge::default(),
+            ),
+            log_files_deleted: registry.register(
+                "agent_log_files_deleted",
+                "Log files deleted while followed; each was read to its end, then closed",
+                Counter::default(),
+            ),
+            log_file_lag_bytes: registry.register(
+                "agent_log_file_lag_bytes",
+                "Bytes of a followed log file not read yet: grows while the bus is slow or down",
+                Family::default(),
             ),
             log_publish_failures: registry.register(
                 "agent_log_publish_failures",

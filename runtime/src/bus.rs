@@ -146,8 +146,19 @@ impl std::fmt::Debug for Publisher {
 impl Publisher {
     /// Encodes `batch`, keys it by its resource, and waits for the acknowledgement.
     pub async fn publish_batch<P: Payload>(&self, topic: &str, batch: &P) -> Result<(), BusError> {
-        let payload = batch.to_payload();
-        self.publish(topic, batch.key(), &payload, &[(SCHEMA_HEADER, P::KIND)])
+        self.publish_encoded::<P>(topic, batch.key(), &batch.to_payload())
+            .await
+    }
+
+    /// Publishes a `P` its producer encoded itself, keyed by `key` (its resource),
+    /// and waits for the acknowledgement.
+    pub async fn publish_encoded<P: Payload>(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), BusError> {
+        self.publish(topic, key, payload, &[(SCHEMA_HEADER, P::KIND)])
             .await
     }
 

@@ -1,4 +1,4 @@
-//! One open log file: reads what was appended, splits it into lines and groups the
+//! One open log file: reads what was appended, splits it into lines and encodes the
 //! lines into `LogBatch`es ready for the bus. The file is known by the fingerprint of
 //! its first line, which names its source downstream and finds its checkpoint, also
 //! after a rename or a copy. Truncation (the file shrank below the read position, or
@@ -9,9 +9,9 @@
 
 use super::lines::{LineSplitter, RawLine};
 use super::multiline::{Joiner, MultilineRule};
+use super::wire::{BatchEncoder, EncodedBatch, WireLine};
 use crate::checkpoint::{CheckpointStore, FINGERPRINT_BYTES, FileIdentity, Fingerprint, Position};
 use crate::config::LogBatchConfig;
-use prost::Message;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -19,13 +19,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
-use vigil_proto::v1::{Label, LogBatch, LogLine, LogSource, Resource};
+use vigil_proto::v1::{LogSource, Resource};
 
 /// Bytes read from the file per system call.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// The field that marks a line shipped before its newline arrived.
-const PARTIAL_FIELD: &str = "log.partial";
 
 /// What every batch of one configured path carries besides its lines.
 #[derive(Debug)]
@@ -72,7 +69,7 @@ impl Location {
 /// A batch and the position the file's checkpoint moves to once it is acknowledged.
 #[derive(Debug)]
 pub(crate) struct PendingBatch {
-    pub(crate) batch: LogBatch,
+    pub(crate) batch: EncodedBatch,
     pub(crate) end: Position,
 }
 
@@ -131,13 +128,11 @@ pub(crate) struct FileTail {
     head: Vec<u8>,
     splitter: LineSplitter,
     joiner: Joiner,
-    /// Scratch space for the lines of one read, kept to spare allocations.
-    raw_lines: Vec<RawLine>,
-    records: Vec<RawLine>,
+    /// Multiline records completed by one read, kept to spare allocations.
+    records: Vec<RawLine<'static>>,
     buffer: Vec<u8>,
-    lines: Vec<LogLine>,
-    /// Encoded size of `lines`.
-    batch_bytes: usize,
+    /// The batch in progress.
+    encoder: BatchEncoder,
     /// When the first line of the batch in progress was read.
     batch_started: Option<Instant>,
     /// Since when the line in progress, at this offset, waits for its newline.
@@ -208,11 +203,9 @@ impl FileTail {
             head: Vec::new(),
             splitter,
             joiner: Joiner::new(limits.max_line_bytes),
-            raw_lines: Vec::new(),
             records: Vec::new(),
             buffer: vec![0; READ_CHUNK],
-            lines: Vec::new(),
-            batch_bytes: 0,
+            encoder: BatchEncoder::default(),
             batch_started: None,
             partial_since: None,
             limits,
@@ -222,6 +215,15 @@ impl FileTail {
 
     pub(crate) fn location(&self) -> Location {
         self.location
+    }
+
+    /// Bytes of the file after the read position.
+    pub(crate) fn unread_bytes(&self) -> std::io::Result<u64> {
+        Ok(self
+            .file
+            .metadata()?
+            .len()
+            .saturating_sub(self.splitter.next_offset()))
     }
 
     /// Whether the file was deleted (not renamed): no path leads to it any more.
@@ -238,7 +240,6 @@ impl FileTail {
         now: Instant,
         out: &mut Vec<Emitted>,
     ) -> std::io::Result<ReadProgress> {
-        let mut progress = ReadProgress::default();
         let size = self.file.metadata()?.len();
         if size < self.splitter.next_offset() {
             tracing::info!(
@@ -249,12 +250,26 @@ impl FileTail {
             );
             self.restart_from_zero(out)?;
         }
+        // Lines borrow the buffer while they are encoded; it returns whatever happens.
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let read = self.read_with(&mut buffer, max_batches, now, out);
+        self.buffer = buffer;
+        read
+    }
+
+    fn read_with(
+        &mut self,
+        buffer: &mut [u8],
+        max_batches: usize,
+        now: Instant,
+        out: &mut Vec<Emitted>,
+    ) -> std::io::Result<ReadProgress> {
+        let mut progress = ReadProgress::default();
         let batches_before = out.len();
         let template = Arc::clone(&self.template);
-        let mut raw_lines = std::mem::take(&mut self.raw_lines);
         let mut records = std::mem::take(&mut self.records);
         while out.len() - batches_before < max_batches {
-            let read = self.file.read(&mut self.buffer)?;
+            let read = self.file.read(buffer)?;
             if read == 0 {
                 progress.at_end = true;
                 break;
@@ -273,24 +288,26 @@ impl FileTail {
             }
             progress.bytes += read as u64;
             if self.fingerprint.is_none() {
-                self.learn_fingerprint(read)?;
+                self.learn_fingerprint(&buffer[..read])?;
             }
             let observed = crate::unix_nanos(SystemTime::now());
+            let mut raw_lines = Vec::new();
             self.splitter
-                .feed(&self.buffer[..read], |line| raw_lines.push(line));
-            for raw in raw_lines.drain(..) {
+                .feed(&buffer[..read], |line| raw_lines.push(line));
+            for raw in raw_lines {
                 progress.lines += 1;
                 progress.truncated_lines += u64::from(raw.truncated);
                 match &template.multiline {
-                    Some(rule) => self.joiner.add(rule, raw, now, &mut records),
-                    None => records.push(raw),
+                    Some(rule) => {
+                        self.joiner.add(rule, raw, now, &mut records);
+                        for record in records.drain(..) {
+                            self.push(&record, observed, now, out);
+                        }
+                    }
+                    None => self.push(&raw, observed, now, out),
                 }
             }
-            for record in records.drain(..) {
-                self.push(record, observed, now, out);
-            }
         }
-        self.raw_lines = raw_lines;
         self.records = records;
         Ok(progress)
     }
@@ -319,7 +336,7 @@ impl FileTail {
         if let Some(rule) = &self.template.multiline
             && let Some(record) = self.joiner.flush_if_due(rule, now)
         {
-            self.push(record, crate::unix_nanos(SystemTime::now()), now, out);
+            self.push(&record, crate::unix_nanos(SystemTime::now()), now, out);
         }
         if self.splitter.has_partial() && self.fingerprint.is_some() {
             let next = self.splitter.next_offset();
@@ -332,9 +349,9 @@ impl FileTail {
                         progress.truncated_lines = u64::from(raw.truncated);
                         let observed = crate::unix_nanos(SystemTime::now());
                         if let Some(record) = self.joiner.take() {
-                            self.push(record, observed, now, out);
+                            self.push(&record, observed, now, out);
                         }
-                        self.push(raw, observed, now, out);
+                        self.push(&raw, observed, now, out);
                         self.partial_since = None;
                     }
                 }
@@ -358,12 +375,12 @@ impl FileTail {
         let mut progress = ReadProgress::default();
         let observed = crate::unix_nanos(SystemTime::now());
         if let Some(record) = self.joiner.take() {
-            self.push(record, observed, now, out);
+            self.push(&record, observed, now, out);
         }
         if let Some(raw) = self.splitter.finish() {
             progress.lines = 1;
             progress.truncated_lines = u64::from(raw.truncated);
-            self.push(raw, observed, now, out);
+            self.push(&raw, observed, now, out);
         }
         self.take_batch(out);
         progress
@@ -372,9 +389,12 @@ impl FileTail {
     /// Moves the batch in progress, if any, to `out`. Lines wait while the file has
     /// no fingerprint (a partial line of a file too short for one).
     pub(crate) fn take_batch(&mut self, out: &mut Vec<Emitted>) {
-        let (Some(last), Some(fingerprint)) = (self.lines.last(), self.fingerprint) else {
+        let Some(fingerprint) = self.fingerprint else {
             return;
         };
+        if self.encoder.is_empty() {
+            return;
+        }
         let identity = FileIdentity {
             fingerprint,
             device: self.location.device,
@@ -382,20 +402,16 @@ impl FileTail {
         };
         let end = Position {
             identity,
-            offset: last.offset + last.length,
+            offset: self.encoder.end(),
         };
-        let batch = LogBatch {
-            resource: Some(self.template.resource.clone()),
-            source: Some(LogSource {
-                path: self.template.path.display().to_string(),
-                source_id: fingerprint.source_id(),
-                device: identity.device,
-                inode: identity.inode,
-                dataset: self.template.dataset.clone(),
-            }),
-            lines: std::mem::take(&mut self.lines),
+        let source = LogSource {
+            path: self.template.path.display().to_string(),
+            source_id: fingerprint.source_id(),
+            device: identity.device,
+            inode: identity.inode,
+            dataset: self.template.dataset.clone(),
         };
-        self.batch_bytes = 0;
+        let batch = self.encoder.finish(&self.template.resource, &source);
         self.batch_started = None;
         out.push(Emitted::Batch(PendingBatch { batch, end }));
     }
@@ -405,15 +421,14 @@ impl FileTail {
     fn restart_from_zero(&mut self, out: &mut Vec<Emitted>) -> std::io::Result<()> {
         if let Some(record) = self.joiner.take() {
             self.push(
-                record,
+                &record,
                 crate::unix_nanos(SystemTime::now()),
                 Instant::now(),
                 out,
             );
         }
         self.take_batch(out);
-        self.lines.clear();
-        self.batch_bytes = 0;
+        self.encoder.clear();
         self.batch_started = None;
         self.partial_since = None;
         self.file.seek(SeekFrom::Start(0))?;
@@ -425,10 +440,10 @@ impl FileTail {
 
     /// Collects the first bytes of a file read from offset 0 (the `read` bytes in
     /// the buffer come next) until they make its fingerprint.
-    fn learn_fingerprint(&mut self, read: usize) -> std::io::Result<()> {
+    fn learn_fingerprint(&mut self, read: &[u8]) -> std::io::Result<()> {
         if self.splitter.next_offset() == self.head.len() as u64 {
-            let wanted = (FINGERPRINT_BYTES - self.head.len()).min(read);
-            self.head.extend_from_slice(&self.buffer[..wanted]);
+            let wanted = (FINGERPRINT_BYTES - self.head.len()).min(read.len());
+            self.head.extend_from_slice(&read[..wanted]);
             self.fingerprint = Fingerprint::of_head(&self.head);
         } else {
             self.fingerprint = read_fingerprint(&self.file)?;
@@ -439,17 +454,15 @@ impl FileTail {
         Ok(())
     }
 
-    fn push(&mut self, raw: RawLine, observed: i64, now: Instant, out: &mut Vec<Emitted>) {
-        let line = log_line(raw, observed);
-        let size =
-            line.encoded_len() + prost::encoding::encoded_len_varint(line.encoded_len() as u64) + 1;
-        if !self.lines.is_empty() && self.batch_bytes + size > self.limits.max_bytes {
+    fn push(&mut self, raw: &RawLine<'_>, observed: i64, now: Instant, out: &mut Vec<Emitted>) {
+        let line = wire_line(raw, observed);
+        let size = line.encoded_len();
+        if !self.encoder.is_empty() && self.encoder.len() + size > self.limits.max_bytes {
             self.take_batch(out);
         }
-        self.lines.push(line);
-        self.batch_bytes += size;
+        self.encoder.push(&line);
         self.batch_started.get_or_insert(now);
-        if self.lines.len() >= self.limits.max_lines {
+        if self.encoder.lines() >= self.limits.max_lines as u64 {
             self.take_batch(out);
         }
     }
@@ -457,34 +470,25 @@ impl FileTail {
 
 /// A line as it goes on the wire: invalid UTF-8 is flagged and kept as bytes; a
 /// multi-byte character cut by truncation is dropped rather than flagged; a line
-/// shipped before its newline carries the field `log.partial`.
-fn log_line(raw: RawLine, observed: i64) -> LogLine {
-    let mut message = raw.bytes;
-    let invalid_utf8 = match std::str::from_utf8(&message) {
+/// shipped before its newline is flagged partial.
+fn wire_line<'a>(raw: &'a RawLine<'_>, observed: i64) -> WireLine<'a> {
+    let mut message: &[u8] = &raw.bytes;
+    let invalid_utf8 = match std::str::from_utf8(message) {
         Ok(_) => false,
         Err(error) if raw.truncated && error.error_len().is_none() => {
-            message.truncate(error.valid_up_to());
+            message = &message[..error.valid_up_to()];
             false
         }
         Err(_) => true,
     };
-    let fields = if raw.partial {
-        vec![Label {
-            name: PARTIAL_FIELD.into(),
-            value: "true".into(),
-        }]
-    } else {
-        Vec::new()
-    };
-    LogLine {
+    WireLine {
         offset: raw.offset,
-        event_time_unix_nano: observed,
-        observed_time_unix_nano: observed,
+        length: raw.length,
+        observed_unix_nano: observed,
         message,
-        fields,
         truncated: raw.truncated,
         invalid_utf8,
-        length: raw.length,
+        partial: raw.partial,
     }
 }
 
@@ -512,7 +516,10 @@ fn start_of_incomplete_tail(file: &mut File, size: u64) -> std::io::Result<u64> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::borrow::Cow;
     use std::io::Write;
+    use vigil_proto::Payload;
+    use vigil_proto::v1::LogBatch;
 
     fn template(path: &Path) -> Arc<SourceTemplate> {
         Arc::new(SourceTemplate {
@@ -546,8 +553,8 @@ mod tests {
         out.into_iter()
             .filter_map(|emitted| match emitted {
                 Emitted::Batch(pending) => Some(
-                    pending
-                        .batch
+                    LogBatch::from_payload(&pending.batch.payload)
+                        .expect("a valid batch")
                         .lines
                         .into_iter()
                         .map(|line| (line.offset, line.message))
@@ -635,11 +642,11 @@ mod tests {
         let raw = RawLine {
             offset: 0,
             length: 4,
-            bytes: vec![b'a', 0xff, b'b'],
+            bytes: Cow::Borrowed(&[b'a', 0xff, b'b']),
             truncated: false,
             partial: false,
         };
-        let line = log_line(raw, 1);
+        let line = wire_line(&raw, 1);
         assert!(line.invalid_utf8);
         assert_eq!(line.message, [b'a', 0xff, b'b']);
     }
@@ -649,11 +656,11 @@ mod tests {
         let raw = RawLine {
             offset: 0,
             length: 10,
-            bytes: "ab\u{e9}".as_bytes()[..3].to_vec(),
+            bytes: Cow::Borrowed(&"ab\u{e9}".as_bytes()[..3]),
             truncated: true,
             partial: false,
         };
-        let line = log_line(raw, 1);
+        let line = wire_line(&raw, 1);
         assert!(!line.invalid_utf8);
         assert_eq!(line.message, b"ab");
     }

@@ -8,19 +8,35 @@
 //! can be taken as a partial line; the newline that may follow later then ends
 //! nothing (it makes no empty line).
 
-/// One complete line as found in the file.
+use std::borrow::Cow;
+
+/// One complete line as found in the file; it borrows the bytes read when it lies
+/// whole within them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RawLine {
+pub(crate) struct RawLine<'a> {
     /// Offset of the line's first byte.
     pub(crate) offset: u64,
     /// Bytes the line spans in the file, including its newline if it has one.
     pub(crate) length: u64,
     /// The line without its newline, cut to the limit.
-    pub(crate) bytes: Vec<u8>,
+    pub(crate) bytes: Cow<'a, [u8]>,
     /// The line was longer than the limit.
     pub(crate) truncated: bool,
     /// The line was taken before its newline arrived.
     pub(crate) partial: bool,
+}
+
+impl RawLine<'_> {
+    /// The line with bytes of its own, to outlive the bytes it was read from.
+    pub(crate) fn into_owned(self) -> RawLine<'static> {
+        RawLine {
+            offset: self.offset,
+            length: self.length,
+            bytes: Cow::Owned(self.bytes.into_owned()),
+            truncated: self.truncated,
+            partial: self.partial,
+        }
+    }
 }
 
 /// Splits a stream of bytes into lines.
@@ -67,7 +83,7 @@ impl LineSplitter {
     }
 
     /// Feeds the next bytes of the stream; calls `emit` for every line they complete.
-    pub(crate) fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(RawLine)) {
+    pub(crate) fn feed<'a>(&mut self, mut bytes: &'a [u8], mut emit: impl FnMut(RawLine<'a>)) {
         if self.absorb_newline && !bytes.is_empty() {
             self.absorb_newline = false;
             if bytes[0] == b'\n' {
@@ -78,12 +94,12 @@ impl LineSplitter {
         while !bytes.is_empty() {
             match memchr::memchr(b'\n', bytes) {
                 Some(newline) if self.line_length == 0 => {
-                    // The whole line is in `bytes`: one exact allocation.
+                    // The whole line is in `bytes`: no copy.
                     let kept = newline.min(self.max_line_bytes);
                     let line = RawLine {
                         offset: self.line_start,
                         length: newline as u64 + 1,
-                        bytes: bytes[..kept].to_vec(),
+                        bytes: Cow::Borrowed(&bytes[..kept]),
                         truncated: kept < newline,
                         partial: false,
                     };
@@ -108,7 +124,7 @@ impl LineSplitter {
 
     /// The line in progress, as a final line without newline: for a file that will
     /// never grow again (it was replaced). `None` if there is none.
-    pub(crate) fn finish(&mut self) -> Option<RawLine> {
+    pub(crate) fn finish(&mut self) -> Option<RawLine<'static>> {
         (self.line_length > 0).then(|| self.take_line())
     }
 
@@ -119,7 +135,7 @@ impl LineSplitter {
 
     /// The line in progress, flagged partial, for a file that may still grow: a
     /// newline written right after it later is skipped. `None` if there is none.
-    pub(crate) fn take_partial(&mut self) -> Option<RawLine> {
+    pub(crate) fn take_partial(&mut self) -> Option<RawLine<'static>> {
         let mut line = self.finish()?;
         line.partial = true;
         self.absorb_newline = true;
@@ -135,11 +151,11 @@ impl LineSplitter {
             .extend_from_slice(&bytes[..bytes.len().min(room)]);
     }
 
-    fn take_line(&mut self) -> RawLine {
+    fn take_line(&mut self) -> RawLine<'static> {
         let line = RawLine {
             offset: self.line_start,
             length: self.line_length,
-            bytes: std::mem::take(&mut self.pending),
+            bytes: Cow::Owned(std::mem::take(&mut self.pending)),
             truncated: self.truncated,
             partial: false,
         };
@@ -155,17 +171,17 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn split(splitter: &mut LineSplitter, bytes: &[u8]) -> Vec<RawLine> {
+    fn split(splitter: &mut LineSplitter, bytes: &[u8]) -> Vec<RawLine<'static>> {
         let mut lines = Vec::new();
-        splitter.feed(bytes, |line| lines.push(line));
+        splitter.feed(bytes, |line| lines.push(line.into_owned()));
         lines
     }
 
-    fn line(offset: u64, length: u64, bytes: &[u8], truncated: bool) -> RawLine {
+    fn line(offset: u64, length: u64, bytes: &[u8], truncated: bool) -> RawLine<'static> {
         RawLine {
             offset,
             length,
-            bytes: bytes.to_vec(),
+            bytes: Cow::Owned(bytes.to_vec()),
             truncated,
             partial: false,
         }
@@ -212,7 +228,7 @@ mod tests {
         }
         let lines = split(&mut splitter, b"\nnext\n");
         assert_eq!(lines.len(), 2);
-        assert_eq!(lines[0].bytes, vec![b'a'; 1024]);
+        assert_eq!(lines[0].bytes, &[b'a'; 1024][..]);
         assert!(lines[0].truncated);
         assert_eq!(lines[0].length, 10 * 1024 * 1024 + 1);
         assert_eq!(lines[1], line(10 * 1024 * 1024 + 1, 5, b"next", false));

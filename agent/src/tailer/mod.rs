@@ -23,10 +23,11 @@ mod file;
 mod lines;
 mod multiline;
 mod shipper;
+mod wire;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{LogBatchConfig, LogFileConfig};
-use crate::self_metrics::AgentMetrics;
+use crate::self_metrics::{AgentMetrics, PathLabels};
 use discovery::{Discovery, Found};
 use file::{Emitted, FileTail, Location, ReadProgress, SourceTemplate, StartAt, location_at};
 use multiline::MultilineRule;
@@ -308,6 +309,8 @@ impl Follower {
     /// Follows the path until shutdown, or until its file is gone and everything
     /// read from it was acknowledged; returns the path.
     async fn run(mut self, shutdown: CancellationToken, shutdown_timeout: Duration) -> PathBuf {
+        let lag = (self.metrics.log_file_lag_bytes.clone(), self.lag_labels());
+        let forget_lag = move || lag.0.remove(&lag.1);
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -327,6 +330,7 @@ impl Follower {
                             () = shutdown.cancelled() => break,
                             () = self.shipper.drain() => {
                                 self.release_if_idle();
+                                forget_lag();
                                 return self.template.path.clone();
                             }
                         }
@@ -336,6 +340,7 @@ impl Follower {
         }
         let path = self.template.path.clone();
         self.stop(shutdown_timeout).await;
+        forget_lag();
         path
     }
 
@@ -369,6 +374,7 @@ impl Follower {
 
     /// Reads what is new, if the bus keeps up, and handles truncation and replacement.
     async fn poll(&mut self) {
+        self.measure_lag();
         let room = self.shipper.room();
         if room == 0 {
             return;
@@ -435,7 +441,13 @@ impl Follower {
                 true
             }
             Ok(None) => match tail.is_deleted() {
-                Ok(deleted) => deleted,
+                Ok(deleted) => {
+                    if deleted {
+                        tracing::info!(path = %self.template.path.display(), "file was deleted; it was read to its end and is closed");
+                        self.metrics.log_files_deleted.inc();
+                    }
+                    deleted
+                }
                 Err(error) => {
                     self.report(&error);
                     false
@@ -510,6 +522,25 @@ impl Follower {
                 path = %self.template.path.display(),
                 "shutdown timeout reached with log batches unacknowledged; they are sent again after the restart"
             );
+        }
+    }
+
+    /// Sets the lag gauge of the path: what its open file holds beyond the read
+    /// position (nothing when no file is open).
+    fn measure_lag(&self) {
+        let unread = match &self.state {
+            FileState::Open(tail) => tail.unread_bytes().unwrap_or(0),
+            FileState::Closed { .. } => 0,
+        };
+        self.metrics
+            .log_file_lag_bytes
+            .get_or_create(&self.lag_labels())
+            .set(i64::try_from(unread).unwrap_or(i64::MAX));
+    }
+
+    fn lag_labels(&self) -> PathLabels {
+        PathLabels {
+            path: self.template.path.display().to_string(),
         }
     }
 

@@ -58,7 +58,7 @@ impl MultilineRule {
 #[derive(Debug)]
 pub(crate) struct Joiner {
     max_line_bytes: usize,
-    record: Option<RawLine>,
+    record: Option<RawLine<'static>>,
     lines: usize,
     /// When the last line joined the record.
     updated: Option<Instant>,
@@ -78,9 +78,9 @@ impl Joiner {
     pub(crate) fn add(
         &mut self,
         rule: &MultilineRule,
-        line: RawLine,
+        line: RawLine<'_>,
         now: Instant,
-        out: &mut Vec<RawLine>,
+        out: &mut Vec<RawLine<'static>>,
     ) {
         match &mut self.record {
             Some(record) if rule.continues(&line.bytes) && !line.partial => {
@@ -93,14 +93,14 @@ impl Joiner {
                 joined.push(b'\n');
                 joined.extend_from_slice(&line.bytes);
                 joined.truncate(room);
-                record.bytes.extend_from_slice(&joined);
+                record.bytes.to_mut().extend_from_slice(&joined);
                 record.length += line.length;
                 record.truncated |= line.truncated;
                 self.lines += 1;
             }
             _ => {
                 out.extend(self.take());
-                self.record = Some(line);
+                self.record = Some(line.into_owned());
                 self.lines = 1;
             }
         }
@@ -111,7 +111,7 @@ impl Joiner {
     }
 
     /// The record in progress if no line joined it for the rule's flush timeout.
-    pub(crate) fn flush_if_due(&mut self, rule: &MultilineRule, now: Instant) -> Option<RawLine> {
+    pub(crate) fn flush_if_due(&mut self, rule: &MultilineRule, now: Instant) -> Option<RawLine<'static>> {
         let due = self
             .updated
             .is_some_and(|updated| now.duration_since(updated) >= rule.flush_timeout);
@@ -119,7 +119,7 @@ impl Joiner {
     }
 
     /// The record in progress, whatever its age.
-    pub(crate) fn take(&mut self) -> Option<RawLine> {
+    pub(crate) fn take(&mut self) -> Option<RawLine<'static>> {
         self.lines = 0;
         self.updated = None;
         self.record.take()
@@ -141,7 +141,7 @@ mod tests {
         .unwrap()
     }
 
-    fn join(rule: &MultilineRule, text: &[u8], max_line_bytes: usize) -> (Vec<RawLine>, Joiner) {
+    fn join(rule: &MultilineRule, text: &[u8], max_line_bytes: usize) -> (Vec<RawLine<'static>>, Joiner) {
         let mut splitter = LineSplitter::new(max_line_bytes, 0);
         let mut lines = Vec::new();
         splitter.feed(text, |line| lines.push(line));
@@ -176,18 +176,18 @@ java.lang.IllegalStateException: boom\n\
         assert!(!trace.truncated);
         let next = joiner.take().unwrap();
         assert_eq!(next.offset, trace.length);
-        assert_eq!(next.bytes, b"2024-05-01 12:00:01 INFO next");
+        assert_eq!(&*next.bytes, b"2024-05-01 12:00:01 INFO next");
     }
 
     #[test]
     fn continuation_patterns_max_lines_and_the_size_limit_end_records() {
         let text = b"start\n  one\n  two\n  three\nnext\n";
         let (records, _) = join(&rule(None, Some(r"^\s"), 3), text, 1024);
-        assert_eq!(records[0].bytes, b"start\n  one\n  two");
-        assert_eq!(records[1].bytes, b"  three");
+        assert_eq!(&*records[0].bytes, b"start\n  one\n  two");
+        assert_eq!(&*records[1].bytes, b"  three");
 
         let (records, _) = join(&rule(None, Some(r"^\s"), 500), text, 10);
-        assert_eq!(records[0].bytes, b"start\n  on");
+        assert_eq!(&*records[0].bytes, b"start\n  on");
         assert!(records[0].truncated);
         assert_eq!(records[0].length, 26);
     }
@@ -202,6 +202,6 @@ java.lang.IllegalStateException: boom\n\
         let record = joiner
             .flush_if_due(&rule, start + Duration::from_secs(1))
             .unwrap();
-        assert_eq!(record.bytes, b"2024-05-01 one\n  more");
+        assert_eq!(&*record.bytes, b"2024-05-01 one\n  more");
     }
 }

@@ -9,6 +9,7 @@
 //! file is the buffer, memory stays bounded.
 
 use super::file::Emitted;
+use super::wire::EncodedBatch;
 use crate::checkpoint::{CheckpointStore, Position};
 use crate::self_metrics::AgentMetrics;
 use futures::StreamExt;
@@ -28,14 +29,18 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Hands one batch to the bus and resolves with its acknowledgement.
 pub(crate) type PublishBatch =
-    Arc<dyn Fn(Arc<LogBatch>) -> BoxFuture<'static, Result<(), BusError>> + Send + Sync>;
+    Arc<dyn Fn(Arc<EncodedBatch>) -> BoxFuture<'static, Result<(), BusError>> + Send + Sync>;
 
 /// Publishes to `topic` of the bus behind `publisher`.
 pub(crate) fn publish_to(publisher: Publisher, topic: String) -> PublishBatch {
     Arc::new(move |batch| {
         let publisher = publisher.clone();
         let topic = topic.clone();
-        Box::pin(async move { publisher.publish_batch(&topic, &*batch).await })
+        Box::pin(async move {
+            publisher
+                .publish_encoded::<LogBatch>(&topic, &batch.key, &batch.payload)
+                .await
+        })
     })
 }
 
@@ -43,7 +48,7 @@ pub(crate) fn publish_to(publisher: Publisher, topic: String) -> PublishBatch {
 #[derive(Debug)]
 struct Numbered {
     sequence: u64,
-    batch: Arc<LogBatch>,
+    batch: Arc<EncodedBatch>,
 }
 
 /// The outcome of one publish.
@@ -60,6 +65,8 @@ struct LedgerEntry {
     sequence: u64,
     end: Position,
     lines: u64,
+    /// Bytes of the file the lines span.
+    bytes: u64,
     acknowledged: bool,
 }
 
@@ -148,7 +155,8 @@ impl Shipper {
                     self.ledger.push_back(LedgerEntry {
                         sequence,
                         end: pending.end,
-                        lines: pending.batch.lines.len() as u64,
+                        lines: pending.batch.lines,
+                        bytes: pending.batch.source_bytes,
                         acknowledged: false,
                     });
                     self.queued.push_back(Numbered {
@@ -160,6 +168,7 @@ impl Shipper {
                     sequence,
                     end: position,
                     lines: 0,
+                    bytes: 0,
                     acknowledged: true,
                 }),
             }
@@ -206,7 +215,7 @@ impl Shipper {
                 tracing::warn!(
                     path = %self.path.display(),
                     topic = %self.topic,
-                    lines = numbered.batch.lines.len(),
+                    lines = numbered.batch.lines,
                     %error,
                     "log batch not acknowledged; it will be sent again"
                 );
@@ -276,6 +285,7 @@ impl Shipper {
         while self.ledger.front().is_some_and(|entry| entry.acknowledged) {
             if let Some(entry) = self.ledger.pop_front() {
                 self.metrics.log_lines_sent.inc_by(entry.lines);
+                self.metrics.log_bytes_sent.inc_by(entry.bytes);
                 if let Some(previous) = newest
                     && previous.identity.fingerprint != entry.end.identity.fingerprint
                 {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Semaphore;
+use wire::EncodedBatch;
 use vigil_proto::Payload;
 use vigil_proto::v1::{LogBatch, LogLine};
 use vigil_runtime::{Bus, BusError, SelfMetrics, Subscription};
@@ -378,6 +379,11 @@ fn next_source_id(setup: &Setup) -> String {
         .source_id()
 }
 
+/// The offset of the first line of `batch`.
+fn first_offset(batch: &EncodedBatch) -> u64 {
+    LogBatch::from_payload(&batch.payload).unwrap().lines[0].offset
+}
+
 /// A publish that waits for a permit from `gate` per batch, and counts how many
 /// publishes started.
 fn gated_publish(gate: Arc<Semaphore>, started: Arc<AtomicUsize>) -> PublishBatch {
@@ -444,14 +450,15 @@ async fn failed_publishes_are_retried_in_order_and_never_skipped() {
     let delivered: Arc<Mutex<Vec<u64>>> = Arc::default();
     let publish: PublishBatch = {
         let delivered = Arc::clone(&delivered);
-        Arc::new(move |batch: Arc<LogBatch>| {
+        Arc::new(move |batch: Arc<EncodedBatch>| {
             let delivered = Arc::clone(&delivered);
+            let offset = first_offset(&batch);
             async move {
                 // The bus is down for a second, then takes everything.
                 if tokio::time::Instant::now() < down_until {
                     return Err(BusError::Closed);
                 }
-                delivered.lock().unwrap().push(batch.lines[0].offset);
+                delivered.lock().unwrap().push(offset);
                 Ok(())
             }
             .boxed()
@@ -488,8 +495,8 @@ async fn a_later_acknowledgement_never_moves_the_checkpoint_past_an_earlier_fail
     let publish: PublishBatch = {
         let retry_gate = Arc::clone(&retry_gate);
         let delivered = Arc::clone(&delivered);
-        Arc::new(move |batch: Arc<LogBatch>| {
-            let offset = batch.lines[0].offset;
+        Arc::new(move |batch: Arc<EncodedBatch>| {
+            let offset = first_offset(&batch);
             let attempt = if offset == 0 {
                 first_attempt.fetch_add(1, Ordering::SeqCst)
             } else {
@@ -736,13 +743,14 @@ mod model {
     type Delivered = (String, u64, String, String);
 
     fn recording_publish(down: Arc<AtomicBool>, sink: Arc<Mutex<Vec<Delivered>>>) -> PublishBatch {
-        Arc::new(move |batch: Arc<LogBatch>| {
+        Arc::new(move |batch: Arc<EncodedBatch>| {
             let down = Arc::clone(&down);
             let sink = Arc::clone(&sink);
             async move {
                 if down.load(Ordering::SeqCst) {
                     return Err(BusError::Closed);
                 }
+                let batch = LogBatch::from_payload(&batch.payload).unwrap();
                 let source = batch.source.clone().unwrap_or_default();
                 let mut sink = sink.lock().unwrap();
                 for line in &batch.lines {

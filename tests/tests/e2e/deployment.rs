@@ -171,7 +171,7 @@ impl Deployment {
     /// Starts `vigil-agent` and waits until its tailer took its positions.
     pub(crate) fn start_agent(&self, config: &Path, http_port: u16) -> ChildProcess {
         let mut command = Command::new(vigil_binary("vigil-agent"));
-        command.arg("--config").arg(config).env("VIGIL_LOG", "info");
+        command.arg("--config").arg(config).env("VIGIL_LOG", process_log_filter());
         let mut agent = ChildProcess::spawn("vigil-agent", command);
         wait_for_ready(&mut agent, http_port);
         agent
@@ -184,7 +184,7 @@ impl Deployment {
             .arg(stage)
             .arg("--config")
             .arg(config)
-            .env("VIGIL_LOG", "info");
+            .env("VIGIL_LOG", process_log_filter());
         let mut process = ChildProcess::spawn(&format!("vigil-{stage}"), command);
         wait_for_ready(&mut process, http_port);
         process
@@ -264,4 +264,10 @@ pub(crate) fn log_batch_payload(text: &str, offset: u64) -> Vec<u8> {
         }],
     }
     .encode_to_vec()
+}
+
+/// The log filter of the started processes: `VIGIL_E2E_LOG` when set (e.g.
+/// `info,vigil_aggregator=debug` to follow one failing test), `info` otherwise.
+fn process_log_filter() -> String {
+    std::env::var("VIGIL_E2E_LOG").unwrap_or_else(|_| "info".to_owned())
 }
