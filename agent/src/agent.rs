@@ -1,12 +1,15 @@
-//! Assembly of the agent: starts the log tailer, the host metrics collector and one
-//! poller per SNMP target on one bus, reports readiness, and shuts them down in
-//! two phases (stop reading, then drain and write the last checkpoint).
+//! Assembly of the agent: starts the log tailer, the host and container metrics
+//! collectors and one poller per SNMP target on one bus, reports readiness, and
+//! shuts them down in two phases (stop reading, then drain and write the last
+//! checkpoint).
 
 use crate::checkpoint::{self, CheckpointError, CheckpointStore};
 use crate::config::{AgentConfig, InvalidConfig, ResourceConfig};
+use crate::container_metrics::ContainerCollector;
+use crate::host_metrics::{self, HostCollector, MetricsOutput};
 use crate::self_metrics::AgentMetrics;
+use crate::snmp;
 use crate::tailer::{self, TailerContext};
-use crate::{host_metrics, snmp};
 use std::time::Duration;
 use thiserror::Error;
 use tokio::task::JoinSet;
@@ -104,14 +107,27 @@ impl Agent {
         let mut log_tasks = tailer::start(&config.logs, &context, &shutdown);
 
         let mut metric_tasks = JoinSet::new();
+        let metrics_output = MetricsOutput {
+            resource,
+            publisher: publisher.clone(),
+            topic: topics.metrics_raw(),
+            metrics: metrics.clone(),
+        };
         if config.host_metrics.enabled {
             metric_tasks.spawn(host_metrics::run(
-                config.host_metrics.proc_root.clone(),
+                "host",
+                HostCollector::new(&config.host_metrics)?,
                 config.host_metrics.interval,
-                resource,
-                publisher.clone(),
-                topics.metrics_raw(),
-                metrics.clone(),
+                metrics_output.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if config.container_metrics.enabled {
+            metric_tasks.spawn(host_metrics::run(
+                "container",
+                ContainerCollector::new(&config.container_metrics)?,
+                config.container_metrics.interval,
+                metrics_output,
                 shutdown.clone(),
             ));
         }
@@ -138,6 +154,7 @@ impl Agent {
             log_files = config.logs.len(),
             snmp_targets = config.snmp.targets.len(),
             host_metrics = config.host_metrics.enabled,
+            container_metrics = config.container_metrics.enabled,
             "agent running"
         );
         shutdown.cancelled().await;
@@ -180,7 +197,7 @@ fn host_resource(config: &ResourceConfig) -> Resource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{HostMetricsConfig, LogFileConfig};
+    use crate::config::{ContainerMetricsConfig, HostMetricsConfig, LogFileConfig};
     use std::io::Write;
     use vigil_proto::Payload;
     use vigil_proto::labels::find;
@@ -216,6 +233,11 @@ mod tests {
                 enabled: true,
                 interval: Duration::from_secs(10),
                 proc_root: dir.path().join("proc"),
+                ..HostMetricsConfig::default()
+            },
+            container_metrics: ContainerMetricsConfig {
+                enabled: false,
+                ..ContainerMetricsConfig::default()
             },
             ..AgentConfig::default()
         };

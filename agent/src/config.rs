@@ -46,6 +46,9 @@ pub struct AgentConfig {
     /// Host metrics read from /proc.
     #[serde(default)]
     pub host_metrics: HostMetricsConfig,
+    /// Container metrics read from cgroups.
+    #[serde(default)]
+    pub container_metrics: ContainerMetricsConfig,
     /// Devices polled over SNMP.
     #[serde(default)]
     pub snmp: SnmpConfig,
@@ -168,7 +171,7 @@ pub struct LogBatchConfig {
     pub max_line_bytes: usize,
 }
 
-/// Host metrics from the proc filesystem.
+/// Host metrics from the proc filesystem, and file-system usage from statvfs.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HostMetricsConfig {
@@ -184,6 +187,139 @@ pub struct HostMetricsConfig {
     /// Root of the proc filesystem; a host's /proc mounted elsewhere in a container.
     #[serde(default = "default_proc_root")]
     pub proc_root: PathBuf,
+    /// Where the mount points listed by `<proc_root>/1/mounts` are reached: `/`,
+    /// or the host's root file system mounted into the agent's container.
+    #[serde(default = "default_mount_root")]
+    pub mount_root: PathBuf,
+    /// Which block devices of /proc/diskstats are reported.
+    #[serde(default)]
+    pub disks: DiskSelection,
+    /// Which network interfaces of /proc/net/dev are reported.
+    #[serde(default)]
+    pub interfaces: InterfaceSelection,
+    /// Which mounted file systems have their usage reported.
+    #[serde(default)]
+    pub filesystems: FilesystemSelection,
+}
+
+/// Block devices reported from /proc/diskstats. Globs match device names; `*`
+/// matches any characters.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSelection {
+    /// Devices to report (every device when empty), for example `[sd*, nvme*]`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Devices never reported; by default loop, RAM and floppy devices, whose
+    /// counters are noise.
+    #[serde(default = "default_disk_exclude")]
+    pub exclude: Vec<String>,
+    /// Whether partitions (`sda1`, `nvme0n1p2`) are reported beside their disk.
+    /// Off by default, so that a sum over the devices of a host counts every I/O once.
+    #[serde(default)]
+    pub partitions: bool,
+}
+
+/// Network interfaces reported from /proc/net/dev, by name glob.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InterfaceSelection {
+    /// Interfaces to report (every interface when empty), for example `[eth*, en*]`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Interfaces never reported, for example `[lo, veth*]`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+/// Mounted file systems whose usage is reported. Globs match mount points; `*`
+/// matches any characters, `/` included.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FilesystemSelection {
+    /// Mount points to report (every one when empty), for example `[/, /srv*]`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Mount points never reported; by default the kernel's (`/proc`, `/sys`,
+    /// `/dev`) and container runtimes' internal mounts.
+    #[serde(default = "default_mount_exclude")]
+    pub exclude: Vec<String>,
+    /// File-system types never reported; by default pseudo file systems, which
+    /// have no usage worth watching.
+    #[serde(default = "default_fs_type_exclude")]
+    pub exclude_types: Vec<String>,
+}
+
+/// Container metrics from cgroups: cgroup v2, or the v1 hierarchies for the
+/// controllers v2 does not have (hybrid hosts).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerMetricsConfig {
+    /// Whether container metrics are collected at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Time between two collections; the cgroup hierarchy is walked again each time,
+    /// so that new containers are found and gone ones dropped.
+    #[serde(
+        default = "default_container_metrics_interval",
+        with = "vigil_runtime::duration"
+    )]
+    pub interval: Duration,
+    /// Where the cgroup file systems are mounted; the host's /sys/fs/cgroup mounted
+    /// elsewhere in a container.
+    #[serde(default = "default_cgroup_root")]
+    pub cgroup_root: PathBuf,
+    /// Whether every cgroup recognised as a container (Docker, containerd, CRI-O,
+    /// Podman, containers of Kubernetes pods) is reported.
+    #[serde(default = "default_true")]
+    pub containers: bool,
+    /// More cgroups to report, by path glob from the hierarchy's root: `/` for the
+    /// whole host, `/system.slice/*.service` for systemd services.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Most cgroup directories visited per hierarchy in one collection, so that a
+    /// host with runaway cgroups costs bounded work; the rest is skipped and counted.
+    #[serde(default = "default_max_cgroups")]
+    pub max_cgroups: usize,
+}
+
+/// A compiled pair of include and exclude globs: a name is selected when it
+/// matches an include glob (or there are none) and no exclude glob.
+#[derive(Debug, Clone)]
+pub(crate) struct NameMatcher {
+    include: Vec<glob::Pattern>,
+    exclude: Vec<glob::Pattern>,
+}
+
+impl NameMatcher {
+    /// Compiles the globs of `<field>.include` and `<field>.exclude`.
+    fn new(include: &[String], exclude: &[String], field: &str) -> Result<Self, InvalidConfig> {
+        Ok(Self {
+            include: compile_globs(include, &format!("{field}.include"))?,
+            exclude: compile_globs(exclude, &format!("{field}.exclude"))?,
+        })
+    }
+
+    pub(crate) fn selects(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|glob| glob.matches(name)))
+            && !self.exclude.iter().any(|glob| glob.matches(name))
+    }
+}
+
+/// Compiles `patterns`; an error names `field[index]`.
+fn compile_globs(patterns: &[String], field: &str) -> Result<Vec<glob::Pattern>, InvalidConfig> {
+    patterns
+        .iter()
+        .enumerate()
+        .map(|(index, pattern)| {
+            glob::Pattern::new(pattern).map_err(|error| {
+                InvalidConfig::field(
+                    format!("{field}[{index}]"),
+                    format!("is not a valid glob: {error}"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// SNMP polling.
@@ -414,6 +550,7 @@ impl Default for AgentConfig {
             logs: Vec::new(),
             log_batch: LogBatchConfig::default(),
             host_metrics: HostMetricsConfig::default(),
+            container_metrics: ContainerMetricsConfig::default(),
             snmp: SnmpConfig::default(),
             shutdown_timeout: default_shutdown_timeout(),
         }
@@ -455,7 +592,144 @@ impl Default for HostMetricsConfig {
             enabled: true,
             interval: default_host_metrics_interval(),
             proc_root: default_proc_root(),
+            mount_root: default_mount_root(),
+            disks: DiskSelection::default(),
+            interfaces: InterfaceSelection::default(),
+            filesystems: FilesystemSelection::default(),
         }
+    }
+}
+
+impl Default for DiskSelection {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: default_disk_exclude(),
+            partitions: false,
+        }
+    }
+}
+
+impl Default for FilesystemSelection {
+    fn default() -> Self {
+        Self {
+            include: Vec::new(),
+            exclude: default_mount_exclude(),
+            exclude_types: default_fs_type_exclude(),
+        }
+    }
+}
+
+impl Default for ContainerMetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: default_container_metrics_interval(),
+            cgroup_root: default_cgroup_root(),
+            containers: true,
+            include: Vec::new(),
+            max_cgroups: default_max_cgroups(),
+        }
+    }
+}
+
+impl HostMetricsConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.enabled && self.interval < Duration::from_secs(1) {
+            return Err(InvalidConfig::field(
+                "host_metrics.interval",
+                "must be at least 1s",
+            ));
+        }
+        for (field, path) in [
+            ("host_metrics.proc_root", &self.proc_root),
+            ("host_metrics.mount_root", &self.mount_root),
+        ] {
+            if !path.is_absolute() {
+                return Err(InvalidConfig::field(
+                    field,
+                    format!("must be an absolute path, not `{}`", path.display()),
+                ));
+            }
+        }
+        self.disks.matcher()?;
+        self.interfaces.matcher()?;
+        self.filesystems.mount_points()?;
+        if let Some(index) = self
+            .filesystems
+            .exclude_types
+            .iter()
+            .position(|fs_type| fs_type.trim().is_empty())
+        {
+            return Err(InvalidConfig::field(
+                format!("host_metrics.filesystems.exclude_types[{index}]"),
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl DiskSelection {
+    /// The device names selected.
+    pub(crate) fn matcher(&self) -> Result<NameMatcher, InvalidConfig> {
+        NameMatcher::new(&self.include, &self.exclude, "host_metrics.disks")
+    }
+}
+
+impl InterfaceSelection {
+    /// The interface names selected.
+    pub(crate) fn matcher(&self) -> Result<NameMatcher, InvalidConfig> {
+        NameMatcher::new(&self.include, &self.exclude, "host_metrics.interfaces")
+    }
+}
+
+impl FilesystemSelection {
+    /// The mount points selected.
+    pub(crate) fn mount_points(&self) -> Result<NameMatcher, InvalidConfig> {
+        NameMatcher::new(&self.include, &self.exclude, "host_metrics.filesystems")
+    }
+}
+
+impl ContainerMetricsConfig {
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.enabled && self.interval < Duration::from_secs(1) {
+            return Err(InvalidConfig::field(
+                "container_metrics.interval",
+                "must be at least 1s",
+            ));
+        }
+        if !self.cgroup_root.is_absolute() {
+            return Err(InvalidConfig::field(
+                "container_metrics.cgroup_root",
+                format!(
+                    "must be an absolute path, not `{}`",
+                    self.cgroup_root.display()
+                ),
+            ));
+        }
+        if let Some(index) = self.include.iter().position(|path| !path.starts_with('/')) {
+            return Err(InvalidConfig::field(
+                format!("container_metrics.include[{index}]"),
+                format!(
+                    "must start with `/` (the hierarchy's root), not `{}`",
+                    self.include[index]
+                ),
+            ));
+        }
+        self.include_globs()?;
+        if self.max_cgroups == 0 {
+            return Err(InvalidConfig::field(
+                "container_metrics.max_cgroups",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The cgroup paths reported beside the recognised containers.
+    pub(crate) fn include_globs(&self) -> Result<Vec<glob::Pattern>, InvalidConfig> {
+        compile_globs(&self.include, "container_metrics.include")
     }
 }
 
@@ -717,12 +991,8 @@ impl AgentConfig {
             }
         }
         self.log_batch.validate()?;
-        if self.host_metrics.enabled && self.host_metrics.interval < Duration::from_secs(1) {
-            return Err(InvalidConfig::field(
-                "host_metrics.interval",
-                "must be at least 1s",
-            ));
-        }
+        self.host_metrics.validate()?;
+        self.container_metrics.validate()?;
         let mut names = BTreeSet::new();
         for (index, target) in self.snmp.targets.iter().enumerate() {
             let field = format!("snmp.targets[{index}]");
@@ -875,6 +1145,77 @@ fn default_host_metrics_interval() -> Duration {
 
 fn default_proc_root() -> PathBuf {
     PathBuf::from("/proc")
+}
+
+fn default_mount_root() -> PathBuf {
+    PathBuf::from("/")
+}
+
+fn default_disk_exclude() -> Vec<String> {
+    ["loop*", "ram*", "zram*", "fd*"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+fn default_mount_exclude() -> Vec<String> {
+    [
+        "/dev",
+        "/dev/*",
+        "/proc",
+        "/proc/*",
+        "/sys",
+        "/sys/*",
+        "/run/credentials/*",
+        "/run/containerd/*",
+        "/run/netns/*",
+        "/var/lib/docker/*",
+        "/var/lib/containers/storage/*",
+        "/var/lib/kubelet/pods/*",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn default_fs_type_exclude() -> Vec<String> {
+    [
+        "autofs",
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fusectl",
+        "hugetlbfs",
+        "mqueue",
+        "nsfs",
+        "overlay",
+        "proc",
+        "pstore",
+        "rpc_pipefs",
+        "securityfs",
+        "selinuxfs",
+        "squashfs",
+        "sysfs",
+        "tracefs",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn default_container_metrics_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_cgroup_root() -> PathBuf {
+    PathBuf::from("/sys/fs/cgroup")
+}
+
+fn default_max_cgroups() -> usize {
+    10_000
 }
 
 fn default_snmp_interval() -> Duration {
@@ -1079,6 +1420,86 @@ snmp:
             invalid(yaml),
             "`snmp.targets[0].timeout` times (retries + 1) is 3s, longer than the interval 2s; one poll must end before the next starts"
         );
+    }
+
+    #[test]
+    fn host_and_container_metrics_sections_load() {
+        let yaml = "
+host_metrics:
+  interval: 15s
+  proc_root: /host/proc
+  mount_root: /host
+  disks: {include: ['sd*', 'nvme*'], partitions: true}
+  interfaces: {exclude: [lo, 'veth*']}
+  filesystems: {exclude_types: [tmpfs]}
+container_metrics: {interval: 30s, cgroup_root: /host/sys/fs/cgroup, include: [/, '/system.slice/*.service'], max_cgroups: 500}
+";
+        let config = AgentConfig::from_yaml(yaml, "agent.yaml").unwrap();
+        let host = &config.host_metrics;
+        assert_eq!(host.mount_root, Path::new("/host"));
+        assert!(host.disks.partitions);
+        assert_eq!(host.disks.exclude, default_disk_exclude());
+        let disks = host.disks.matcher().unwrap();
+        assert!(disks.selects("sda") && disks.selects("nvme0n1") && !disks.selects("vda"));
+        let interfaces = host.interfaces.matcher().unwrap();
+        assert!(interfaces.selects("eth0") && !interfaces.selects("lo"));
+        assert!(!interfaces.selects("veth12ab"));
+        assert_eq!(host.filesystems.exclude_types, ["tmpfs"]);
+        let mounts = host.filesystems.mount_points().unwrap();
+        assert!(mounts.selects("/") && mounts.selects("/srv/data"));
+        assert!(!mounts.selects("/proc/sys/fs/binfmt_misc") && !mounts.selects("/dev"));
+        let containers = &config.container_metrics;
+        assert!(containers.enabled && containers.containers);
+        assert_eq!(containers.interval, Duration::from_secs(30));
+        assert_eq!(containers.max_cgroups, 500);
+        assert_eq!(containers.include_globs().unwrap().len(), 2);
+        assert_eq!(
+            AgentConfig::from_yaml("{}", "agent.yaml")
+                .unwrap()
+                .container_metrics,
+            ContainerMetricsConfig::default()
+        );
+    }
+
+    #[test]
+    fn invalid_host_and_container_metrics_values_name_the_field() {
+        let cases = [
+            (
+                "host_metrics: {proc_root: proc}",
+                "`host_metrics.proc_root` must be an absolute path, not `proc`",
+            ),
+            (
+                "host_metrics: {disks: {include: ['sd[']}}",
+                "`host_metrics.disks.include[0]` is not a valid glob: Pattern syntax error near position 2: invalid range pattern",
+            ),
+            (
+                "host_metrics: {interfaces: {exclude: [lo, 'eth[']}}",
+                "`host_metrics.interfaces.exclude[1]` is not a valid glob: Pattern syntax error near position 3: invalid range pattern",
+            ),
+            (
+                "host_metrics: {filesystems: {exclude_types: [tmpfs, '']}}",
+                "`host_metrics.filesystems.exclude_types[1]` must not be empty",
+            ),
+            (
+                "container_metrics: {interval: 100ms}",
+                "`container_metrics.interval` must be at least 1s",
+            ),
+            (
+                "container_metrics: {cgroup_root: sys/fs/cgroup}",
+                "`container_metrics.cgroup_root` must be an absolute path, not `sys/fs/cgroup`",
+            ),
+            (
+                "container_metrics: {include: [/, 'docker/*']}",
+                "`container_metrics.include[1]` must start with `/` (the hierarchy's root), not `docker/*`",
+            ),
+            (
+                "container_metrics: {max_cgroups: 0}",
+                "`container_metrics.max_cgroups` must be at least 1",
+            ),
+        ];
+        for (yaml, expected) in cases {
+            assert_eq!(invalid(yaml), expected, "{yaml}");
+        }
     }
 
     #[test]

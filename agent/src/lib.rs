@@ -12,6 +12,7 @@
 mod agent;
 mod checkpoint;
 pub mod config;
+pub mod container_metrics;
 pub mod host_metrics;
 mod self_metrics;
 pub mod snmp;

@@ -1,6 +1,6 @@
 //! The agent's own counters, exposed on `/metrics` as `vigil_agent_*`: how many lines
 //! each step of the data path read, sent, cut or failed to send, and how the SNMP
-//! and host metric sources fare.
+//! and the host and container metric sources fare.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +39,15 @@ pub(crate) struct PathLabels {
     pub(crate) path: String,
 }
 
+/// Labels of `agent_metric_collection_errors`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct CollectionLabels {
+    /// `host` or `container`.
+    pub(crate) collector: String,
+    /// The part that failed: a file under /proc, `statvfs`, a cgroup controller.
+    pub(crate) source: String,
+}
+
 /// Labels of `agent_batches_published`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct TopicLabels {
@@ -63,7 +72,7 @@ pub(crate) struct AgentMetrics {
     /// acknowledged positions; its age is `time() - this` in PromQL.
     pub(crate) checkpoint_persisted: Gauge<f64, AtomicU64>,
     pub(crate) snmp_polls: Family<PollLabels, Counter>,
-    pub(crate) host_metric_errors: Counter,
+    pub(crate) metric_collection_errors: Family<CollectionLabels, Counter>,
     pub(crate) batches_published: Family<TopicLabels, Counter>,
 }
 
@@ -130,10 +139,10 @@ impl AgentMetrics {
                 "SNMP polls by target and outcome",
                 Family::default(),
             ),
-            host_metric_errors: registry.register(
-                "agent_host_metric_errors",
-                "Host metric files that could not be read or parsed",
-                Counter::default(),
+            metric_collection_errors: registry.register(
+                "agent_metric_collection_errors",
+                "Host and container metric sources that could not be read or parsed, by collector and source",
+                Family::default(),
             ),
             batches_published: registry.register(
                 "agent_batches_published",
@@ -148,6 +157,16 @@ impl AgentMetrics {
         self.batches_published
             .get_or_create(&TopicLabels {
                 topic: topic.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one part of a host or container metrics collection that failed.
+    pub(crate) fn collection_failed(&self, collector: &str, source: &str) {
+        self.metric_collection_errors
+            .get_or_create(&CollectionLabels {
+                collector: collector.to_owned(),
+                source: source.to_owned(),
             })
             .inc();
     }
