@@ -366,6 +366,7 @@ async fn a_deleted_file_is_closed_and_its_successor_read_from_zero() {
     assert_eq!(setup.metrics.log_files_watched.get(), 1);
     std::fs::remove_file(setup.log()).unwrap();
     until(|| setup.metrics.log_files_watched.get() == 0).await;
+    assert_eq!(setup.metrics.log_files_deleted.get(), 1);
     append(&setup.log(), b"after\n");
     let lines = receive_lines(&mut subscription, 1).await;
     assert_eq!(texts(&lines), [(0, "after".into())]);
@@ -425,6 +426,11 @@ async fn a_blocked_bus_stops_reading_and_holds_the_checkpoint() {
         "read {read} of 1000000 bytes while the bus was blocked"
     );
     assert_eq!(setup.checkpoint(), None);
+    assert_eq!(
+        lag(&setup),
+        file.len() as u64 - read,
+        "the lag is what the file holds beyond the read position"
+    );
 
     gate.add_permits(Semaphore::MAX_PERMITS / 2);
     until(|| {
@@ -434,7 +440,17 @@ async fn a_blocked_bus_stops_reading_and_holds_the_checkpoint() {
     })
     .await;
     assert_eq!(setup.metrics.log_lines_sent.get(), 10_000);
+    assert_eq!(setup.metrics.log_bytes_sent.get(), file.len() as u64);
+    until(|| lag(&setup) == 0).await;
     running.stop(&setup).await;
+}
+
+/// The lag gauge of the test's log file.
+fn lag(setup: &Setup) -> u64 {
+    let labels = PathLabels {
+        path: setup.log().display().to_string(),
+    };
+    setup.metrics.log_file_lag_bytes.get_or_create(&labels).get() as u64
 }
 
 fn ten_lines() -> String {
