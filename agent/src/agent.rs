@@ -1,5 +1,5 @@
 //! Assembly of the agent: starts the log tailer, the host and container metrics
-//! collectors and one poller per SNMP target on one bus, reports readiness, and
+//! collectors and the SNMP scheduler on one bus, reports readiness, and
 //! shuts them down in two phases (stop reading, then drain and write the last
 //! checkpoint).
 
@@ -131,15 +131,16 @@ impl Agent {
                 shutdown.clone(),
             ));
         }
-        for target in &config.snmp.targets {
-            metric_tasks.spawn(snmp::run(
-                target.clone(),
-                publisher.clone(),
-                topics.metrics_raw(),
-                metrics.clone(),
-                shutdown.clone(),
-            ));
-        }
+        metric_tasks.spawn(snmp::run(
+            config.snmp.clone(),
+            snmp::PollOutput {
+                publisher: publisher.clone(),
+                topic: topics.metrics_raw(),
+                agent_metrics: metrics.clone(),
+                metrics: snmp::SnmpMetrics::register(&registry),
+            },
+            shutdown.clone(),
+        ));
         let stop_writer = CancellationToken::new();
         let writer = tokio::spawn(checkpoint::write_periodically(
             checkpoints.clone(),
@@ -153,6 +154,7 @@ impl Agent {
             resource = %config.resource.id,
             log_files = config.logs.len(),
             snmp_targets = config.snmp.targets.len(),
+            snmp_etcd = config.snmp.etcd.is_some(),
             host_metrics = config.host_metrics.enabled,
             container_metrics = config.container_metrics.enabled,
             "agent running"

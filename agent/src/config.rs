@@ -17,6 +17,7 @@ use std::time::Duration;
 use thiserror::Error;
 use vigil_runtime::SecretRef;
 use vigil_runtime::duration::format_duration;
+use vigil_runtime::etcd::EtcdSettings;
 use vigil_runtime::kafka::KafkaSettings;
 use vigil_runtime::secret::SecretError;
 
@@ -323,26 +324,51 @@ fn compile_globs(patterns: &[String], field: &str) -> Result<Vec<glob::Pattern>,
 }
 
 /// SNMP polling.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnmpConfig {
-    /// Devices to poll, each on its own schedule.
+    /// Devices to poll, each on its own schedule; used when `etcd` is not set.
     #[serde(default)]
     pub targets: Vec<SnmpTarget>,
+    /// User-defined metric sets by name, which targets list beside the built-in ones.
+    #[serde(default)]
+    pub metric_sets: BTreeMap<String, MetricSetDefinition>,
+    /// Where targets (and more metric sets) live instead: keys
+    /// `<prefix>/snmp/targets/<name>` and `<prefix>/snmp/metric_sets/<name>`,
+    /// watched, so that changes take effect without a restart.
+    #[serde(default)]
+    pub etcd: Option<EtcdSettings>,
+    /// Polls running at the same time, over all targets; a poll waits for a free
+    /// slot, so that thousands of targets cannot exhaust sockets or memory.
+    #[serde(default = "default_max_polls_in_flight")]
+    pub max_polls_in_flight: usize,
+}
+
+impl Default for SnmpConfig {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            metric_sets: BTreeMap::new(),
+            etcd: None,
+            max_polls_in_flight: default_max_polls_in_flight(),
+        }
+    }
 }
 
 /// One device polled over SNMP.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SnmpTarget {
-    /// Name of the device: its resource id and host name downstream.
+    /// Name of the device: its resource id and host name downstream. In etcd it
+    /// defaults to the last segment of the key.
+    #[serde(default)]
     pub name: String,
     /// `host:port` (or `host`, meaning port 161) of the device's SNMP agent.
     pub address: String,
     /// Protocol version.
     #[serde(default)]
     pub version: SnmpVersion,
-    /// v2c community: a plain string, or `{file: ...}` / `{env: ...}`.
+    /// v1 or v2c community: a plain string, or `{file: ...}` / `{env: ...}`.
     #[serde(default)]
     pub community: Option<Community>,
     /// v3 user-based security.
@@ -357,18 +383,28 @@ pub struct SnmpTarget {
     /// How often a request that timed out is sent again.
     #[serde(default = "default_snmp_retries")]
     pub retries: u32,
-    /// Groups of OIDs to poll.
+    /// Groups of OIDs to poll: built-in (`system`, `if`, `host_resources`, `ucd`)
+    /// or defined under `metric_sets`.
     #[serde(default = "default_metric_sets")]
     pub metric_sets: Vec<MetricSet>,
-    /// Rows asked for per GETBULK request of a table walk.
+    /// Rows asked for per column in one GETBULK request of a table walk.
     #[serde(default = "default_max_repetitions")]
     pub max_repetitions: u32,
+    /// Most variable bindings asked for in one request: OIDs of a GET, and
+    /// columns times repetitions of a GETBULK. Small agents drop large replies.
+    #[serde(default = "default_values_per_request")]
+    pub values_per_request: u32,
+    /// Extra labels of the device (site, role, ...), sent with every batch.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// SNMP protocol version.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SnmpVersion {
+    /// Community-based v1: no GETBULK, so tables are walked with GETNEXT.
+    V1,
     /// Community-based v2c.
     #[default]
     V2c,
@@ -376,14 +412,209 @@ pub enum SnmpVersion {
     V3,
 }
 
+impl fmt::Display for SnmpVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::V1 => "v1",
+            Self::V2c => "v2c",
+            Self::V3 => "v3",
+        })
+    }
+}
+
 /// A group of OIDs polled together.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum MetricSet {
-    /// sysUpTime and sysName.
+    /// sysUpTime and sysName (sampled with every poll anyway).
     System,
-    /// Interface octet counters from ifTable/ifXTable.
+    /// Interface counters, speed and status from ifTable and ifXTable.
     If,
+    /// hrProcessorLoad and hrStorageTable of HOST-RESOURCES-MIB.
+    HostResources,
+    /// Load, memory and CPU counters of net-snmp's UCD-SNMP-MIB.
+    Ucd,
+    /// A set defined under `snmp.metric_sets` or in etcd, by name.
+    Defined(String),
+}
+
+impl MetricSet {
+    /// The names of the built-in sets.
+    pub const BUILT_IN: [&str; 4] = ["system", "if", "host_resources", "ucd"];
+
+    /// The set called `name`: a built-in one, or else a defined one.
+    pub fn named(name: &str) -> Self {
+        match name {
+            "system" => Self::System,
+            "if" => Self::If,
+            "host_resources" => Self::HostResources,
+            "ucd" => Self::Ucd,
+            other => Self::Defined(other.to_owned()),
+        }
+    }
+
+    /// The name of the set, as written in configurations and on every sample.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::System => "system",
+            Self::If => "if",
+            Self::HostResources => "host_resources",
+            Self::Ucd => "ucd",
+            Self::Defined(name) => name,
+        }
+    }
+}
+
+impl fmt::Display for MetricSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|name| Self::named(&name))
+    }
+}
+
+/// A user-defined metric set: scalars fetched with GET and tables walked with
+/// GETBULK, whose rows are joined on their index.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSetDefinition {
+    /// Single values, e.g. a CPU percentage at `...1.0`.
+    #[serde(default)]
+    pub scalars: Vec<ScalarMetric>,
+    /// Tables, one series per row and value column.
+    #[serde(default)]
+    pub tables: Vec<TableMetrics>,
+}
+
+/// One scalar of a defined metric set.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScalarMetric {
+    /// Metric name on the wire, e.g. `cisco.cpu.busy_percent`.
+    pub name: String,
+    /// Numeric OID of the instance, e.g. `1.3.6.1.4.1.9.9.109.1.1.1.1.8.1`.
+    pub oid: NumericOid,
+    /// Unit (UCUM, as on every sample), e.g. `%` or `By`.
+    #[serde(default)]
+    pub unit: String,
+}
+
+/// One table of a defined metric set.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TableMetrics {
+    /// Label that carries the row index (dotted when it has several arcs).
+    #[serde(default = "default_index_label")]
+    pub index_label: String,
+    /// String columns that become labels of every value of their row.
+    #[serde(default)]
+    pub labels: Vec<LabelColumn>,
+    /// Numeric columns, one series per row each.
+    pub columns: Vec<ScalarMetric>,
+}
+
+/// A string column whose values label the series of their row.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LabelColumn {
+    /// Label name, e.g. `ifName`.
+    pub name: String,
+    /// Numeric OID of the column (without row index).
+    pub oid: NumericOid,
+}
+
+/// A numeric OID such as `1.3.6.1.2.1.1.3.0` (a leading dot is allowed).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NumericOid(pub Vec<u64>);
+
+impl std::str::FromStr for NumericOid {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let arcs: Result<Vec<u64>, _> = text
+            .trim()
+            .trim_start_matches('.')
+            .split('.')
+            .map(str::parse)
+            .collect();
+        match arcs {
+            Ok(arcs) if arcs.len() >= 2 && arcs[0] <= 2 => Ok(Self(arcs)),
+            _ => Err(format!(
+                "`{text}` is not a numeric OID such as 1.3.6.1.2.1.1.3.0"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for NumericOid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (position, arc) in self.0.iter().enumerate() {
+            if position > 0 {
+                f.write_str(".")?;
+            }
+            write!(f, "{arc}")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for NumericOid {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(de::Error::custom)
+    }
+}
+
+impl MetricSetDefinition {
+    /// Checks the definition; `field` is how errors name it.
+    pub fn validate(&self, field: &str) -> Result<(), InvalidConfig> {
+        if self.scalars.is_empty() && self.tables.is_empty() {
+            return Err(InvalidConfig::field(
+                field,
+                "must define at least one of `scalars` and `tables`",
+            ));
+        }
+        for (index, scalar) in self.scalars.iter().enumerate() {
+            if scalar.name.trim().is_empty() {
+                return Err(InvalidConfig::field(
+                    subfield(field, &format!("scalars[{index}].name")),
+                    "must not be empty",
+                ));
+            }
+        }
+        for (index, table) in self.tables.iter().enumerate() {
+            let table_field = subfield(field, &format!("tables[{index}]"));
+            if table.columns.is_empty() {
+                return Err(InvalidConfig::field(
+                    format!("{table_field}.columns"),
+                    "must list at least one column",
+                ));
+            }
+            for (position, column) in table.columns.iter().enumerate() {
+                if column.name.trim().is_empty() {
+                    return Err(InvalidConfig::field(
+                        format!("{table_field}.columns[{position}].name"),
+                        "must not be empty",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `name` under `field`, or `name` alone when `field` is empty (an etcd entry,
+/// whose errors are prefixed with its key instead).
+fn subfield(field: &str, name: &str) -> String {
+    if field.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{field}.{name}")
+    }
 }
 
 /// SNMPv3 user-based security.
@@ -762,6 +993,8 @@ impl SnmpTarget {
             retries: default_snmp_retries(),
             metric_sets: default_metric_sets(),
             max_repetitions: default_max_repetitions(),
+            values_per_request: default_values_per_request(),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -775,11 +1008,11 @@ impl SnmpTarget {
         }
     }
 
-    /// Checks this target alone; `field` is how errors name it, e.g. `snmp.targets[0]`.
+    /// Checks this target alone; `field` is how errors name it, e.g.
+    /// `snmp.targets[0]` (empty for an etcd entry, whose key names it).
     pub fn validate(&self, field: &str) -> Result<(), InvalidConfig> {
-        let invalid = |name: &str, problem: String| {
-            Err(InvalidConfig::field(format!("{field}.{name}"), problem))
-        };
+        let invalid =
+            |name: &str, problem: String| Err(InvalidConfig::field(subfield(field, name), problem));
         if self.name.trim().is_empty() {
             return invalid("name", "must not be empty".into());
         }
@@ -807,28 +1040,61 @@ impl SnmpTarget {
             return invalid("retries", "must be at most 10".into());
         }
         if self.metric_sets.is_empty() {
-            return invalid("metric_sets", "must name at least one of system, if".into());
+            return invalid(
+                "metric_sets",
+                format!(
+                    "must name at least one of {} or a defined set",
+                    MetricSet::BUILT_IN.join(", ")
+                ),
+            );
         }
         if self.max_repetitions == 0 || self.max_repetitions > 100 {
             return invalid("max_repetitions", "must be between 1 and 100".into());
         }
+        if self.values_per_request == 0 || self.values_per_request > 1000 {
+            return invalid("values_per_request", "must be between 1 and 1000".into());
+        }
         match (self.version, &self.community, &self.v3) {
-            (SnmpVersion::V2c, Some(community), None) => community
+            (SnmpVersion::V1 | SnmpVersion::V2c, Some(community), None) => community
                 .resolve()
                 .map(drop)
-                .map_err(|error| InvalidConfig::field(format!("{field}.community"), error)),
-            (SnmpVersion::V2c, None, _) => {
-                invalid("community", "is required with version v2c".into())
-            }
-            (SnmpVersion::V2c, Some(_), Some(_)) => {
+                .map_err(|error| InvalidConfig::field(subfield(field, "community"), error)),
+            (SnmpVersion::V1 | SnmpVersion::V2c, None, _) => invalid(
+                "community",
+                format!("is required with version {}", self.version),
+            ),
+            (SnmpVersion::V1 | SnmpVersion::V2c, Some(_), Some(_)) => {
                 invalid("v3", "is only allowed with version v3".into())
             }
-            (SnmpVersion::V3, Some(_), _) => {
-                invalid("community", "is only allowed with version v2c".into())
-            }
+            (SnmpVersion::V3, Some(_), _) => invalid(
+                "community",
+                "is only allowed with versions v1 and v2c".into(),
+            ),
             (SnmpVersion::V3, None, None) => invalid("v3", "is required with version v3".into()),
-            (SnmpVersion::V3, None, Some(v3)) => v3.validate(&format!("{field}.v3")),
+            (SnmpVersion::V3, None, Some(v3)) => v3.validate(&subfield(field, "v3")),
         }
+    }
+
+    /// Checks that every metric set the target lists is built in or `is_defined`.
+    pub fn check_metric_sets(
+        &self,
+        field: &str,
+        is_defined: impl Fn(&str) -> bool,
+    ) -> Result<(), InvalidConfig> {
+        for (index, set) in self.metric_sets.iter().enumerate() {
+            if let MetricSet::Defined(name) = set
+                && !is_defined(name)
+            {
+                return Err(InvalidConfig::field(
+                    subfield(field, &format!("metric_sets[{index}]")),
+                    format!(
+                        "`{name}` is neither built in ({}) nor defined",
+                        MetricSet::BUILT_IN.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -993,22 +1259,58 @@ impl AgentConfig {
         self.log_batch.validate()?;
         self.host_metrics.validate()?;
         self.container_metrics.validate()?;
+        self.snmp.validate()?;
+        if self.shutdown_timeout.is_zero() {
+            return Err(InvalidConfig::field(
+                "shutdown_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl SnmpConfig {
+    /// Checks targets, metric set definitions and their references.
+    fn validate(&self) -> Result<(), InvalidConfig> {
+        if self.max_polls_in_flight == 0 {
+            return Err(InvalidConfig::field(
+                "snmp.max_polls_in_flight",
+                "must be at least 1",
+            ));
+        }
+        if let Some(etcd) = &self.etcd {
+            etcd.validate().map_err(|error| InvalidConfig {
+                message: error.to_string().replace("`etcd.", "`snmp.etcd."),
+            })?;
+            if !self.targets.is_empty() {
+                return Err(InvalidConfig::field(
+                    "snmp.targets",
+                    "must be empty when `snmp.etcd` is set: targets then come from etcd",
+                ));
+            }
+        }
+        for (name, definition) in &self.metric_sets {
+            let field = format!("snmp.metric_sets.{name}");
+            if MetricSet::BUILT_IN.contains(&name.as_str()) {
+                return Err(InvalidConfig::field(
+                    field,
+                    "redefines a built-in metric set",
+                ));
+            }
+            definition.validate(&field)?;
+        }
         let mut names = BTreeSet::new();
-        for (index, target) in self.snmp.targets.iter().enumerate() {
+        for (index, target) in self.targets.iter().enumerate() {
             let field = format!("snmp.targets[{index}]");
             target.validate(&field)?;
+            target.check_metric_sets(&field, |name| self.metric_sets.contains_key(name))?;
             if !names.insert(&target.name) {
                 return Err(InvalidConfig::field(
                     format!("{field}.name"),
                     format!("`{}` is used by another target", target.name),
                 ));
             }
-        }
-        if self.shutdown_timeout.is_zero() {
-            return Err(InvalidConfig::field(
-                "shutdown_timeout",
-                "must be longer than 0s",
-            ));
         }
         Ok(())
     }
@@ -1236,6 +1538,18 @@ fn default_metric_sets() -> Vec<MetricSet> {
 
 fn default_max_repetitions() -> u32 {
     25
+}
+
+fn default_values_per_request() -> u32 {
+    60
+}
+
+fn default_max_polls_in_flight() -> usize {
+    256
+}
+
+fn default_index_label() -> String {
+    "index".to_owned()
 }
 
 fn default_shutdown_timeout() -> Duration {

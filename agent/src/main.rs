@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vigil_agent::config::{MetricSet, SnmpVersion};
+use vigil_agent::config::MetricSet;
 use vigil_agent::{Agent, AgentConfig};
 use vigil_runtime::Bus;
 use vigil_runtime::duration::format_duration;
@@ -150,23 +150,20 @@ fn summary(args: &Args, config: &AgentConfig) -> String {
         text += "host metrics: off\n";
     }
     text += &format!("snmp: {} target(s)\n", config.snmp.targets.len());
-    for target in &config.snmp.targets {
-        let version = match target.version {
-            SnmpVersion::V2c => "v2c",
-            SnmpVersion::V3 => "v3",
-        };
-        let sets: Vec<&str> = target
-            .metric_sets
-            .iter()
-            .map(|set| match set {
-                MetricSet::System => "system",
-                MetricSet::If => "if",
-            })
-            .collect();
+    if let Some(etcd) = &config.snmp.etcd {
         text += &format!(
-            "  {} at {} ({version}, every {}, sets {})\n",
+            "snmp: targets from etcd {} under {}\n",
+            etcd.endpoints.join(","),
+            etcd.key_prefix("snmp")
+        );
+    }
+    for target in &config.snmp.targets {
+        let sets: Vec<&str> = target.metric_sets.iter().map(MetricSet::name).collect();
+        text += &format!(
+            "  {} at {} ({}, every {}, sets {})\n",
             target.name,
             target.address,
+            target.version,
             format_duration(target.interval),
             sets.join(", ")
         );

@@ -1,5 +1,12 @@
-//! The SNMP client of one target: requests with a timeout and retries, GETBULK
-//! table walks, v2c and v3 sessions. It sits between the poller and the network.
+//! The SNMP client of one target: requests with a timeout and retries, GETs split
+//! to `values_per_request`, table walks of several columns at once with GETBULK
+//! (GETNEXT for v1), v1, v2c and v3 sessions. It sits between the poller and the
+//! network.
+//!
+//! v3 covers what `snmp2` implements: noAuthNoPriv, authNoPriv and authPriv with
+//! MD5, SHA-1 and SHA-224/256/384/512 authentication and DES or AES-128/192/256
+//! privacy (with Blumenthal or Reeder key extension). 3DES and the AES variants of
+//! RFC 7860 beyond these are not supported by `snmp2`, nor is SNMP over TCP.
 //!
 //! A session is kept across polls (for v3 that keeps the discovered engine id,
 //! boots and time). After a timeout or any error the session is dropped and the
@@ -29,22 +36,25 @@ pub(crate) type VarBind = (Vec<u64>, SnmpValue);
 pub(crate) enum Request<'a> {
     /// GET of these OIDs.
     Get(&'a [&'a [u64]]),
-    /// GETBULK of the rows after this OID.
-    Bulk(&'a [u64], u32),
+    /// GETBULK of the rows after each of these OIDs, this many repetitions.
+    Bulk(&'a [&'a [u64]], u32),
+    /// GETNEXT of the OID after this one (v1 walks).
+    Next(&'a [u64]),
 }
 
 impl Request<'_> {
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Self::Get(_) => "GET",
             Self::Bulk(..) => "GETBULK",
+            Self::Next(_) => "GETNEXT",
         }
     }
 
-    fn oids(&self) -> String {
+    pub(crate) fn oids(&self) -> String {
         let oids: &[&[u64]] = match self {
-            Self::Get(oids) => oids,
-            Self::Bulk(oid, _) => std::slice::from_ref(oid),
+            Self::Get(oids) | Self::Bulk(oids, _) => oids,
+            Self::Next(oid) => std::slice::from_ref(oid),
         };
         oids.iter()
             .map(|arcs| {
@@ -57,6 +67,10 @@ impl Request<'_> {
             .join(", ")
     }
 }
+
+/// The v1 error status of a GET of an OID the agent does not have, and of a
+/// GETNEXT past the end of its MIB.
+const NO_SUCH_NAME: u32 = 2;
 
 /// Why one attempt failed.
 enum AttemptError {
@@ -108,11 +122,17 @@ impl SnmpClient {
             match tokio::time::timeout(self.target.timeout, self.attempt(request)).await {
                 Ok(Ok(varbinds)) => return Ok(varbinds),
                 Ok(Err(error)) => {
-                    self.session = None;
+                    // An error status is an answer: the session is fine, and
+                    // asking again would get the same answer.
+                    if !matches!(error, AttemptError::Status { .. }) {
+                        self.session = None;
+                    }
                     let error = self.poll_error(request, error);
                     if matches!(
                         error,
-                        PollError::Authentication { .. } | PollError::Secret { .. }
+                        PollError::Authentication { .. }
+                            | PollError::Secret { .. }
+                            | PollError::ErrorStatus { .. }
                     ) {
                         return Err(error);
                     }
@@ -131,36 +151,112 @@ impl SnmpClient {
             timeout: vigil_runtime::duration::format_duration(self.target.timeout),
             attempts,
             silent_when: match self.target.version {
-                SnmpVersion::V2c => "a wrong community looks the same",
+                SnmpVersion::V1 | SnmpVersion::V2c => "a wrong community looks the same",
                 SnmpVersion::V3 => "a wrong privacy password looks the same",
             },
         }))
     }
 
-    /// Walks the table column `column` with GETBULK; returns its rows by index.
-    pub(crate) async fn walk(&mut self, column: &[u64]) -> Result<Column, PollError> {
-        let mut rows = BTreeMap::new();
-        let mut cursor = column.to_vec();
-        let repetitions = self.target.max_repetitions;
-        while rows.len() < MAX_WALK_ROWS {
-            let varbinds = self.request(Request::Bulk(&cursor, repetitions)).await?;
+    /// GETs `oids`, `values_per_request` at a time. OIDs the device lacks come
+    /// back as NoSuchObject (v2c, v3) or are left out (v1, whose agents refuse the
+    /// whole request, which is then sent again without them).
+    pub(crate) async fn get(&mut self, oids: &[&[u64]]) -> Result<Vec<VarBind>, PollError> {
+        let mut varbinds = Vec::with_capacity(oids.len());
+        for chunk in oids.chunks(self.values_per_request()) {
+            let mut chunk = chunk.to_vec();
+            while !chunk.is_empty() {
+                match self.request(Request::Get(&chunk)).await {
+                    Ok(answer) => {
+                        varbinds.extend(answer);
+                        break;
+                    }
+                    Err(PollError::ErrorStatus {
+                        status: NO_SUCH_NAME,
+                        index,
+                        ..
+                    }) if self.target.version == SnmpVersion::V1
+                        && (1..=chunk.len()).contains(&(index as usize)) =>
+                    {
+                        chunk.remove(index as usize - 1);
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(varbinds)
+    }
+
+    /// Walks the table columns `columns` together; returns the rows of each by
+    /// index, in the order of `columns`.
+    ///
+    /// One GETBULK asks for the next rows of several columns at once: up to
+    /// `values_per_request` columns, and as many repetitions as fit (at most
+    /// `max_repetitions`). v1 has no GETBULK and walks each column with GETNEXT.
+    pub(crate) async fn walk(&mut self, columns: &[Vec<u64>]) -> Result<Vec<Column>, PollError> {
+        let mut rows: Vec<Column> = vec![BTreeMap::new(); columns.len()];
+        let mut cursors: Vec<Option<Vec<u64>>> = columns.iter().cloned().map(Some).collect();
+        let mut total_rows = 0;
+        while total_rows < MAX_WALK_ROWS {
+            let active: Vec<usize> = (0..columns.len())
+                .filter(|&position| cursors[position].is_some())
+                .take(self.values_per_request())
+                .collect();
+            if active.is_empty() {
+                break;
+            }
+            let cursor_oids: Vec<&[u64]> = active
+                .iter()
+                .filter_map(|&position| cursors[position].as_deref())
+                .collect();
+            let varbinds = if self.target.version == SnmpVersion::V1 {
+                match self.request(Request::Next(cursor_oids[0])).await {
+                    Err(PollError::ErrorStatus {
+                        status: NO_SUCH_NAME,
+                        ..
+                    }) => Vec::new(),
+                    answer => answer?,
+                }
+            } else {
+                let repetitions = (self.values_per_request() / active.len())
+                    .clamp(1, self.target.max_repetitions as usize);
+                self.request(Request::Bulk(&cursor_oids, repetitions as u32))
+                    .await?
+            };
+            let active = if self.target.version == SnmpVersion::V1 {
+                &active[..1]
+            } else {
+                &active[..]
+            };
             let mut progressed = false;
-            for (oid, value) in varbinds {
-                let in_column = oid.len() > column.len() && oid.starts_with(column);
+            for (position, (oid, value)) in varbinds.into_iter().enumerate() {
+                let column = active[position % active.len()];
+                let Some(cursor) = &cursors[column] else {
+                    continue;
+                };
+                let prefix = &columns[column];
+                let in_column = oid.len() > prefix.len() && oid.starts_with(prefix);
                 let ended = matches!(value, SnmpValue::EndOfMibView);
                 // An agent that does not move forward would make the walk loop.
-                if !in_column || ended || oid <= cursor {
-                    return Ok(rows);
+                if !in_column || ended || oid <= *cursor {
+                    cursors[column] = None;
+                    continue;
                 }
-                rows.insert(oid[column.len()..].to_vec(), value);
-                cursor = oid;
+                rows[column].insert(oid[prefix.len()..].to_vec(), value);
+                cursors[column] = Some(oid);
+                total_rows += 1;
                 progressed = true;
             }
             if !progressed {
-                break;
+                for &column in active {
+                    cursors[column] = None;
+                }
             }
         }
         Ok(rows)
+    }
+
+    fn values_per_request(&self) -> usize {
+        self.target.values_per_request.max(1) as usize
     }
 
     async fn attempt(&mut self, request: Request<'_>) -> Result<Vec<VarBind>, AttemptError> {
@@ -170,8 +266,10 @@ impl SnmpClient {
         };
         let session = self.session.insert(session);
         let oids: Vec<Oid<'static>> = match request {
-            Request::Get(oids) => oids.iter().map(|arcs| oid(arcs)).collect::<Option<_>>(),
-            Request::Bulk(arcs, _) => oid(arcs).map(|oid| vec![oid]),
+            Request::Get(oids) | Request::Bulk(oids, _) => {
+                oids.iter().map(|arcs| oid(arcs)).collect::<Option<_>>()
+            }
+            Request::Next(arcs) => oid(arcs).map(|oid| vec![oid]),
         }
         .ok_or(AttemptError::InvalidOid)?;
         let oid_refs: Vec<&Oid<'static>> = oids.iter().collect();
@@ -179,6 +277,7 @@ impl SnmpClient {
             let response = match request {
                 Request::Get(_) => session.get_many(&oid_refs).await,
                 Request::Bulk(_, repetitions) => session.getbulk(&oid_refs, 0, repetitions).await,
+                Request::Next(_) => session.getnext(oid_refs[0]).await,
             };
             match response {
                 Ok(pdu) => {
@@ -217,16 +316,19 @@ impl SnmpClient {
                 session.init().await.map_err(AttemptError::Snmp)?;
                 Ok(session)
             }
-            _ => {
+            (version, _) => {
                 let community = self
                     .target
                     .community
                     .as_ref()
                     .map_or(Ok(String::new()), |community| community.resolve())
                     .map_err(|error| AttemptError::Secret("community", error))?;
-                AsyncSession::new_v2c(address, community.as_bytes(), request_id)
-                    .await
-                    .map_err(AttemptError::Connect)
+                if version == SnmpVersion::V1 {
+                    AsyncSession::new_v1(address, community.as_bytes(), request_id).await
+                } else {
+                    AsyncSession::new_v2c(address, community.as_bytes(), request_id).await
+                }
+                .map_err(AttemptError::Connect)
             }
         }
     }
@@ -377,6 +479,7 @@ mod tests {
         let name: &[u64] = &[1, 3, 6, 1, 2, 1, 1, 5, 0];
         let request = Request::Get(&[uptime, name]);
         assert_eq!(request.oids(), "1.3.6.1.2.1.1.3.0, 1.3.6.1.2.1.1.5.0");
-        assert_eq!(Request::Bulk(uptime, 10).kind(), "GETBULK");
+        assert_eq!(Request::Bulk(&[uptime], 10).kind(), "GETBULK");
+        assert_eq!(Request::Next(name).oids(), "1.3.6.1.2.1.1.5.0");
     }
 }

@@ -1,42 +1,36 @@
-//! The SNMP poller: a source of the metrics data path. Every target is polled by
-//! its own task on its own interval, so a device that does not answer never delays
-//! another; each poll becomes one `MetricBatch` of the device on the raw metrics
-//! topic, including `snmp.up` and `snmp.poll.duration.seconds`.
-//!
-//! Targets come from the configuration file for now; a later version takes them
-//! (and the OIDs to poll) from etcd and changes them without a restart.
+//! The SNMP poller: a source of the metrics data path. Targets come from etcd
+//! (watched, so that added, changed and removed targets take effect without a
+//! restart) or from the configuration file; the [`scheduler`] polls each on its own
+//! schedule, a bounded number at a time, so that a device that does not answer
+//! never delays another. Each poll becomes one `MetricBatch` of the device on the
+//! raw metrics topic, with `system.uptime.ticks`, `snmp.up` and
+//! `snmp.poll.duration.seconds`.
 
 mod client;
+mod etcd_targets;
+mod metric_sets;
+mod poll_metrics;
 mod samples;
+mod scheduler;
 
-use crate::config::{InvalidConfig, MetricSet, SnmpTarget};
-use crate::self_metrics::{AgentMetrics, PollOutcome};
-use client::{Request, SnmpClient, VarBind};
-use samples::{
-    InterfaceColumns, Measurement, interface_samples, label_value, measurement, snmp_sample,
+use crate::config::{InvalidConfig, MetricSetDefinition, SnmpConfig, SnmpTarget};
+use crate::self_metrics::AgentMetrics;
+use client::{SnmpClient, VarBind};
+use metric_sets::{
+    IfColumn, InterfaceColumns, PollPlan, SYS_NAME, SYS_UPTIME, StorageColumn, TableSpec,
 };
-use std::hash::{BuildHasher, Hasher};
+pub(crate) use poll_metrics::SnmpMetrics;
+use samples::{Measurement, label_value, measurement, snmp_sample};
+use scheduler::{PolledTarget, Scheduler};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 use thiserror::Error;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::labels::label;
 use vigil_proto::v1::{MetricBatch, MetricKind, Resource, ResourceKind, Sample, ValueType, sample};
 use vigil_runtime::Publisher;
 use vigil_runtime::secret::SecretError;
-
-const SYS_UPTIME: &[u64] = &[1, 3, 6, 1, 2, 1, 1, 3, 0];
-const SYS_NAME: &[u64] = &[1, 3, 6, 1, 2, 1, 1, 5, 0];
-const IF_DESCR: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 2];
-const IF_IN_OCTETS: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 10];
-const IF_OUT_OCTETS: &[u64] = &[1, 3, 6, 1, 2, 1, 2, 2, 1, 16];
-const IF_NAME: &[u64] = &[1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 1];
-const IF_HC_IN_OCTETS: &[u64] = &[1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 6];
-const IF_HC_OUT_OCTETS: &[u64] = &[1, 3, 6, 1, 2, 1, 31, 1, 1, 1, 10];
-
-/// Longest random delay of a target's first poll, so that targets configured
-/// together do not all poll in the same instant.
-const MAX_FIRST_POLL_JITTER: Duration = Duration::from_secs(5);
 
 /// Why a poll of a target failed.
 #[derive(Debug, Error)]
@@ -86,7 +80,8 @@ pub enum PollError {
         reason: String,
     },
     #[error(
-        "target `{target}` answered {request} of {oids} with error status {status} at index {index}"
+        "target `{target}` answered {request} of {oids} with error status {status} ({}) at index {index}",
+        error_status_name(*status)
     )]
     ErrorStatus {
         target: String,
@@ -97,16 +92,50 @@ pub enum PollError {
     },
 }
 
-/// Polls `target` once with a fresh session: every configured metric set, plus
-/// `snmp.up` (1) and `snmp.poll.duration.seconds`.
-pub async fn poll_once(target: &SnmpTarget) -> Result<MetricBatch, PollError> {
+/// The name of an SNMP error status (RFC 3416), with a hint where one helps.
+fn error_status_name(status: u32) -> &'static str {
+    match status {
+        1 => "tooBig: lower `values_per_request`",
+        2 => "noSuchName",
+        3 => "badValue",
+        4 => "readOnly",
+        5 => "genErr",
+        6 => "noAccess",
+        16 => "authorizationError",
+        _ => "other",
+    }
+}
+
+impl PollError {
+    /// A short, stable name of the kind of failure, for self-metrics labels.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Self::InvalidTarget { .. } | Self::Secret { .. } => "config",
+            Self::Connect { .. } => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::Authentication { .. } => "authentication",
+            Self::Protocol { .. } => "protocol",
+            Self::ErrorStatus { .. } => "error_status",
+        }
+    }
+}
+
+/// Polls `target` once with a fresh session: every configured metric set (defined
+/// sets looked up in `definitions`), plus `snmp.up` (1) and
+/// `snmp.poll.duration.seconds`.
+pub async fn poll_once(
+    target: &SnmpTarget,
+    definitions: &BTreeMap<String, MetricSetDefinition>,
+) -> Result<MetricBatch, PollError> {
+    let invalid = |cause| PollError::InvalidTarget {
+        target: target.name.clone(),
+        cause,
+    };
+    target.validate("target").map_err(invalid)?;
     target
-        .validate("target")
-        .map_err(|source| PollError::InvalidTarget {
-            target: target.name.clone(),
-            cause: source,
-        })?;
-    let mut poller = TargetPoller::new(target.clone());
+        .check_metric_sets("target", |name| definitions.contains_key(name))
+        .map_err(invalid)?;
+    let mut poller = TargetPoller::new(target.clone(), definitions);
     let started = Instant::now();
     let time = crate::unix_nanos(SystemTime::now());
     let samples = poller.poll(time).await?;
@@ -117,13 +146,15 @@ pub async fn poll_once(target: &SnmpTarget) -> Result<MetricBatch, PollError> {
 #[derive(Debug)]
 struct TargetPoller {
     client: SnmpClient,
+    plan: PollPlan,
     /// The device's sysName from the last poll that read it.
     sys_name: Option<String>,
 }
 
 impl TargetPoller {
-    fn new(target: SnmpTarget) -> Self {
+    fn new(target: SnmpTarget, definitions: &BTreeMap<String, MetricSetDefinition>) -> Self {
         Self {
+            plan: PollPlan::new(&target.metric_sets, definitions),
             client: SnmpClient::new(target),
             sys_name: None,
         }
@@ -131,45 +162,49 @@ impl TargetPoller {
 
     /// The samples of every configured metric set, all stamped `time`.
     async fn poll(&mut self, time: i64) -> Result<Vec<Sample>, PollError> {
-        let mut sets = self.client.target().metric_sets.clone();
-        sets.sort_unstable();
-        sets.dedup();
-        let mut samples = Vec::new();
-        for set in sets {
-            match set {
-                MetricSet::System => {
-                    let varbinds = self
-                        .client
-                        .request(Request::Get(&[SYS_UPTIME, SYS_NAME]))
-                        .await?;
-                    let (system, sys_name) = system_samples(&varbinds, time);
-                    samples.extend(system);
-                    if sys_name.is_some() {
-                        self.sys_name = sys_name;
+        let scalar_oids = self.plan.scalar_oids();
+        let varbinds = self.client.get(&scalar_oids).await?;
+        let (mut samples, sys_name) = system_samples(&varbinds, time);
+        if sys_name.is_some() {
+            self.sys_name = sys_name;
+        }
+        for spec in &self.plan.scalars {
+            if let Some((_, value)) = varbinds.iter().find(|(oid, _)| *oid == spec.oid) {
+                samples.extend(spec.sample(value, time));
+            }
+        }
+        let Self { client, plan, .. } = self;
+        for table in &plan.tables {
+            match table {
+                TableSpec::Interfaces => {
+                    let columns = walk_interfaces(client).await?;
+                    samples.extend(metric_sets::interface_samples(&columns, time));
+                }
+                TableSpec::Storage => {
+                    let oids: Vec<Vec<u64>> = StorageColumn::ALL
+                        .iter()
+                        .map(|column| column.oid())
+                        .collect();
+                    let walked = client.walk(&oids).await?;
+                    let columns = StorageColumn::ALL.into_iter().zip(walked).collect();
+                    samples.extend(metric_sets::storage_samples(&columns, time));
+                }
+                TableSpec::Processors => {
+                    let walked = client.walk(&[metric_sets::processor_load_oid()]).await?;
+                    if let Some(loads) = walked.first() {
+                        samples.extend(metric_sets::processor_samples(loads, time));
                     }
                 }
-                MetricSet::If => {
-                    let columns = self.walk_interfaces().await?;
-                    samples.extend(interface_samples(&columns, time));
+                TableSpec::Defined { set, table } => {
+                    let oids = metric_sets::defined_table_oids(table);
+                    let walked = client.walk(&oids).await?;
+                    samples.extend(metric_sets::defined_table_samples(
+                        set, table, &walked, time,
+                    ));
                 }
             }
         }
         Ok(samples)
-    }
-
-    async fn walk_interfaces(&mut self) -> Result<InterfaceColumns, PollError> {
-        let mut columns = InterfaceColumns {
-            descr: self.client.walk(IF_DESCR).await?,
-            name: self.client.walk(IF_NAME).await?,
-            hc_in_octets: self.client.walk(IF_HC_IN_OCTETS).await?,
-            hc_out_octets: self.client.walk(IF_HC_OUT_OCTETS).await?,
-            ..InterfaceColumns::default()
-        };
-        if columns.lacks_64_bit_counters() {
-            columns.in_octets = self.client.walk(IF_IN_OCTETS).await?;
-            columns.out_octets = self.client.walk(IF_OUT_OCTETS).await?;
-        }
-        Ok(columns)
     }
 
     /// The batch of one poll: `samples` plus `snmp.up` and the poll's duration.
@@ -200,6 +235,7 @@ impl TargetPoller {
         if let Some(sys_name) = &self.sys_name {
             attributes.push(label("sysName", sys_name));
         }
+        attributes.extend(target.labels.iter().map(|(name, value)| label(name, value)));
         MetricBatch {
             resource: Some(Resource {
                 id: target.name.clone(),
@@ -211,6 +247,23 @@ impl TargetPoller {
             producer: crate::PRODUCER.to_owned(),
         }
     }
+}
+
+/// ifTable and ifXTable; the 32-bit counters only when some interface lacks the
+/// 64-bit ones.
+async fn walk_interfaces(client: &mut SnmpClient) -> Result<InterfaceColumns, PollError> {
+    let mut columns = InterfaceColumns::new();
+    let first: Vec<Vec<u64>> = IfColumn::FIRST.iter().map(|column| column.oid()).collect();
+    columns.extend(IfColumn::FIRST.into_iter().zip(client.walk(&first).await?));
+    if metric_sets::lacks_64_bit_counters(&columns) {
+        let fallback: Vec<Vec<u64>> = IfColumn::FALLBACK
+            .iter()
+            .map(|column| column.oid())
+            .collect();
+        let walked = client.walk(&fallback).await?;
+        columns.extend(IfColumn::FALLBACK.into_iter().zip(walked));
+    }
+    Ok(columns)
 }
 
 /// `system.uptime.ticks` from sysUpTime, and sysName, out of a GET of both.
@@ -239,70 +292,42 @@ fn system_samples(varbinds: &[VarBind], time: i64) -> (Vec<Sample>, Option<Strin
     (samples, sys_name)
 }
 
-/// Polls `target` every interval until `shutdown`, publishing one batch per poll;
-/// a failed poll publishes `snmp.up` 0.
-pub(crate) async fn run(
-    target: SnmpTarget,
-    publisher: Publisher,
-    topic: String,
-    metrics: AgentMetrics,
-    shutdown: CancellationToken,
-) {
-    let first = Instant::now() + first_poll_jitter(&target);
-    let mut ticker = tokio::time::interval_at(first, target.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut poller = TargetPoller::new(target.clone());
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let started = Instant::now();
-        let time = crate::unix_nanos(SystemTime::now());
-        let polled = tokio::select! {
-            () = shutdown.cancelled() => return,
-            polled = poller.poll(time) => polled,
-        };
-        let took = started.elapsed();
-        let batch = match polled {
-            Ok(samples) => {
-                metrics.polled(&target.name, PollOutcome::Success);
-                poller.finish(samples, true, took, time)
-            }
-            Err(error) => {
-                metrics.polled(&target.name, PollOutcome::Failure);
-                tracing::warn!(
-                    target_name = %target.name,
-                    address = %target.address,
-                    took_ms = took.as_millis() as u64,
-                    %error,
-                    "SNMP poll failed"
-                );
-                poller.finish(Vec::new(), false, took, time)
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            published = publisher.publish_batch(&topic, &batch) => match published {
-                Ok(()) => metrics.published(&topic),
-                Err(error) => tracing::warn!(target_name = %target.name, %error, "SNMP batch not delivered"),
-            },
-        }
-    }
+/// Where polled batches go, and what counts them.
+#[derive(Debug, Clone)]
+pub(crate) struct PollOutput {
+    pub(crate) publisher: Publisher,
+    pub(crate) topic: String,
+    pub(crate) agent_metrics: AgentMetrics,
+    pub(crate) metrics: SnmpMetrics,
 }
 
-/// A random delay below `MAX_FIRST_POLL_JITTER` and below the target's interval.
-fn first_poll_jitter(target: &SnmpTarget) -> Duration {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write(target.name.as_bytes());
-    let spread = MAX_FIRST_POLL_JITTER.min(target.interval).as_millis() as u64;
-    Duration::from_millis(hasher.finish() % spread.max(1))
+/// Polls the targets of `config` until `shutdown`: those in etcd when
+/// `config.etcd` is set (following every change), the file's otherwise.
+pub(crate) async fn run(config: SnmpConfig, output: PollOutput, shutdown: CancellationToken) {
+    let mut scheduler = Scheduler::new(config.max_polls_in_flight, output, shutdown.clone());
+    match &config.etcd {
+        Some(etcd) => {
+            etcd_targets::follow(etcd, &config.metric_sets, &mut scheduler, &shutdown).await;
+        }
+        None => {
+            let definitions = std::sync::Arc::new(config.metric_sets.clone());
+            scheduler.apply(
+                config
+                    .targets
+                    .iter()
+                    .map(|target| PolledTarget::new(target.clone(), &definitions))
+                    .collect(),
+            );
+            shutdown.cancelled().await;
+        }
+    }
+    scheduler.stop().await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Community;
+    use crate::config::{Community, MetricSet};
     use samples::SnmpValue;
     use vigil_proto::labels::find;
 
@@ -329,8 +354,10 @@ mod tests {
 
     #[test]
     fn every_batch_names_the_device_and_says_whether_it_answered() {
-        let target = SnmpTarget::v2c("core1", "10.0.0.1:161", Community::Inline("public".into()));
-        let mut poller = TargetPoller::new(target);
+        let mut target =
+            SnmpTarget::v2c("core1", "10.0.0.1:161", Community::Inline("public".into()));
+        target.labels.insert("site".into(), "fra1".into());
+        let mut poller = TargetPoller::new(target, &BTreeMap::new());
         poller.sys_name = Some("core1.fra1".into());
         let batch = poller.finish(Vec::new(), false, Duration::from_millis(1500), 7);
         let resource = batch.resource.unwrap();
@@ -338,6 +365,7 @@ mod tests {
         assert_eq!(resource.kind, ResourceKind::Device as i32);
         assert_eq!(find(&resource.attributes, "address"), Some("10.0.0.1:161"));
         assert_eq!(find(&resource.attributes, "sysName"), Some("core1.fra1"));
+        assert_eq!(find(&resource.attributes, "site"), Some("fra1"));
         let values: Vec<(&str, Option<sample::Value>)> = batch
             .samples
             .iter()
@@ -366,7 +394,7 @@ mod tests {
         target.timeout = Duration::from_millis(50);
         target.retries = 1;
         target.metric_sets = vec![MetricSet::System];
-        let error = poll_once(&target).await.unwrap_err();
+        let error = poll_once(&target, &BTreeMap::new()).await.unwrap_err();
         assert_eq!(
             error.to_string(),
             "target `mute` did not answer GET of 1.3.6.1.2.1.1.3.0, 1.3.6.1.2.1.1.5.0 within 50ms (2 attempts; a wrong community looks the same)"
@@ -377,19 +405,21 @@ mod tests {
     async fn an_invalid_target_is_refused_before_polling() {
         let mut target = SnmpTarget::v2c("x", "127.0.0.1:1", Community::Inline("c".into()));
         target.metric_sets.clear();
-        let error = poll_once(&target).await.unwrap_err();
+        let error = poll_once(&target, &BTreeMap::new()).await.unwrap_err();
         assert_eq!(
             error.to_string(),
-            "target `x` is invalid: `target.metric_sets` must name at least one of system, if"
+            "target `x` is invalid: `target.metric_sets` must name at least one of system, if, host_resources, ucd or a defined set"
         );
     }
 
-    #[test]
-    fn the_first_poll_is_spread_within_the_interval() {
-        let mut target = SnmpTarget::v2c("a", "h", Community::Inline("c".into()));
-        target.interval = Duration::from_secs(1);
-        for _ in 0..20 {
-            assert!(first_poll_jitter(&target) < Duration::from_secs(1));
-        }
+    #[tokio::test]
+    async fn an_undefined_metric_set_is_refused_naming_it() {
+        let mut target = SnmpTarget::v2c("x", "127.0.0.1:1", Community::Inline("c".into()));
+        target.metric_sets = vec![MetricSet::named("chassis")];
+        let error = poll_once(&target, &BTreeMap::new()).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "target `x` is invalid: `target.metric_sets[0]` `chassis` is neither built in (system, if, host_resources, ucd) nor defined"
+        );
     }
 }

@@ -1,13 +1,11 @@
-//! Turning SNMP answers into samples: the value-type mapping and the join of table
-//! columns into one labelled series per row. Pure functions, so that what a device
-//! answered and what goes on the wire can be tested without a device.
+//! Turning SNMP answers into samples: the value-type mapping from what a device
+//! answered to what goes on the wire. Pure functions, testable without a device.
 //!
 //! Types are kept: Counter32 and Counter64 become unsigned counters with their width
 //! as value type (the derive stage needs it for wrap arithmetic); Gauge32, Integer
 //! and TimeTicks become gauges; OctetStrings become label values.
 
-use std::collections::{BTreeMap, BTreeSet};
-use vigil_proto::labels::label;
+use std::collections::BTreeMap;
 use vigil_proto::v1::{Label, MetricKind, Sample, ValueType, sample};
 
 /// An SNMP value, owned: the client's values borrow its receive buffer.
@@ -20,6 +18,8 @@ pub(crate) enum SnmpValue {
     /// Gauge32, which shares its encoding with Unsigned32.
     Gauge32(u32),
     TimeTicks(u32),
+    /// An OBJECT IDENTIFIER value, such as hrStorageType.
+    ObjectIdentifier(Vec<u64>),
     NoSuchObject,
     NoSuchInstance,
     EndOfMibView,
@@ -43,7 +43,11 @@ impl SnmpValue {
             Value::Null => Self::Other("Null"),
             Value::Boolean(_) => Self::Other("Boolean"),
             Value::IpAddress(_) => Self::Other("IpAddress"),
-            Value::ObjectIdentifier(_) => Self::Other("OBJECT IDENTIFIER"),
+            Value::ObjectIdentifier(oid) => {
+                oid.iter().map_or(Self::Other("OBJECT IDENTIFIER"), |arcs| {
+                    Self::ObjectIdentifier(arcs.collect())
+                })
+            }
             Value::Opaque(_) => Self::Other("Opaque"),
             _ => Self::Other("constructed"),
         }
@@ -87,6 +91,7 @@ pub(crate) fn measurement(value: &SnmpValue) -> Option<Measurement> {
             ValueType::Timeticks,
         ),
         SnmpValue::OctetString(_)
+        | SnmpValue::ObjectIdentifier(_)
         | SnmpValue::NoSuchObject
         | SnmpValue::NoSuchInstance
         | SnmpValue::EndOfMibView
@@ -137,83 +142,8 @@ pub(crate) fn snmp_sample(
 /// and the value.
 pub(crate) type Column = BTreeMap<Vec<u64>, SnmpValue>;
 
-/// The walked columns of ifTable and ifXTable.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(crate) struct InterfaceColumns {
-    pub(crate) descr: Column,
-    pub(crate) name: Column,
-    pub(crate) hc_in_octets: Column,
-    pub(crate) hc_out_octets: Column,
-    pub(crate) in_octets: Column,
-    pub(crate) out_octets: Column,
-}
-
-impl InterfaceColumns {
-    /// Whether some interface lacks a 64-bit counter, so that the 32-bit columns
-    /// are needed.
-    pub(crate) fn lacks_64_bit_counters(&self) -> bool {
-        self.indexes().into_iter().any(|index| {
-            counter_of(&self.hc_in_octets, index).is_none()
-                || counter_of(&self.hc_out_octets, index).is_none()
-        })
-    }
-
-    fn indexes(&self) -> BTreeSet<&Vec<u64>> {
-        [
-            &self.descr,
-            &self.name,
-            &self.hc_in_octets,
-            &self.hc_out_octets,
-            &self.in_octets,
-            &self.out_octets,
-        ]
-        .into_iter()
-        .flat_map(BTreeMap::keys)
-        .collect()
-    }
-}
-
-fn counter_of(column: &Column, index: &[u64]) -> Option<Measurement> {
-    column
-        .get(index)
-        .and_then(measurement)
-        .filter(|measured| measured.kind == MetricKind::Counter)
-}
-
-/// `if.in.octets` and `if.out.octets` per interface, labelled with `ifIndex`,
-/// `ifName` and `ifDescr` when the device has them; the 64-bit counter when there
-/// is one, the 32-bit one otherwise.
-pub(crate) fn interface_samples(columns: &InterfaceColumns, time_unix_nano: i64) -> Vec<Sample> {
-    let mut samples = Vec::new();
-    for index in columns.indexes() {
-        let mut labels = vec![label("ifIndex", index_text(index))];
-        if let Some(name) = columns.name.get(index).and_then(label_value) {
-            labels.push(label("ifName", name));
-        }
-        if let Some(descr) = columns.descr.get(index).and_then(label_value) {
-            labels.push(label("ifDescr", descr));
-        }
-        let directions = [
-            ("if.in.octets", &columns.hc_in_octets, &columns.in_octets),
-            ("if.out.octets", &columns.hc_out_octets, &columns.out_octets),
-        ];
-        for (name, wide, narrow) in directions {
-            if let Some(measured) = counter_of(wide, index).or_else(|| counter_of(narrow, index)) {
-                samples.push(snmp_sample(
-                    name,
-                    labels.clone(),
-                    measured,
-                    "By",
-                    "if",
-                    time_unix_nano,
-                ));
-            }
-        }
-    }
-    samples
-}
-
-fn index_text(index: &[u64]) -> String {
+/// A row index as label value: its arcs joined with dots.
+pub(crate) fn index_text(index: &[u64]) -> String {
     index
         .iter()
         .map(u64::to_string)
@@ -224,7 +154,6 @@ fn index_text(index: &[u64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_proto::labels::find;
 
     #[test]
     fn value_types_are_kept() {
@@ -278,99 +207,5 @@ mod tests {
             Some("eth0")
         );
         assert_eq!(label_value(&SnmpValue::Integer(1)), None);
-    }
-
-    fn column(rows: &[(u64, SnmpValue)]) -> Column {
-        rows.iter()
-            .map(|(index, value)| (vec![*index], value.clone()))
-            .collect()
-    }
-
-    fn text(value: &str) -> SnmpValue {
-        SnmpValue::OctetString(value.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn columns_join_into_one_series_per_interface_with_32_bit_fallback() {
-        let columns = InterfaceColumns {
-            descr: column(&[(1, text("lo")), (2, text("Intel eth0"))]),
-            name: column(&[(1, text("lo")), (2, text("eth0"))]),
-            hc_in_octets: column(&[(2, SnmpValue::Counter64(1 << 40))]),
-            hc_out_octets: column(&[(2, SnmpValue::Counter64(5))]),
-            in_octets: column(&[(1, SnmpValue::Counter32(10)), (2, SnmpValue::Counter32(99))]),
-            out_octets: column(&[(1, SnmpValue::Counter32(20)), (2, SnmpValue::Counter32(98))]),
-        };
-        assert!(columns.lacks_64_bit_counters());
-        let samples = interface_samples(&columns, 9);
-        let summary: Vec<(&str, &str, Option<sample::Value>, i32)> = samples
-            .iter()
-            .map(|s| {
-                (
-                    s.name.as_str(),
-                    find(&s.labels, "ifName").unwrap(),
-                    s.value,
-                    s.value_type,
-                )
-            })
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                (
-                    "if.in.octets",
-                    "lo",
-                    Some(sample::Value::Counter(10)),
-                    ValueType::Counter32 as i32
-                ),
-                (
-                    "if.out.octets",
-                    "lo",
-                    Some(sample::Value::Counter(20)),
-                    ValueType::Counter32 as i32
-                ),
-                (
-                    "if.in.octets",
-                    "eth0",
-                    Some(sample::Value::Counter(1 << 40)),
-                    ValueType::Counter64 as i32
-                ),
-                (
-                    "if.out.octets",
-                    "eth0",
-                    Some(sample::Value::Counter(5)),
-                    ValueType::Counter64 as i32
-                ),
-            ]
-        );
-        let eth0 = &samples[2];
-        assert_eq!(find(&eth0.labels, "ifIndex"), Some("2"));
-        assert_eq!(find(&eth0.labels, "ifDescr"), Some("Intel eth0"));
-        assert_eq!(eth0.metric_set, "if");
-        assert_eq!(eth0.kind, MetricKind::Counter as i32);
-        assert_eq!(eth0.time_unix_nano, 9);
-    }
-
-    #[test]
-    fn an_interface_without_any_counter_gives_no_sample() {
-        let columns = InterfaceColumns {
-            descr: column(&[(3, text("tunnel"))]),
-            in_octets: column(&[(3, SnmpValue::NoSuchInstance)]),
-            ..InterfaceColumns::default()
-        };
-        assert!(interface_samples(&columns, 1).is_empty());
-    }
-
-    #[test]
-    fn complete_64_bit_counters_need_no_fallback() {
-        let columns = InterfaceColumns {
-            descr: column(&[(1, text("eth0"))]),
-            hc_in_octets: column(&[(1, SnmpValue::Counter64(1))]),
-            hc_out_octets: column(&[(1, SnmpValue::Counter64(2))]),
-            ..InterfaceColumns::default()
-        };
-        assert!(!columns.lacks_64_bit_counters());
-        let samples = interface_samples(&columns, 1);
-        assert_eq!(samples.len(), 2);
-        assert_eq!(find(&samples[0].labels, "ifName"), None);
     }
 }

@@ -11,3 +11,5 @@ mod pipeline;
 mod servers;
 mod slow_elasticsearch;
 mod snmp;
+mod snmp_etcd;
+mod snmp_scheduling;

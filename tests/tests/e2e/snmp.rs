@@ -1,11 +1,15 @@
-//! SNMP polling against a real net-snmp agent: v2c and v3 authPriv GETs of scalars,
-//! the IF-MIB walk with interface names joined as labels, a clear error for a wrong
-//! v3 password, and a timeout that names the silent target.
+//! SNMP polling against a real net-snmp agent: v1, v2c and v3 authPriv GETs of
+//! scalars, the IF-MIB walk with interface names joined as labels, the
+//! HOST-RESOURCES and UCD sets under the host metric names, a defined metric set, a
+//! clear error for a wrong v3 password, a timeout that names the silent target and
+//! the message for a reply that is not SNMP.
 
+use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::Duration;
 use vigil_agent::config::{
-    AuthProtocol, Community, MetricSet, PrivProtocol, SecurityLevel, SnmpTarget, SnmpV3Config,
+    AuthProtocol, Community, MetricSet, MetricSetDefinition, PrivProtocol, SecurityLevel,
+    SnmpTarget, SnmpV3Config, SnmpVersion,
 };
 use vigil_agent::poll_once;
 use vigil_proto::labels::find;
@@ -78,23 +82,31 @@ async fn v2c_polls_scalars_and_walks_interfaces() {
             Community::Inline(servers.snmp_community().into()),
         )
     };
-    let batch = poll_once(&target).await.expect("v2c poll");
+    let batch = poll_once(&target, &BTreeMap::new())
+        .await
+        .expect("v2c poll");
     assert_system_and_interfaces(&batch, "switch-v2c");
 }
 
 #[tokio::test]
 async fn v3_auth_priv_polls_scalars_and_walks_interfaces() {
-    let batch = poll_once(&v3_target("switch-v3", SNMP_V3_AUTH_PASSWORD))
-        .await
-        .expect("v3 authPriv poll");
+    let batch = poll_once(
+        &v3_target("switch-v3", SNMP_V3_AUTH_PASSWORD),
+        &BTreeMap::new(),
+    )
+    .await
+    .expect("v3 authPriv poll");
     assert_system_and_interfaces(&batch, "switch-v3");
 }
 
 #[tokio::test]
 async fn a_wrong_v3_password_is_an_authentication_error_naming_the_target() {
-    let error = poll_once(&v3_target("switch-wrong-pass", "not-the-password"))
-        .await
-        .expect_err("a wrong password must fail");
+    let error = poll_once(
+        &v3_target("switch-wrong-pass", "not-the-password"),
+        &BTreeMap::new(),
+    )
+    .await
+    .expect_err("a wrong password must fail");
     let message = error.to_string();
     assert!(
         message.starts_with("SNMPv3 authentication with target `switch-wrong-pass` failed"),
@@ -115,9 +127,158 @@ async fn a_silent_target_times_out_with_its_name() {
             Community::Inline("public".into()),
         )
     };
-    let message = poll_once(&target).await.expect_err("no answer").to_string();
+    let message = poll_once(&target, &BTreeMap::new())
+        .await
+        .expect_err("no answer")
+        .to_string();
     assert!(
         message.starts_with("target `silent-device` did not answer"),
+        "{message}"
+    );
+}
+
+fn v2c_target(name: &str, metric_sets: Vec<MetricSet>) -> SnmpTarget {
+    let servers = TestServers::get();
+    SnmpTarget {
+        metric_sets,
+        ..SnmpTarget::v2c(
+            name,
+            servers.snmp_address(),
+            Community::Inline(servers.snmp_community().into()),
+        )
+    }
+}
+
+fn samples_named<'a>(batch: &'a MetricBatch, name: &str) -> Vec<&'a vigil_proto::v1::Sample> {
+    batch.samples.iter().filter(|s| s.name == name).collect()
+}
+
+#[tokio::test]
+async fn v1_walks_interfaces_with_getnext() {
+    let target = SnmpTarget {
+        version: SnmpVersion::V1,
+        ..v2c_target("switch-v1", vec![MetricSet::System, MetricSet::If])
+    };
+    let batch = poll_once(&target, &BTreeMap::new()).await.expect("v1 poll");
+    assert_system_and_interfaces(&batch, "switch-v1");
+    // v1 has no Counter64: the 32-bit ifTable counters stand in.
+    let loopback_in = samples_named(&batch, "if.in.octets")[0];
+    assert_eq!(loopback_in.value_type, ValueType::Counter32 as i32);
+}
+
+#[tokio::test]
+async fn interfaces_carry_packets_errors_speed_and_status() {
+    let batch = poll_once(
+        &v2c_target("switch-if", vec![MetricSet::If]),
+        &BTreeMap::new(),
+    )
+    .await
+    .expect("poll");
+    for name in [
+        "if.in.octets",
+        "if.out.octets",
+        "if.in.packets",
+        "if.out.packets",
+        "if.in.errors",
+        "if.out.errors",
+        "if.in.discards",
+        "if.out.discards",
+        "if.speed.bits_per_second",
+        "if.oper.status",
+    ] {
+        let lo = samples_named(&batch, name)
+            .into_iter()
+            .find(|s| find(&s.labels, "ifName") == Some("lo"));
+        assert!(lo.is_some(), "{name} of lo missing");
+    }
+    let octets = samples_named(&batch, "if.in.octets")[0];
+    assert_eq!(octets.value_type, ValueType::Counter64 as i32);
+    let status = samples_named(&batch, "if.oper.status")[0];
+    assert_eq!(status.value, Some(sample::Value::Gauge(1.0)), "lo is up");
+}
+
+#[tokio::test]
+async fn host_resources_and_ucd_use_the_host_metric_names() {
+    let target = v2c_target("server-hr", vec![MetricSet::HostResources, MetricSet::Ucd]);
+    let batch = poll_once(&target, &BTreeMap::new()).await.expect("poll");
+    let root = samples_named(&batch, "host.fs.size_bytes")
+        .into_iter()
+        .find(|s| find(&s.labels, "mountpoint") == Some("/"))
+        .expect("hrStorage fixed disk `/` as host.fs.size_bytes{mountpoint=\"/\"}");
+    assert!(matches!(root.value, Some(sample::Value::Gauge(size)) if size > 0.0));
+    assert_eq!(root.metric_set, "host_resources");
+    assert!(
+        samples_named(&batch, "host.storage.size_bytes")
+            .iter()
+            .any(|s| find(&s.labels, "type") == Some("ram")),
+        "physical memory as host.storage.size_bytes{{type=ram}}"
+    );
+    // hrProcessorLoad (host.cpu.load_percent) appears only once net-snmp has
+    // averaged a minute of load; its conversion is tested beside the code.
+    for name in [
+        "host.load.1m",
+        "host.load.15m",
+        "host.memory.total_bytes",
+        "host.memory.free_bytes",
+        "host.swap.total_bytes",
+    ] {
+        assert_eq!(samples_named(&batch, name).len(), 1, "{name}");
+    }
+    let ticks = samples_named(&batch, "host.cpu.ticks");
+    let idle = ticks
+        .iter()
+        .find(|s| find(&s.labels, "mode") == Some("idle"))
+        .expect("host.cpu.ticks{mode=idle}");
+    assert!(matches!(idle.value, Some(sample::Value::Counter(_))));
+    assert_eq!(idle.value_type, ValueType::Counter32 as i32);
+}
+
+#[tokio::test]
+async fn a_defined_metric_set_reads_scalars_and_joins_table_labels() {
+    let definition: MetricSetDefinition = serde_json::from_value(serde_json::json!({
+        "scalars": [{"name": "e2e.or_last_change", "oid": "1.3.6.1.2.1.1.8.0"}],
+        "tables": [{
+            "index_label": "ifIndex",
+            "labels": [{"name": "ifName", "oid": "1.3.6.1.2.1.31.1.1.1.1"}],
+            "columns": [{"name": "e2e.if.mtu", "oid": "1.3.6.1.2.1.2.2.1.4", "unit": "By"}]
+        }]
+    }))
+    .expect("definition");
+    let definitions = BTreeMap::from([("e2e".to_owned(), definition)]);
+    let target = v2c_target("switch-defined", vec![MetricSet::named("e2e")]);
+    let batch = poll_once(&target, &definitions).await.expect("poll");
+    assert_eq!(samples_named(&batch, "e2e.or_last_change").len(), 1);
+    let mtu = samples_named(&batch, "e2e.if.mtu")
+        .into_iter()
+        .find(|s| find(&s.labels, "ifName") == Some("lo"))
+        .expect("the MTU of lo, labelled with its name");
+    assert_eq!(mtu.metric_set, "e2e");
+    assert_eq!(mtu.value_type, ValueType::Integer as i32);
+}
+
+#[tokio::test]
+async fn a_reply_that_is_not_snmp_is_a_protocol_error_naming_the_target() {
+    let device = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = device.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut buffer = [0u8; 2048];
+        while let Ok((_, peer)) = device.recv_from(&mut buffer) {
+            let _ = device.send_to(b"\x30\x03\x02\x01\x07 not an snmp message", peer);
+        }
+    });
+    let target = SnmpTarget {
+        timeout: Duration::from_millis(300),
+        retries: 0,
+        ..SnmpTarget::v2c("broken-device", address, Community::Inline("public".into()))
+    };
+    let message = poll_once(&target, &BTreeMap::new())
+        .await
+        .expect_err("garbage is no answer")
+        .to_string();
+    assert!(
+        message.starts_with(
+            "target `broken-device`: GET of 1.3.6.1.2.1.1.3.0, 1.3.6.1.2.1.1.5.0 failed: "
+        ),
         "{message}"
     );
 }
