@@ -1426,7 +1426,7 @@ fn default_max_lines() -> usize {
 }
 
 fn default_max_bytes() -> usize {
-    768 * 1024
+    256 * 1024
 }
 
 fn default_flush_interval() -> Duration {
@@ -1434,7 +1434,7 @@ fn default_flush_interval() -> Duration {
 }
 
 fn default_max_line_bytes() -> usize {
-    256 * 1024
+    128 * 1024
 }
 
 fn default_true() -> bool {

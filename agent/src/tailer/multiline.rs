@@ -111,7 +111,11 @@ impl Joiner {
     }
 
     /// The record in progress if no line joined it for the rule's flush timeout.
-    pub(crate) fn flush_if_due(&mut self, rule: &MultilineRule, now: Instant) -> Option<RawLine<'static>> {
+    pub(crate) fn flush_if_due(
+        &mut self,
+        rule: &MultilineRule,
+        now: Instant,
+    ) -> Option<RawLine<'static>> {
         let due = self
             .updated
             .is_some_and(|updated| now.duration_since(updated) >= rule.flush_timeout);
@@ -141,7 +145,11 @@ mod tests {
         .unwrap()
     }
 
-    fn join(rule: &MultilineRule, text: &[u8], max_line_bytes: usize) -> (Vec<RawLine<'static>>, Joiner) {
+    fn join(
+        rule: &MultilineRule,
+        text: &[u8],
+        max_line_bytes: usize,
+    ) -> (Vec<RawLine<'static>>, Joiner) {
         let mut splitter = LineSplitter::new(max_line_bytes, 0);
         let mut lines = Vec::new();
         splitter.feed(text, |line| lines.push(line));

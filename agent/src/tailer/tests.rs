@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::Semaphore;
-use wire::EncodedBatch;
 use vigil_proto::Payload;
 use vigil_proto::v1::{LogBatch, LogLine};
 use vigil_runtime::{Bus, BusError, SelfMetrics, Subscription};
+use wire::EncodedBatch;
 
 const TOPIC: &str = "vigil.logs.raw";
 
@@ -450,7 +450,11 @@ fn lag(setup: &Setup) -> u64 {
     let labels = PathLabels {
         path: setup.log().display().to_string(),
     };
-    setup.metrics.log_file_lag_bytes.get_or_create(&labels).get() as u64
+    setup
+        .metrics
+        .log_file_lag_bytes
+        .get_or_create(&labels)
+        .get() as u64
 }
 
 fn ten_lines() -> String {

@@ -185,8 +185,8 @@ impl BatchEncoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost::Message;
     use proptest::prelude::*;
+    use prost::Message;
     use vigil_proto::Payload;
     use vigil_proto::v1::{Label, LogBatch, LogLine};
 

@@ -171,7 +171,10 @@ impl Deployment {
     /// Starts `vigil-agent` and waits until its tailer took its positions.
     pub(crate) fn start_agent(&self, config: &Path, http_port: u16) -> ChildProcess {
         let mut command = Command::new(vigil_binary("vigil-agent"));
-        command.arg("--config").arg(config).env("VIGIL_LOG", process_log_filter());
+        command
+            .arg("--config")
+            .arg(config)
+            .env("VIGIL_LOG", process_log_filter());
         let mut agent = ChildProcess::spawn("vigil-agent", command);
         wait_for_ready(&mut agent, http_port);
         agent
