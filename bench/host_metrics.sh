@@ -4,8 +4,9 @@
 #
 #   bash bench/host_metrics.sh
 #
-# Builds vigil-agent in release and starts it with `--output discard`, host and
-# container metrics every 10 s and nothing else (no log files, no SNMP targets).
+# Builds vigil-agent with the `dist` profile (what packaging ships) and starts it
+# with `--output discard`, host and container metrics every 10 s and nothing else
+# (no log files, no SNMP targets).
 # Starts prometheus-node-exporter (installed with apt-get if missing, default
 # collectors) on a free port and scrapes it every 10 s. Both run side by side;
 # after a warm-up, for BENCH_SECONDS the CPU time (utime+stime of all threads,
@@ -17,7 +18,7 @@
 # Environment:
 #   BENCH_SECONDS      measured time in seconds (default 180)
 #   BENCH_WARMUP       seconds before measuring (default 20)
-#   BENCH_SKIP_BUILD=1 use target/release/vigil-agent as it is
+#   BENCH_SKIP_BUILD=1 use target/dist/vigil-agent as it is
 #   BENCH_WORK_DIR     scratch directory (default: a new one under /tmp, removed at exit)
 set -euo pipefail
 
@@ -25,7 +26,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_MEASURED=${BENCH_SECONDS:-180}
 WARMUP=${BENCH_WARMUP:-20}
 CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT="$CARGO_TARGET/release/vigil-agent"
+AGENT="$CARGO_TARGET/dist/vigil-agent"
 NODE_EXPORTER=/usr/bin/prometheus-node-exporter
 
 if [[ -n "${BENCH_WORK_DIR:-}" ]]; then
@@ -75,7 +76,7 @@ if [[ ! -x $NODE_EXPORTER ]]; then
         prometheus-node-exporter >"$WORK/apt.log" 2>&1
 fi
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    (cd "$ROOT" && cargo build --release -p vigil-agent)
+    (cd "$ROOT" && cargo build --profile dist -p vigil-agent)
 fi
 
 AGENT_PORT=$(free_port)

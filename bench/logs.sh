@@ -3,9 +3,9 @@
 #
 #   bash bench/logs.sh
 #
-# Builds vigil-agent in release, starts a private tansu broker (memory storage) on a
-# free port, generates files of 100-byte and 1 KiB lines, and measures for each line
-# size:
+# Builds vigil-agent with the `dist` profile (what packaging ships), starts a
+# private tansu broker (memory storage) on a free port, generates files of 100-byte
+# and 1 KiB lines, and measures for each line size:
 #   - vigil-agent -> tansu with compression.type lz4 and zstd,
 #   - vigil-agent with `--output discard` (tail-only: read, batch, encode, drop),
 #   - rsyslog imfile -> omfile (the peer's tail-only cost; its Kafka output cannot
@@ -22,8 +22,12 @@
 #   BENCH_MIB        size of each test file in MiB (default 256)
 #   BENCH_WORK_DIR   scratch directory (default: a new one under /tmp, removed at exit)
 #   VIGIL_TANSU_BIN  the tansu executable (default ~/.cache/vigil/tansu/bin/tansu)
-#   BENCH_SKIP_BUILD=1 use target/release/vigil-agent as it is
+#   BENCH_SKIP_BUILD=1 use target/dist/vigil-agent as it is
 #   BENCH_RESULTS    also copy the JSON lines of the results to this file
+#   BENCH_ONLY       run only the cases whose name matches this regex, e.g.
+#                    '1024-kafka-lz4' or 'rsyslog' (names: SIZE-OUTPUT, rsyslog-SIZE)
+#   BENCH_AGENT_YAML extra top-level lines of the agent configuration, e.g.
+#                    'log_batch: {max_bytes: 262144, max_line_bytes: 131072}'
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +35,7 @@ HELPER="$ROOT/bench/logbench.py"
 MIB=${BENCH_MIB:-256}
 TANSU=${VIGIL_TANSU_BIN:-$HOME/.cache/vigil/tansu/bin/tansu}
 CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT="$CARGO_TARGET/release/vigil-agent"
+AGENT="$CARGO_TARGET/dist/vigil-agent"
 
 if [[ -n "${BENCH_WORK_DIR:-}" ]]; then
     WORK=$BENCH_WORK_DIR
@@ -85,8 +89,8 @@ wait_tcp() {
 
 # --- build and tools --------------------------------------------------------
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    log "building vigil-agent (release)"
-    (cd "$ROOT" && cargo build --release -p vigil-agent)
+    log "building vigil-agent (dist profile)"
+    (cd "$ROOT" && cargo build --profile dist -p vigil-agent)
 fi
 [[ -x "$AGENT" ]] || { log "$AGENT is missing"; exit 1; }
 # A private copy: the shared target directory may be rebuilt while the benchmark runs.
@@ -149,6 +153,7 @@ http: {listen: "127.0.0.1:$port"}
 logs:
   - {path: "$run/logs/app.log", dataset: bench}
 host_metrics: {enabled: false}
+${BENCH_AGENT_YAML:-}
 EOF
     if [[ $output == discard ]]; then
         args=(--output discard)
@@ -211,11 +216,12 @@ EOF
     rm -rf "$run/logs" "$run/out.log"
 }
 
+selected() { [[ $1 =~ ${BENCH_ONLY:-.} ]]; }
 for size in 100 1024; do
-    run_vigil "$size" kafka-lz4
-    run_vigil "$size" kafka-zstd
-    run_vigil "$size" discard
-    run_rsyslog "$size"
+    for output in kafka-lz4 kafka-zstd discard; do
+        if selected "$size-$output"; then run_vigil "$size" "$output"; fi
+    done
+    if selected "rsyslog-$size"; then run_rsyslog "$size"; fi
 done
 stop "$TANSU_PID"
 
