@@ -34,8 +34,8 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
 command -v protoc >/dev/null || bash "$ROOT/scripts/install-test-deps.sh" >&2
-(cd "$ROOT" && cargo build --release -q -p vigil-agent)
-AGENT="$ROOT/target/release/vigil-agent"
+(cd "$ROOT" && cargo build --profile dist -q -p vigil-agent)
+AGENT="$ROOT/target/dist/vigil-agent"
 
 # The simulated devices: one snmpsim process per 250 endpoints, all serving the
 # same record under community `public`.
