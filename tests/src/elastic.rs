@@ -14,6 +14,10 @@ use crate::http::with_client;
 
 /// How many hits one scroll page of [`ElasticClient::all_hits`] asks for.
 const SCROLL_PAGE_SIZE: usize = 1000;
+/// How long one request to the server may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long opening a scroll may take: the test server snapshots the whole index.
+const SCROLL_START_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How long the server keeps a scroll context between pages.
 const SCROLL_KEEP_ALIVE: &str = "1m";
@@ -93,10 +97,15 @@ impl ElasticClient {
     /// scrolling through it; empty if the index does not exist yet.
     pub fn all_hits(&self, index: &str) -> Vec<Value> {
         self.refresh(index);
-        let Some(mut page) = self.call_allowing_missing(&format!("scroll {index}"), |http| {
-            http.post(self.url(&format!("{index}/_search?scroll={SCROLL_KEEP_ALIVE}")))
-                .json(&json!({ "size": SCROLL_PAGE_SIZE, "sort": ["_doc"] }))
-        }) else {
+        // Opening the scroll takes the test server seconds per 10,000 documents.
+        let Some(mut page) = self.call_allowing_missing_within(
+            &format!("scroll {index}"),
+            SCROLL_START_TIMEOUT,
+            |http| {
+                http.post(self.url(&format!("{index}/_search?scroll={SCROLL_KEEP_ALIVE}")))
+                    .json(&json!({ "size": SCROLL_PAGE_SIZE, "sort": ["_doc"] }))
+            },
+        ) else {
             return Vec::new();
         };
         let mut hits = Vec::new();
@@ -151,7 +160,7 @@ impl ElasticClient {
         what: &str,
         request: impl FnOnce(&reqwest::blocking::Client) -> RequestBuilder + Send,
     ) -> Value {
-        match self.send(what, request) {
+        match self.send(what, REQUEST_TIMEOUT, request) {
             (status, body) if status.is_success() => body,
             (status, body) => panic!("{what} at {}: HTTP {status}: {body}", self.base_url),
         }
@@ -168,7 +177,18 @@ impl ElasticClient {
         what: &str,
         request: impl FnOnce(&reqwest::blocking::Client) -> RequestBuilder + Send,
     ) -> Option<Value> {
-        match self.send(what, request) {
+        self.call_allowing_missing_within(what, REQUEST_TIMEOUT, request)
+    }
+
+    /// Like [`call_allowing_missing`](Self::call_allowing_missing), waiting at most
+    /// `timeout` for the answer.
+    fn call_allowing_missing_within(
+        &self,
+        what: &str,
+        timeout: Duration,
+        request: impl FnOnce(&reqwest::blocking::Client) -> RequestBuilder + Send,
+    ) -> Option<Value> {
+        match self.send(what, timeout, request) {
             (StatusCode::NOT_FOUND, _) => None,
             (status, body) if status.is_success() => Some(body),
             (status, body) => panic!("{what} at {}: HTTP {status}: {body}", self.base_url),
@@ -178,11 +198,12 @@ impl ElasticClient {
     fn send(
         &self,
         what: &str,
+        timeout: Duration,
         request: impl FnOnce(&reqwest::blocking::Client) -> RequestBuilder + Send,
     ) -> (StatusCode, Value) {
         with_client(|http| {
             let response = request(http)
-                .timeout(Duration::from_secs(30))
+                .timeout(timeout)
                 .send()
                 .unwrap_or_else(|error| panic!("{what} at {}: {error}", self.base_url));
             let status = response.status();

@@ -23,7 +23,7 @@ use vigil_proto::v1::LogBatch;
 use vigil_runtime::{BusError, Publisher};
 
 /// Most batches of one file waiting for their acknowledgement.
-pub(crate) const MAX_IN_FLIGHT: usize = 8;
+pub(crate) const MAX_IN_FLIGHT: usize = 4;
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
