@@ -29,34 +29,9 @@ CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 AGENT="$CARGO_TARGET/dist/vigil-agent"
 NODE_EXPORTER=/usr/bin/prometheus-node-exporter
 
-if [[ -n "${BENCH_WORK_DIR:-}" ]]; then
-    WORK=$BENCH_WORK_DIR
-    mkdir -p "$WORK"
-    KEEP_WORK=1
-else
-    WORK=$(mktemp -d /tmp/vigil-bench-host.XXXXXX)
-    KEEP_WORK=0
-fi
-
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ $KEEP_WORK == 0 ]]; then
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+NAME=vigil-bench-host
+# shellcheck source=bench/scratch.sh
+source "$ROOT/bench/scratch.sh"
 
 wait_for_url() {
     local url=$1 what=$2

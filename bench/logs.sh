@@ -20,7 +20,8 @@
 #
 # Environment:
 #   BENCH_MIB        size of each test file in MiB (default 256)
-#   BENCH_WORK_DIR   scratch directory (default: a new one under /tmp, removed at exit)
+#   BENCH_WORK_DIR   scratch directory (default: a new one under /tmp, removed at exit;
+#                    see bench/scratch.sh)
 #   VIGIL_TANSU_BIN  the tansu executable (default ~/.cache/vigil/tansu/bin/tansu)
 #   BENCH_SKIP_BUILD=1 use target/dist/vigil-agent as it is
 #   BENCH_RESULTS    also copy the JSON lines of the results to this file
@@ -37,47 +38,11 @@ TANSU=${VIGIL_TANSU_BIN:-$HOME/.cache/vigil/tansu/bin/tansu}
 CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 AGENT="$CARGO_TARGET/dist/vigil-agent"
 
-if [[ -n "${BENCH_WORK_DIR:-}" ]]; then
-    WORK=$BENCH_WORK_DIR
-    mkdir -p "$WORK"
-    KEEP_WORK=1
-else
-    WORK=$(mktemp -d /tmp/vigil-bench.XXXXXX)
-    KEEP_WORK=0
-fi
-
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [[ $KEEP_WORK == 0 ]]; then
-        rm -rf "$WORK"
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+NAME=vigil-bench
+# shellcheck source=bench/scratch.sh
+source "$ROOT/bench/scratch.sh"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-
-# Stops process $1 (started by this script) and forgets it.
-stop() {
-    local pid=$1 keep=() p
-    kill "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do
-        [[ $p == "$pid" ]] || keep+=("$p")
-    done
-    PIDS=("${keep[@]+"${keep[@]}"}")
-}
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 wait_tcp() {
     local port=$1 deadline=$((SECONDS + 30))

@@ -1,0 +1,46 @@
+# Sourced by the benchmark scripts: their scratch directory, the processes they
+# start, and free ports. Set NAME (the scratch directory's prefix) before sourcing.
+#
+#   BENCH_WORK_DIR   keep the scratch directory here (default: a new one under /tmp,
+#                    removed at exit)
+
+if [[ -n "${BENCH_WORK_DIR:-}" ]]; then
+    WORK=$BENCH_WORK_DIR
+    mkdir -p "$WORK"
+    KEEP_WORK=1
+else
+    WORK=$(mktemp -d "/tmp/$NAME.XXXXXX")
+    KEEP_WORK=0
+fi
+
+# Processes started by the script; stopped at exit.
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $KEEP_WORK == 0 ]]; then
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Stops process $1 (started by the script) and forgets it.
+stop() {
+    local pid=$1 keep=() p
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    for p in "${PIDS[@]}"; do
+        [[ $p == "$pid" ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
