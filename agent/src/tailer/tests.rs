@@ -539,9 +539,13 @@ async fn a_later_acknowledgement_never_moves_the_checkpoint_past_an_earlier_fail
         })
     };
     let running = setup.start(publish);
-    let text = ten_lines();
+    // As many batches as may be in flight: all start together, the first fails and
+    // its retry waits while the others are acknowledged.
+    let text: String = (0..2 * shipper::MAX_IN_FLIGHT)
+        .map(|index| format!("line {index}\n"))
+        .collect();
     append(&setup.log(), text.as_bytes());
-    until(|| delivered.lock().unwrap().len() == 4).await;
+    until(|| delivered.lock().unwrap().len() == shipper::MAX_IN_FLIGHT - 1).await;
     assert_eq!(setup.checkpoint(), None);
 
     retry_gate.add_permits(1);
