@@ -134,8 +134,11 @@ fn logs_metrics_and_alerts_flow_end_to_end_and_rules_reload_from_etcd() {
             elastic::all_hits(&deployment.metrics_index)
                 .into_iter()
                 .find(|hit| {
+                    // The agent's host metrics carry `if.in.octets{ifName}` too;
+                    // only the SNMP interface table has `ifIndex`.
                     let source = &hit["_source"];
                     source["labels"]["ifName"] == "lo"
+                        && source["labels"]["ifIndex"].is_string()
                         && (source["metrics"]["if.in.octets"].is_u64())
                 })
         },
