@@ -33,18 +33,6 @@ NAME=vigil-bench-host
 # shellcheck source=bench/scratch.sh
 source "$ROOT/bench/scratch.sh"
 
-wait_for_url() {
-    local url=$1 what=$2
-    for _ in $(seq 1 100); do
-        if curl -fs -o /dev/null "$url"; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "error: $what did not answer at $url" >&2
-    exit 1
-}
-
 if [[ ! -x $NODE_EXPORTER ]]; then
     echo "installing prometheus-node-exporter"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

@@ -1,5 +1,5 @@
 # Sourced by the benchmark scripts: their scratch directory, the processes they
-# start, and free ports. Set NAME (the scratch directory's prefix) before sourcing.
+# start, free ports and waiting for a server to answer. Set NAME (the scratch directory's prefix) before sourcing.
 #
 #   BENCH_WORK_DIR   keep the scratch directory here (default: a new one under /tmp,
 #                    removed at exit)
@@ -43,4 +43,17 @@ stop() {
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Waits up to 10 s until URL $1 answers with success; $2 names what should answer.
+wait_for_url() {
+    local url=$1 what=$2
+    for _ in $(seq 1 100); do
+        if curl -fs -o /dev/null "$url"; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "error: $what did not answer at $url" >&2
+    exit 1
 }

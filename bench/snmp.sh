@@ -14,14 +14,13 @@ DURATION=${DURATION:-90}
 INTERFACES=16
 BASE_PORT=${BASE_PORT:-21000}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/vigil-snmp-bench.XXXXXX)
+NAME=vigil-snmp-bench
+# shellcheck source=bench/scratch.sh
+source "$ROOT/bench/scratch.sh"
+# snmpsimd drops to user nobody and reads its data below the scratch directory.
 chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+AGENT_PORT=$(free_port)
+EXPORTER_PORT=$(free_port)
 
 need=()
 command -v snmpsimd >/dev/null || need+=(snmpsim)
@@ -68,7 +67,7 @@ TICKS=$(getconf CLK_TCK)
     echo "resource: {id: bench, host_name: bench}"
     echo "kafka: {brokers: '127.0.0.1:1'}"
     echo "data_dir: $WORK/agent"
-    echo "http: {listen: '127.0.0.1:19231'}"
+    echo "http: {listen: '127.0.0.1:$AGENT_PORT'}"
     echo "host_metrics: {enabled: false}"
     echo "snmp:"
     echo "  targets:"
@@ -79,28 +78,29 @@ TICKS=$(getconf CLK_TCK)
 VIGIL_LOG=warn "$AGENT" --config "$WORK/agent.yaml" --output discard 2>"$WORK/agent.log" &
 AGENT_PID=$!
 PIDS+=("$AGENT_PID")
-polls() { curl -s http://127.0.0.1:19231/metrics | awk '/^vigil_agent_snmp_polls_total\{.*outcome="success"/ {sum += $2} END {print sum + 0}'; }
+wait_for_url "http://127.0.0.1:$AGENT_PORT/ready" vigil-agent
+polls() { curl -s http://127.0.0.1:$AGENT_PORT/metrics | awk '/^vigil_agent_snmp_polls_total\{.*outcome="success"/ {sum += $2} END {print sum + 0}'; }
 sleep "$INTERVAL" # the first round: sessions and schedules settle
 vigil_polls_before=$(polls)
 vigil_cpu_before=$(cpu_ticks "$AGENT_PID")
 sleep "$DURATION"
 vigil_cpu=$(($(cpu_ticks "$AGENT_PID") - vigil_cpu_before))
 vigil_polls=$(($(polls) - vigil_polls_before))
-vigil_failures=$(curl -s http://127.0.0.1:19231/metrics | awk '/^vigil_agent_snmp_poll_errors_total/ {sum += $2} END {print sum + 0}')
+vigil_failures=$(curl -s http://127.0.0.1:$AGENT_PORT/metrics | awk '/^vigil_agent_snmp_poll_errors_total/ {sum += $2} END {print sum + 0}')
 vigil_rss=$(awk '/VmHWM/ {print $2}' "/proc/$AGENT_PID/status")
-kill "$AGENT_PID"
+stop "$AGENT_PID"
 
 # prometheus-snmp-exporter: scraped once per device and interval, 64 at a time,
 # as Prometheus would.
 python3 "$ROOT/bench/snmp/exporter_module.py" 25 >"$WORK/snmp.yml"
-prometheus-snmp-exporter --config.file="$WORK/snmp.yml" --web.listen-address=127.0.0.1:19232 \
+prometheus-snmp-exporter --config.file="$WORK/snmp.yml" --web.listen-address=127.0.0.1:$EXPORTER_PORT \
     --log.level=warn 2>"$WORK/exporter.log" &
 EXPORTER_PID=$!
 PIDS+=("$EXPORTER_PID")
-sleep 1
+wait_for_url "http://127.0.0.1:$EXPORTER_PORT/metrics" prometheus-snmp-exporter
 scrape_round() {
     seq 0 $((DEVICES - 1)) | xargs -P 64 -I{} sh -c \
-        "curl -s 'http://127.0.0.1:19232/snmp?module=vigil&target=127.0.0.1:'\$(($BASE_PORT + {})) | grep -q '^ifHCInOctets' && echo ok" |
+        "curl -s 'http://127.0.0.1:$EXPORTER_PORT/snmp?module=vigil&target=127.0.0.1:'\$(($BASE_PORT + {})) | grep -q '^ifHCInOctets' && echo ok" |
         wc -l
 }
 scrape_round >/dev/null
