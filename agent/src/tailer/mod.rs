@@ -31,6 +31,7 @@ use crate::self_metrics::{AgentMetrics, PathLabels};
 use discovery::{Discovery, Found};
 use file::{Emitted, FileTail, Location, ReadProgress, SourceTemplate, StartAt, location_at};
 use multiline::MultilineRule;
+use prometheus_client::metrics::gauge::Gauge;
 use shipper::Shipper;
 pub(crate) use shipper::{PublishBatch, publish_to};
 use std::collections::{HashMap, HashSet};
@@ -119,6 +120,8 @@ struct Follower {
     /// end of the file: read on as soon as an acknowledgement makes room, instead
     /// of waiting for the next poll tick.
     behind: bool,
+    /// This path's series of `agent_log_file_lag_bytes`.
+    lag: Gauge,
 }
 
 /// Finds files and runs one follower per file.
@@ -282,6 +285,11 @@ impl Tailer {
             releasing: Vec::new(),
             last_error: None,
             behind: false,
+            lag: context
+                .metrics
+                .log_file_lag_bytes
+                .get_or_create(&lag_labels(&found.path))
+                .clone(),
         };
         follower.open_if_present();
         let task = self
@@ -309,8 +317,11 @@ impl Follower {
     /// Follows the path until shutdown, or until its file is gone and everything
     /// read from it was acknowledged; returns the path.
     async fn run(mut self, shutdown: CancellationToken, shutdown_timeout: Duration) -> PathBuf {
-        let lag = (self.metrics.log_file_lag_bytes.clone(), self.lag_labels());
-        let forget_lag = move || lag.0.remove(&lag.1);
+        let (lag, labels) = (
+            self.metrics.log_file_lag_bytes.clone(),
+            lag_labels(&self.template.path),
+        );
+        let forget_lag = move || lag.remove(&labels);
         let mut ticker = tokio::time::interval(POLL_INTERVAL);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -532,16 +543,7 @@ impl Follower {
             FileState::Open(tail) => tail.unread_bytes().unwrap_or(0),
             FileState::Closed { .. } => 0,
         };
-        self.metrics
-            .log_file_lag_bytes
-            .get_or_create(&self.lag_labels())
-            .set(i64::try_from(unread).unwrap_or(i64::MAX));
-    }
-
-    fn lag_labels(&self) -> PathLabels {
-        PathLabels {
-            path: self.template.path.display().to_string(),
-        }
+        self.lag.set(i64::try_from(unread).unwrap_or(i64::MAX));
     }
 
     fn count(&self, progress: ReadProgress) {
@@ -558,6 +560,13 @@ impl Follower {
             tracing::warn!(path = %self.template.path.display(), %error, "log file could not be read; retrying");
             self.last_error = Some(message);
         }
+    }
+}
+
+/// The labels of the lag series of `path`.
+fn lag_labels(path: &std::path::Path) -> PathLabels {
+    PathLabels {
+        path: path.display().to_string(),
     }
 }
 

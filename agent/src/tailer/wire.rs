@@ -169,8 +169,7 @@ impl BatchEncoder {
     /// Those two fields follow the lines on the wire: a protobuf decoder takes the
     /// fields of a message in any order.
     pub(crate) fn finish(&mut self, resource: &Resource, source: &LogSource) -> EncodedBatch {
-        let capacity = self.bytes.len();
-        let mut payload = std::mem::replace(&mut self.bytes, Vec::with_capacity(capacity));
+        let mut payload = std::mem::take(&mut self.bytes);
         prost::encoding::message::encode(BATCH_RESOURCE, resource, &mut payload);
         prost::encoding::message::encode(BATCH_SOURCE, source, &mut payload);
         EncodedBatch {
