@@ -6,7 +6,7 @@
 //! checks the invariants every producer guarantees, so that garbage is told apart
 //! from data and sent to the dead-letter topic instead of being half-processed.
 
-use crate::v1::{AlertEvent, LogBatch, MetricBatch, sample};
+use crate::v1::{AlertEvent, LogBatch, MetricBatch, PartialAggregateBatch, sample};
 use prost::Message;
 use thiserror::Error;
 
@@ -144,6 +144,49 @@ impl Payload for AlertEvent {
     }
 }
 
+impl Payload for PartialAggregateBatch {
+    const KIND: &'static str = "vigil.v1.PartialAggregateBatch";
+
+    fn check(&self) -> Result<(), String> {
+        if self.group_key.is_empty() {
+            return Err("empty group key".into());
+        }
+        if self.partials.is_empty() {
+            return Err("no partial aggregates".into());
+        }
+        for (index, partial) in self.partials.iter().enumerate() {
+            if partial.definition.is_empty() {
+                return Err(format!("partial {index} names no definition"));
+            }
+            if partial.window_end_unix_nano <= partial.window_start_unix_nano {
+                return Err(format!(
+                    "partial {index} (`{}`) has a window that ends before it starts",
+                    partial.definition
+                ));
+            }
+            if partial.positive_bucket_index.len() != partial.positive_bucket_count.len()
+                || partial.negative_bucket_index.len() != partial.negative_bucket_count.len()
+            {
+                return Err(format!(
+                    "partial {index} (`{}`) has sketch buckets without counts",
+                    partial.definition
+                ));
+            }
+            if !(partial.sum.is_finite() && partial.min.is_finite() && partial.max.is_finite()) {
+                return Err(format!(
+                    "partial {index} (`{}`) has a non-finite sum, min or max",
+                    partial.definition
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> &str {
+        &self.group_key
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +228,52 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "invalid vigil.v1.MetricBatch: missing resource"
+        );
+    }
+
+    #[test]
+    fn partial_aggregates_must_have_a_window_and_matching_sketch_buckets() {
+        use crate::v1::PartialAggregate;
+        let partial = PartialAggregate {
+            definition: "site.traffic".into(),
+            window_start_unix_nano: 60,
+            window_end_unix_nano: 120,
+            count: 1,
+            positive_bucket_index: vec![3],
+            positive_bucket_count: vec![1],
+            ..PartialAggregate::default()
+        };
+        let batch = PartialAggregateBatch {
+            group_key: "site=ams".into(),
+            partials: vec![partial.clone()],
+            producer: "test".into(),
+        };
+        assert!(PartialAggregateBatch::from_payload(&batch.to_payload()).is_ok());
+        let no_counts = PartialAggregateBatch {
+            partials: vec![PartialAggregate {
+                positive_bucket_count: vec![],
+                ..partial.clone()
+            }],
+            ..batch.clone()
+        };
+        assert_eq!(
+            PartialAggregateBatch::from_payload(&no_counts.to_payload())
+                .unwrap_err()
+                .to_string(),
+            "invalid vigil.v1.PartialAggregateBatch: partial 0 (`site.traffic`) has sketch buckets without counts"
+        );
+        let backwards = PartialAggregateBatch {
+            partials: vec![PartialAggregate {
+                window_end_unix_nano: 60,
+                ..partial
+            }],
+            ..batch
+        };
+        assert!(
+            PartialAggregateBatch::from_payload(&backwards.to_payload())
+                .unwrap_err()
+                .to_string()
+                .ends_with("has a window that ends before it starts")
         );
     }
 

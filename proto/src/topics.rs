@@ -54,6 +54,12 @@ impl Topics {
         self.name("metrics", "derived")
     }
 
+    /// Partial window aggregates, keyed by group, on their way to the derive
+    /// instance that finishes the group (the repartition topic).
+    pub fn metrics_partial(&self) -> String {
+        self.name("metrics", "partial")
+    }
+
     /// Log lines from agents.
     pub fn logs_raw(&self) -> String {
         self.name("logs", "raw")

@@ -152,6 +152,58 @@ pub struct AlertEvent {
     #[prost(int64, tag = "10")]
     pub evaluated_at_unix_nano: i64,
 }
+/// The aggregates of one group over one window, as far as one derive instance saw
+/// them. The instance that owns the group's partition of the repartition topic
+/// merges the partials of every instance and emits the result; every field merges
+/// without loss (count, sum, min, max add up or compare, the sketch adds bucket by
+/// bucket).
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PartialAggregate {
+    /// Name of the derive definition that produced it.
+    #[prost(string, tag = "1")]
+    pub definition: ::prost::alloc::string::String,
+    /// The group-by labels and their values: the group's identity.
+    #[prost(message, repeated, tag = "2")]
+    pub group: ::prost::alloc::vec::Vec<Label>,
+    #[prost(int64, tag = "3")]
+    pub window_start_unix_nano: i64,
+    #[prost(int64, tag = "4")]
+    pub window_end_unix_nano: i64,
+    #[prost(uint64, tag = "5")]
+    pub count: u64,
+    #[prost(double, tag = "6")]
+    pub sum: f64,
+    #[prost(double, tag = "7")]
+    pub min: f64,
+    #[prost(double, tag = "8")]
+    pub max: f64,
+    /// Quantile sketch (logarithmic buckets of a fixed relative accuracy): bucket
+    /// indexes and their counts, positive and negative values apart, and values
+    /// too close to zero for a bucket.
+    #[prost(sint32, repeated, tag = "9")]
+    pub positive_bucket_index: ::prost::alloc::vec::Vec<i32>,
+    #[prost(uint64, repeated, tag = "10")]
+    pub positive_bucket_count: ::prost::alloc::vec::Vec<u64>,
+    #[prost(sint32, repeated, tag = "11")]
+    pub negative_bucket_index: ::prost::alloc::vec::Vec<i32>,
+    #[prost(uint64, repeated, tag = "12")]
+    pub negative_bucket_count: ::prost::alloc::vec::Vec<u64>,
+    #[prost(uint64, tag = "13")]
+    pub zero_count: u64,
+}
+/// One Kafka message of the repartition topic: partials of groups that share a
+/// key (the group identity), so that one consumer finishes each group.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct PartialAggregateBatch {
+    /// The group key this batch was keyed by.
+    #[prost(string, tag = "1")]
+    pub group_key: ::prost::alloc::string::String,
+    #[prost(message, repeated, tag = "2")]
+    pub partials: ::prost::alloc::vec::Vec<PartialAggregate>,
+    /// Name and version of the derive instance that produced it.
+    #[prost(string, tag = "3")]
+    pub producer: ::prost::alloc::string::String,
+}
 /// What produced the data: a host, a network device polled over SNMP, a container.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
