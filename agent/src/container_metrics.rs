@@ -5,10 +5,23 @@
 //! cgroup and, where the path tells, the container's id, runtime and pod.
 //!
 //! cgroup v2 files are read for the controllers v2 has; on hybrid hosts the v1
-//! hierarchies (`cpuacct`, `cpu`, `memory`, `blkio`, `pids`) serve the others.
+//! hierarchies (`cpuacct`, `cpu`, `cpuset`, `memory`, `blkio`, `pids`) serve the
+//! others.
 //! A cgroup that disappears between the walk and the read is skipped silently; a
 //! file that cannot be read or parsed is reported and counted, and the rest of
 //! the collection goes on.
+//!
+//! Beside its CPU time, every cgroup tells the cores it may use: its CFS quota
+//! (`container.cpu.limit_cores`, only when it has one) and the least of that
+//! quota, the number of CPUs of its cpuset and the number of the host's online
+//! CPUs (`container.cpu.available_cores`), so that its CPU time can be read as a
+//! share of what it may use. The host's CPUs are those listed in
+//! `<sys>/devices/system/cpu/online` when the cgroup root is `<sys>/fs/cgroup`,
+//! else those of the root cgroup's cpuset, which follows CPUs going online and
+//! offline: both are found from the configured cgroup root, so that an agent in
+//! a container counts the host's CPUs, not those it is itself given. Only the
+//! cgroup's own cpuset file is read: one without (v2, the cpuset controller not
+//! enabled for it) counts the host's CPUs, the cpusets of its ancestors unread.
 
 use crate::config::{ContainerMetricsConfig, InvalidConfig};
 use crate::host_metrics::{Collector, Samples};
@@ -165,16 +178,43 @@ impl Layout {
     /// The version that has `controller`: v2 when its hierarchy lists it, else v1
     /// when its hierarchy is mounted.
     fn version(&self, controller: Controller) -> Option<Version> {
-        if self
-            .v2_controllers
-            .iter()
-            .any(|name| name == controller.name())
-        {
+        self.version_named(controller.name(), controller.v1_hierarchies()[0])
+    }
+
+    /// The version of the cpuset controller, read only for the CPUs a cgroup may
+    /// run on.
+    fn cpuset_version(&self) -> Option<Version> {
+        self.version_named("cpuset", "cpuset")
+    }
+
+    /// The version that has the controller `name`, whose v1 hierarchy is `v1_main`.
+    fn version_named(&self, name: &str, v1_main: &str) -> Option<Version> {
+        if self.v2_controllers.iter().any(|listed| listed == name) {
             Some(Version::V2)
         } else {
-            let main = controller.v1_hierarchies()[0];
-            self.root.join(main).is_dir().then_some(Version::V1)
+            self.root.join(v1_main).is_dir().then_some(Version::V1)
         }
+    }
+
+    /// The number of the host's online CPUs: `<sys>/devices/system/cpu/online`
+    /// when the cgroup root is `<sys>/fs/cgroup` and that file is there, else the
+    /// CPUs of the root cgroup's cpuset; `None` when neither is there.
+    fn host_cpus(&self) -> Result<Option<u32>, ContainerMetricError> {
+        let sys = Some(&self.root)
+            .filter(|root| root.ends_with("fs/cgroup"))
+            .and_then(|root| root.parent()?.parent());
+        if let Some(sys) = sys {
+            let online = sys.join("devices/system/cpu/online");
+            let count = read_file(Controller::Cpu, &online, parse_cpu_list)?;
+            if let Some(count) = count.filter(|count| *count > 0) {
+                return Ok(Some(count));
+            }
+        }
+        let Some(version) = self.cpuset_version() else {
+            return Ok(None);
+        };
+        let root_cpuset = self.dir(version, "cpuset", "/").join(cpuset_file(version));
+        Ok(read_file(Controller::Cpu, &root_cpuset, parse_cpu_list)?.filter(|count| *count > 0))
     }
 
     /// The directory of `cgroup` (`/` or `/a/b`) in the hierarchy `v1_name`, or in
@@ -344,6 +384,13 @@ impl ContainerCollector {
                 errors.push(error);
             }
         }
+        let host_cpus = match layout.version(Controller::Cpu) {
+            Some(_) => layout.host_cpus().unwrap_or_else(|error| {
+                errors.push(error);
+                None
+            }),
+            None => None,
+        };
         let mut samples = Samples::new(time_unix_nano);
         for cgroup in &cgroups {
             let identity = identify(cgroup);
@@ -357,6 +404,7 @@ impl ContainerCollector {
                 layout: &layout,
                 cgroup,
                 labels: &labels,
+                host_cpus,
             };
             for controller in Controller::ALL {
                 let Some(version) = layout.version(controller) else {
@@ -430,6 +478,8 @@ struct CgroupReader<'a> {
     layout: &'a Layout,
     cgroup: &'a str,
     labels: &'a [Label],
+    /// The host's online CPUs, counted once per collection.
+    host_cpus: Option<u32>,
 }
 
 impl CgroupReader<'_> {
@@ -444,27 +494,22 @@ impl CgroupReader<'_> {
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ContainerMetricError> {
         let path = self.layout.dir(version, v1_name, self.cgroup).join(file);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(cause) if cause.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(cause) => {
-                return Err(ContainerMetricError::Read {
-                    controller: controller.name(),
-                    path: path.display().to_string(),
-                    cause,
-                });
-            }
-        };
-        parse(&text)
-            .map(Some)
-            .map_err(|problem| ContainerMetricError::Parse {
-                controller: controller.name(),
-                path: path.display().to_string(),
-                problem,
-            })
+        read_file(controller, &path, parse)
     }
 
+    /// CPU time, then the cores the cgroup may use; a file that fails in one
+    /// spares the other.
     fn cpu(&self, version: Version, samples: &mut Samples) -> Result<(), ContainerMetricError> {
+        let time = self.cpu_time(version, samples);
+        let cores = self.cpu_cores(version, samples);
+        time.and(cores)
+    }
+
+    fn cpu_time(
+        &self,
+        version: Version,
+        samples: &mut Samples,
+    ) -> Result<(), ContainerMetricError> {
         let set = "container.cpu";
         let cpu = Controller::Cpu;
         let (usage, throttling) = match version {
@@ -514,6 +559,76 @@ impl CgroupReader<'_> {
             if let Some(value) = value {
                 samples.counter(name, value, unit, set, self.labels);
             }
+        }
+        Ok(())
+    }
+
+    /// `container.cpu.limit_cores`, the CFS quota in cores when there is one, and
+    /// `container.cpu.available_cores`, the least of that quota, the CPUs of the
+    /// cgroup's cpuset (when the cpuset controller is on for it) and the host's
+    /// online CPUs; the latter only when the cpuset or the host's CPUs are known,
+    /// as a quota can exceed the CPUs there are.
+    fn cpu_cores(
+        &self,
+        version: Version,
+        samples: &mut Samples,
+    ) -> Result<(), ContainerMetricError> {
+        let set = "container.cpu";
+        let cpu = Controller::Cpu;
+        if !self.layout.dir(version, "cpu", self.cgroup).is_dir() {
+            return Ok(());
+        }
+        let quota = match version {
+            Version::V2 => self
+                .read(cpu, version, "", "cpu.max", parse_cpu_max)?
+                .flatten(),
+            Version::V1 => {
+                match self
+                    .read(cpu, version, "cpu", "cpu.cfs_quota_us", parse_cfs_quota)?
+                    .flatten()
+                {
+                    Some(quota_us) => self
+                        .read(cpu, version, "cpu", "cpu.cfs_period_us", parse_cfs_period)?
+                        .map(|period_us| CpuQuota {
+                            quota_us,
+                            period_us,
+                        }),
+                    None => None,
+                }
+            }
+        };
+        let limit = quota.map(CpuQuota::cores);
+        if let Some(cores) = limit {
+            samples.gauge(
+                "container.cpu.limit_cores",
+                cores,
+                "{cpu}",
+                set,
+                self.labels,
+            );
+        }
+        let cpuset = match self.layout.cpuset_version() {
+            Some(cpuset_version) => self
+                .read(
+                    cpu,
+                    cpuset_version,
+                    "cpuset",
+                    cpuset_file(cpuset_version),
+                    parse_cpu_list,
+                )?
+                .filter(|count| *count > 0),
+            None => None,
+        };
+        let cpus = [cpuset, self.host_cpus].into_iter().flatten().min();
+        if let Some(cpus) = cpus {
+            let available = limit.map_or(f64::from(cpus), |cores| cores.min(f64::from(cpus)));
+            samples.gauge(
+                "container.cpu.available_cores",
+                available,
+                "{cpu}",
+                set,
+                self.labels,
+            );
         }
         Ok(())
     }
@@ -684,6 +799,42 @@ impl CgroupReader<'_> {
     }
 }
 
+/// Reads and parses the file at `path`; `None` when it does not exist.
+fn read_file<T>(
+    controller: Controller,
+    path: &Path,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<Option<T>, ContainerMetricError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(cause) if cause.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(cause) => {
+            return Err(ContainerMetricError::Read {
+                controller: controller.name(),
+                path: path.display().to_string(),
+                cause,
+            });
+        }
+    };
+    parse(&text)
+        .map(Some)
+        .map_err(|problem| ContainerMetricError::Parse {
+            controller: controller.name(),
+            path: path.display().to_string(),
+            problem,
+        })
+}
+
+/// The file listing the CPUs a cgroup may run on: the effective ones in v2, in
+/// v1 `cpuset.cpus`, which the kernel keeps within the parent's and the online
+/// CPUs.
+fn cpuset_file(version: Version) -> &'static str {
+    match version {
+        Version::V2 => "cpuset.cpus.effective",
+        Version::V1 => "cpuset.cpus",
+    }
+}
+
 /// Flat `key value` lines (cpu.stat, memory.stat) with whole-number values.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct KeyedValues(Vec<(String, u64)>);
@@ -738,6 +889,95 @@ fn parse_limit(text: &str) -> Result<Option<u64>, String> {
         "max" => Ok(None),
         _ => parse_number(text).map(Some),
     }
+}
+
+/// A CFS bandwidth limit: `quota_us` microseconds of CPU time every `period_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CpuQuota {
+    quota_us: u64,
+    period_us: u64,
+}
+
+impl CpuQuota {
+    /// The limit in cores: 50000 every 100000 microseconds is half a core.
+    fn cores(self) -> f64 {
+        self.quota_us as f64 / self.period_us as f64
+    }
+}
+
+/// cgroup v2 cpu.max: `quota period` in microseconds, the quota `max` for none.
+fn parse_cpu_max(text: &str) -> Result<Option<CpuQuota>, String> {
+    let line = text.trim();
+    if line.is_empty() {
+        return Err("the file is empty".into());
+    }
+    let mut fields = line.split_whitespace();
+    let (Some(quota), Some(period), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(format!("expected `quota period`, got `{line}`"));
+    };
+    let period_us = positive(period, "period")?;
+    if quota == "max" {
+        return Ok(None);
+    }
+    let quota_us = positive(quota, "quota")
+        .map_err(|_| format!("the quota `{quota}` is neither `max` nor a positive whole number"))?;
+    Ok(Some(CpuQuota {
+        quota_us,
+        period_us,
+    }))
+}
+
+/// cgroup v1 cpu.cfs_quota_us: microseconds per period, `-1` for none.
+fn parse_cfs_quota(text: &str) -> Result<Option<u64>, String> {
+    match text.trim() {
+        "" => Err("the file is empty".into()),
+        "-1" => Ok(None),
+        quota => positive(quota, "quota").map(Some).map_err(|_| {
+            format!("the quota `{quota}` is neither `-1` nor a positive whole number")
+        }),
+    }
+}
+
+/// cgroup v1 cpu.cfs_period_us: microseconds.
+fn parse_cfs_period(text: &str) -> Result<u64, String> {
+    match text.trim() {
+        "" => Err("the file is empty".into()),
+        period => positive(period, "period"),
+    }
+}
+
+/// A whole number above zero, the `what` of a CPU quota.
+fn positive(text: &str, what: &str) -> Result<u64, String> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|value| *value > 0)
+        .ok_or_else(|| format!("the {what} `{text}` is not a positive whole number"))
+}
+
+/// A CPU list (cpuset.cpus, cpuset.cpus.effective, devices/system/cpu/online) as
+/// the kernel writes it, `0-3,8,10-11`: the number of CPUs it names, 0 when empty.
+fn parse_cpu_list(text: &str) -> Result<u32, String> {
+    let list = text.trim();
+    if list.is_empty() {
+        return Ok(0);
+    }
+    let mut count: u32 = 0;
+    for range in list.split(',') {
+        let cpu = |number: &str| {
+            number
+                .parse::<u32>()
+                .map_err(|_| format!("`{range}` is not a CPU number or range `first-last`"))
+        };
+        let (first, last) = match range.split_once('-') {
+            Some((first, last)) => (cpu(first)?, cpu(last)?),
+            None => (cpu(range)?, cpu(range)?),
+        };
+        let in_range = last
+            .checked_sub(first)
+            .ok_or_else(|| format!("the range `{range}` ends before it starts"))?;
+        count = count.saturating_add(in_range).saturating_add(1);
+    }
+    Ok(count)
 }
 
 /// I/O counters of one block device, named `major:minor`.
@@ -963,6 +1203,33 @@ mod tests {
     }
 
     #[test]
+    fn cpu_quotas_and_lists_are_parsed() {
+        assert_eq!(parse_cpu_max("max 100000\n"), Ok(None));
+        let half = parse_cpu_max("50000 100000\n").unwrap().unwrap();
+        assert_eq!(
+            half,
+            CpuQuota {
+                quota_us: 50000,
+                period_us: 100000,
+            }
+        );
+        assert_eq!(half.cores(), 0.5);
+        assert_eq!(
+            parse_cpu_max("250000 50000\n")
+                .unwrap()
+                .map(CpuQuota::cores),
+            Some(5.0)
+        );
+        assert_eq!(parse_cfs_quota("-1\n"), Ok(None));
+        assert_eq!(parse_cfs_quota("150000\n"), Ok(Some(150000)));
+        assert_eq!(parse_cfs_period("100000\n"), Ok(100000));
+        assert_eq!(parse_cpu_list("0-3\n"), Ok(4));
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), Ok(7));
+        assert_eq!(parse_cpu_list("5\n"), Ok(1));
+        assert_eq!(parse_cpu_list("\n"), Ok(0));
+    }
+
+    #[test]
     fn malformed_cgroup_files_get_a_clear_error() {
         assert_eq!(
             parse_keyed("usage_usec 12\nnr_periods many\n"),
@@ -996,6 +1263,232 @@ mod tests {
         assert_eq!(
             parse_blkio("garbage\n"),
             Err("line 1: expected `major:minor operation value`, got `garbage`".into())
+        );
+    }
+
+    #[test]
+    fn malformed_cpu_quotas_and_lists_get_a_clear_error() {
+        assert_eq!(parse_cpu_max(""), Err("the file is empty".into()));
+        assert_eq!(
+            parse_cpu_max("max\n"),
+            Err("expected `quota period`, got `max`".into())
+        );
+        assert_eq!(
+            parse_cpu_max("fifty 100000\n"),
+            Err("the quota `fifty` is neither `max` nor a positive whole number".into())
+        );
+        assert_eq!(
+            parse_cpu_max("50000 0\n"),
+            Err("the period `0` is not a positive whole number".into())
+        );
+        assert_eq!(
+            parse_cpu_max("50000 100000 1\n"),
+            Err("expected `quota period`, got `50000 100000 1`".into())
+        );
+        assert_eq!(parse_cfs_quota(""), Err("the file is empty".into()));
+        assert_eq!(
+            parse_cfs_quota("-2\n"),
+            Err("the quota `-2` is neither `-1` nor a positive whole number".into())
+        );
+        assert_eq!(
+            parse_cfs_quota("0\n"),
+            Err("the quota `0` is neither `-1` nor a positive whole number".into())
+        );
+        assert_eq!(
+            parse_cfs_period("-1\n"),
+            Err("the period `-1` is not a positive whole number".into())
+        );
+        assert_eq!(
+            parse_cpu_list("0-3,x\n"),
+            Err("`x` is not a CPU number or range `first-last`".into())
+        );
+        assert_eq!(
+            parse_cpu_list("0-\n"),
+            Err("`0-` is not a CPU number or range `first-last`".into())
+        );
+        assert_eq!(
+            parse_cpu_list("3-1\n"),
+            Err("the range `3-1` ends before it starts".into())
+        );
+    }
+
+    #[test]
+    fn cgroup_v2_cores_come_from_cpu_max_and_the_cpusets() {
+        let root = tempfile::tempdir().unwrap();
+        let half = format!("/system.slice/docker-{DOCKER_ID}.scope");
+        let pinned = format!("/kubepods.slice/cri-containerd-{DOCKER_ID}.scope");
+        let unlimited = format!("/machine.slice/libpod-{DOCKER_ID}.scope");
+        let broken = format!("/system.slice/crio-{DOCKER_ID}.scope");
+        let stat = "usage_usec 3500\nuser_usec 2000\nsystem_usec 1500\n";
+        write(
+            root.path(),
+            &[
+                ("cgroup.controllers", "cpuset cpu memory\n"),
+                ("cpuset.cpus.effective", "0-7\n"),
+                (&format!("{half}/cpu.stat"), stat),
+                (&format!("{half}/cpu.max"), "50000 100000\n"),
+                (&format!("{half}/cpuset.cpus.effective"), "0-7\n"),
+                (&format!("{pinned}/cpu.stat"), stat),
+                (&format!("{pinned}/cpu.max"), "400000 100000\n"),
+                (&format!("{pinned}/cpuset.cpus.effective"), "2-3\n"),
+                (&format!("{unlimited}/cpu.stat"), stat),
+                (&format!("{unlimited}/cpu.max"), "max 100000\n"),
+                (&format!("{broken}/cpu.stat"), stat),
+                (&format!("{broken}/cpu.max"), "fifty 100000\n"),
+                (&format!("{broken}/cpuset.cpus.effective"), "0-1\n"),
+                (&format!("{broken}/memory.current"), "4096\n"),
+            ],
+        );
+
+        let (samples, errors) = collector(root.path(), &["/"]).collect(1);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [format!(
+                "{} could not be parsed: the quota `fifty` is neither `max` nor a positive whole number",
+                root.path().join(&broken[1..]).join("cpu.max").display()
+            )]
+        );
+        assert_eq!(errors[0].source(), "cpu");
+        let cores = |cgroup: &str| {
+            ["container.cpu.limit_cores", "container.cpu.available_cores"]
+                .map(|name| value(&samples, name, cgroup))
+        };
+        let gauge = |cores: f64| Some(sample::Value::Gauge(cores));
+        assert_eq!(cores(&half), [gauge(0.5), gauge(0.5)]);
+        assert_eq!(cores(&pinned), [gauge(4.0), gauge(2.0)]);
+        assert_eq!(cores(&unlimited), [None, gauge(8.0)]);
+        assert_eq!(cores("/"), [None, gauge(8.0)]);
+        assert_eq!(cores(&broken), [None, None]);
+        assert_eq!(
+            value(&samples, "container.cpu.usage.microseconds", &broken),
+            Some(sample::Value::Counter(3500)),
+            "a bad cpu.max spares the CPU time"
+        );
+        assert_eq!(
+            value(&samples, "container.memory.usage_bytes", &broken),
+            Some(sample::Value::Gauge(4096.0))
+        );
+        let limit = samples
+            .iter()
+            .find(|s| s.name == "container.cpu.limit_cores")
+            .unwrap();
+        assert_eq!(limit.unit, "{cpu}");
+        assert_eq!(limit.metric_set, "container.cpu");
+        assert_eq!(find(&limit.labels, "container.id"), Some(DOCKER_ID));
+    }
+
+    #[test]
+    fn cgroup_v1_cores_come_from_the_cfs_quota_and_the_cpusets() {
+        let root = tempfile::tempdir().unwrap();
+        let limited = format!("/docker/{DOCKER_ID}");
+        let unlimited =
+            format!("/kubepods/besteffort/pod0a1b2c3d-4e5f-6789-abcd-ef0123456789/{DOCKER_ID}");
+        let broken = format!("/machine.slice/libpod-{DOCKER_ID}.scope");
+        let mut files = vec![
+            ("unified/cgroup.controllers".to_owned(), "".to_owned()),
+            ("cpuset/cpuset.cpus".to_owned(), "0-3\n".to_owned()),
+            (format!("cpuset{limited}/cpuset.cpus"), "0-3\n".to_owned()),
+            (format!("cpuset{unlimited}/cpuset.cpus"), "1,3\n".to_owned()),
+            (format!("cpuset{broken}/cpuset.cpus"), "0-3\n".to_owned()),
+            (
+                format!("cpu{limited}/cpu.cfs_quota_us"),
+                "150000\n".to_owned(),
+            ),
+            (
+                format!("cpu{limited}/cpu.cfs_period_us"),
+                "100000\n".to_owned(),
+            ),
+            (
+                format!("cpu{unlimited}/cpu.cfs_quota_us"),
+                "-1\n".to_owned(),
+            ),
+            (
+                format!("cpu{unlimited}/cpu.cfs_period_us"),
+                "100000\n".to_owned(),
+            ),
+            (
+                format!("cpu{broken}/cpu.cfs_quota_us"),
+                "50000\n".to_owned(),
+            ),
+            (format!("cpu{broken}/cpu.cfs_period_us"), "0\n".to_owned()),
+        ];
+        for cgroup in [&limited, &unlimited, &broken] {
+            files.push((format!("cpuacct{cgroup}/cpuacct.usage"), "5000000\n".into()));
+        }
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(name, text)| (name.as_str(), text.as_str()))
+            .collect();
+        write(root.path(), &files);
+
+        let (samples, errors) = collector(root.path(), &[]).collect(1);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            messages,
+            [format!(
+                "{} could not be parsed: the period `0` is not a positive whole number",
+                root.path()
+                    .join("cpu")
+                    .join(&broken[1..])
+                    .join("cpu.cfs_period_us")
+                    .display()
+            )]
+        );
+        let cores = |cgroup: &str| {
+            ["container.cpu.limit_cores", "container.cpu.available_cores"]
+                .map(|name| value(&samples, name, cgroup))
+        };
+        let gauge = |cores: f64| Some(sample::Value::Gauge(cores));
+        assert_eq!(cores(&limited), [gauge(1.5), gauge(1.5)]);
+        assert_eq!(cores(&unlimited), [None, gauge(2.0)]);
+        assert_eq!(cores(&broken), [None, None]);
+        assert_eq!(
+            value(&samples, "container.cpu.usage.microseconds", &broken),
+            Some(sample::Value::Counter(5000))
+        );
+    }
+
+    #[test]
+    fn the_hosts_cpus_are_the_online_ones_beside_the_cgroup_root() {
+        let host = tempfile::tempdir().unwrap();
+        let docker = format!("/system.slice/docker-{DOCKER_ID}.scope");
+        write(
+            host.path(),
+            &[
+                ("sys/devices/system/cpu/online", "0-5\n"),
+                ("sys/fs/cgroup/cgroup.controllers", "cpuset cpu\n"),
+                ("sys/fs/cgroup/cpuset.cpus.effective", "0-1\n"),
+                (&format!("sys/fs/cgroup{docker}/cpu.stat"), "usage_usec 1\n"),
+                (&format!("sys/fs/cgroup{docker}/cpu.max"), "max 100000\n"),
+            ],
+        );
+        let root = host.path().join("sys/fs/cgroup");
+        let (samples, errors) = collector(&root, &[]).collect(1);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            value(&samples, "container.cpu.available_cores", &docker),
+            Some(sample::Value::Gauge(6.0))
+        );
+
+        write(host.path(), &[("sys/devices/system/cpu/online", "0-\n")]);
+        let (samples, errors) = collector(&root, &[]).collect(1);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].to_string(),
+            format!(
+                "{} could not be parsed: `0-` is not a CPU number or range `first-last`",
+                host.path().join("sys/devices/system/cpu/online").display()
+            )
+        );
+        assert_eq!(errors[0].source(), "cpu");
+        assert_eq!(
+            value(&samples, "container.cpu.usage.microseconds", &docker),
+            Some(sample::Value::Counter(1))
+        );
+        assert_eq!(
+            value(&samples, "container.cpu.available_cores", &docker),
+            None
         );
     }
 
@@ -1241,6 +1734,13 @@ mod tests {
         assert!(
             !with_cpu_and_memory.is_empty(),
             "no cgroup with CPU and memory among {cgroups:?}"
+        );
+        assert!(
+            matches!(
+                value(&samples, "container.cpu.available_cores", "/"),
+                Some(sample::Value::Gauge(cores)) if cores >= 1.0
+            ),
+            "the root cgroup may use no CPU"
         );
 
         let own_memory_cgroup = std::fs::read_to_string("/proc/self/cgroup")
