@@ -190,6 +190,12 @@ pub struct PartialAggregate {
     pub negative_bucket_count: ::prost::alloc::vec::Vec<u64>,
     #[prost(uint64, tag = "13")]
     pub zero_count: u64,
+    /// The partition of the raw metrics topic the samples came from. The finishing
+    /// instance keeps one partial per source partition and window, so a partial sent
+    /// again after a rebalance (its window replayed by the new owner) replaces the
+    /// first one instead of counting twice.
+    #[prost(int32, tag = "14")]
+    pub source_partition: i32,
 }
 /// One Kafka message of the repartition topic: partials of groups that share a
 /// key (the group identity), so that one consumer finishes each group.
