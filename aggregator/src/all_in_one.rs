@@ -1,5 +1,6 @@
-//! The all-in-one mode: agent sources, the alert stage and the index stage in one
-//! process on the in-process bus, with rules from a watched folder, documents
+//! The all-in-one mode: agent sources, the derive, alert and index stages in one
+//! process on the in-process bus, with rules and derive definitions from watched
+//! folders, documents
 //! written to NDJSON files and alerts printed. The same source, rule and alert
 //! code as a deployment; only the transport and the sinks differ.
 //!
@@ -9,6 +10,7 @@
 
 use crate::alert::notify::Receiver;
 use crate::alert::{AlertStage, AlertStageConfig, unix_nanos};
+use crate::derive::{DeriveStage, DeriveStageConfig};
 use crate::index::{DocumentSink, IndexNames, IndexStage, IndexStageConfig, NdjsonSink};
 use crate::rule_source::RuleSource;
 use anyhow::Context;
@@ -30,6 +32,11 @@ const SHIPPED_RULES: [(&str, &str); 3] = [
     ("network.yaml", include_str!("../../rules/network.yaml")),
 ];
 
+/// The example derive definitions shipped in `derive/`, used when the definitions
+/// folder is missing.
+const SHIPPED_DEFINITIONS: [(&str, &str); 1] =
+    [("fleet.yaml", include_str!("../../derive/fleet.yaml"))];
+
 /// What the all-in-one mode runs on.
 #[derive(Debug, Clone)]
 pub struct AllInOneOptions {
@@ -37,6 +44,9 @@ pub struct AllInOneOptions {
     pub data_dir: PathBuf,
     /// Folder of rule files, watched; the shipped examples are used if it is missing.
     pub rules_dir: PathBuf,
+    /// Folder of derive definitions, watched; the shipped examples are used if it
+    /// is missing.
+    pub definitions_dir: PathBuf,
     /// Log files to tail; empty means "write and tail an example log".
     pub log_files: Vec<PathBuf>,
     /// Time between host metric readings.
@@ -58,9 +68,15 @@ pub async fn run(
     let rules_dir = if options.rules_dir.is_dir() {
         options.rules_dir.clone()
     } else {
-        write_shipped_rules(&data_dir.join("rules"))?
+        write_shipped(&data_dir.join("rules"), &SHIPPED_RULES)?
     };
     let rules = RuleSource::Folder(rules_dir.clone()).watch(shutdown.clone())?;
+    let definitions_dir = if options.definitions_dir.is_dir() {
+        options.definitions_dir.clone()
+    } else {
+        write_shipped(&data_dir.join("derive"), &SHIPPED_DEFINITIONS)?
+    };
+    let definitions = RuleSource::Folder(definitions_dir.clone()).watch(shutdown.clone())?;
 
     // Every consumer subscribes before the agent publishes its first batch.
     let alert_config = AlertStageConfig {
@@ -69,6 +85,12 @@ pub async fn run(
         ..AlertStageConfig::default()
     };
     let alert = AlertStage::new(&bus, rules, alert_config, &metrics)?;
+    let derive_config = DeriveStageConfig {
+        allowed_lateness: Duration::from_secs(5),
+        default_interval: options.host_interval,
+        ..DeriveStageConfig::default()
+    };
+    let derive = DeriveStage::new(&bus, definitions, derive_config, &metrics)?;
     let documents_dir = data_dir.join("documents");
     let index = IndexStage::new(
         &bus,
@@ -110,12 +132,18 @@ pub async fn run(
         "  rules      {} (edit a file: it applies at once)",
         rules_dir.display()
     );
+    println!(
+        "  derive     {} (rates and KPIs built in; aggregates here)",
+        definitions_dir.display()
+    );
     for path in &log_files {
         println!("  tailing    {}", path.display());
     }
     println!("  documents  {}/*.ndjson", documents_dir.display());
     println!("  stop with Ctrl-C\n");
 
+    let stop = shutdown.clone();
+    tasks.spawn(async move { derive.run(stop).await });
     let stop = shutdown.clone();
     tasks.spawn(async move { alert.run(stop).await });
     let stop = shutdown.clone();
@@ -142,9 +170,10 @@ fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
 }
 
-fn write_shipped_rules(dir: &Path) -> anyhow::Result<PathBuf> {
+/// Writes the shipped example `files` into `dir` (keeping any already there).
+fn write_shipped(dir: &Path, files: &[(&str, &str)]) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    for (name, text) in SHIPPED_RULES {
+    for (name, text) in files {
         let path = dir.join(name);
         if !path.exists() {
             std::fs::write(&path, text)

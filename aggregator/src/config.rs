@@ -1,10 +1,11 @@
-//! Configuration of the aggregator's distributed stages (`alert`, `index`): where
+//! Configuration of the aggregator's distributed stages (`derive`, `alert`, `index`): where
 //! Kafka, etcd and Elasticsearch are, and how each stage behaves. Deserialized
 //! strictly (unknown keys are errors naming the key, file, line and column), then
 //! validated with errors that name the field.
 
 use crate::alert::AlertStageConfig;
 use crate::alert::notify::Receiver;
+use crate::derive::DeriveStageConfig;
 use crate::index::{
     BulkClient, BulkClientConfig, DocumentSink, ElasticsearchAuth, IndexNames, IndexStage,
     IndexStageConfig,
@@ -30,6 +31,9 @@ pub struct AggregatorConfig {
     /// The HTTP endpoint with `/metrics`, `/health` and `/ready`.
     #[serde(default)]
     pub http: HttpSection,
+    /// The `derive` stage.
+    #[serde(default)]
+    pub derive: DeriveSection,
     /// The `alert` stage.
     #[serde(default)]
     pub alert: AlertSection,
@@ -56,6 +60,62 @@ impl Default for HttpSection {
 
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9465))
+}
+
+/// Settings of the `derive` stage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeriveSection {
+    /// Consumer group shared by all derive instances.
+    #[serde(default = "default_derive_group")]
+    pub group: String,
+    /// Read user definitions from this folder (watched) instead of etcd.
+    pub definitions_dir: Option<PathBuf>,
+    /// How late a sample may be and still count in its window.
+    #[serde(default = "default_derive_lateness", with = "vigil_runtime::duration")]
+    pub allowed_lateness: Duration,
+    /// How long a group window waits for the partials of other instances.
+    #[serde(default = "default_group_wait", with = "vigil_runtime::duration")]
+    pub group_wait: Duration,
+    /// Gaps longer than this many intervals restart a counter series.
+    #[serde(default = "default_max_gap_intervals")]
+    pub max_gap_intervals: u32,
+    /// Interval assumed for a series before it has shown its own.
+    #[serde(default = "default_series_interval", with = "vigil_runtime::duration")]
+    pub default_interval: Duration,
+}
+
+impl Default for DeriveSection {
+    fn default() -> Self {
+        Self {
+            group: default_derive_group(),
+            definitions_dir: None,
+            allowed_lateness: default_derive_lateness(),
+            group_wait: default_group_wait(),
+            max_gap_intervals: default_max_gap_intervals(),
+            default_interval: default_series_interval(),
+        }
+    }
+}
+
+fn default_derive_group() -> String {
+    DeriveStageConfig::default().group
+}
+
+fn default_derive_lateness() -> Duration {
+    DeriveStageConfig::default().allowed_lateness
+}
+
+fn default_group_wait() -> Duration {
+    DeriveStageConfig::default().group_wait
+}
+
+fn default_max_gap_intervals() -> u32 {
+    DeriveStageConfig::default().max_gap_intervals
+}
+
+fn default_series_interval() -> Duration {
+    DeriveStageConfig::default().default_interval
 }
 
 /// Settings of the `alert` stage.
@@ -204,6 +264,15 @@ impl AggregatorConfig {
         if let Some(etcd) = &self.etcd {
             etcd.validate()?;
         }
+        if self.derive.group.is_empty() {
+            anyhow::bail!("`derive.group` must not be empty");
+        }
+        if self.derive.max_gap_intervals == 0 {
+            anyhow::bail!("`derive.max_gap_intervals` must be at least 1");
+        }
+        if self.derive.default_interval.is_zero() {
+            anyhow::bail!("`derive.default_interval` must be positive");
+        }
         if self.alert.group.is_empty() {
             anyhow::bail!("`alert.group` must not be empty");
         }
@@ -281,6 +350,18 @@ impl AggregatorConfig {
         )?)
     }
 
+    /// The derive stage's runtime settings.
+    pub fn derive_stage(&self) -> DeriveStageConfig {
+        DeriveStageConfig {
+            group: self.derive.group.clone(),
+            allowed_lateness: self.derive.allowed_lateness,
+            group_wait: self.derive.group_wait,
+            max_gap_intervals: self.derive.max_gap_intervals,
+            default_interval: self.derive.default_interval,
+            ..DeriveStageConfig::default()
+        }
+    }
+
     /// The alert stage's runtime settings.
     pub fn alert_stage(&self) -> AlertStageConfig {
         AlertStageConfig {
@@ -335,5 +416,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(error, "`alert.tick` must be positive");
+        let error = parse("kafka: {brokers: 'k:9092'}\nderive: {max_gap_intervals: 0}\n")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(error, "`derive.max_gap_intervals` must be at least 1");
+        let error = parse("kafka: {brokers: 'k:9092'}\nderive: {allowed_lateness: soon}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("aggregator.yaml:2:27: "), "{error}");
     }
 }

@@ -7,6 +7,7 @@
 pub mod alert;
 pub mod all_in_one;
 pub mod config;
+pub mod derive;
 pub mod index;
 pub mod rule_source;
 pub mod rules;

@@ -1,5 +1,6 @@
-//! `vigil-aggregator`: the stream stages (`alert`, `index`), the rules CLI
-//! (`rules check|test|push`) and the all-in-one mode. Thin: parse arguments, load
+//! `vigil-aggregator`: the stream stages (`derive`, `alert`, `index`), the rules
+//! CLI (`rules check|test|push`), the definitions CLI (`definitions check|push`)
+//! and the all-in-one mode. Thin: parse arguments, load
 //! configuration, build the stage, run it until SIGTERM.
 
 use anyhow::Context;
@@ -9,14 +10,17 @@ use std::process::ExitCode;
 use vigil_aggregator::alert::AlertStage;
 use vigil_aggregator::all_in_one::{self, AllInOneOptions};
 use vigil_aggregator::config::AggregatorConfig;
-use vigil_aggregator::rule_source::{self, RuleSource};
+use vigil_aggregator::derive::DeriveStage;
+use vigil_aggregator::derive::definitions::DefinitionSet;
+use vigil_aggregator::rule_source::{self, RuleFiles, RuleSource, Section};
 use vigil_aggregator::rules;
 use vigil_runtime::Bus;
 use vigil_runtime::etcd::EtcdSettings;
 use vigil_runtime::telemetry::{LogFormat, ProcessContext, init_tracing};
 
-/// Vigil's stream processors: evaluate alert rules, index everything into
-/// Elasticsearch, manage rules, or run the whole pipeline on this host.
+/// Vigil's stream processors: derive rates, KPIs and aggregates, evaluate alert
+/// rules, index everything into Elasticsearch, manage rules and definitions, or
+/// run the whole pipeline on this host.
 #[derive(Debug, Parser)]
 #[command(name = "vigil-aggregator", version, propagate_version = true)]
 struct Cli {
@@ -41,10 +45,12 @@ enum LogFormatArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run agent sources, the alert stage and the index stage in one process, with
-    /// no Kafka, etcd or Elasticsearch: rules from a watched folder, documents to
-    /// NDJSON files, alerts printed.
+    /// Run agent sources and the derive, alert and index stages in one process,
+    /// with no Kafka, etcd or Elasticsearch: rules and definitions from watched
+    /// folders, documents to NDJSON files, alerts printed.
     AllInOne(AllInOneArgs),
+    /// Compute rates, KPIs and windowed aggregates from raw metrics in Kafka.
+    Derive(StageArgs),
     /// Evaluate alert rules over metrics and logs from Kafka and notify pagers.
     Alert(StageArgs),
     /// Write logs, metrics and alerts from Kafka into Elasticsearch.
@@ -52,6 +58,41 @@ enum Command {
     /// Check, test and publish rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Check and publish derive definition files.
+    #[command(subcommand)]
+    Definitions(DefinitionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DefinitionsCommand {
+    /// Validate every definition file in a folder (on top of the built-ins); errors
+    /// name file, line, column and field.
+    Check {
+        /// Folder of definition files.
+        dir: PathBuf,
+    },
+    /// Check a folder of definitions and, if valid, replace the definitions in
+    /// etcd with it.
+    Push {
+        /// Folder of definition files.
+        dir: PathBuf,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct EtcdArgs {
+    /// etcd client URL.
+    #[arg(
+        long,
+        env = "VIGIL_ETCD_ENDPOINT",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    etcd_endpoint: String,
+    /// Key prefix of this deployment; files go under `<prefix>/rules/` or `<prefix>/derive/`.
+    #[arg(long, env = "VIGIL_ETCD_PREFIX", default_value = "/vigil")]
+    etcd_prefix: String,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +103,9 @@ struct AllInOneArgs {
     /// Folder of rule files, watched for changes (the shipped examples are used if it does not exist).
     #[arg(long, default_value = "rules")]
     rules: PathBuf,
+    /// Folder of derive definitions, watched for changes (the shipped examples are used if it does not exist).
+    #[arg(long, default_value = "derive")]
+    definitions: PathBuf,
     /// Log file to tail (repeatable); without any, an example log is written and tailed.
     #[arg(long = "log-file")]
     log_files: Vec<PathBuf>,
@@ -99,16 +143,8 @@ enum RulesCommand {
     Push {
         /// Folder of rule files.
         dir: PathBuf,
-        /// etcd client URL.
-        #[arg(
-            long,
-            env = "VIGIL_ETCD_ENDPOINT",
-            default_value = "http://127.0.0.1:2379"
-        )]
-        etcd_endpoint: String,
-        /// Key prefix of this deployment; rules go under `<prefix>/rules/`.
-        #[arg(long, env = "VIGIL_ETCD_PREFIX", default_value = "/vigil")]
-        etcd_prefix: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
     },
 }
 
@@ -141,6 +177,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let options = AllInOneOptions {
                 data_dir: args.data_dir,
                 rules_dir: args.rules,
+                definitions_dir: args.definitions,
                 log_files: args.log_files,
                 host_interval: std::time::Duration::from_secs(args.host_interval.max(1)),
             };
@@ -153,7 +190,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             };
             let source = match (&config.alert.rules_dir, &config.etcd) {
                 (Some(dir), _) => RuleSource::Folder(dir.clone()),
-                (None, Some(etcd)) => RuleSource::Etcd(etcd.clone()),
+                (None, Some(etcd)) => RuleSource::Etcd(etcd.clone(), Section::Rules),
                 (None, None) => anyhow::bail!(
                     "{}: the alert stage needs `etcd` or `alert.rules_dir`",
                     args.config.display()
@@ -164,6 +201,28 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let rules = source.watch(context.shutdown.clone())?;
             let bus = Bus::Kafka(Box::new(config.kafka.clone()));
             let stage = AlertStage::new(&bus, rules, config.alert_stage(), &context.metrics)?;
+            context.health.set_ready(true);
+            stage.run(context.shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Derive(args) => {
+            let Some(config) = load_stage_config(&args)? else {
+                return Ok(ExitCode::SUCCESS);
+            };
+            let source = match (&config.derive.definitions_dir, &config.etcd) {
+                (Some(dir), _) => RuleSource::Folder(dir.clone()),
+                (None, Some(etcd)) => RuleSource::Etcd(etcd.clone(), Section::Derive),
+                (None, None) => anyhow::bail!(
+                    "{}: the derive stage needs `etcd` or `derive.definitions_dir`",
+                    args.config.display()
+                ),
+            };
+            let context = ProcessContext::start(config.http.listen).await?;
+            tracing::info!(definitions = %source.describe(), "derive stage starting");
+            let definitions = source.watch(context.shutdown.clone())?;
+            let bus = Bus::Kafka(Box::new(config.kafka.clone()));
+            let stage =
+                DeriveStage::new(&bus, definitions, config.derive_stage(), &context.metrics)?;
             context.health.set_ready(true);
             stage.run(context.shutdown).await?;
             Ok(ExitCode::SUCCESS)
@@ -182,6 +241,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules(command) => run_rules_command(command).await,
+        Command::Definitions(command) => run_definitions_command(command).await,
     }
 }
 
@@ -211,7 +271,7 @@ fn load_stage_config(args: &StageArgs) -> anyhow::Result<Option<AggregatorConfig
 async fn run_rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
     match command {
         RulesCommand::Check { dir } => {
-            Ok(report_check(&dir).map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS))
+            Ok(report_rules_check(&dir).map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS))
         }
         RulesCommand::Test { dir } => {
             let report = rules::run_rule_tests(&dir)?;
@@ -222,42 +282,73 @@ async fn run_rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        RulesCommand::Push {
-            dir,
-            etcd_endpoint,
-            etcd_prefix,
-        } => {
-            let Some(files) = report_check(&dir) else {
+        RulesCommand::Push { dir, etcd } => {
+            let Some(files) = report_rules_check(&dir) else {
                 eprintln!("nothing pushed: fix the errors above first");
                 return Ok(ExitCode::FAILURE);
             };
-            let settings = EtcdSettings::new(etcd_endpoint, etcd_prefix);
-            settings.validate()?;
-            let report = rule_source::push_to_etcd(&settings, &files).await?;
-            let prefix = settings.key_prefix("rules");
-            for name in &report.written {
-                println!("wrote   {prefix}{name}");
-            }
-            for name in &report.deleted {
-                println!("deleted {prefix}{name}");
-            }
-            if report.written.is_empty() && report.deleted.is_empty() {
-                println!("{prefix}: already up to date");
-            }
-            Ok(ExitCode::SUCCESS)
+            push(&etcd, Section::Rules, &files).await
         }
     }
 }
 
-/// Prints the outcome of checking `dir`; the files when valid.
-fn report_check(dir: &Path) -> Option<rule_source::RuleFiles> {
-    match rule_source::check_folder(dir) {
-        Ok((files, rules)) => {
+async fn run_definitions_command(command: DefinitionsCommand) -> anyhow::Result<ExitCode> {
+    let check = |dir: &Path| {
+        report_check(dir, DefinitionSet::from_files, |set| {
+            format!("{} definitions with the built-ins", set.len())
+        })
+    };
+    match command {
+        DefinitionsCommand::Check { dir } => {
+            Ok(check(&dir).map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS))
+        }
+        DefinitionsCommand::Push { dir, etcd } => {
+            let Some(files) = check(&dir) else {
+                eprintln!("nothing pushed: fix the errors above first");
+                return Ok(ExitCode::FAILURE);
+            };
+            push(&etcd, Section::Derive, &files).await
+        }
+    }
+}
+
+/// Replaces the files of `section` in etcd and says what changed.
+async fn push(etcd: &EtcdArgs, section: Section, files: &RuleFiles) -> anyhow::Result<ExitCode> {
+    let settings = EtcdSettings::new(etcd.etcd_endpoint.clone(), etcd.etcd_prefix.clone());
+    settings.validate()?;
+    let report = rule_source::push_to_etcd(&settings, section, files).await?;
+    let prefix = settings.key_prefix(section.key());
+    for name in &report.written {
+        println!("wrote   {prefix}{name}");
+    }
+    for name in &report.deleted {
+        println!("deleted {prefix}{name}");
+    }
+    if report.written.is_empty() && report.deleted.is_empty() {
+        println!("{prefix}: already up to date");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_rules_check(dir: &Path) -> Option<RuleFiles> {
+    report_check(dir, rules::RuleSet::from_files, |rules| {
+        format!("{} rules", rules.rule_count())
+    })
+}
+
+/// Prints the outcome of validating the files of `dir`; the files when valid.
+fn report_check<T>(
+    dir: &Path,
+    validate: impl FnOnce(&RuleFiles) -> Result<T, Vec<rules::RuleError>>,
+    summary: impl FnOnce(&T) -> String,
+) -> Option<RuleFiles> {
+    match rule_source::check_folder_with(dir, validate) {
+        Ok((files, valid)) => {
             println!(
-                "{}: ok ({} files, {} rules)",
+                "{}: ok ({} files, {})",
                 dir.display(),
                 files.len(),
-                rules.rule_count()
+                summary(&valid)
             );
             Some(files)
         }

@@ -1,6 +1,7 @@
-//! Where the alert stage gets its rule files: an etcd prefix (pushed from git by
-//! `rules push`) or a local folder (the all-in-one mode), both watched so a change
-//! applies without a restart.
+//! Where the alert stage gets its rule files, and the derive stage its
+//! definitions: an etcd prefix (pushed from git by `rules push` or `derive push`)
+//! or a local folder (the all-in-one mode), both watched so a change applies
+//! without a restart.
 //!
 //! Both sources produce the same thing, a map of file name to YAML text, which the
 //! alert stage parses as one rule set; the source never judges the rules, so an
@@ -23,11 +24,30 @@ pub type RuleFiles = BTreeMap<String, String>;
 /// The latest rule files; `None` until the source was read once.
 pub type RuleFilesWatch = watch::Receiver<Option<Arc<RuleFiles>>>;
 
-/// A source of rule files.
+/// Which kind of files an etcd source holds, and so the key under the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    /// Alert rules, under `<prefix>/rules/`.
+    Rules,
+    /// Derive definitions, under `<prefix>/derive/`.
+    Derive,
+}
+
+impl Section {
+    /// The key below the deployment prefix.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Rules => "rules",
+            Self::Derive => "derive",
+        }
+    }
+}
+
+/// A source of rule (or definition) files.
 #[derive(Debug, Clone)]
 pub enum RuleSource {
-    /// Files under `<prefix>/rules/` in etcd.
-    Etcd(EtcdSettings),
+    /// Files under `<prefix>/<section>/` in etcd.
+    Etcd(EtcdSettings, Section),
     /// `*.yaml` files in a folder (test files `*.test.yaml` excluded).
     Folder(PathBuf),
 }
@@ -36,8 +56,8 @@ impl RuleSource {
     /// Starts watching; the receiver sees every new set of files until `shutdown`.
     pub fn watch(&self, shutdown: CancellationToken) -> anyhow::Result<RuleFilesWatch> {
         match self {
-            Self::Etcd(settings) => {
-                Ok(settings.watch_prefix(settings.key_prefix("rules"), shutdown))
+            Self::Etcd(settings, section) => {
+                Ok(settings.watch_prefix(settings.key_prefix(section.key()), shutdown))
             }
             Self::Folder(path) => watch_folder(path.clone(), shutdown),
         }
@@ -46,10 +66,10 @@ impl RuleSource {
     /// Human-readable origin, for logs.
     pub fn describe(&self) -> String {
         match self {
-            Self::Etcd(settings) => format!(
+            Self::Etcd(settings, section) => format!(
                 "etcd {} {}",
                 settings.endpoints.join(","),
-                settings.key_prefix("rules")
+                settings.key_prefix(section.key())
             ),
             Self::Folder(path) => format!("folder {}", path.display()),
         }
@@ -127,19 +147,30 @@ fn watch_folder(dir: PathBuf, shutdown: CancellationToken) -> anyhow::Result<Rul
 
 /// Checks a folder of rules; every error names its file, line and column.
 pub fn check_folder(dir: &Path) -> Result<(RuleFiles, RuleSet), Vec<String>> {
-    let files = read_folder(dir).map_err(|error| vec![format!("{}: {error}", dir.display())])?;
-    let rules = RuleSet::from_files(&files)
-        .map_err(|errors| errors.iter().map(RuleError::to_string).collect::<Vec<_>>())?;
-    Ok((files, rules))
+    check_folder_with(dir, RuleSet::from_files)
 }
 
-/// Replaces the rule files in etcd with `files`, in one transaction: files no
-/// longer present are deleted, so the stage sees exactly this set in one revision.
+/// Reads a folder and validates its files with `validate` (rules, derive
+/// definitions); every error names its file, line and column.
+pub fn check_folder_with<T>(
+    dir: &Path,
+    validate: impl FnOnce(&RuleFiles) -> Result<T, Vec<RuleError>>,
+) -> Result<(RuleFiles, T), Vec<String>> {
+    let files = read_folder(dir).map_err(|error| vec![format!("{}: {error}", dir.display())])?;
+    let valid = validate(&files)
+        .map_err(|errors| errors.iter().map(RuleError::to_string).collect::<Vec<_>>())?;
+    Ok((files, valid))
+}
+
+/// Replaces the files of `section` in etcd with `files`, in one transaction: files
+/// no longer present are deleted, so the stage sees exactly this set in one
+/// revision.
 pub async fn push_to_etcd(
     settings: &EtcdSettings,
+    section: Section,
     files: &RuleFiles,
 ) -> anyhow::Result<PushReport> {
-    let prefix = settings.key_prefix("rules");
+    let prefix = settings.key_prefix(section.key());
     let mut client = settings.connect().await?;
     let (current, revision) = EtcdSettings::read_prefix(&mut client, &prefix).await?;
     let mut operations = Vec::new();
@@ -166,7 +197,7 @@ pub async fn push_to_etcd(
         .txn(Txn::new().when(vec![guard]).and_then(operations))
         .await?;
     if !response.succeeded() {
-        anyhow::bail!("rules under {prefix} changed during the push; run it again");
+        anyhow::bail!("files under {prefix} changed during the push; run it again");
     }
     Ok(report)
 }

@@ -13,6 +13,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -321,6 +322,27 @@ impl Subscription {
                 kafka
                     .consumer
                     .store_offset(&message.topic, message.partition, message.offset)?;
+                Ok(())
+            }
+            Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// Marks everything of `partition` of `topic` before `next_offset` as done, and
+    /// nothing after it: a stage whose state is rebuilt by replaying part of what it
+    /// already processed stores the position that replay must start from. A
+    /// partition no longer assigned to this consumer is skipped.
+    pub fn commit_position(
+        &self,
+        topic: &str,
+        partition: i32,
+        next_offset: i64,
+    ) -> Result<(), BusError> {
+        match self {
+            Self::Kafka(kafka) => {
+                let mut positions = TopicPartitionList::new();
+                positions.add_partition_offset(topic, partition, Offset::Offset(next_offset))?;
+                kafka.consumer.store_offsets(&positions)?;
                 Ok(())
             }
             Self::Memory(_) => Ok(()),

@@ -30,6 +30,7 @@ pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, STALE_AFTER};
 pub use log_filter::LogFilter;
 pub use model::{Group, LabelMatcher, LogRule, LogTrigger, MetricRule, Rule, RuleKind, RuleSet};
 pub use parse::load_dir;
+pub(crate) use parse::{Checker, from_yaml};
 pub use rule_tests::{TestFailure, TestReport, run_rule_tests};
 pub use template::Template;
 pub use vigil_runtime::duration::{DurationError, format_duration, parse_duration};

@@ -429,20 +429,13 @@ impl Checker {
         valid.then_some(annotations)
     }
 
-    fn metric_rule(
+    /// Label conditions as written under `match:`: `value`, `"!=value"`,
+    /// `"=~regex"`, `"!~regex"` (regexes anchored, as in Prometheus).
+    pub(crate) fn label_matchers(
         &mut self,
         context: &str,
-        location: Location,
-        metric: Spanned<String>,
         matchers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
-        condition: Option<Spanned<String>>,
-    ) -> Option<MetricRule> {
-        if metric.value.trim().is_empty() {
-            return self.fail(
-                metric.referenced,
-                format!("{context}`metric` must not be empty"),
-            );
-        }
+    ) -> Vec<LabelMatcher> {
         let mut parsed_matchers = Vec::new();
         for (name, value) in matchers.map(|m| m.value).unwrap_or_default() {
             let text = value.value.as_str();
@@ -466,7 +459,9 @@ impl Checker {
                         );
                         continue;
                     }
-                    let anchored = compile_regex(&format!("^(?:{pattern})$")).ok()?;
+                    let Ok(anchored) = compile_regex(&format!("^(?:{pattern})$")) else {
+                        continue;
+                    };
                     if positive {
                         LabelTest::Matches(anchored)
                     } else {
@@ -477,6 +472,24 @@ impl Checker {
             };
             parsed_matchers.push(LabelMatcher { name, test });
         }
+        parsed_matchers
+    }
+
+    fn metric_rule(
+        &mut self,
+        context: &str,
+        location: Location,
+        metric: Spanned<String>,
+        matchers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
+        condition: Option<Spanned<String>>,
+    ) -> Option<MetricRule> {
+        if metric.value.trim().is_empty() {
+            return self.fail(
+                metric.referenced,
+                format!("{context}`metric` must not be empty"),
+            );
+        }
+        let parsed_matchers = self.label_matchers(context, matchers);
         let Some(condition) = condition else {
             return self.fail(
                 location,

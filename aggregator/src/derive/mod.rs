@@ -1,0 +1,421 @@
+//! The `derive` stage: raw samples from the metrics topic become derived metrics
+//! (counter rates, KPIs, windowed and cross-host aggregates) on the derived-metrics
+//! topic, in the same batch format, so the index and the alert stage treat raw and
+//! derived samples alike.
+//!
+//! ```text
+//! metrics.raw ─► Engine::derive ─► metrics.derived            (rates, ratios, shares)
+//!                     └─ windows ─► metrics.derived            (per-series aggregates)
+//!                               └─► metrics.partial ─► Engine::merge_partials ─► metrics.derived
+//!                                   (keyed by group)          (group-by aggregates)
+//! ```
+//!
+//! Instances share the partitions of both input topics through one consumer
+//! group. Each commits, per partition, the position a new owner must replay from
+//! to rebuild its state (see [`engine`]), so a rebalance or a crash costs a short
+//! replay, never a bogus rate or a gap. Definitions come from a watched source
+//! like rules; a new set that fails to load is reported and the last good one
+//! stays in force.
+
+pub mod counter;
+pub mod definitions;
+pub mod engine;
+pub mod rates;
+pub mod sketch;
+pub mod window;
+
+use crate::alert::unix_nanos;
+use crate::rule_source::RuleFilesWatch;
+use definitions::DefinitionSet;
+use engine::{Closed, Engine, EngineCounts, EngineSettings};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use rates::RateSettings;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+use tokio_util::sync::CancellationToken;
+use vigil_proto::v1::{MetricBatch, PartialAggregateBatch};
+use vigil_proto::{Payload, Topics};
+use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
+
+/// Identity of one series inside the stage: a hash of resource id, metric name and
+/// labels. Only ever held in memory, so the hash function may change between
+/// releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesId(pub u64);
+
+/// Settings of the derive stage.
+#[derive(Debug, Clone)]
+pub struct DeriveStageConfig {
+    /// Consumer group; instances of one group share the partitions.
+    pub group: String,
+    /// How often windows are closed and positions committed.
+    pub tick: Duration,
+    /// How late a sample may be and still count in its window.
+    pub allowed_lateness: Duration,
+    /// How long a group window waits for the partials of other instances.
+    pub group_wait: Duration,
+    /// Gaps longer than this many intervals restart a counter series.
+    pub max_gap_intervals: u32,
+    /// Interval assumed for a series before it has shown its own.
+    pub default_interval: Duration,
+}
+
+impl Default for DeriveStageConfig {
+    fn default() -> Self {
+        Self {
+            group: "vigil-derive".to_owned(),
+            tick: Duration::from_secs(1),
+            allowed_lateness: Duration::from_secs(30),
+            group_wait: Duration::from_secs(10),
+            max_gap_intervals: 3,
+            default_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl DeriveStageConfig {
+    fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            rates: RateSettings {
+                max_gap_intervals: self.max_gap_intervals,
+                default_interval: self.default_interval,
+            },
+            allowed_lateness: self.allowed_lateness,
+            group_wait: self.group_wait,
+            producer: format!("vigil-derive/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TopicLabels {
+    topic: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: &'static str,
+}
+
+#[derive(Debug, Clone)]
+struct DeriveMetrics {
+    consumed: Family<TopicLabels, Counter>,
+    dead_lettered: Family<TopicLabels, Counter>,
+    published: Family<TopicLabels, Counter>,
+    counter_steps: Family<OutcomeLabels, Counter>,
+    reloads: Family<StatusLabels, Counter>,
+    definitions: Gauge,
+    series: Gauge,
+    open_windows: Gauge,
+    reported: EngineCounts,
+}
+
+impl DeriveMetrics {
+    fn register(metrics: &SelfMetrics) -> Self {
+        Self {
+            consumed: metrics.register(
+                "derive_messages_consumed",
+                "Messages consumed, by topic",
+                Family::default(),
+            ),
+            dead_lettered: metrics.register(
+                "derive_dead_lettered",
+                "Messages that were not valid batches, sent to the dead-letter topic",
+                Family::default(),
+            ),
+            published: metrics.register(
+                "derive_batches_published",
+                "Batches published, by topic",
+                Family::default(),
+            ),
+            counter_steps: metrics.register(
+                "derive_counter_readings",
+                "Counter readings by outcome: rate, started, reset, gap, reboot, duplicate, out_of_order; and late samples or partials, unknown partials",
+                Family::default(),
+            ),
+            reloads: metrics.register(
+                "derive_definition_reloads",
+                "Definition set reloads, by outcome (a failed reload keeps the last good set)",
+                Family::default(),
+            ),
+            definitions: metrics.register(
+                "derive_definitions_loaded",
+                "Definitions in force, built-ins included",
+                Gauge::default(),
+            ),
+            series: metrics.register(
+                "derive_counter_series",
+                "Counter series whose previous reading is held",
+                Gauge::default(),
+            ),
+            open_windows: metrics.register(
+                "derive_open_windows",
+                "Windows open: per series, per group and partition, and groups being finished",
+                Gauge::default(),
+            ),
+            reported: EngineCounts::default(),
+        }
+    }
+
+    /// Adds what the engine counted since the last report.
+    fn report(&mut self, engine: &Engine) {
+        let now = engine.counts();
+        let before = self.reported;
+        let pairs = [
+            ("rate", now.rates - before.rates),
+            ("started", now.started - before.started),
+            ("reset", now.resets - before.resets),
+            ("gap", now.gaps - before.gaps),
+            ("reboot", now.reboots - before.reboots),
+            ("duplicate", now.duplicates - before.duplicates),
+            ("out_of_order", now.out_of_order - before.out_of_order),
+            ("late", now.late - before.late),
+            (
+                "unknown_partial",
+                now.unknown_partials - before.unknown_partials,
+            ),
+        ];
+        for (outcome, added) in pairs {
+            if added > 0 {
+                self.counter_steps
+                    .get_or_create(&OutcomeLabels { outcome })
+                    .inc_by(added);
+            }
+        }
+        self.reported = now;
+        self.series.set(engine.series() as i64);
+        self.open_windows.set(engine.open_windows() as i64);
+    }
+}
+
+/// The running derive stage.
+#[derive(Debug)]
+pub struct DeriveStage {
+    subscription: Subscription,
+    publisher: Publisher,
+    topics: Topics,
+    definitions: RuleFilesWatch,
+    engine: Engine,
+    config: DeriveStageConfig,
+    metrics: DeriveMetrics,
+    /// Last offset processed per topic and partition.
+    positions: BTreeMap<(String, i32), i64>,
+    /// On the in-process bus the one instance finishes every group itself, so
+    /// partials go straight back into the engine instead of through a topic it
+    /// would have to consume while publishing to it.
+    loopback_partials: bool,
+}
+
+impl DeriveStage {
+    /// Subscribes to the raw metrics and the repartition topic of `bus`.
+    pub fn new(
+        bus: &Bus,
+        definitions: RuleFilesWatch,
+        config: DeriveStageConfig,
+        metrics: &SelfMetrics,
+    ) -> anyhow::Result<Self> {
+        let topics = bus.topics();
+        let loopback_partials = matches!(bus, Bus::Memory(_));
+        let mut inputs = vec![topics.metrics_raw()];
+        if !loopback_partials {
+            inputs.push(topics.metrics_partial());
+        }
+        let subscription = bus.subscribe(&config.group, &inputs)?;
+        let engine = Engine::new(&DefinitionSet::built_in(), config.engine_settings());
+        Ok(Self {
+            subscription,
+            publisher: bus.publisher()?,
+            topics,
+            definitions,
+            engine,
+            config,
+            metrics: DeriveMetrics::register(metrics),
+            positions: BTreeMap::new(),
+            loopback_partials,
+        })
+    }
+
+    /// Derives until `shutdown`.
+    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.reload();
+        let mut tick = tokio::time::interval(self.config.tick);
+        let mut last_message = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = self.definitions.changed() => {
+                    if changed.is_err() {
+                        anyhow::bail!("the definition source stopped");
+                    }
+                    self.reload();
+                }
+                _ = tick.tick() => {
+                    let mut watermark = self.engine.watermark();
+                    if last_message.elapsed() >= self.config.tick {
+                        // Quiet input: wall-clock time moves the windows on.
+                        let lateness = vigil_runtime::duration::nanos(self.config.allowed_lateness);
+                        watermark = watermark.max(unix_nanos(SystemTime::now()) - lateness);
+                    }
+                    let mut closed = self.engine.advance(watermark);
+                    if self.loopback_partials {
+                        for batch in std::mem::take(&mut closed.partials) {
+                            self.engine.merge_partials(&batch, 0, 0);
+                        }
+                    }
+                    self.publish_closed(closed).await;
+                    self.commit_positions();
+                    self.metrics.report(&self.engine);
+                }
+                received = self.subscription.recv() => {
+                    last_message = Instant::now();
+                    match received {
+                        Ok(message) => self.process(message).await,
+                        Err(error) => {
+                            tracing::warn!(%error, "consuming failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                        }
+                    }
+                }
+            }
+        }
+        self.commit_positions();
+        self.subscription.close();
+        Ok(())
+    }
+
+    fn reload(&mut self) {
+        let Some(files) = self.definitions.borrow_and_update().clone() else {
+            return;
+        };
+        match DefinitionSet::from_files(&files) {
+            Ok(set) => {
+                self.engine.replace_definitions(&set);
+                self.metrics.definitions.set(set.len() as i64);
+                self.metrics
+                    .reloads
+                    .get_or_create(&StatusLabels { status: "success" })
+                    .inc();
+                tracing::info!(
+                    definitions = set.len(),
+                    files = files.len(),
+                    "derive definitions loaded"
+                );
+            }
+            Err(errors) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&StatusLabels { status: "failure" })
+                    .inc();
+                for error in &errors {
+                    tracing::error!(%error, "invalid derive definition");
+                }
+                tracing::error!(
+                    errors = errors.len(),
+                    "new definition set rejected; the last good set stays in force"
+                );
+            }
+        }
+    }
+
+    async fn process(&mut self, message: Message) {
+        self.metrics
+            .consumed
+            .get_or_create(&TopicLabels {
+                topic: message.topic.clone(),
+            })
+            .inc();
+        if message.topic == self.topics.metrics_partial() {
+            match PartialAggregateBatch::from_payload(&message.payload) {
+                Ok(batch) => {
+                    self.engine
+                        .merge_partials(&batch, message.partition, message.offset);
+                }
+                Err(error) => self.dead_letter(&message, &error.to_string()).await,
+            }
+        } else {
+            match MetricBatch::from_payload(&message.payload) {
+                Ok(batch) => {
+                    if let Some(derived) =
+                        self.engine
+                            .derive(&batch, message.partition, message.offset)
+                    {
+                        self.publish(&self.topics.metrics_derived(), &derived).await;
+                    }
+                }
+                Err(error) => self.dead_letter(&message, &error.to_string()).await,
+            }
+        }
+        self.positions
+            .insert((message.topic.clone(), message.partition), message.offset);
+    }
+
+    async fn publish<P: Payload>(&self, topic: &str, batch: &P) {
+        match self.publisher.publish_batch(topic, batch).await {
+            Ok(()) => {
+                self.metrics
+                    .published
+                    .get_or_create(&TopicLabels {
+                        topic: topic.to_owned(),
+                    })
+                    .inc();
+            }
+            Err(error) => tracing::error!(%error, %topic, "derived batch could not be published"),
+        }
+    }
+
+    async fn publish_closed(&self, closed: Closed) {
+        let partial_topic = self.topics.metrics_partial();
+        for batch in &closed.partials {
+            self.publish(&partial_topic, batch).await;
+        }
+        let derived_topic = self.topics.metrics_derived();
+        for batch in &closed.derived {
+            self.publish(&derived_topic, batch).await;
+        }
+    }
+
+    /// Stores, per partition, where a new owner must start: the earliest position
+    /// the engine still needs, or past the last message processed.
+    fn commit_positions(&self) {
+        let partial_topic = self.topics.metrics_partial();
+        for ((topic, partition), last) in &self.positions {
+            let needed = if *topic == partial_topic {
+                self.engine.resume_partial_offset(*partition)
+            } else {
+                self.engine.resume_offset(*partition)
+            };
+            let next = needed.map_or(last + 1, |needed| needed.min(last + 1));
+            if let Err(error) = self.subscription.commit_position(topic, *partition, next) {
+                tracing::debug!(%error, %topic, partition, "position not stored");
+            }
+        }
+    }
+
+    async fn dead_letter(&self, message: &Message, reason: &str) {
+        tracing::warn!(
+            topic = %message.topic,
+            partition = message.partition,
+            offset = message.offset,
+            %reason,
+            "skipping a message that is not a valid batch"
+        );
+        self.metrics
+            .dead_lettered
+            .get_or_create(&TopicLabels {
+                topic: message.topic.clone(),
+            })
+            .inc();
+        let topic = self.topics.dead_letter("derive");
+        if let Err(error) = self.publisher.dead_letter(&topic, message, reason).await {
+            tracing::error!(%error, %topic, "dead-letter topic unavailable; the message is dropped");
+        }
+    }
+}
