@@ -139,6 +139,15 @@ struct FinishingGroup {
     by_partition: BTreeMap<i32, Accumulator>,
 }
 
+/// The latest message of one resource and metric set in a partition.
+#[derive(Debug, Clone, Copy)]
+struct LatestMessage {
+    offset: i64,
+    time_unix_nano: i64,
+    /// Event time between its two latest messages, once there were two.
+    interval_nanos: Option<i64>,
+}
+
 /// A value of the batch being derived: a raw sample, a rate, or a derived value.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -174,8 +183,8 @@ pub struct Engine {
     group_labels: HashMap<u64, Vec<Label>>,
     finishing: HashMap<(usize, u64, i64), FinishingGroup>,
     /// Per source partition: the offset from which replay rebuilds each resource's
-    /// series, by hash of resource and metric set, with the event time last seen.
-    resource_offsets: HashMap<i32, HashMap<u64, (i64, i64)>>,
+    /// series, by hash of resource and metric set.
+    resource_offsets: HashMap<i32, HashMap<u64, LatestMessage>>,
     /// Per source partition: the first offset of every open window, by window end.
     window_offsets: HashMap<i32, BTreeMap<i64, i64>>,
     /// Per repartition partition: the first offset of every unfinished group, by window end.
@@ -228,10 +237,7 @@ impl Engine {
     /// Replaces the definitions, keeping counter state (rates continue without a
     /// gap); windows of definitions that changed start afresh.
     pub fn replace_definitions(&mut self, definitions: &DefinitionSet) {
-        let rates = std::mem::replace(
-            &mut self.rates,
-            RateTracker::new(self.settings.rates),
-        );
+        let rates = std::mem::replace(&mut self.rates, RateTracker::new(self.settings.rates));
         let resource_offsets = std::mem::take(&mut self.resource_offsets);
         let partition_floors = std::mem::take(&mut self.partition_floors);
         let watermark = self.watermark_unix_nano;
@@ -474,7 +480,16 @@ impl Engine {
             }
             previous_set = Some(&sample.metric_set);
             let key = resource_hash ^ xxh3_64(sample.metric_set.as_bytes()).rotate_left(17);
-            offsets.insert(key, (offset, time));
+            let latest = offsets.entry(key).or_insert(LatestMessage {
+                offset,
+                time_unix_nano: time,
+                interval_nanos: None,
+            });
+            if time > latest.time_unix_nano {
+                latest.interval_nanos = Some(time - latest.time_unix_nano);
+            }
+            latest.offset = offset;
+            latest.time_unix_nano = latest.time_unix_nano.max(time);
         }
     }
 
@@ -998,13 +1013,18 @@ impl Engine {
             *offsets = offsets.split_off(&(watermark - wait + 1));
         }
         let settings = &self.settings.rates;
-        let stale = vigil_runtime::duration::nanos(settings.default_interval)
-            .saturating_mul(i64::from(settings.max_gap_intervals).max(1));
-        let horizon = watermark.saturating_sub(stale.max(lateness));
-        self.rates.expire(horizon);
+        let default_interval = vigil_runtime::duration::nanos(settings.default_interval);
+        let gap_intervals = i64::from(settings.max_gap_intervals.max(1));
+        self.rates.expire_silent(watermark);
         for offsets in self.resource_offsets.values_mut() {
-            offsets.retain(|_, (_, time)| *time >= horizon);
+            offsets.retain(|_, latest| {
+                let interval = latest.interval_nanos.unwrap_or(default_interval);
+                watermark.saturating_sub(latest.time_unix_nano)
+                    <= interval.saturating_mul(gap_intervals).max(lateness)
+            });
         }
+        let horizon =
+            watermark.saturating_sub(default_interval.saturating_mul(gap_intervals).max(lateness));
         let open_until = self
             .series_windows
             .iter()
@@ -1022,7 +1042,7 @@ impl Engine {
         let resources = self
             .resource_offsets
             .get(&partition)
-            .and_then(|offsets| offsets.values().map(|(offset, _)| *offset).min());
+            .and_then(|offsets| offsets.values().map(|latest| latest.offset).min());
         let windows = self
             .window_offsets
             .get(&partition)

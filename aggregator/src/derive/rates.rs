@@ -3,9 +3,9 @@
 //! rate ([`super::counter`] does the arithmetic), and the last uptime of every
 //! resource, so that a reboot restarts its series instead of producing a spike.
 //!
-//! The state is rebuilt by replaying the metrics topic from
-//! [`RateTracker::oldest_needed_time`], so it holds nothing that replay cannot
-//! restore.
+//! The state is rebuilt by replaying the metrics topic from the latest message of
+//! each resource (the stage commits that position), so it holds nothing that
+//! replay cannot restore.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -23,6 +23,10 @@ const UPTIME_SLACK_SECONDS: f64 = 5.0;
 /// Proportional part of that slack: device clocks drift from the poller's by well
 /// under this fraction.
 const UPTIME_DRIFT: f64 = 1e-3;
+
+/// How long a resource's last uptime is kept after it went silent: resources are
+/// few next to their series, and a slow poller's uptime must outlive its interval.
+const UPTIME_RETENTION_NANOS: i64 = 24 * 3600 * 1_000_000_000;
 
 /// How the tracker treats a series' timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,14 +234,23 @@ impl RateTracker {
         restarted
     }
 
-    /// Drops the series and resource uptimes not seen since `older_than_unix_nano`
-    /// (event time), to bound memory; returns how many counter series were dropped.
-    pub fn expire(&mut self, older_than_unix_nano: i64) -> usize {
+    /// Drops the series silent for longer than their gap limit at `now_unix_nano`
+    /// (event time): their next reading would only start them again. Uptimes are
+    /// kept for a day. Returns how many counter series were dropped.
+    pub fn expire_silent(&mut self, now_unix_nano: i64) -> usize {
         let before = self.series.len();
-        self.series
-            .retain(|_, state| state.previous.time_unix_nano >= older_than_unix_nano);
-        self.uptimes
-            .retain(|_, state| state.time_unix_nano >= older_than_unix_nano);
+        let default_interval = saturating_nanos(self.settings.default_interval);
+        let intervals = u64::from(self.settings.max_gap_intervals);
+        self.series.retain(|_, state| {
+            let interval = state
+                .interval_nanos
+                .map_or(default_interval, NonZeroU64::get);
+            let limit = i64::try_from(interval.saturating_mul(intervals)).unwrap_or(i64::MAX);
+            now_unix_nano.saturating_sub(state.previous.time_unix_nano) <= limit
+        });
+        self.uptimes.retain(|_, state| {
+            now_unix_nano.saturating_sub(state.time_unix_nano) <= UPTIME_RETENTION_NANOS
+        });
         before - self.series.len()
     }
 
@@ -248,21 +261,6 @@ impl RateTracker {
 
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
-    }
-
-    /// Oldest event time that replay must start from to rebuild every live series
-    /// and resource uptime (their previous reading), `None` when there is none.
-    ///
-    /// The consumer pins its committed position with it, so that a new owner of the
-    /// partition rebuilds the state by replay. One pass over the state: call it
-    /// about once per second, not per sample.
-    pub fn oldest_needed_time(&self) -> Option<i64> {
-        let series = self
-            .series
-            .values()
-            .map(|state| state.previous.time_unix_nano);
-        let uptimes = self.uptimes.values().map(|state| state.time_unix_nano);
-        series.chain(uptimes).min()
     }
 }
 
@@ -496,36 +494,21 @@ mod tests {
     }
 
     #[test]
-    fn expire_drops_series_not_seen_since() {
+    fn series_silent_beyond_their_gap_limit_are_dropped() {
         let mut tracker = tracker();
         let other = SeriesId(7);
+        // One series with a 5 s interval, one without an interval yet (10 s assumed).
         observe(&mut tracker, 0, 0);
-        tracker.observe(other, at(100, 0), CounterWidth::Bits64, None, false);
+        observe(&mut tracker, 5, 100);
+        tracker.observe(other, at(10, 0), CounterWidth::Bits64, None, false);
         tracker.observe_uptime(ROUTER, START, 1_000.0, None);
-        assert_eq!(tracker.expire(START + 50 * S), 1);
-        assert_eq!(tracker.len(), 1);
-        assert_eq!(tracker.oldest_needed_time(), Some(START + 100 * S));
-        assert_eq!(observe(&mut tracker, 110, 0), RateOutcome::Started);
-        assert_eq!(tracker.expire(START + 1_000 * S), 2);
+        assert_eq!(tracker.expire_silent(START + 20 * S), 0);
+        assert_eq!(tracker.expire_silent(START + 21 * S), 1);
+        assert_eq!(tracker.len(), 1, "the assumed interval is longer");
+        assert_eq!(tracker.expire_silent(START + 50_000 * S), 1);
         assert!(tracker.is_empty());
-        assert_eq!(tracker.oldest_needed_time(), None);
-    }
-
-    #[test]
-    fn oldest_needed_time_is_the_oldest_previous_reading() {
-        let mut tracker = tracker();
-        assert_eq!(tracker.oldest_needed_time(), None);
-        observe(&mut tracker, 10, 0);
-        tracker.observe(SeriesId(7), at(20, 0), CounterWidth::Bits64, None, false);
-        assert_eq!(tracker.oldest_needed_time(), Some(START + 10 * S));
-        // An ignored reading needs nothing replayed.
-        observe(&mut tracker, 5, 0);
-        assert_eq!(tracker.oldest_needed_time(), Some(START + 10 * S));
-        observe(&mut tracker, 30, 100);
-        assert_eq!(tracker.oldest_needed_time(), Some(START + 20 * S));
-        // A resource's uptime has to be rebuilt too.
-        tracker.observe_uptime(ROUTER, START + 15 * S, 1_000.0, None);
-        assert_eq!(tracker.oldest_needed_time(), Some(START + 15 * S));
+        // The uptime outlives the series, so a slow device's reboot is still seen.
+        assert!(tracker.observe_uptime(ROUTER, START + 50_000 * S, 5.0, None));
     }
 
     #[test]
