@@ -419,3 +419,120 @@ impl DeriveStage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule_source::RuleFiles;
+    use std::sync::Arc;
+    use tokio::sync::watch;
+    use vigil_proto::labels::label;
+    use vigil_proto::v1::{MetricKind, Resource, Sample, ValueType, sample};
+
+    const SECOND: i64 = 1_000_000_000;
+
+    fn port_poll(time: i64, octets: u64) -> MetricBatch {
+        let labels = vec![label("ifIndex", "1"), label("ifName", "eth0")];
+        MetricBatch {
+            resource: Some(Resource {
+                id: "switch-1".into(),
+                ..Resource::default()
+            }),
+            samples: vec![Sample {
+                name: "if.in.octets".into(),
+                labels,
+                kind: MetricKind::Counter as i32,
+                time_unix_nano: time,
+                value: Some(sample::Value::Counter(octets)),
+                value_type: ValueType::Counter64 as i32,
+                unit: "By".into(),
+                metric_set: "if".into(),
+            }],
+            producer: "test".into(),
+        }
+    }
+
+    async fn next_rate(derived: &mut Subscription) -> f64 {
+        let message = derived.recv().await.unwrap();
+        let batch = MetricBatch::from_payload(&message.payload).unwrap();
+        let rate = batch
+            .samples
+            .iter()
+            .find(|s| s.name == "if.in.bits_per_second")
+            .unwrap();
+        match rate.value {
+            Some(sample::Value::Gauge(value)) => value,
+            _ => panic!("a rate is a gauge"),
+        }
+    }
+
+    #[tokio::test]
+    async fn garbage_is_dead_lettered_and_a_bad_definition_push_keeps_the_last_good_set() {
+        let bus = Bus::in_memory();
+        let topics = bus.topics();
+        let mut derived = bus.subscribe("test", &[topics.metrics_derived()]).unwrap();
+        let mut dead = bus
+            .subscribe("dlq", &[topics.dead_letter("derive")])
+            .unwrap();
+        let (files, watched) = watch::channel(Some(Arc::new(RuleFiles::new())));
+        let metrics = SelfMetrics::default();
+        let stage =
+            DeriveStage::new(&bus, watched, DeriveStageConfig::default(), &metrics).unwrap();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(stage.run(shutdown.clone()));
+        let publisher = bus.publisher().unwrap();
+        let raw = topics.metrics_raw();
+        let now = unix_nanos(SystemTime::now());
+
+        publisher
+            .publish(&raw, "switch-1", b"\xff\xffnot protobuf", &[])
+            .await
+            .unwrap();
+        publisher
+            .publish_batch(&raw, &port_poll(now, 1_000))
+            .await
+            .unwrap();
+        publisher
+            .publish_batch(&raw, &port_poll(now + 10 * SECOND, 2_000))
+            .await
+            .unwrap();
+        let rejected = dead.recv().await.unwrap();
+        let reason = rejected.header(vigil_runtime::bus::REASON_HEADER).unwrap();
+        assert!(
+            reason.starts_with("not a protobuf vigil.v1.MetricBatch")
+                || reason.starts_with("invalid vigil.v1.MetricBatch"),
+            "{reason}"
+        );
+        assert_eq!(&rejected.payload[..], b"\xff\xffnot protobuf");
+        assert_eq!(
+            next_rate(&mut derived).await,
+            800.0,
+            "other data still flows"
+        );
+
+        // An invalid definition file is refused; the built-ins keep running.
+        files
+            .send(Some(Arc::new(RuleFiles::from([(
+                "broken.yaml".to_owned(),
+                "definitions:\n  - {name: x, function: median, input: y}\n".to_owned(),
+            )]))))
+            .unwrap();
+        let refused = "vigil_derive_definition_reloads_total{status=\"failure\"} 1";
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !metrics.encode().contains(refused) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the broken definition file is counted as a failed reload");
+        publisher
+            .publish_batch(&raw, &port_poll(now + 20 * SECOND, 4_000))
+            .await
+            .unwrap();
+        let rate = tokio::time::timeout(Duration::from_secs(10), next_rate(&mut derived));
+        assert_eq!(rate.await.expect("rates still flow"), 1_600.0);
+
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+    }
+}
