@@ -41,6 +41,7 @@ fn all_in_one_shows_metrics_and_alerts_and_applies_rule_edits_live() {
         std::fs::copy(&path, rules.join(path.file_name().unwrap())).unwrap();
     }
     let data = work.join("data");
+    let definitions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../derive");
     let port = free_tcp_ports(1)[0];
     let mut command = Command::new(vigil_binary("vigil-aggregator"));
     command
@@ -49,6 +50,8 @@ fn all_in_one_shows_metrics_and_alerts_and_applies_rule_edits_live() {
         .arg(&data)
         .arg("--rules")
         .arg(&rules)
+        .arg("--definitions")
+        .arg(&definitions)
         .args([
             "--http",
             &format!("127.0.0.1:{port}"),
@@ -85,6 +88,21 @@ fn all_in_one_shows_metrics_and_alerts_and_applies_rule_edits_live() {
         metrics
             .iter()
             .any(|doc| doc["metrics"]["host.load.1m"].is_number())
+    );
+    // The derive stage turned CPU ticks and memory gauges into percentages.
+    let percent = |name: &str| {
+        metrics
+            .iter()
+            .filter_map(|doc| doc["metrics"][name].as_f64())
+            .collect::<Vec<f64>>()
+    };
+    let cpu = percent("host.cpu.utilisation_percent");
+    assert!(!cpu.is_empty(), "CPU utilisation is derived from ticks");
+    assert!(cpu.iter().all(|p| (0.0..=100.0).contains(p)), "{cpu:?}");
+    let memory = percent("host.memory.used_percent");
+    assert!(
+        !memory.is_empty() && memory.iter().all(|p| *p > 0.0 && *p < 100.0),
+        "{memory:?}"
     );
     let alerts = ndjson_lines(&documents.join("vigil-alerts.ndjson"));
     assert!(alerts.iter().any(|doc| doc["rule"]["name"] == "Watchdog"));
