@@ -61,19 +61,56 @@ fn aggregator_config_with_an_unknown_key_names_the_key_and_file() {
     );
 }
 
-/// Runs `rules check` on a folder holding `files`, asserts that it failed, and
-/// returns what it printed on standard error.
-fn rules_check_errors(purpose: &str, files: &[(&str, &str)]) -> String {
+/// Runs `<kind> check` (`rules` or `definitions`) on a folder holding `files`,
+/// asserts that it failed, and returns what it printed on standard error.
+fn check_errors(kind: &str, purpose: &str, files: &[(&str, &str)]) -> String {
     let dir = new_work_dir(purpose);
     for (name, text) in files {
         std::fs::write(dir.join(name), text).unwrap();
     }
-    let output = run(
-        "vigil-aggregator",
-        &["rules", "check", dir.to_str().unwrap()],
-    );
+    let output = run("vigil-aggregator", &[kind, "check", dir.to_str().unwrap()]);
     assert!(!output.status.success());
     stderr(&output)
+}
+
+fn rules_check_errors(purpose: &str, files: &[(&str, &str)]) -> String {
+    check_errors("rules", purpose, files)
+}
+
+#[test]
+fn malformed_derive_definitions_name_the_file_line_and_field() {
+    let message = check_errors(
+        "definitions",
+        "bad-definitions",
+        &[
+            (
+                "fleet.yaml",
+                "definitions:\n  - name: site.traffic\n    function: median\n    input: if.in.bits_per_second\n  - name: site.load\n    function: avg\n    input: host.load.1m\n    windows: [1m, five minutes]\n",
+            ),
+            (
+                "typo.yaml",
+                "definitions:\n  - name: x\n    function: max\n    imput: host.load.1m\n",
+            ),
+        ],
+    );
+    let lines: Vec<&str> = message.lines().collect();
+    assert!(
+        lines.contains(&"fleet.yaml:3:15: definition `site.traffic`: `function`: unknown function `median`; expected one of rate, ratio, share, avg, min, max, sum, count, p50, p95, p99"),
+        "{message}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "fleet.yaml:8:19: definition `site.load`: `windows[1]`: invalid duration `five minutes`"
+        )),
+        "{message}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("typo.yaml:4:5: unknown field `imput`")),
+        "{message}"
+    );
+    assert!(message.contains(": 3 error(s)"), "{message}");
 }
 
 #[test]
