@@ -24,7 +24,6 @@ from collections import defaultdict
 TARGET = 1_000_000
 PASSES = [
     ("decode", "decode"),
-    ("decode_derive", "decode + derive"),
     ("decode_derive_encode", "decode + derive + encode"),
 ]
 # Source files whose frames count as Vigil's (base names, as perf prints them).

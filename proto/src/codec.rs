@@ -20,6 +20,10 @@ pub enum DecodeError {
         #[source]
         source: prost::DecodeError,
     },
+    /// The bytes are not protobuf of the expected message type, as a borrowing
+    /// decoder found (see [`crate::view`]).
+    #[error("not a protobuf {kind}: {reason}")]
+    Malformed { kind: &'static str, reason: String },
     /// The bytes decode, but break an invariant of the contract.
     #[error("invalid {kind}: {reason}")]
     Invalid { kind: &'static str, reason: String },

@@ -7,6 +7,7 @@
 pub mod codec;
 pub mod labels;
 pub mod topics;
+pub mod view;
 
 /// Generated protobuf types (package `vigil.v1`), checked in and kept fresh by a test.
 #[allow(missing_debug_implementations, unreachable_pub, clippy::all)]

@@ -11,11 +11,11 @@
 //! that position instead of the last processed one, so a rebalance or a crash
 //! costs a short replay and never a bogus rate or a missing window.
 
-use super::SeriesId;
 use super::counter::{CounterWidth, Reading};
 use super::definitions::{Definition, DefinitionSet, Function, Operand};
 use super::rates::{IgnoredCause, RateOutcome, RateSettings, RateTracker, RestartCause};
 use super::window::{Accumulator, Aggregate, TumblingWindows, WindowBounds};
+use super::{HashedMap, SeriesId};
 use crate::rules::LabelMatcher;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -23,6 +23,9 @@ use std::time::Duration;
 use vigil_proto::labels::label;
 use vigil_proto::v1::{
     Label, MetricBatch, MetricKind, PartialAggregateBatch, Resource, Sample, ValueType, sample,
+};
+use vigil_proto::view::{
+    DerivedBatchWriter, GaugeSample, LabelView, MetricBatchView, ResourceView,
 };
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -157,6 +160,19 @@ struct Entry {
     value: f64,
 }
 
+/// A derived value to write into the batch's output.
+#[derive(Debug, Clone, Copy)]
+struct Output {
+    definition: usize,
+    sample: usize,
+    value: f64,
+}
+
+/// The key of an entry in the batch's index: its name and labels.
+fn entry_key(name: NameId, labels_hash: u64) -> u64 {
+    labels_hash ^ u64::from(name).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Everything that closing windows produced.
 #[derive(Debug, Default)]
 pub struct Closed {
@@ -171,7 +187,8 @@ pub struct Closed {
 pub struct Engine {
     settings: EngineSettings,
     definitions: Vec<CompiledDefinition>,
-    names: HashMap<String, NameId>,
+    /// Interned names by the xxh3 hash of their text.
+    names: HashedMap<u64, NameId>,
     /// Name id of `rate(name)` for every counter name that needs a rate.
     rate_of: HashMap<NameId, NameId>,
     /// Bound of a counter's rate: a gauge of the same labels times a factor.
@@ -195,7 +212,9 @@ pub struct Engine {
     watermark_unix_nano: i64,
     counts: EngineCounts,
     entries: Vec<Entry>,
-    index: HashMap<(NameId, u64), usize>,
+    /// Entries by [`entry_key`] of name and labels.
+    index: HashedMap<u64, usize>,
+    outputs: Vec<Output>,
     hash_buffer: Vec<u8>,
 }
 
@@ -206,7 +225,7 @@ impl Engine {
             rates: RateTracker::new(settings.rates),
             settings,
             definitions: Vec::new(),
-            names: HashMap::new(),
+            names: HashedMap::default(),
             rate_of: HashMap::new(),
             rate_bounds: HashMap::new(),
             series_windows: Vec::new(),
@@ -221,7 +240,8 @@ impl Engine {
             watermark_unix_nano: i64::MIN,
             counts: EngineCounts::default(),
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: HashedMap::default(),
+            outputs: Vec::new(),
             hash_buffer: Vec::new(),
         };
         for definition in &definitions.definitions {
@@ -252,7 +272,7 @@ impl Engine {
 
     fn intern(&mut self, name: &str) -> NameId {
         let next = self.names.len() as NameId;
-        *self.names.entry(name.to_owned()).or_insert(next)
+        *self.names.entry(xxh3_64(name.as_bytes())).or_insert(next)
     }
 
     fn intern_rate(&mut self, counter: &str) -> NameId {
@@ -388,24 +408,29 @@ impl Engine {
     }
 
     /// Derives what `batch` (at `offset` of source partition `partition`) gives:
-    /// the derived samples of its resource, in one batch, or `None`.
+    /// the derived samples of its resource, written as one encoded batch into
+    /// `writer`. Returns whether anything was written.
     pub fn derive(
         &mut self,
-        batch: &MetricBatch,
+        batch: &MetricBatchView<'_>,
         partition: i32,
         offset: i64,
-    ) -> Option<MetricBatch> {
-        let resource = batch.resource.as_ref()?;
+        writer: &mut DerivedBatchWriter,
+    ) -> bool {
+        let resource = &batch.resource;
         let resource_hash = xxh3_64(resource.id.as_bytes());
-        let batch_time = batch.samples.iter().map(|s| s.time_unix_nano).max()?;
+        let Some(batch_time) = batch.samples.iter().map(|s| s.time_unix_nano).max() else {
+            return false;
+        };
         self.watermark_unix_nano = self.watermark_unix_nano.max(batch_time);
         self.note_offsets(batch, resource_hash, partition, offset, batch_time);
         let restarted = self.observe_uptime(batch, resource_hash);
 
         self.entries.clear();
         self.index.clear();
+        self.outputs.clear();
         for (position, sample) in batch.samples.iter().enumerate() {
-            let Some(&name) = self.names.get(sample.name.as_str()) else {
+            let Some(&name) = self.names.get(&xxh3_64(sample.name.as_bytes())) else {
                 continue;
             };
             let value = match sample.value {
@@ -413,7 +438,7 @@ impl Engine {
                 Some(sample::Value::Counter(count)) => count as f64,
                 None => continue,
             };
-            let labels_hash = hash_labels(&mut self.hash_buffer, &sample.labels, None);
+            let labels_hash = hash_labels(&mut self.hash_buffer, batch.labels(sample), None);
             self.push_entry(Entry {
                 name,
                 labels_hash,
@@ -422,35 +447,42 @@ impl Engine {
             });
         }
         self.rates_of_counters(batch, resource_hash, restarted);
-
-        let mut derived = Vec::new();
         for position in 0..self.definitions.len() {
-            self.apply(
-                position,
-                batch,
-                resource,
-                resource_hash,
-                partition,
-                offset,
-                &mut derived,
-            );
+            self.apply(position, batch, resource_hash, partition, offset);
         }
-        (!derived.is_empty()).then(|| MetricBatch {
-            resource: Some(resource.clone()),
-            samples: derived,
-            producer: self.settings.producer.clone(),
-        })
+        if self.outputs.is_empty() {
+            return false;
+        }
+        writer.begin(resource);
+        for output in &self.outputs {
+            let compiled = &self.definitions[output.definition];
+            let without_label = match &compiled.step {
+                Step::Share { label, .. } => Some(label.as_str()),
+                _ => None,
+            };
+            let sample = &batch.samples[output.sample];
+            writer.push(&GaugeSample {
+                name: &compiled.definition.name,
+                labels: batch.labels(sample),
+                without_label,
+                time_unix_nano: sample.time_unix_nano,
+                value: output.value,
+                unit: &compiled.definition.unit,
+                metric_set: sample.metric_set,
+            });
+        }
+        writer.finish(&self.settings.producer).is_some()
     }
 
     fn push_entry(&mut self, entry: Entry) {
         self.index
-            .insert((entry.name, entry.labels_hash), self.entries.len());
+            .insert(entry_key(entry.name, entry.labels_hash), self.entries.len());
         self.entries.push(entry);
     }
 
     fn note_offsets(
         &mut self,
-        batch: &MetricBatch,
+        batch: &MetricBatchView<'_>,
         resource_hash: u64,
         partition: i32,
         offset: i64,
@@ -475,10 +507,10 @@ impl Engine {
         let offsets = self.resource_offsets.entry(partition).or_default();
         let mut previous_set: Option<&str> = None;
         for sample in &batch.samples {
-            if previous_set == Some(sample.metric_set.as_str()) {
+            if previous_set == Some(sample.metric_set) {
                 continue;
             }
-            previous_set = Some(&sample.metric_set);
+            previous_set = Some(sample.metric_set);
             let key = resource_hash ^ xxh3_64(sample.metric_set.as_bytes()).rotate_left(17);
             let latest = offsets.entry(key).or_insert(LatestMessage {
                 offset,
@@ -493,14 +525,14 @@ impl Engine {
         }
     }
 
-    fn observe_uptime(&mut self, batch: &MetricBatch, resource_hash: u64) -> bool {
+    fn observe_uptime(&mut self, batch: &MetricBatchView<'_>, resource_hash: u64) -> bool {
         let uptime = batch.samples.iter().find_map(|s| {
             let value = match s.value {
                 Some(sample::Value::Gauge(value)) => value,
                 Some(sample::Value::Counter(count)) => count as f64,
                 None => return None,
             };
-            match s.name.as_str() {
+            match s.name {
                 "system.uptime.ticks" => Some((
                     s.time_unix_nano,
                     value / 100.0,
@@ -516,7 +548,12 @@ impl Engine {
         })
     }
 
-    fn rates_of_counters(&mut self, batch: &MetricBatch, resource_hash: u64, restarted: bool) {
+    fn rates_of_counters(
+        &mut self,
+        batch: &MetricBatchView<'_>,
+        resource_hash: u64,
+        restarted: bool,
+    ) {
         for position in 0..self.entries.len() {
             let entry = self.entries[position];
             let Some(&rate_name) = self.rate_of.get(&entry.name) else {
@@ -530,8 +567,8 @@ impl Engine {
                 .rate_bounds
                 .get(&entry.name)
                 .and_then(|(gauge, factor)| {
-                    let bound =
-                        self.entries[*self.index.get(&(*gauge, entry.labels_hash))?].value * factor;
+                    let found = *self.index.get(&entry_key(*gauge, entry.labels_hash))?;
+                    let bound = self.entries[found].value * factor;
                     (bound > 0.0).then_some(bound)
                 });
             let series = SeriesId(
@@ -564,21 +601,29 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Applies definition `position` to the entries of the batch: new entries and
+    /// outputs, or values added to windows.
     fn apply(
         &mut self,
         position: usize,
-        batch: &MetricBatch,
-        resource: &Resource,
+        batch: &MetricBatchView<'_>,
         resource_hash: u64,
         partition: i32,
         offset: i64,
-        derived: &mut Vec<Sample>,
     ) {
         let compiled = &self.definitions[position];
         let matchers = &compiled.definition.matchers;
+        let resource = &batch.resource;
         let entry_count = self.entries.len();
-        let mut outputs: Vec<Entry> = Vec::new();
+        let passes = |entry: &Entry, name: NameId| {
+            entry.name == name
+                && selected(
+                    matchers,
+                    batch.labels(&batch.samples[entry.sample]),
+                    resource,
+                )
+        };
+        let mut produced: Vec<Entry> = Vec::new();
         match &compiled.step {
             Step::Rate {
                 rate_of_input,
@@ -586,10 +631,8 @@ impl Engine {
                 scale,
             } => {
                 for entry in &self.entries[..entry_count] {
-                    if entry.name == *rate_of_input
-                        && selected(matchers, &batch.samples[entry.sample].labels, resource)
-                    {
-                        outputs.push(Entry {
+                    if passes(entry, *rate_of_input) {
+                        produced.push(Entry {
                             name: *output,
                             value: entry.value * scale,
                             ..*entry
@@ -605,12 +648,11 @@ impl Engine {
                 scale,
             } => {
                 for entry in &self.entries[..entry_count] {
-                    if entry.name != *numerator
-                        || !selected(matchers, &batch.samples[entry.sample].labels, resource)
-                    {
+                    if !passes(entry, *numerator) {
                         continue;
                     }
-                    let Some(&below) = self.index.get(&(*denominator, entry.labels_hash)) else {
+                    let Some(&below) = self.index.get(&entry_key(*denominator, entry.labels_hash))
+                    else {
                         continue;
                     };
                     let divisor = self.entries[below].value;
@@ -619,7 +661,7 @@ impl Engine {
                     }
                     let share = entry.value / divisor;
                     let value = if *complement { 1.0 - share } else { share };
-                    outputs.push(Entry {
+                    produced.push(Entry {
                         name: *output,
                         value: value * scale,
                         ..*entry
@@ -634,60 +676,39 @@ impl Engine {
                 complement,
                 scale,
             } => {
-                // Groups of series that differ only in the share label: (hash, first
-                // entry, selected sum, total).
+                // Series that differ only in the share label: (hash, first entry,
+                // selected sum, total).
                 let mut groups: Vec<(u64, Entry, f64, f64)> = Vec::new();
-                let members: Vec<Entry> = self.entries[..entry_count]
-                    .iter()
-                    .filter(|e| {
-                        e.name == *rate_of_input
-                            && selected(matchers, &batch.samples[e.sample].labels, resource)
-                    })
-                    .copied()
-                    .collect();
-                for entry in members {
-                    let labels = &batch.samples[entry.sample].labels;
+                for entry in &self.entries[..entry_count] {
+                    if !passes(entry, *rate_of_input) {
+                        continue;
+                    }
+                    let labels = batch.labels(&batch.samples[entry.sample]);
                     let group = hash_labels(&mut self.hash_buffer, labels, Some(share_label));
-                    let chosen = vigil_proto::labels::find(labels, share_label)
-                        .is_some_and(|value| values.iter().any(|v| v == value));
+                    let chosen = labels.iter().any(|pair| {
+                        pair.name == share_label && values.iter().any(|v| v == pair.value)
+                    });
                     let part = if chosen { entry.value } else { 0.0 };
                     match groups.iter_mut().find(|g| g.0 == group) {
                         Some(found) => {
                             found.2 += part;
                             found.3 += entry.value;
                         }
-                        None => groups.push((group, entry, part, entry.value)),
+                        None => groups.push((group, *entry, part, entry.value)),
                     }
                 }
                 for (group, first, part, total) in groups {
                     if total > 0.0 {
                         let share = part / total;
                         let value = if *complement { 1.0 - share } else { share };
-                        outputs.push(Entry {
+                        produced.push(Entry {
                             name: *output,
                             labels_hash: group,
                             sample: first.sample,
                             value: value * scale,
                         });
-                        let sample = &batch.samples[first.sample];
-                        let labels = sample
-                            .labels
-                            .iter()
-                            .filter(|l| l.name != *share_label)
-                            .cloned()
-                            .collect();
-                        derived.push(derived_sample(
-                            &compiled.definition,
-                            labels,
-                            sample,
-                            value * scale,
-                        ));
                     }
                 }
-                for entry in outputs {
-                    self.push_entry(entry);
-                }
-                return;
             }
             Step::Aggregate {
                 input,
@@ -696,44 +717,37 @@ impl Engine {
             } => {
                 let selected_entries: Vec<Entry> = self.entries[..entry_count]
                     .iter()
-                    .filter(|e| {
-                        e.name == *input
-                            && selected(matchers, &batch.samples[e.sample].labels, resource)
-                    })
+                    .filter(|entry| passes(entry, *input))
                     .copied()
                     .collect();
                 let windows = windows.clone();
                 let group_by = group_by.clone();
                 for entry in selected_entries {
-                    let sample = &batch.samples[entry.sample];
                     if group_by.is_empty() {
                         self.add_to_series_windows(
                             &windows,
                             entry,
-                            sample,
-                            resource,
+                            batch,
                             resource_hash,
                             partition,
                             offset,
                         );
                     } else {
                         self.add_to_group_windows(
-                            &windows, &group_by, entry, sample, resource, partition, offset,
+                            &windows, &group_by, entry, batch, partition, offset,
                         );
                     }
                 }
                 return;
             }
         }
-        for entry in outputs {
-            let sample = &batch.samples[entry.sample];
+        for entry in produced {
             if entry.value.is_finite() {
-                derived.push(derived_sample(
-                    &self.definitions[position].definition,
-                    sample.labels.clone(),
-                    sample,
-                    entry.value,
-                ));
+                self.outputs.push(Output {
+                    definition: position,
+                    sample: entry.sample,
+                    value: entry.value,
+                });
             }
             self.push_entry(entry);
         }
@@ -759,17 +773,16 @@ impl Engine {
         *first = (*first).min(offset);
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn add_to_series_windows(
         &mut self,
         windows: &[usize],
         entry: Entry,
-        sample: &Sample,
-        resource: &Resource,
+        batch: &MetricBatchView<'_>,
         resource_hash: u64,
         partition: i32,
         offset: i64,
     ) {
+        let sample = &batch.samples[entry.sample];
         let time = sample.time_unix_nano;
         for &index in windows {
             let series = SeriesId(
@@ -800,11 +813,11 @@ impl Engine {
                 .series_origins
                 .entry(series)
                 .or_insert_with(|| SeriesOrigin {
-                    resource: Arc::new(resource.clone()),
-                    labels: sample.labels.clone(),
-                    metric_set: sample.metric_set.clone(),
+                    resource: Arc::new(owned_resource(&batch.resource)),
+                    labels: owned_labels(batch.labels(sample)),
+                    metric_set: sample.metric_set.to_owned(),
                     unit: if definition.unit.is_empty() {
-                        sample.unit.clone()
+                        sample.unit.to_owned()
                     } else {
                         definition.unit.clone()
                     },
@@ -814,23 +827,23 @@ impl Engine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn add_to_group_windows(
         &mut self,
         windows: &[usize],
         group_by: &[String],
         entry: Entry,
-        sample: &Sample,
-        resource: &Resource,
+        batch: &MetricBatchView<'_>,
         partition: i32,
         offset: i64,
     ) {
+        let sample = &batch.samples[entry.sample];
         let time = sample.time_unix_nano;
+        let labels = batch.labels(sample);
         let group: Vec<Label> = group_by
             .iter()
-            .map(|name| label(name.as_str(), label_value(&sample.labels, resource, name)))
+            .map(|name| label(name.as_str(), label_value(labels, &batch.resource, name)))
             .collect();
-        let group_hash = hash_labels(&mut self.hash_buffer, &group, None);
+        let group_hash = hash_owned_labels(&mut self.hash_buffer, &group);
         self.group_labels.entry(group_hash).or_insert(group);
         for &index in windows {
             let width = self.group_windows[index].windows.width();
@@ -874,7 +887,7 @@ impl Engine {
                 self.counts.late += 1;
                 continue;
             }
-            let group_hash = hash_labels(&mut self.hash_buffer, &partial.group, None);
+            let group_hash = hash_owned_labels(&mut self.hash_buffer, &partial.group);
             let key = (index, group_hash, partial.window_end_unix_nano);
             let group_windows = &self.group_windows[index];
             let finishing = self.finishing.entry(key).or_insert_with(|| FinishingGroup {
@@ -1061,10 +1074,10 @@ impl Engine {
 
 /// A hash of `labels` (except the one named `except`), in their order, using
 /// `buffer` as scratch space.
-fn hash_labels(buffer: &mut Vec<u8>, labels: &[Label], except: Option<&str>) -> u64 {
+fn hash_labels(buffer: &mut Vec<u8>, labels: &[LabelView<'_>], except: Option<&str>) -> u64 {
     buffer.clear();
     for pair in labels {
-        if except == Some(pair.name.as_str()) {
+        if except == Some(pair.name) {
             continue;
         }
         buffer.extend_from_slice(pair.name.as_bytes());
@@ -1075,8 +1088,40 @@ fn hash_labels(buffer: &mut Vec<u8>, labels: &[Label], except: Option<&str>) -> 
     xxh3_64(buffer)
 }
 
+/// [`hash_labels`] of owned labels.
+fn hash_owned_labels(buffer: &mut Vec<u8>, labels: &[Label]) -> u64 {
+    let views: Vec<LabelView<'_>> = labels
+        .iter()
+        .map(|pair| LabelView {
+            name: &pair.name,
+            value: &pair.value,
+        })
+        .collect();
+    hash_labels(buffer, &views, None)
+}
+
+fn owned_labels(labels: &[LabelView<'_>]) -> Vec<Label> {
+    labels
+        .iter()
+        .map(|pair| label(pair.name, pair.value))
+        .collect()
+}
+
+fn owned_resource(resource: &ResourceView<'_>) -> Resource {
+    Resource {
+        id: resource.id.to_owned(),
+        kind: resource.kind,
+        host_name: resource.host_name.to_owned(),
+        attributes: owned_labels(&resource.attributes),
+    }
+}
+
 /// Whether a sample's labels (or, for names it lacks, its resource) pass `matchers`.
-fn selected(matchers: &[LabelMatcher], labels: &[Label], resource: &Resource) -> bool {
+fn selected(
+    matchers: &[LabelMatcher],
+    labels: &[LabelView<'_>],
+    resource: &ResourceView<'_>,
+) -> bool {
     matchers
         .iter()
         .all(|matcher| matcher.matches(label_value(labels, resource, &matcher.name)))
@@ -1084,29 +1129,17 @@ fn selected(matchers: &[LabelMatcher], labels: &[Label], resource: &Resource) ->
 
 /// The value of label `name`: the sample's label, else the resource attribute,
 /// else `host` as the resource's host name; empty when none has it.
-fn label_value<'a>(labels: &'a [Label], resource: &'a Resource, name: &str) -> &'a str {
-    vigil_proto::labels::find(labels, name)
-        .or_else(|| vigil_proto::labels::find(&resource.attributes, name))
-        .or_else(|| (name == "host").then_some(resource.host_name.as_str()))
+fn label_value<'a>(labels: &[LabelView<'a>], resource: &ResourceView<'a>, name: &str) -> &'a str {
+    let find = |labels: &[LabelView<'a>]| {
+        labels
+            .iter()
+            .find(|pair| pair.name == name)
+            .map(|pair| pair.value)
+    };
+    find(labels)
+        .or_else(|| find(&resource.attributes))
+        .or_else(|| (name == "host").then_some(resource.host_name))
         .unwrap_or_default()
-}
-
-fn derived_sample(
-    definition: &Definition,
-    labels: Vec<Label>,
-    source: &Sample,
-    value: f64,
-) -> Sample {
-    Sample {
-        name: definition.name.clone(),
-        labels,
-        kind: MetricKind::Gauge as i32,
-        time_unix_nano: source.time_unix_nano,
-        value: Some(sample::Value::Gauge(value)),
-        value_type: ValueType::Float as i32,
-        unit: definition.unit.clone(),
-        metric_set: source.metric_set.clone(),
-    }
 }
 
 /// The Kafka key of a group: its definition and labels, so that every instance's
@@ -1156,6 +1189,7 @@ fn group_batch(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+    use vigil_proto::Payload;
     use vigil_proto::labels::find;
 
     const SECOND: i64 = 1_000_000_000;
@@ -1172,6 +1206,21 @@ mod tests {
             group_wait: Duration::from_secs(5),
             producer: "test".into(),
         }
+    }
+
+    /// The derived batch of `batch`, through the wire format as in the stage.
+    fn derive(
+        engine: &mut Engine,
+        batch: &MetricBatch,
+        partition: i32,
+        offset: i64,
+    ) -> Option<MetricBatch> {
+        let payload = batch.to_payload();
+        let view = MetricBatchView::decode(&payload).unwrap();
+        let mut writer = DerivedBatchWriter::default();
+        engine
+            .derive(&view, partition, offset, &mut writer)
+            .then(|| MetricBatch::from_payload(&writer.bytes).unwrap())
     }
 
     fn engine_with(user: &str) -> Engine {
@@ -1252,14 +1301,14 @@ mod tests {
     #[test]
     fn interface_rates_and_utilisation_come_from_two_polls() {
         let mut engine = engine_with("");
-        assert!(engine.derive(&port_poll(T0, 1_000, 100.0), 0, 0).is_none());
-        let derived = engine
-            .derive(
-                &port_poll(T0 + 10 * SECOND, 1_000 + 12_500_000, 1_100.0),
-                0,
-                1,
-            )
-            .unwrap();
+        assert!(derive(&mut engine, &port_poll(T0, 1_000, 100.0), 0, 0).is_none());
+        let derived = derive(
+            &mut engine,
+            &port_poll(T0 + 10 * SECOND, 1_000 + 12_500_000, 1_100.0),
+            0,
+            1,
+        )
+        .unwrap();
         assert_eq!(value(&derived, "if.in.bits_per_second"), Some(10_000_000.0));
         assert_eq!(value(&derived, "if.in.utilisation_percent"), Some(1.0));
         let rate = derived
@@ -1276,21 +1325,34 @@ mod tests {
     #[test]
     fn a_32_bit_wrap_within_the_speed_is_a_rate_and_a_reboot_is_none() {
         let mut engine = engine_with("");
-        engine.derive(&port_poll(T0, u64::from(u32::MAX) - 999, 100.0), 0, 0);
-        let wrapped = engine
-            .derive(&port_poll(T0 + 10 * SECOND, 9_000, 1_100.0), 0, 1)
-            .unwrap();
+        derive(
+            &mut engine,
+            &port_poll(T0, u64::from(u32::MAX) - 999, 100.0),
+            0,
+            0,
+        );
+        let wrapped = derive(
+            &mut engine,
+            &port_poll(T0 + 10 * SECOND, 9_000, 1_100.0),
+            0,
+            1,
+        )
+        .unwrap();
         assert_eq!(
             value(&wrapped, "if.in.bits_per_second"),
             Some(10_000.0 * 8.0 / 10.0)
         );
         // The device rebooted: sysUpTime went back and the counter restarted low.
-        let rebooted = engine.derive(&port_poll(T0 + 20 * SECOND, 500, 50.0), 0, 2);
+        let rebooted = derive(&mut engine, &port_poll(T0 + 20 * SECOND, 500, 50.0), 0, 2);
         assert!(rebooted.is_none_or(|b| value(&b, "if.in.bits_per_second").is_none()));
         assert_eq!(engine.counts().reboots, 1);
-        let after = engine
-            .derive(&port_poll(T0 + 30 * SECOND, 1_750, 1_050.0), 0, 3)
-            .unwrap();
+        let after = derive(
+            &mut engine,
+            &port_poll(T0 + 30 * SECOND, 1_750, 1_050.0),
+            0,
+            3,
+        )
+        .unwrap();
         assert_eq!(value(&after, "if.in.bits_per_second"), Some(1_000.0));
     }
 
@@ -1318,10 +1380,8 @@ mod tests {
                 ],
             )
         };
-        engine.derive(&ticks(T0, 100, 1_000, 10), 0, 0);
-        let derived = engine
-            .derive(&ticks(T0 + 10 * SECOND, 400, 1_600, 110), 0, 1)
-            .unwrap();
+        derive(&mut engine, &ticks(T0, 100, 1_000, 10), 0, 0);
+        let derived = derive(&mut engine, &ticks(T0 + 10 * SECOND, 400, 1_600, 110), 0, 1).unwrap();
         let close = |found: Option<f64>, expected: f64| {
             assert!(
                 found.is_some_and(|v| (v - expected).abs() < 1e-9),
@@ -1352,7 +1412,7 @@ mod tests {
                 gauge("host.fs.used_bytes", &[("mountpoint", "/var")], T0, 50.0),
             ],
         );
-        let derived = engine.derive(&memory, 0, 0).unwrap();
+        let derived = derive(&mut engine, &memory, 0, 0).unwrap();
         assert_eq!(value(&derived, "host.memory.used_percent"), Some(75.0));
         let fs: Vec<_> = derived
             .samples
@@ -1392,10 +1452,14 @@ mod tests {
                 ],
             )
         };
-        engine.derive(&container(T0, 0, 0, 0), 0, 1);
-        let derived = engine
-            .derive(&container(T0 + 10 * SECOND, 2_000_000, 100, 25), 0, 2)
-            .unwrap();
+        derive(&mut engine, &container(T0, 0, 0, 0), 0, 1);
+        let derived = derive(
+            &mut engine,
+            &container(T0 + 10 * SECOND, 2_000_000, 100, 25),
+            0,
+            2,
+        )
+        .unwrap();
         // 0.2 s of CPU per second on half a core: 40 %.
         assert_eq!(
             value(&derived, "container.cpu.utilisation_percent"),
@@ -1415,7 +1479,8 @@ mod tests {
         );
         for (step, load) in [1.0, 4.0, 2.0].into_iter().enumerate() {
             let time = T0 + (step as i64 * 20 + 5) * SECOND;
-            engine.derive(
+            derive(
+                &mut engine,
                 &batch("web-1", &[], vec![gauge("host.load.1m", &[], time, load)]),
                 0,
                 step as i64,
@@ -1450,8 +1515,8 @@ mod tests {
                 vec![gauge("host.load.1m", &[], T0 + 5 * SECOND, value)],
             )
         };
-        first.derive(&load("web-1", 1.5), 0, 0);
-        second.derive(&load("web-2", 2.5), 1, 0);
+        derive(&mut first, &load("web-1", 1.5), 0, 0);
+        derive(&mut second, &load("web-2", 2.5), 1, 0);
         let from_first = first.advance(T0 + 65 * SECOND).partials;
         let from_second = second.advance(T0 + 65 * SECOND).partials;
         assert_eq!(from_first.len(), 1);
@@ -1493,13 +1558,13 @@ mod tests {
                 vec![gauge("host.load.1m", &[], T0 + seconds * SECOND, 1.0)],
             )
         };
-        engine.derive(&load("web-1", 5), 3, 100);
-        engine.derive(&load("web-2", 6), 3, 101);
-        engine.derive(&load("web-1", 15), 3, 102);
+        derive(&mut engine, &load("web-1", 5), 3, 100);
+        derive(&mut engine, &load("web-2", 6), 3, 101);
+        derive(&mut engine, &load("web-1", 15), 3, 102);
         // web-2's latest message and the open window's first message.
         assert_eq!(engine.resume_offset(3), Some(100));
-        engine.derive(&load("web-1", 65), 3, 103);
-        engine.derive(&load("web-2", 66), 3, 104);
+        derive(&mut engine, &load("web-1", 65), 3, 103);
+        derive(&mut engine, &load("web-2", 66), 3, 104);
         engine.advance(T0 + 71 * SECOND);
         // The first window is closed; the latest messages are what is left.
         assert_eq!(engine.resume_offset(3), Some(103));
@@ -1520,8 +1585,8 @@ mod tests {
         };
         // A new owner starts in the second window; a late sample of the first
         // window must not make a one-sample aggregate of it.
-        engine.derive(&load(70), 0, 50);
-        engine.derive(&load(55), 0, 51);
+        derive(&mut engine, &load(70), 0, 50);
+        derive(&mut engine, &load(55), 0, 51);
         assert_eq!(engine.counts().late, 1);
         let closed = engine.advance(T0 + 200 * SECOND);
         assert_eq!(closed.derived.len(), 1);

@@ -33,12 +33,40 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rates::RateSettings;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::{MetricBatch, PartialAggregateBatch};
+use vigil_proto::view::{DerivedBatchWriter, MetricBatchView};
 use vigil_proto::{Payload, Topics};
 use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
+
+/// A map whose keys are already well-mixed 64-bit hashes (series ids, label
+/// hashes): hashing them again would only cost time on the hot path.
+pub(crate) type HashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PassThroughHasher>>;
+
+/// Hasher for keys that are themselves a hash: the key's `u64` is the hash.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+
+    /// Only reached by keys other than a bare `u64`; folds their bytes in (FNV-1a)
+    /// so that such a key still hashes correctly, if not as fast.
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
 
 /// Identity of one series inside the stage: a hash of resource id, metric name and
 /// labels. Only ever held in memory, so the hash function may change between
@@ -208,6 +236,8 @@ pub struct DeriveStage {
     metrics: DeriveMetrics,
     /// Last offset processed per topic and partition.
     positions: BTreeMap<(String, i32), i64>,
+    /// Where the engine writes each derived batch.
+    writer: DerivedBatchWriter,
     /// On the in-process bus the one instance finishes every group itself, so
     /// partials go straight back into the engine instead of through a topic it
     /// would have to consume while publishing to it.
@@ -239,6 +269,7 @@ impl DeriveStage {
             config,
             metrics: DeriveMetrics::register(metrics),
             positions: BTreeMap::new(),
+            writer: DerivedBatchWriter::default(),
             loopback_partials,
         })
     }
@@ -341,13 +372,16 @@ impl DeriveStage {
                 Err(error) => self.dead_letter(&message, &error.to_string()).await,
             }
         } else {
-            match MetricBatch::from_payload(&message.payload) {
+            match MetricBatchView::decode(&message.payload) {
                 Ok(batch) => {
-                    if let Some(derived) =
-                        self.engine
-                            .derive(&batch, message.partition, message.offset)
-                    {
-                        self.publish(&self.topics.metrics_derived(), &derived).await;
+                    let derived = self.engine.derive(
+                        &batch,
+                        message.partition,
+                        message.offset,
+                        &mut self.writer,
+                    );
+                    if derived {
+                        self.publish_encoded(batch.resource.id).await;
                     }
                 }
                 Err(error) => self.dead_letter(&message, &error.to_string()).await,
@@ -357,8 +391,23 @@ impl DeriveStage {
             .insert((message.topic.clone(), message.partition), message.offset);
     }
 
+    /// Publishes the derived batch the engine wrote, keyed by its resource.
+    async fn publish_encoded(&self, resource_id: &str) {
+        let topic = self.topics.metrics_derived();
+        let sent = self
+            .publisher
+            .publish_encoded::<MetricBatch>(&topic, resource_id, &self.writer.bytes)
+            .await;
+        self.count_published(&topic, sent);
+    }
+
     async fn publish<P: Payload>(&self, topic: &str, batch: &P) {
-        match self.publisher.publish_batch(topic, batch).await {
+        let sent = self.publisher.publish_batch(topic, batch).await;
+        self.count_published(topic, sent);
+    }
+
+    fn count_published(&self, topic: &str, sent: Result<(), vigil_runtime::BusError>) {
+        match sent {
             Ok(()) => {
                 self.metrics
                     .published

@@ -7,14 +7,12 @@
 //! each resource (the stage commits that position), so it holds nothing that
 //! replay cannot restore.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use super::SeriesId;
 use super::counter::{self, CounterWidth, NANOS_PER_SECOND, Reading, Step, StepLimits};
+use super::{HashedMap, SeriesId};
 
 /// Fixed part of the slack when comparing a resource's uptime with event time:
 /// the poller stamps a reading when it asks, the device answers a little later.
@@ -268,31 +266,8 @@ fn saturating_nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-/// A map keyed by [`SeriesId`], which is already a well-mixed 64-bit hash: hashing
-/// it again would only cost time on the hot path.
-type SeriesMap<V> = HashMap<SeriesId, V, BuildHasherDefault<PassThroughHasher>>;
-
-/// Hasher for keys that are themselves a hash: the key's `u64` is the hash.
-#[derive(Debug, Default, Clone, Copy)]
-struct PassThroughHasher(u64);
-
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-
-    /// Only reached by keys other than a bare `u64`; folds their bytes in (FNV-1a)
-    /// so that such a key still hashes correctly, if not as fast.
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
+/// A map keyed by [`SeriesId`], which is already a well-mixed 64-bit hash.
+type SeriesMap<V> = HashedMap<SeriesId, V>;
 
 #[cfg(test)]
 mod tests {

@@ -415,7 +415,7 @@ impl From<DecodeError> for Undecodable {
     fn from(error: DecodeError) -> Self {
         Self {
             kind: match error {
-                DecodeError::Protobuf { .. } => "not_protobuf",
+                DecodeError::Protobuf { .. } | DecodeError::Malformed { .. } => "not_protobuf",
                 DecodeError::Invalid { .. } => "invalid_batch",
             },
             reason: error.to_string(),
