@@ -45,6 +45,9 @@ const TOPICS: [&str; 7] = [
     "dlq.index",
 ];
 
+/// The topics only the derive stage uses, after the deployment's prefix.
+const DERIVE_TOPICS: [&str; 2] = ["metrics.partial", "dlq.derive"];
+
 impl Deployment {
     /// Creates the topics of a new deployment named after `purpose`.
     pub(crate) fn new(purpose: &str) -> Deployment {
@@ -55,9 +58,25 @@ impl Deployment {
     /// Like [`new`](Self::new), with the topics on `broker`, e.g. a private one
     /// that a fault test restarts without disturbing the other tests.
     pub(crate) fn on_broker(purpose: &str, broker: &KafkaBroker) -> Deployment {
+        Self::with_topics(purpose, broker, &TOPICS, PARTITIONS)
+    }
+
+    /// Like [`new`](Self::new), with the derive stage's topics too and
+    /// `partitions` partitions in every topic.
+    pub(crate) fn with_derive(purpose: &str, partitions: i32) -> Deployment {
+        let topics: Vec<&str> = TOPICS.iter().chain(&DERIVE_TOPICS).copied().collect();
+        Self::with_topics(purpose, TestServers::get().kafka(), &topics, partitions)
+    }
+
+    fn with_topics(
+        purpose: &str,
+        broker: &KafkaBroker,
+        topics: &[&str],
+        partitions: i32,
+    ) -> Deployment {
         let prefix = unique_name(purpose);
-        for topic in TOPICS {
-            broker.create_topic(&format!("{prefix}.{topic}"), PARTITIONS);
+        for topic in topics {
+            broker.create_topic(&format!("{prefix}.{topic}"), partitions);
         }
         Deployment {
             etcd_prefix: format!("/{prefix}"),
@@ -112,6 +131,25 @@ impl Deployment {
         self.write(name, &text)
     }
 
+    /// Writes a config for the derive stage with the built-in definitions only (its
+    /// definitions folder is empty); `http_port` serves its `/metrics`.
+    ///
+    /// `name` is also its Kafka client id, which the broker puts at the start of
+    /// the instance's member id: the range assignor hands out partitions in the
+    /// order of member ids, so names decide which instance gets which partitions.
+    pub(crate) fn derive_config(&self, name: &str, http_port: u16) -> PathBuf {
+        let definitions = self.work.join(format!("{name}-definitions"));
+        std::fs::create_dir_all(&definitions).expect("definitions folder created");
+        let text = format!(
+            "{kafka}  properties: {{client.id: '{name}'}}\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
+             derive:\n  group: '{prefix}-derive'\n  definitions_dir: '{definitions}'\n",
+            kafka = self.kafka_section(),
+            prefix = self.prefix,
+            definitions = definitions.display(),
+        );
+        self.write(name, &text)
+    }
+
     /// Writes an agent config tailing `log` and, if asked, polling the test snmpd.
     pub(crate) fn agent_config(
         &self,
@@ -120,22 +158,26 @@ impl Deployment {
         http_port: u16,
         snmp: bool,
     ) -> PathBuf {
-        let servers = TestServers::get();
-        let snmp_section = if snmp {
-            format!(
-                "snmp:\n  targets:\n    - {{name: test-switch, address: '{}', version: v2c, community: '{}', interval: 2s, timeout: 500ms, retries: 1, metric_sets: [system, if]}}\n",
-                servers.snmp_address(),
-                servers.snmp_community()
-            )
-        } else {
-            String::new()
-        };
+        let snmp_section = if snmp { snmp_section() } else { String::new() };
         let text = format!(
             "resource: {{id: e2e-host, host_name: e2e-host}}\n{kafka}data_dir: '{data}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
              logs:\n  - {{path: '{log}', dataset: e2e.app}}\nhost_metrics: {{enabled: true, interval: 1s}}\n{snmp_section}",
             kafka = self.kafka_section(),
             data = self.work.join(format!("{name}-data")).display(),
             log = log.display(),
+        );
+        self.write(name, &text)
+    }
+
+    /// Writes an agent config that only polls the test snmpd (as `test-switch`,
+    /// every 2 s): no logs, no host metrics.
+    pub(crate) fn snmp_agent_config(&self, name: &str, http_port: u16) -> PathBuf {
+        let text = format!(
+            "resource: {{id: e2e-host, host_name: e2e-host}}\n{kafka}data_dir: '{data}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
+             host_metrics: {{enabled: false}}\n{snmp}",
+            kafka = self.kafka_section(),
+            data = self.work.join(format!("{name}-data")).display(),
+            snmp = snmp_section(),
         );
         self.write(name, &text)
     }
@@ -209,6 +251,16 @@ impl Deployment {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+}
+
+/// The agent's SNMP section: the test snmpd as `test-switch`, v2c, every 2 s.
+fn snmp_section() -> String {
+    let servers = TestServers::get();
+    format!(
+        "snmp:\n  targets:\n    - {{name: test-switch, address: '{}', version: v2c, community: '{}', interval: 2s, timeout: 500ms, retries: 1, metric_sets: [system, if]}}\n",
+        servers.snmp_address(),
+        servers.snmp_community()
+    )
 }
 
 /// Waits until `/ready` of a process answers 200, failing early if it exits.

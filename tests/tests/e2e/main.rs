@@ -5,6 +5,7 @@
 mod agent_restart;
 mod all_in_one;
 mod deployment;
+mod derive;
 mod log_faults;
 mod malformed;
 mod pipeline;
