@@ -29,6 +29,11 @@ use vigil_proto::view::{
 };
 use xxhash_rust::xxh3::xxh3_64;
 
+/// A partition whose latest event time is this far behind the latest of all is
+/// taken as no longer assigned here: it stops holding back the expiry of silent
+/// series. A replay further behind than this starts its series afresh.
+const PARTITION_IDLE_NANOS: i64 = 10 * 60 * 1_000_000_000;
+
 /// sysUpTime counts hundredths of a second in 32 bits.
 const SYS_UPTIME_WRAPS_AFTER_SECONDS: f64 = 4_294_967_296.0 / 100.0;
 
@@ -209,11 +214,17 @@ pub struct Engine {
     /// Per source partition: the last offset seen, and the start of the first
     /// window it may still fill (earlier ones were emitted before a replay began).
     partition_floors: HashMap<i32, (i64, i64)>,
+    /// Per source partition: the latest event time seen in it. Silence is judged
+    /// by these, so a partition being replayed (taken over from another instance)
+    /// does not see its series expire against the others' later time.
+    partition_watermarks: HashMap<i32, i64>,
     watermark_unix_nano: i64,
     counts: EngineCounts,
     entries: Vec<Entry>,
     /// Entries by [`entry_key`] of name and labels.
     index: HashedMap<u64, usize>,
+    /// Positions of the entries of each name, so a definition visits only its inputs.
+    named: Vec<Vec<usize>>,
     outputs: Vec<Output>,
     hash_buffer: Vec<u8>,
 }
@@ -237,10 +248,12 @@ impl Engine {
             window_offsets: HashMap::new(),
             partial_offsets: HashMap::new(),
             partition_floors: HashMap::new(),
+            partition_watermarks: HashMap::new(),
             watermark_unix_nano: i64::MIN,
             counts: EngineCounts::default(),
             entries: Vec::new(),
             index: HashedMap::default(),
+            named: Vec::new(),
             outputs: Vec::new(),
             hash_buffer: Vec::new(),
         };
@@ -260,12 +273,14 @@ impl Engine {
         let rates = std::mem::replace(&mut self.rates, RateTracker::new(self.settings.rates));
         let resource_offsets = std::mem::take(&mut self.resource_offsets);
         let partition_floors = std::mem::take(&mut self.partition_floors);
+        let partition_watermarks = std::mem::take(&mut self.partition_watermarks);
         let watermark = self.watermark_unix_nano;
         let counts = self.counts;
         *self = Self::new(definitions, self.settings.clone());
         self.rates = rates;
         self.resource_offsets = resource_offsets;
         self.partition_floors = partition_floors;
+        self.partition_watermarks = partition_watermarks;
         self.watermark_unix_nano = watermark;
         self.counts = counts;
     }
@@ -423,11 +438,18 @@ impl Engine {
             return false;
         };
         self.watermark_unix_nano = self.watermark_unix_nano.max(batch_time);
+        let partition_watermark = self
+            .partition_watermarks
+            .entry(partition)
+            .or_insert(batch_time);
+        *partition_watermark = (*partition_watermark).max(batch_time);
         self.note_offsets(batch, resource_hash, partition, offset, batch_time);
         let restarted = self.observe_uptime(batch, resource_hash);
 
         self.entries.clear();
         self.index.clear();
+        self.named.resize_with(self.names.len(), Vec::new);
+        self.named.iter_mut().for_each(Vec::clear);
         self.outputs.clear();
         for (position, sample) in batch.samples.iter().enumerate() {
             let Some(&name) = self.names.get(&xxh3_64(sample.name.as_bytes())) else {
@@ -475,8 +497,10 @@ impl Engine {
     }
 
     fn push_entry(&mut self, entry: Entry) {
+        let position = self.entries.len();
         self.index
-            .insert(entry_key(entry.name, entry.labels_hash), self.entries.len());
+            .insert(entry_key(entry.name, entry.labels_hash), position);
+        self.named[entry.name as usize].push(position);
         self.entries.push(entry);
     }
 
@@ -614,7 +638,9 @@ impl Engine {
         let compiled = &self.definitions[position];
         let matchers = &compiled.definition.matchers;
         let resource = &batch.resource;
-        let entry_count = self.entries.len();
+        let entries = &self.entries;
+        let named = &self.named;
+        let of = |name: NameId| named[name as usize].iter().map(|&at| &entries[at]);
         let passes = |entry: &Entry, name: NameId| {
             entry.name == name
                 && selected(
@@ -630,7 +656,7 @@ impl Engine {
                 output,
                 scale,
             } => {
-                for entry in &self.entries[..entry_count] {
+                for entry in of(*rate_of_input) {
                     if passes(entry, *rate_of_input) {
                         produced.push(Entry {
                             name: *output,
@@ -647,7 +673,7 @@ impl Engine {
                 complement,
                 scale,
             } => {
-                for entry in &self.entries[..entry_count] {
+                for entry in of(*numerator) {
                     if !passes(entry, *numerator) {
                         continue;
                     }
@@ -655,7 +681,7 @@ impl Engine {
                     else {
                         continue;
                     };
-                    let divisor = self.entries[below].value;
+                    let divisor = entries[below].value;
                     if divisor == 0.0 {
                         continue;
                     }
@@ -679,7 +705,7 @@ impl Engine {
                 // Series that differ only in the share label: (hash, first entry,
                 // selected sum, total).
                 let mut groups: Vec<(u64, Entry, f64, f64)> = Vec::new();
-                for entry in &self.entries[..entry_count] {
+                for entry in of(*rate_of_input) {
                     if !passes(entry, *rate_of_input) {
                         continue;
                     }
@@ -715,8 +741,7 @@ impl Engine {
                 windows,
                 group_by,
             } => {
-                let selected_entries: Vec<Entry> = self.entries[..entry_count]
-                    .iter()
+                let selected_entries: Vec<Entry> = of(*input)
                     .filter(|entry| passes(entry, *input))
                     .copied()
                     .collect();
@@ -1028,11 +1053,25 @@ impl Engine {
         let settings = &self.settings.rates;
         let default_interval = vigil_runtime::duration::nanos(settings.default_interval);
         let gap_intervals = i64::from(settings.max_gap_intervals.max(1));
-        self.rates.expire_silent(watermark);
-        for offsets in self.resource_offsets.values_mut() {
+        let active_from = watermark.saturating_sub(PARTITION_IDLE_NANOS);
+        let slowest_active = self
+            .partition_watermarks
+            .values()
+            .copied()
+            .filter(|latest| *latest >= active_from)
+            .min()
+            .unwrap_or(watermark);
+        self.rates.expire_silent(slowest_active);
+        for (partition, offsets) in &mut self.resource_offsets {
+            let clock = self
+                .partition_watermarks
+                .get(partition)
+                .copied()
+                .unwrap_or(watermark)
+                .max(active_from);
             offsets.retain(|_, latest| {
                 let interval = latest.interval_nanos.unwrap_or(default_interval);
-                watermark.saturating_sub(latest.time_unix_nano)
+                clock.saturating_sub(latest.time_unix_nano)
                     <= interval.saturating_mul(gap_intervals).max(lateness)
             });
         }
@@ -1569,6 +1608,32 @@ mod tests {
         // The first window is closed; the latest messages are what is left.
         assert_eq!(engine.resume_offset(3), Some(103));
         assert_eq!(engine.resume_offset(4), None);
+    }
+
+    #[test]
+    fn a_partition_replayed_behind_the_others_keeps_its_series_across_ticks() {
+        let mut engine = engine_with("");
+        let poll = |seconds: i64, octets| {
+            port_poll(T0 + seconds * SECOND, octets, (100 + seconds * 100) as f64)
+        };
+        // This instance's own partition is at +100 s ...
+        let mut own = poll(100, 0);
+        own.resource.as_mut().unwrap().id = "switch-own".into();
+        derive(&mut engine, &own, 1, 0);
+        // ... while a taken-over partition is replayed from +10 s, one tick per reading.
+        for step in 0..5 {
+            let derived = derive(&mut engine, &poll(10 + step, 1_000 * step as u64), 2, step);
+            engine.advance(engine.watermark());
+            if step > 0 {
+                let derived = derived.expect("every replayed reading after the first gives a rate");
+                assert_eq!(value(&derived, "if.in.bits_per_second"), Some(8_000.0));
+            }
+        }
+        assert_eq!(
+            engine.counts().started,
+            2,
+            "one start per series, none after a tick"
+        );
     }
 
     #[test]
