@@ -7,19 +7,19 @@
 # profile (fat LTO, what packaging ships; `cargo bench --profile dist`) and runs it
 # on its fixed corpus: 200 switches x 48 IF-MIB ports and 200 hosts with the
 # agent's host metrics, 13 polls 10 s apart, the first warming the engine (counter
-# baselines), the other 12 (1.3 million raw samples) measured. Three passes over
-# the same encoded messages: decode; decode + derive (rates, KPIs, windows closed
-# once per poll, partials merged back); decode + derive + encode of everything the
-# stage would publish. Times are CPU time of the benchmarking thread, so the
+# baselines), the other 12 (1.3 million raw samples) measured. Two passes over
+# the same encoded messages: decode; decode + derive + encode (rates, KPIs written
+# straight into encoded batches, windows closed once per poll, partials merged
+# back, everything the stage would publish encoded). Times are CPU time of the benchmarking thread, so the
 # figures are samples per second of one core even when other processes share the
 # machine.
 #
 # Printed (bench/derive_report.py): raw samples/s per core of each pass, the
-# ratio to the target of 1,000,000, the share of decode, derive and encode in the
-# full pass; then a profile of the full pass under `perf record` (installed with
+# ratio to the target of 1,000,000, the share of decoding and of deriving and
+# encoding in the full pass; then a profile of the full pass under `perf record` (installed with
 # apt-get if missing): the top symbols by self time, Vigil's functions by
 # inclusive time, and the lines of Vigil's sources where the time is spent. If perf
-# cannot sample here, the shares of the three passes are the only breakdown.
+# cannot sample here, the shares of the steps are the only breakdown.
 #
 # Environment:
 #   BENCH_SKIP_BUILD=1      use the benchmark executable built last
