@@ -342,7 +342,7 @@ fn report_check<T>(
     validate: impl FnOnce(&RuleFiles) -> Result<T, Vec<rules::RuleError>>,
     summary: impl FnOnce(&T) -> String,
 ) -> Option<RuleFiles> {
-    match rule_source::check_folder_with(dir, validate) {
+    match rule_source::check_folder(dir, validate) {
         Ok((files, valid)) => {
             println!(
                 "{}: ok ({} files, {})",

@@ -7,7 +7,7 @@
 //! alert stage parses as one rule set; the source never judges the rules, so an
 //! invalid push reaches the stage, which keeps its last good set.
 
-use crate::rules::{RuleError, RuleSet};
+use crate::rules::RuleError;
 use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeMap;
@@ -145,14 +145,9 @@ fn watch_folder(dir: PathBuf, shutdown: CancellationToken) -> anyhow::Result<Rul
     Ok(receiver)
 }
 
-/// Checks a folder of rules; every error names its file, line and column.
-pub fn check_folder(dir: &Path) -> Result<(RuleFiles, RuleSet), Vec<String>> {
-    check_folder_with(dir, RuleSet::from_files)
-}
-
 /// Reads a folder and validates its files with `validate` (rules, derive
 /// definitions); every error names its file, line and column.
-pub fn check_folder_with<T>(
+pub fn check_folder<T>(
     dir: &Path,
     validate: impl FnOnce(&RuleFiles) -> Result<T, Vec<RuleError>>,
 ) -> Result<(RuleFiles, T), Vec<String>> {

@@ -208,6 +208,21 @@ impl Publisher {
         }
     }
 
+    /// Skips a consumed message that is not a valid batch: logs why and sends it to
+    /// `dead_letter_topic`; if that fails too, says the message is dropped.
+    pub async fn skip_invalid(&self, dead_letter_topic: &str, message: &Message, reason: &str) {
+        tracing::warn!(
+            topic = %message.topic,
+            partition = message.partition,
+            offset = message.offset,
+            %reason,
+            "skipping a message that is not a valid batch"
+        );
+        if let Err(error) = self.dead_letter(dead_letter_topic, message, reason).await {
+            tracing::error!(%error, topic = %dead_letter_topic, "dead-letter topic unavailable; the message is dropped");
+        }
+    }
+
     /// Sends a message a stage could not process to its dead-letter topic, with the
     /// reason and the original topic in headers.
     pub async fn dead_letter(

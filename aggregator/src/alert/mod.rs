@@ -283,13 +283,6 @@ impl AlertStage {
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) {
-        tracing::warn!(
-            topic = %message.topic,
-            partition = message.partition,
-            offset = message.offset,
-            %reason,
-            "skipping a message that is not a valid batch"
-        );
         self.metrics
             .dead_lettered
             .get_or_create(&TopicLabels {
@@ -297,9 +290,7 @@ impl AlertStage {
             })
             .inc();
         let topic = self.topics.dead_letter("alert");
-        if let Err(error) = self.publisher.dead_letter(&topic, message, reason).await {
-            tracing::error!(%error, %topic, "dead-letter topic unavailable; the message is dropped");
-        }
+        self.publisher.skip_invalid(&topic, message, reason).await;
     }
 
     async fn emit(&self, events: Vec<AlertEvent>) {

@@ -963,16 +963,14 @@ impl Engine {
                         samples: Vec::new(),
                         producer: self.settings.producer.clone(),
                     });
-                batch.samples.push(Sample {
-                    name: definition.name.clone(),
+                batch.samples.push(window_sample(
+                    &definition.name,
                     labels,
-                    kind: MetricKind::Gauge as i32,
-                    time_unix_nano: window.window.end_unix_nano,
-                    value: Some(sample::Value::Gauge(value)),
-                    value_type: ValueType::Float as i32,
-                    unit: origin.unit.clone(),
-                    metric_set: origin.metric_set.clone(),
-                });
+                    window.window.end_unix_nano,
+                    value,
+                    &origin.unit,
+                    &origin.metric_set,
+                ));
             }
         }
         let mut partials: BTreeMap<String, PartialAggregateBatch> = BTreeMap::new();
@@ -1194,6 +1192,27 @@ pub fn group_key(definition: &str, group: &[Label]) -> String {
     key
 }
 
+/// The sample of an aggregate over a window, stamped with the window's end.
+fn window_sample(
+    name: &str,
+    labels: Vec<Label>,
+    end_unix_nano: i64,
+    value: f64,
+    unit: &str,
+    metric_set: &str,
+) -> Sample {
+    Sample {
+        name: name.to_owned(),
+        labels,
+        kind: MetricKind::Gauge as i32,
+        time_unix_nano: end_unix_nano,
+        value: Some(sample::Value::Gauge(value)),
+        value_type: ValueType::Float as i32,
+        unit: unit.to_owned(),
+        metric_set: metric_set.to_owned(),
+    }
+}
+
 /// The derived batch of a finished group: a resource standing for the group.
 fn group_batch(
     definition: &Definition,
@@ -1210,16 +1229,14 @@ fn group_batch(
             attributes: group.group.clone(),
             ..Resource::default()
         }),
-        samples: vec![Sample {
-            name: definition.name.clone(),
+        samples: vec![window_sample(
+            &definition.name,
             labels,
-            kind: MetricKind::Gauge as i32,
-            time_unix_nano: group.window.end_unix_nano,
-            value: Some(sample::Value::Gauge(value)),
-            value_type: ValueType::Float as i32,
-            unit: definition.unit.clone(),
-            metric_set: "group".to_owned(),
-        }],
+            group.window.end_unix_nano,
+            value,
+            &definition.unit,
+            "group",
+        )],
         producer: producer.to_owned(),
     }
 }

@@ -449,13 +449,6 @@ impl DeriveStage {
     }
 
     async fn dead_letter(&self, message: &Message, reason: &str) {
-        tracing::warn!(
-            topic = %message.topic,
-            partition = message.partition,
-            offset = message.offset,
-            %reason,
-            "skipping a message that is not a valid batch"
-        );
         self.metrics
             .dead_lettered
             .get_or_create(&TopicLabels {
@@ -463,9 +456,7 @@ impl DeriveStage {
             })
             .inc();
         let topic = self.topics.dead_letter("derive");
-        if let Err(error) = self.publisher.dead_letter(&topic, message, reason).await {
-            tracing::error!(%error, %topic, "dead-letter topic unavailable; the message is dropped");
-        }
+        self.publisher.skip_invalid(&topic, message, reason).await;
     }
 }
 

@@ -303,21 +303,6 @@ impl<K: Clone + Eq + Hash> TumblingWindows<K> {
         Ok(())
     }
 
-    /// Merges a partial for `window` of `key` (from the repartition topic);
-    /// `Err(Late)` if that window has been closed.
-    ///
-    /// The window is taken as given: a partial cut with another width stays a
-    /// window of its own instead of being mixed into one of this width.
-    pub fn merge(
-        &mut self,
-        key: K,
-        window: WindowBounds,
-        accumulator: &Accumulator,
-    ) -> Result<(), Late> {
-        self.accumulator(key, window)?.merge(accumulator);
-        Ok(())
-    }
-
     /// Moves the watermark (never backwards) and returns every window whose end
     /// plus the allowed lateness is at or before it, removing them: in window
     /// order, and the keys of one window in the order their windows opened.
@@ -604,8 +589,6 @@ mod tests {
 
         assert_eq!(windows.add("web-1", 59 * SECOND, 1.0), Err(Late));
         assert_eq!(windows.add("web-2", 0, 1.0), Err(Late));
-        let partial = accumulator_of(&[1.0], false);
-        assert_eq!(windows.merge("web-1", bounds(0, 60), &partial), Err(Late));
         // The watermark does not move back.
         assert!(windows.advance(0).is_empty());
         assert_eq!(windows.add("web-1", 59 * SECOND, 1.0), Err(Late));
@@ -643,46 +626,6 @@ mod tests {
         );
         assert_eq!(windows.open_windows(), 0);
         assert_eq!(windows.oldest_open_start(), None);
-    }
-
-    #[test]
-    fn merged_partials_close_with_the_window() {
-        let mut windows: TumblingWindows<&'static str> =
-            TumblingWindows::new(Duration::from_secs(60), Duration::from_secs(30), true);
-        windows.add("site=eu", 10 * SECOND, 2.0).unwrap();
-        let window = windows.bounds_of(10 * SECOND);
-        windows
-            .merge("site=eu", window, &accumulator_of(&[4.0, 6.0], true))
-            .unwrap();
-        windows
-            .merge("site=us", window, &accumulator_of(&[1.0], true))
-            .unwrap();
-        assert!(windows.advance(89 * SECOND).is_empty());
-
-        let closed = windows.advance(90 * SECOND);
-        assert_eq!(
-            summary(&closed),
-            [("site=eu", window, 3.0), ("site=us", window, 1.0)]
-        );
-        assert_eq!(closed[0].accumulator.value(Aggregate::Max), Some(6.0));
-        assert_within_one_percent(closed[0].accumulator.value(Aggregate::P50).unwrap(), 4.0);
-    }
-
-    #[test]
-    fn window_of_another_width_stays_apart() {
-        let mut windows = minute_windows(0);
-        windows.add("site=eu", 10 * SECOND, 1.0).unwrap();
-        windows
-            .merge("site=eu", bounds(0, 300), &accumulator_of(&[5.0], false))
-            .unwrap();
-        assert_eq!(windows.open_windows(), 2);
-        assert_eq!(
-            summary(&windows.advance(300 * SECOND)),
-            [
-                ("site=eu", bounds(0, 60), 1.0),
-                ("site=eu", bounds(0, 300), 1.0)
-            ]
-        );
     }
 
     proptest! {
