@@ -13,6 +13,10 @@ VIGIL_CACHE="${VIGIL_CACHE:-$HOME/.cache/vigil}"
 export VIGIL_TANSU_BIN="${VIGIL_TANSU_BIN:-$VIGIL_CACHE/tansu/bin/tansu}"
 export VIGIL_NOIDA_BIN="${VIGIL_NOIDA_BIN:-$VIGIL_CACHE/noida-venv/bin/noida-db}"
 
+# A fresh checkout gains nothing from incremental compilation, and its caches
+# would double the size of the build folder.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 cargo fmt --all -- --check
 cargo build --workspace --bins
 cargo test --workspace "$@"
