@@ -6,7 +6,7 @@
 //! checks the invariants every producer guarantees, so that garbage is told apart
 //! from data and sent to the dead-letter topic instead of being half-processed.
 
-use crate::v1::{AlertEvent, LogBatch, MetricBatch, PartialAggregateBatch, sample};
+use crate::v1::{AlertEvent, AlertState, LogBatch, MetricBatch, PartialAggregateBatch, sample};
 use prost::Message;
 use thiserror::Error;
 
@@ -139,6 +139,27 @@ impl Payload for AlertEvent {
         }
         if self.fingerprint.is_empty() {
             return Err("empty fingerprint".into());
+        }
+        Ok(())
+    }
+
+    fn key(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+impl Payload for AlertState {
+    const KIND: &'static str = "vigil.v1.AlertState";
+
+    fn check(&self) -> Result<(), String> {
+        if self.alert.is_empty() {
+            return Err("empty alert name".into());
+        }
+        if self.fingerprint.is_empty() {
+            return Err("empty fingerprint".into());
+        }
+        if self.active_at_unix_nano == 0 {
+            return Err("no time the alert became active".into());
         }
         Ok(())
     }

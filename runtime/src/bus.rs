@@ -123,6 +123,132 @@ impl Bus {
             Self::Discard => Err(BusError::Discard),
         }
     }
+
+    /// A reader of every partition of `topic` from its beginning, outside any
+    /// consumer group: for a compacted topic that every instance reads whole (the
+    /// alert state). It says when it has read what the topic held when it started.
+    pub async fn follow(&self, topic: &str) -> Result<Follower, BusError> {
+        match self {
+            Self::Kafka(settings) => {
+                let mut config = settings
+                    .consumer_config("vigil-follower")
+                    .map_err(|error| BusError::Config(error.to_string()))?;
+                config.set("enable.auto.commit", "false");
+                let consumer: StreamConsumer = config.create()?;
+                let topic = topic.to_owned();
+                let (consumer, behind) = tokio::task::spawn_blocking(move || {
+                    assign_from_beginning(consumer, &topic)
+                })
+                .await
+                .map_err(|error| BusError::Config(error.to_string()))??;
+                Ok(Follower::Kafka {
+                    consumer: Box::new(consumer),
+                    behind,
+                    caught_up: false,
+                })
+            }
+            Self::Memory(_) => Ok(Follower::Memory { caught_up: false }),
+            Self::Discard => Err(BusError::Discard),
+        }
+    }
+}
+
+/// How long metadata and watermark requests of a [`Follower`] may take.
+const FOLLOW_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Assigns every partition of `topic` to `consumer` from the beginning; returns
+/// the partitions that hold messages, with their end offsets.
+fn assign_from_beginning(
+    consumer: StreamConsumer,
+    topic: &str,
+) -> Result<(StreamConsumer, HashMap<i32, i64>), BusError> {
+    let metadata = consumer.fetch_metadata(Some(topic), FOLLOW_REQUEST_TIMEOUT)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut behind = HashMap::new();
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, partition, FOLLOW_REQUEST_TIMEOUT)?;
+        if high > low {
+            behind.insert(partition, high);
+        }
+        assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    Ok((consumer, behind))
+}
+
+/// What a [`Follower`] read next.
+#[derive(Debug)]
+pub enum Followed {
+    Message(Message),
+    /// Everything the topic held when the follower started has been read; said
+    /// once, after which only new messages follow.
+    CaughtUp,
+}
+
+/// Reads a whole topic and then follows it (see [`Bus::follow`]).
+pub enum Follower {
+    Kafka {
+        consumer: Box<StreamConsumer>,
+        /// Partitions not yet read to the end they had at the start, with that end.
+        behind: HashMap<i32, i64>,
+        caught_up: bool,
+    },
+    Memory {
+        caught_up: bool,
+    },
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kafka { behind, .. } => f
+                .debug_struct("Follower::Kafka")
+                .field("behind", behind)
+                .finish_non_exhaustive(),
+            Self::Memory { .. } => f.write_str("Follower::Memory"),
+        }
+    }
+}
+
+impl Follower {
+    /// The next message, or [`Followed::CaughtUp`] once. An empty payload is a
+    /// tombstone (the key was deleted). The in-process bus keeps no history and
+    /// serves one process, so it is caught up at once and nothing follows.
+    pub async fn recv(&mut self) -> Result<Followed, BusError> {
+        match self {
+            Self::Kafka {
+                consumer,
+                behind,
+                caught_up,
+            } => {
+                if !*caught_up && behind.is_empty() {
+                    *caught_up = true;
+                    return Ok(Followed::CaughtUp);
+                }
+                let message = owned(&consumer.recv().await?);
+                if behind
+                    .get(&message.partition)
+                    .is_some_and(|end| message.offset + 1 >= *end)
+                {
+                    behind.remove(&message.partition);
+                }
+                Ok(Followed::Message(message))
+            }
+            Self::Memory { caught_up } => {
+                if !*caught_up {
+                    *caught_up = true;
+                    return Ok(Followed::CaughtUp);
+                }
+                std::future::pending().await
+            }
+        }
+    }
 }
 
 /// Publishes messages and resolves once the bus acknowledged them.
@@ -205,6 +331,23 @@ impl Publisher {
                 bus.deliver(message).await
             }
             Self::Discard => Ok(()),
+        }
+    }
+
+    /// Deletes `key` from a compacted topic (a message without a value) and waits
+    /// for the acknowledgement. On the in-process bus the message has an empty
+    /// payload, which readers treat the same.
+    pub async fn publish_tombstone(&self, topic: &str, key: &str) -> Result<(), BusError> {
+        match self {
+            Self::Kafka(producer) => {
+                let record = FutureRecord::<str, [u8]>::to(topic).key(key);
+                producer
+                    .send(record, Timeout::Never)
+                    .await
+                    .map(|_| ())
+                    .map_err(|(error, _)| BusError::Kafka(error))
+            }
+            Self::Memory(_) | Self::Discard => self.publish(topic, key, &[], &[]).await,
         }
     }
 
@@ -361,6 +504,26 @@ impl Subscription {
                 Ok(())
             }
             Self::Memory(_) => Ok(()),
+        }
+    }
+
+    /// The partitions this consumer owns now, or `None` when it owns all of them
+    /// (the in-process bus). Changes when the group rebalances.
+    pub fn assignment(&self) -> Option<Vec<(String, i32)>> {
+        match self {
+            Self::Kafka(kafka) => Some(
+                kafka
+                    .consumer
+                    .assignment()
+                    .map(|list| {
+                        list.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            ),
+            Self::Memory(_) => None,
         }
     }
 

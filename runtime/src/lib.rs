@@ -14,6 +14,6 @@ pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use bus::{Bus, BusError, Message, Publisher, Subscription};
+pub use bus::{Bus, BusError, Followed, Follower, Message, Publisher, Subscription};
 pub use secret::SecretRef;
 pub use telemetry::{Health, SelfMetrics};

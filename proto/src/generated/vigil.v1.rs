@@ -152,6 +152,50 @@ pub struct AlertEvent {
     #[prost(int64, tag = "10")]
     pub evaluated_at_unix_nano: i64,
 }
+/// The state of one pending or firing alert, as kept in the compacted alerts state
+/// topic under the alert's fingerprint, so that the instance that evaluates its
+/// series next (after a restart, or after its partition moved) resumes the alert
+/// instead of starting it over. A resolved alert's key gets an empty value.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AlertState {
+    #[prost(string, tag = "1")]
+    pub group: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub alert: ::prost::alloc::string::String,
+    /// The alert's labels: those of its series (or log group key), the rule's, and
+    /// `alertname`.
+    #[prost(message, repeated, tag = "3")]
+    pub labels: ::prost::alloc::vec::Vec<Label>,
+    #[prost(string, tag = "4")]
+    pub fingerprint: ::prost::alloc::string::String,
+    #[prost(enumeration = "AlertStatus", tag = "5")]
+    pub status: i32,
+    /// When the condition started to hold: the start of the `for` timer.
+    #[prost(int64, tag = "6")]
+    pub active_at_unix_nano: i64,
+    /// When the alert fired; 0 while pending.
+    #[prost(int64, tag = "7")]
+    pub fired_at_unix_nano: i64,
+    /// When the condition stopped holding while firing (`keep_firing_for`); 0 while
+    /// it holds.
+    #[prost(int64, tag = "8")]
+    pub cleared_at_unix_nano: i64,
+    #[prost(double, tag = "9")]
+    pub value: f64,
+    /// Event time of the evaluation that last changed this state.
+    #[prost(int64, tag = "10")]
+    pub evaluated_at_unix_nano: i64,
+    /// The input topic and partition the series arrives on: only the consumer that
+    /// owns this partition resumes or resolves the alert.
+    #[prost(string, tag = "11")]
+    pub source_topic: ::prost::alloc::string::String,
+    #[prost(int32, tag = "12")]
+    pub source_partition: i32,
+    /// When the pagers last finished being told the alert fires (Unix nanoseconds,
+    /// wall clock); 0 while they have not, so a restart notifies again.
+    #[prost(int64, tag = "13")]
+    pub notified_at_unix_nano: i64,
+}
 /// The aggregates of one group over one window, as far as one derive instance saw
 /// them. The instance that owns the group's partition of the repartition topic
 /// merges the partials of every instance and emits the result; every field merges
