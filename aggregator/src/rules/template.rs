@@ -6,7 +6,12 @@
 //! References: `.labels.NAME` or `$labels.NAME` (a label of the alert; empty when
 //! absent; NAME may contain dots), `.value` or `$value` (the value that was
 //! compared). Pipes: `humanize`, `humanize1024`, `humanizePercentage`,
-//! `humanizeDuration` (seconds), as in Prometheus.
+//! `humanizeDuration` (seconds), as in Prometheus, and `urlquery` (Go's), which
+//! escapes a label for a link, such as one to the Kibana view of the lines:
+//!
+//! ```yaml
+//! logs: "https://kibana.example.net/app/discover#/?_a=(query:(language:kuery,query:'host.name:{{ $labels.host | urlquery }}'))"
+//! ```
 
 use std::fmt;
 use vigil_proto::labels::find;
@@ -41,13 +46,15 @@ enum Pipe {
     Humanize1024,
     HumanizePercentage,
     HumanizeDuration,
+    UrlQuery,
 }
 
-const PIPES: [(&str, Pipe); 4] = [
+const PIPES: [(&str, Pipe); 5] = [
     ("humanize", Pipe::Humanize),
     ("humanize1024", Pipe::Humanize1024),
     ("humanizePercentage", Pipe::HumanizePercentage),
     ("humanizeDuration", Pipe::HumanizeDuration),
+    ("urlquery", Pipe::UrlQuery),
 ];
 
 impl Template {
@@ -134,7 +141,8 @@ fn expression(inside: &str) -> Result<Part, String> {
                 .ok_or_else(|| {
                     format!(
                         "unknown template function `{name}` in `{{{{{inside}}}}}` (expected \
-                         humanize, humanize1024, humanizePercentage or humanizeDuration)"
+                         humanize, humanize1024, humanizePercentage, humanizeDuration or \
+                         urlquery)"
                     )
                 })
         })
@@ -142,21 +150,34 @@ fn expression(inside: &str) -> Result<Part, String> {
     Ok(Part::Expression { reference, pipes })
 }
 
-/// Applies a pipe; text that is not a number passes through unchanged, as in
-/// Prometheus.
+/// Applies a pipe; text that is not a number passes through the humanize pipes
+/// unchanged, as in Prometheus.
 fn apply(pipe: Pipe, text: &str) -> String {
-    let Ok(value) = text.parse::<f64>() else {
-        return text.to_owned();
-    };
-    if !value.is_finite() {
-        return text.to_owned();
+    let number = text.parse::<f64>().ok().filter(|value| value.is_finite());
+    match (pipe, number) {
+        (Pipe::UrlQuery, _) => url_query(text),
+        (_, None) => text.to_owned(),
+        (Pipe::Humanize, Some(value)) => humanize(value),
+        (Pipe::Humanize1024, Some(value)) => humanize_1024(value),
+        (Pipe::HumanizePercentage, Some(value)) => format!("{}%", significant(value * 100.0)),
+        (Pipe::HumanizeDuration, Some(value)) => humanize_duration(value),
     }
-    match pipe {
-        Pipe::Humanize => humanize(value),
-        Pipe::Humanize1024 => humanize_1024(value),
-        Pipe::HumanizePercentage => format!("{}%", significant(value * 100.0)),
-        Pipe::HumanizeDuration => humanize_duration(value),
+}
+
+/// Escapes text for a URL query, as Go's `urlquery`: unreserved characters stay,
+/// a space becomes `+`, every other byte `%XX`.
+fn url_query(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char);
+            }
+            b' ' => out.push('+'),
+            other => out.push_str(&format!("%{other:02X}")),
+        }
     }
+    out
 }
 
 /// SI prefixes: `1.5k`, `2.346M`, `12m`.
@@ -302,6 +323,21 @@ mod tests {
     }
 
     #[test]
+    fn urlquery_escapes_labels_for_links() {
+        assert_eq!(
+            render(
+                "https://kibana/app/discover#/?_a=(query:(query:'log.file.path:{{ $labels.log.file.path | urlquery }}'))",
+                0.0
+            ),
+            "https://kibana/app/discover#/?_a=(query:(query:'log.file.path:%2Fvar%2Flog%2Fx'))"
+        );
+        assert_eq!(render("{{ $value | urlquery }}", 1.5), "1.5");
+        let labels = [label("q", "a b&c=d\"é")];
+        let template = Template::parse("{{ $labels.q | urlquery }}").unwrap();
+        assert_eq!(template.render(&labels, 0.0), "a+b%26c%3Dd%22%C3%A9");
+    }
+
+    #[test]
     fn unknown_references_fail_at_load_time() {
         assert_eq!(
             Template::parse("{{ .Labels.host }}").unwrap_err(),
@@ -311,7 +347,7 @@ mod tests {
         assert_eq!(
             Template::parse("{{ $value | percent }}").unwrap_err(),
             "unknown template function `percent` in `{{ $value | percent }}` (expected \
-             humanize, humanize1024, humanizePercentage or humanizeDuration)"
+             humanize, humanize1024, humanizePercentage, humanizeDuration or urlquery)"
         );
         assert_eq!(
             Template::parse("{{ $value ").unwrap_err(),
