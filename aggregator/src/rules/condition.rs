@@ -1,9 +1,11 @@
-//! Metric rule conditions: `value > 4`, `avg(5m) >= 0.9`, `rate(5m) > 1e9 / 8`.
+//! Metric rule conditions: `value > 4`, `avg(5m) >= 0.9`, `rate(5m) > 1e9 / 8`,
+//! `quantile(0.95, 5m) > 0.25`, `absent(3m)`.
 //!
 //! The left side is the latest value of a series or a function over the series'
 //! samples in a window ending at the evaluation time; the right side is a constant,
 //! written with `+ - * /` and parentheses where that reads better
-//! (`256 * 1024 * 1024`). Parsed when rules load, evaluated by the alert stage.
+//! (`256 * 1024 * 1024`). `absent(d)` stands alone: it holds for a series that
+//! has had no sample for `d`. Parsed when rules load, evaluated by the alert stage.
 
 use super::lexer::{Cursor, SyntaxError, Token};
 use std::fmt;
@@ -27,10 +29,16 @@ pub(crate) enum Subject {
     Value,
     /// A function of the samples in `(now - window, now]`.
     Window(WindowFunction, Duration),
+    /// Seconds since the series' last sample, which must reach the duration, as
+    /// Prometheus' `absent_over_time`. A series that stops reporting is kept
+    /// (instead of going stale) so that it fires, and resolves when samples come
+    /// back; a rule that has seen no series at all fires once, with the labels of
+    /// its `match` equalities, as Prometheus' `absent()`.
+    Absent(Duration),
 }
 
 /// Functions over the samples of one series in a window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum WindowFunction {
     Avg,
     Min,
@@ -43,9 +51,18 @@ pub(crate) enum WindowFunction {
     Rate,
     /// Increase of a counter between the first and the last sample in the window.
     Increase,
+    /// Last minus first sample in the window, for gauges (may be negative).
+    Delta,
+    /// Per-second slope of the least-squares line through the samples, as
+    /// Prometheus' `deriv`, for gauges.
+    Deriv,
+    /// The φ-quantile (0 to 1) of the samples, interpolated between the two
+    /// nearest ranks, as Prometheus' `quantile_over_time`: `quantile(0.95, 5m)`.
+    Quantile(f64),
 }
 
-const FUNCTIONS: [(&str, WindowFunction); 8] = [
+/// Functions of one argument, the window.
+const FUNCTIONS: [(&str, WindowFunction); 10] = [
     ("avg", WindowFunction::Avg),
     ("min", WindowFunction::Min),
     ("max", WindowFunction::Max),
@@ -54,7 +71,13 @@ const FUNCTIONS: [(&str, WindowFunction); 8] = [
     ("last", WindowFunction::Last),
     ("rate", WindowFunction::Rate),
     ("increase", WindowFunction::Increase),
+    ("delta", WindowFunction::Delta),
+    ("deriv", WindowFunction::Deriv),
 ];
+
+/// Every function name, for error messages.
+const FUNCTION_NAMES: &str =
+    "avg, min, max, sum, count, last, rate, increase, delta, deriv, quantile or absent";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Comparison {
@@ -100,27 +123,38 @@ impl Condition {
         let subject = match cursor.next() {
             Some(Token::Word(word)) if word == "value" => Subject::Value,
             Some(Token::Word(word)) => {
-                let Some((_, function)) = FUNCTIONS.iter().find(|(name, _)| *name == word) else {
+                let function = FUNCTIONS.iter().find(|(name, _)| *name == word);
+                if function.is_none() && word != "quantile" && word != "absent" {
                     return Err(cursor.error_before(format!(
-                        "unknown function `{word}` (expected `value` or one of avg, min, max, \
-                         sum, count, last, rate, increase)"
+                        "unknown function `{word}` (expected `value` or one of {FUNCTION_NAMES})"
                     )));
-                };
+                }
                 if !cursor.eat("(") {
                     return Err(cursor.error(format!("expected `(` after `{word}`")));
                 }
-                let window = match cursor.next() {
-                    Some(Token::Number(text)) => parse_duration(&text)
-                        .map_err(|error| cursor.error_before(error.to_string()))?,
-                    _ => return Err(cursor.error_before("expected a window such as `5m`")),
+                let quantile = if word == "quantile" {
+                    Some(quantile_argument(&mut cursor)?)
+                } else {
+                    None
                 };
-                if window.is_zero() {
-                    return Err(cursor.error_before("the window must be longer than 0s"));
+                let window = window_argument(&mut cursor)?;
+                match (function, quantile) {
+                    (Some((_, function)), _) => Subject::Window(*function, window),
+                    (None, Some(phi)) => Subject::Window(WindowFunction::Quantile(phi), window),
+                    (None, None) => {
+                        if !cursor.is_done() {
+                            return Err(cursor.error(
+                                "`absent(DURATION)` is the whole condition: nothing compares it",
+                            ));
+                        }
+                        return Ok(Condition {
+                            subject: Subject::Absent(window),
+                            comparison: Comparison::Ge,
+                            threshold: window.as_secs_f64(),
+                            text: text.trim().to_owned(),
+                        });
+                    }
                 }
-                if !cursor.eat(")") {
-                    return Err(cursor.error("expected `)` after the window"));
-                }
-                Subject::Window(*function, window)
             }
             _ => {
                 return Err(cursor.error_before("expected `value` or a function such as `avg(5m)`"));
@@ -152,11 +186,17 @@ impl Condition {
         })
     }
 
-    /// The longest window the condition looks back over, zero for `value`.
+    /// Whether this is `absent(d)`.
+    pub(crate) fn is_absent(&self) -> bool {
+        matches!(self.subject, Subject::Absent(_))
+    }
+
+    /// The longest window the condition looks back over, zero for `value`; for
+    /// `absent`, the silence it waits for.
     pub(crate) fn window(&self) -> Duration {
         match self.subject {
             Subject::Value => Duration::ZERO,
-            Subject::Window(_, window) => window,
+            Subject::Window(_, window) | Subject::Absent(window) => window,
         }
     }
 
@@ -165,6 +205,10 @@ impl Condition {
     pub fn canonical(&self) -> String {
         let subject = match self.subject {
             Subject::Value => "value".to_owned(),
+            Subject::Absent(window) => return format!("absent({})", format_duration(window)),
+            Subject::Window(WindowFunction::Quantile(phi), window) => {
+                format!("quantile({phi}, {})", format_duration(window))
+            }
             Subject::Window(function, window) => {
                 let name = FUNCTIONS
                     .iter()
@@ -185,6 +229,39 @@ impl fmt::Display for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
     }
+}
+
+/// The φ of `quantile(φ, window)` and the comma after it.
+fn quantile_argument(cursor: &mut Cursor) -> Result<f64, SyntaxError> {
+    let phi = match cursor.next() {
+        Some(Token::Number(text)) => text.parse::<f64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| cursor.error_before("expected a quantile between 0 and 1, such as `0.95`"))?;
+    if !(0.0..=1.0).contains(&phi) {
+        return Err(cursor.error_before("the quantile must be between 0 and 1"));
+    }
+    if !cursor.eat(",") {
+        return Err(cursor.error("expected `,` after the quantile"));
+    }
+    Ok(phi)
+}
+
+/// The window of a function, a duration longer than zero, and the `)` after it.
+fn window_argument(cursor: &mut Cursor) -> Result<Duration, SyntaxError> {
+    let window = match cursor.next() {
+        Some(Token::Number(text)) => {
+            parse_duration(&text).map_err(|error| cursor.error_before(error.to_string()))?
+        }
+        _ => return Err(cursor.error_before("expected a window such as `5m`")),
+    };
+    if window.is_zero() {
+        return Err(cursor.error_before("the window must be longer than 0s"));
+    }
+    if !cursor.eat(")") {
+        return Err(cursor.error("expected `)` after the window"));
+    }
+    Ok(window)
 }
 
 /// `product (('+' | '-') product)*`
@@ -271,6 +348,17 @@ mod tests {
         );
         assert_eq!(condition.comparison, Comparison::Ne);
         assert_eq!(condition.threshold, -0.0095);
+        let condition = Condition::parse("quantile(0.95, 10m) > 0.25").unwrap();
+        assert_eq!(
+            condition.subject,
+            Subject::Window(WindowFunction::Quantile(0.95), Duration::from_secs(600))
+        );
+        assert_eq!(condition.canonical(), "quantile(0.95, 10m) > 0.25");
+        let condition = Condition::parse("absent(3m)").unwrap();
+        assert_eq!(condition.subject, Subject::Absent(Duration::from_secs(180)));
+        assert_eq!(condition.canonical(), "absent(3m)");
+        assert_eq!(condition.window(), Duration::from_secs(180));
+        assert_eq!(condition.to_string(), "absent(3m)");
         for (name, function) in FUNCTIONS {
             let parsed = Condition::parse(&format!("{name}(1m) < 1")).unwrap();
             assert_eq!(
@@ -286,7 +374,23 @@ mod tests {
         assert_eq!(
             error("median(5m) > 1"),
             "unknown function `median` (expected `value` or one of avg, min, max, sum, count, \
-             last, rate, increase) at `median(5m) > 1`"
+             last, rate, increase, delta, deriv, quantile or absent) at `median(5m) > 1`"
+        );
+        assert_eq!(
+            error("quantile(95, 5m) > 1"),
+            "the quantile must be between 0 and 1 at `95, 5m) > 1`"
+        );
+        assert_eq!(
+            error("quantile(5m) > 1"),
+            "expected a quantile between 0 and 1, such as `0.95` at `5m) > 1`"
+        );
+        assert_eq!(
+            error("quantile(0.5 5m) > 1"),
+            "expected `,` after the quantile at `5m) > 1`"
+        );
+        assert_eq!(
+            error("absent(5m) > 1"),
+            "`absent(DURATION)` is the whole condition: nothing compares it at `> 1`"
         );
         assert_eq!(error("avg 5m > 1"), "expected `(` after `avg` at `5m > 1`");
         assert_eq!(

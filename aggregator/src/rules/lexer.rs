@@ -13,7 +13,7 @@ pub(crate) enum Token {
     /// A quoted string, with `\"`, `\'` and `\\` unescaped; any other backslash is
     /// kept as written, so regex escapes such as `\d` need no doubling.
     Str(String),
-    /// An operator or a parenthesis.
+    /// An operator, a parenthesis or a comma.
     Op(&'static str),
 }
 
@@ -28,8 +28,8 @@ impl fmt::Display for Token {
 }
 
 /// Operators, longest first so that `>=` is not read as `>` then `=`.
-const OPERATORS: [&str; 14] = [
-    ">=", "<=", "==", "!=", "=~", "!~", ">", "<", "+", "-", "*", "/", "(", ")",
+const OPERATORS: [&str; 15] = [
+    ">=", "<=", "==", "!=", "=~", "!~", ">", "<", "+", "-", "*", "/", "(", ")", ",",
 ];
 
 /// Why an expression could not be read, and where (a byte offset into it).

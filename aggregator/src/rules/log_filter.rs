@@ -12,7 +12,7 @@ use vigil_proto::v1::{LogLine, LogSource, Resource};
 
 /// A field of a log line, by its Elasticsearch (ECS) name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum LogField {
+pub enum LogField {
     /// `message`: the line, decoded as UTF-8 with invalid bytes replaced.
     Message,
     /// `host.name`: the host the line was read on.
@@ -36,7 +36,8 @@ impl LogField {
         }
     }
 
-    pub(crate) fn name(&self) -> &str {
+    /// The field's ECS name, as written in rules.
+    pub fn name(&self) -> &str {
         match self {
             LogField::Message => "message",
             LogField::HostName => "host.name",

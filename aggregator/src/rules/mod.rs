@@ -27,8 +27,11 @@ mod webhook;
 pub use condition::Condition;
 pub use error::{RuleError, RuleErrors};
 pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, STALE_AFTER};
-pub use log_filter::LogFilter;
-pub use model::{Group, LabelMatcher, LogRule, LogTrigger, MetricRule, Rule, RuleKind, RuleSet};
+pub use log_filter::{LogField, LogFilter};
+pub use model::{
+    AggregateFunction, Aggregation, Group, LabelMatcher, LogRule, LogTrigger,
+    MAX_REMEMBERED_VALUES, MetricRule, Rule, RuleKind, RuleSet,
+};
 pub use parse::load_dir;
 pub(crate) use parse::{Checker, from_yaml};
 pub use rule_tests::{TestFailure, TestReport, run_rule_tests};

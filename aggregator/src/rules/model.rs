@@ -34,6 +34,13 @@ impl RuleSet {
             .iter()
             .flat_map(|group| group.rules.iter().map(move |rule| (group, rule)))
     }
+
+    /// The rule named `alert` in group `group`, with its group.
+    pub fn find(&self, group: &str, alert: &str) -> Option<(&Group, &Rule)> {
+        let group = self.groups.iter().find(|g| g.name == group)?;
+        let rule = group.rules.iter().find(|r| r.alert == alert)?;
+        Some((group, rule))
+    }
 }
 
 /// A named group of rules evaluated at one cadence. Group names are unique in a
@@ -151,6 +158,9 @@ impl fmt::Display for RuleKind {
                         rule.matchers.iter().map(ToString::to_string).collect();
                     write!(f, "{{{}}}", matchers.join(","))?;
                 }
+                if let Some(aggregation) = &rule.aggregation {
+                    write!(f, " {aggregation} of")?;
+                }
                 write!(f, " {}", rule.condition)
             }
             RuleKind::Log(rule) => {
@@ -178,6 +188,7 @@ pub struct MetricRule {
     pub(crate) metric: String,
     pub(crate) matchers: Vec<LabelMatcher>,
     pub(crate) condition: Condition,
+    pub(crate) aggregation: Option<Aggregation>,
 }
 
 impl MetricRule {
@@ -192,6 +203,96 @@ impl MetricRule {
 
     pub fn condition(&self) -> &Condition {
         &self.condition
+    }
+
+    /// How the values of several series combine into one, when they do.
+    pub fn aggregation(&self) -> Option<&Aggregation> {
+        self.aggregation.as_ref()
+    }
+}
+
+/// `by: [host]` and `aggregate: sum` on a metric rule: the condition's left side
+/// is computed per series, then combined across the series that share the `by`
+/// labels (all series, without `by`), and the comparison applies to each
+/// combination, one alert per group, as `sum by (host) (...) > x` in Prometheus.
+///
+/// The alert stage receives the samples of a resource in one partition, so a
+/// group reaches across the series of one resource (interfaces, CPUs, file
+/// systems of a host) but not across hosts when the stage runs as several
+/// consumers: aggregates across hosts belong in derive definitions, whose
+/// output a rule then watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregation {
+    pub(crate) function: AggregateFunction,
+    /// Labels that identify a group; the alert's labels are these.
+    pub(crate) by: Vec<String>,
+}
+
+impl Aggregation {
+    pub fn function(&self) -> AggregateFunction {
+        self.function
+    }
+
+    pub fn by(&self) -> &[String] {
+        &self.by
+    }
+}
+
+/// `sum by (host, mountpoint)`.
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.function.name())?;
+        if !self.by.is_empty() {
+            write!(f, " by ({})", self.by.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// How the values of the series of a group combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateFunction {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    /// The number of series with a value.
+    Count,
+}
+
+impl AggregateFunction {
+    pub(crate) const ALL: [AggregateFunction; 5] = [
+        AggregateFunction::Sum,
+        AggregateFunction::Avg,
+        AggregateFunction::Min,
+        AggregateFunction::Max,
+        AggregateFunction::Count,
+    ];
+
+    /// The name written in `aggregate:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            AggregateFunction::Sum => "sum",
+            AggregateFunction::Avg => "avg",
+            AggregateFunction::Min => "min",
+            AggregateFunction::Max => "max",
+            AggregateFunction::Count => "count",
+        }
+    }
+
+    /// The combination of `values`; `None` when there are none.
+    pub(crate) fn apply(self, values: &[f64]) -> Option<f64> {
+        if values.is_empty() {
+            return None;
+        }
+        let iter = values.iter().copied();
+        Some(match self {
+            AggregateFunction::Sum => iter.sum(),
+            AggregateFunction::Avg => iter.sum::<f64>() / values.len() as f64,
+            AggregateFunction::Min => iter.fold(f64::INFINITY, f64::min),
+            AggregateFunction::Max => iter.fold(f64::NEG_INFINITY, f64::max),
+            AggregateFunction::Count => values.len() as f64,
+        })
     }
 }
 
@@ -271,31 +372,83 @@ impl LogRule {
     pub fn group_by(&self) -> impl Iterator<Item = &str> {
         self.group_by.iter().map(LogField::name)
     }
-
-    /// The window counted over, for either trigger.
-    pub(crate) fn window(&self) -> Duration {
-        match self.trigger {
-            LogTrigger::Frequency { window, .. } | LogTrigger::Any { window } => window,
-        }
-    }
-
-    /// Number of lines in the window that makes the condition true.
-    pub(crate) fn threshold(&self) -> u64 {
-        match self.trigger {
-            LogTrigger::Frequency { count, .. } => count,
-            LogTrigger::Any { .. } => 1,
-        }
-    }
 }
 
-/// When a log rule's condition holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// When a log rule's condition holds. Every window is in event time and ends at
+/// the evaluation: `(at - window, at]`.
+#[derive(Debug, Clone, PartialEq)]
 pub enum LogTrigger {
     /// At least `count` matching lines within `window`.
     Frequency { count: u64, window: Duration },
     /// Any matching line within `window`: `frequency` with a count of 1; the
     /// window says how long the alert stays active after the last such line.
     Any { window: Duration },
+    /// At least `min_count` lines within `window`, at a rate at least `ratio`
+    /// times the rate of the `baseline` just before the window. A baseline without
+    /// lines counts as one line, so the ratio stays finite and a burst out of
+    /// silence still needs `min_count`. Holds only once the rule has watched the
+    /// whole baseline, so a fresh start does not compare against nothing.
+    Spike {
+        window: Duration,
+        baseline: Duration,
+        ratio: f64,
+        min_count: u64,
+    },
+    /// Fewer than `count` matching lines within `window`. A key seen once stays
+    /// watched, so a source that goes fully silent fires; it holds only once the
+    /// rule has watched the key for a whole window (since its first line, or
+    /// since the evaluator started), so a fresh start does not page. Without
+    /// `group_by` the one key is watched from the start.
+    Flatline { count: u64, window: Duration },
+    /// A value of `field` not seen in the `lookback` before it: one alert per
+    /// group key and new value (the value is an alert label), active for
+    /// `window` after the line. Values are remembered with the time they were last
+    /// seen, forgotten after `lookback`, and at most
+    /// [`MAX_REMEMBERED_VALUES`] per key (the least recently seen goes first and
+    /// counts as new if it comes back). For `learn` after the evaluator starts
+    /// values are only remembered, since everything would look new.
+    NewValue {
+        field: LogField,
+        lookback: Duration,
+        window: Duration,
+        learn: Duration,
+    },
+    /// More than `max` distinct values of `field` within `window`. At most
+    /// `max + 1` values are remembered per key, so the value compared (and shown
+    /// by `{{ $value }}`) is at most `max + 1`.
+    Cardinality {
+        field: LogField,
+        max: u64,
+        window: Duration,
+    },
+}
+
+/// Most values of `field` a `new_value` rule remembers per group key.
+pub const MAX_REMEMBERED_VALUES: usize = 10_000;
+
+impl LogTrigger {
+    /// The `type:` name of the trigger.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LogTrigger::Frequency { .. } => "frequency",
+            LogTrigger::Any { .. } => "any",
+            LogTrigger::Spike { .. } => "spike",
+            LogTrigger::Flatline { .. } => "flatline",
+            LogTrigger::NewValue { .. } => "new_value",
+            LogTrigger::Cardinality { .. } => "cardinality",
+        }
+    }
+
+    /// The field whose values the trigger remembers, for `new_value` and
+    /// `cardinality`.
+    pub(crate) fn field(&self) -> Option<&LogField> {
+        match self {
+            LogTrigger::NewValue { field, .. } | LogTrigger::Cardinality { field, .. } => {
+                Some(field)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for LogTrigger {
@@ -305,6 +458,43 @@ impl fmt::Display for LogTrigger {
                 write!(f, "count >= {count} in {}", format_duration(*window))
             }
             LogTrigger::Any { window } => write!(f, "any in {}", format_duration(*window)),
+            LogTrigger::Spike {
+                window,
+                baseline,
+                ratio,
+                min_count,
+            } => write!(
+                f,
+                "spike: count >= {min_count} in {} at >= {ratio}x the rate of the {} before",
+                format_duration(*window),
+                format_duration(*baseline)
+            ),
+            LogTrigger::Flatline { count, window } => {
+                write!(
+                    f,
+                    "flatline: count < {count} in {}",
+                    format_duration(*window)
+                )
+            }
+            LogTrigger::NewValue {
+                field,
+                lookback,
+                window,
+                learn,
+            } => write!(
+                f,
+                "new value of {} unseen for {} (active {}, learning {})",
+                field.name(),
+                format_duration(*lookback),
+                format_duration(*window),
+                format_duration(*learn)
+            ),
+            LogTrigger::Cardinality { field, max, window } => write!(
+                f,
+                "distinct {} > {max} in {}",
+                field.name(),
+                format_duration(*window)
+            ),
         }
     }
 }

@@ -8,7 +8,8 @@ use super::condition::Condition;
 use super::error::RuleError;
 use super::log_filter::{FilterError, LogField, LogFilter, compile_regex};
 use super::model::{
-    Group, LabelMatcher, LabelTest, LogRule, LogTrigger, MetricRule, Rule, RuleKind, RuleSet,
+    AggregateFunction, Aggregation, Group, LabelMatcher, LabelTest, LogRule, LogTrigger,
+    MAX_REMEMBERED_VALUES, MetricRule, Rule, RuleKind, RuleSet,
 };
 use super::template::Template;
 use serde::Deserialize;
@@ -59,15 +60,32 @@ struct RawRule {
     /// Metric rules: `value > 4` or `avg(5m) > 4`.
     #[serde(default)]
     condition: Option<Spanned<String>>,
+    /// Metric rules: labels whose series combine into one alert per group.
+    #[serde(default)]
+    by: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Metric rules: how the series combine, `sum` (default with `by`), `avg`,
+    /// `min`, `max` or `count`.
+    #[serde(default)]
+    aggregate: Option<Spanned<String>>,
     /// Log rules: which lines count.
     #[serde(default)]
     logs: Option<Spanned<RawLogs>>,
-    /// Log rules: `frequency` (default) or `any`.
+    /// Log rules: `frequency` (default), `any`, `spike`, `flatline`, `new_value`
+    /// or `cardinality`.
     #[serde(default, rename = "type")]
     trigger: Option<Spanned<String>>,
-    /// Log rules: `{count, window}`.
+    /// Log rules of type `frequency`, `any` and `flatline`: `{count, window}`.
     #[serde(default)]
     threshold: Option<Spanned<RawThreshold>>,
+    /// Log rules of type `spike`: `{window, baseline, ratio, min_count}`.
+    #[serde(default)]
+    spike: Option<Spanned<RawSpike>>,
+    /// Log rules of type `new_value`: `{field, lookback, window, learn}`.
+    #[serde(default)]
+    new_value: Option<Spanned<RawNewValue>>,
+    /// Log rules of type `cardinality`: `{field, max, window}`.
+    #[serde(default)]
+    cardinality: Option<Spanned<RawCardinality>>,
     /// Log rules: fields that split the count into one alert per value.
     #[serde(default)]
     group_by: Option<Spanned<Vec<Spanned<String>>>>,
@@ -101,8 +119,82 @@ struct RawThreshold {
     window: Option<Spanned<String>>,
 }
 
-/// Log rule types that are planned but not evaluated yet.
-const PLANNED_TYPES: [&str; 4] = ["spike", "flatline", "new_value", "cardinality"];
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpike {
+    /// The recent window whose lines are counted.
+    #[serde(default)]
+    window: Option<Spanned<String>>,
+    /// The window just before it whose rate is the norm.
+    #[serde(default)]
+    baseline: Option<Spanned<String>>,
+    /// How many times the baseline rate the recent rate must reach.
+    #[serde(default)]
+    ratio: Option<Spanned<f64>>,
+    /// Fewest lines in the recent window that can be a spike (default 1).
+    #[serde(default)]
+    min_count: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNewValue {
+    /// The field whose values are remembered.
+    #[serde(default)]
+    field: Option<Spanned<String>>,
+    /// How long a value is remembered after it was last seen.
+    #[serde(default)]
+    lookback: Option<Spanned<String>>,
+    /// How long the alert of a new value stays active (default 5m).
+    #[serde(default)]
+    window: Option<Spanned<String>>,
+    /// How long after the evaluator starts values are only learned (default:
+    /// `lookback`).
+    #[serde(default)]
+    learn: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCardinality {
+    /// The field whose distinct values are counted.
+    #[serde(default)]
+    field: Option<Spanned<String>>,
+    /// Most distinct values that do not fire.
+    #[serde(default)]
+    max: Option<Spanned<u64>>,
+    /// The window the values are counted in.
+    #[serde(default)]
+    window: Option<Spanned<String>>,
+}
+
+/// The fields of a raw rule that say when a log rule fires.
+#[derive(Debug)]
+struct RawTrigger {
+    name: Option<Spanned<String>>,
+    threshold: Option<Spanned<RawThreshold>>,
+    spike: Option<Spanned<RawSpike>>,
+    new_value: Option<Spanned<RawNewValue>>,
+    cardinality: Option<Spanned<RawCardinality>>,
+}
+
+impl RawTrigger {
+    /// The parameter blocks that were given, by key, with their locations.
+    fn blocks(&self) -> [(&'static str, Option<Location>); 4] {
+        [
+            ("threshold", self.threshold.as_ref().map(|t| t.referenced)),
+            ("spike", self.spike.as_ref().map(|t| t.referenced)),
+            ("new_value", self.new_value.as_ref().map(|t| t.referenced)),
+            (
+                "cardinality",
+                self.cardinality.as_ref().map(|t| t.referenced),
+            ),
+        ]
+    }
+}
+
+/// Log rule types, as written in `type:`.
+const LOG_TYPES: &str = "frequency, any, spike, flatline, new_value or cardinality";
 
 impl RuleSet {
     /// Parses and validates rule files given as file name -> YAML text. Either every
@@ -313,6 +405,12 @@ impl Checker {
                 for (field, location) in [
                     ("type", raw.trigger.as_ref().map(|t| t.referenced)),
                     ("threshold", raw.threshold.as_ref().map(|t| t.referenced)),
+                    ("spike", raw.spike.as_ref().map(|t| t.referenced)),
+                    ("new_value", raw.new_value.as_ref().map(|t| t.referenced)),
+                    (
+                        "cardinality",
+                        raw.cardinality.as_ref().map(|t| t.referenced),
+                    ),
                     ("group_by", raw.group_by.as_ref().map(|g| g.referenced)),
                 ] {
                     if let Some(location) = location {
@@ -322,33 +420,54 @@ impl Checker {
                         );
                     }
                 }
-                self.metric_rule(&context, location, metric, raw.matchers, raw.condition)
-                    .map(RuleKind::Metric)
+                let aggregate_location = raw
+                    .by
+                    .as_ref()
+                    .map(|b| b.referenced)
+                    .or(raw.aggregate.as_ref().map(|a| a.referenced));
+                let aggregation = self.aggregation(&context, raw.by, raw.aggregate);
+                self.metric_rule(
+                    &context,
+                    location,
+                    metric,
+                    raw.matchers,
+                    raw.condition,
+                    aggregate_location,
+                )
+                .zip(aggregation)
+                .map(|(rule, aggregation)| {
+                    RuleKind::Metric(MetricRule {
+                        aggregation,
+                        ..rule
+                    })
+                })
             }
             (None, Some(logs)) => {
                 for (field, location) in [
                     ("condition", raw.condition.as_ref().map(|c| c.referenced)),
                     ("match", raw.matchers.as_ref().map(|m| m.referenced)),
+                    ("by", raw.by.as_ref().map(|b| b.referenced)),
+                    ("aggregate", raw.aggregate.as_ref().map(|a| a.referenced)),
                 ] {
                     if let Some(location) = location {
                         self.fail::<()>(
                             location,
                             format!(
                                 "{context}`{field}` is only for metric rules (log rules use \
-                                 `logs.match`, `type` and `threshold`)"
+                                 `logs.match`, `type`, `threshold` and `group_by`)"
                             ),
                         );
                     }
                 }
-                self.log_rule(
-                    &context,
-                    location,
-                    logs,
-                    raw.trigger,
-                    raw.threshold,
-                    raw.group_by,
-                )
-                .map(RuleKind::Log)
+                let trigger = RawTrigger {
+                    name: raw.trigger,
+                    threshold: raw.threshold,
+                    spike: raw.spike,
+                    new_value: raw.new_value,
+                    cardinality: raw.cardinality,
+                };
+                self.log_rule(&context, location, logs, trigger, raw.group_by)
+                    .map(RuleKind::Log)
             }
             (Some(_), Some(logs)) => self.fail(
                 logs.referenced,
@@ -482,6 +601,7 @@ impl Checker {
         metric: Spanned<String>,
         matchers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,
         condition: Option<Spanned<String>>,
+        aggregate_location: Option<Location>,
     ) -> Option<MetricRule> {
         if metric.value.trim().is_empty() {
             return self.fail(
@@ -497,7 +617,18 @@ impl Checker {
             );
         };
         let parsed = match Condition::parse(&condition.value) {
-            Ok(parsed) => parsed,
+            Ok(parsed) => {
+                if let (true, Some(location)) = (parsed.is_absent(), aggregate_location) {
+                    return self.fail(
+                        location,
+                        format!(
+                            "{context}`absent` watches each series: it cannot be combined with \
+                             `by` or `aggregate`"
+                        ),
+                    );
+                }
+                parsed
+            }
             Err(error) => {
                 return self.fail(
                     condition.referenced,
@@ -509,7 +640,57 @@ impl Checker {
             metric: metric.value,
             matchers: parsed_matchers,
             condition: parsed,
+            aggregation: None,
         })
+    }
+
+    /// `by` and `aggregate` of a metric rule: `Some(None)` when neither is given.
+    fn aggregation(
+        &mut self,
+        context: &str,
+        by: Option<Spanned<Vec<Spanned<String>>>>,
+        aggregate: Option<Spanned<String>>,
+    ) -> Option<Option<Aggregation>> {
+        if by.is_none() && aggregate.is_none() {
+            return Some(None);
+        }
+        let function = match &aggregate {
+            None => AggregateFunction::Sum,
+            Some(name) => {
+                let known = AggregateFunction::ALL
+                    .into_iter()
+                    .find(|function| function.name() == name.value);
+                match known {
+                    Some(function) => function,
+                    None => {
+                        return self.fail(
+                            name.referenced,
+                            format!(
+                                "{context}unknown `aggregate` `{}` (expected sum, avg, min, max \
+                                 or count)",
+                                name.value
+                            ),
+                        );
+                    }
+                }
+            }
+        };
+        let mut labels = Vec::new();
+        for label in by.map(|b| b.value).unwrap_or_default() {
+            if !is_label_name(&label.value) {
+                return self.fail(
+                    label.referenced,
+                    format!("{context}invalid label name `{}` in `by`", label.value),
+                );
+            }
+            labels.push(label.value);
+        }
+        labels.sort();
+        labels.dedup();
+        Some(Some(Aggregation {
+            function,
+            by: labels,
+        }))
     }
 
     fn log_rule(
@@ -517,8 +698,7 @@ impl Checker {
         context: &str,
         location: Location,
         logs: Spanned<RawLogs>,
-        trigger: Option<Spanned<String>>,
-        threshold: Option<Spanned<RawThreshold>>,
+        trigger: RawTrigger,
         group_by: Option<Spanned<Vec<Spanned<String>>>>,
     ) -> Option<LogRule> {
         let RawLogs { dataset, filter } = logs.value;
@@ -540,81 +720,7 @@ impl Checker {
                 }
             },
         };
-        let trigger_name = trigger.as_ref().map_or("frequency", |t| t.value.as_str());
-        let trigger_location = trigger.as_ref().map_or(location, |t| t.referenced);
-        let threshold_location = threshold.as_ref().map_or(location, |t| t.referenced);
-        let (count, window) = match threshold {
-            Some(threshold) => (threshold.value.count, threshold.value.window),
-            None => (None, None),
-        };
-        let window_value = match &window {
-            None => None,
-            Some(window) => {
-                let parsed =
-                    self.duration(context, "threshold.window", Some(window), Duration::ZERO)?;
-                if parsed.is_zero() {
-                    return self.fail(
-                        window.referenced,
-                        format!("{context}`threshold.window` must be longer than 0s"),
-                    );
-                }
-                Some(parsed)
-            }
-        };
-        let trigger = match trigger_name {
-            "frequency" => {
-                let (Some(count), Some(window)) = (&count, window_value) else {
-                    return self.fail(
-                        threshold_location,
-                        format!(
-                            "{context}type `frequency` needs `threshold: {{count: N, window: \
-                             DURATION}}`"
-                        ),
-                    );
-                };
-                if count.value == 0 {
-                    return self.fail(
-                        count.referenced,
-                        format!("{context}`threshold.count` must be at least 1"),
-                    );
-                }
-                LogTrigger::Frequency {
-                    count: count.value,
-                    window,
-                }
-            }
-            "any" => {
-                if let Some(count) = count.as_ref().filter(|count| count.value != 1) {
-                    return self.fail(
-                        count.referenced,
-                        format!(
-                            "{context}type `any` fires on one line; set only `threshold.window`, \
-                             or use type `frequency`"
-                        ),
-                    );
-                }
-                LogTrigger::Any {
-                    window: window_value.unwrap_or(DEFAULT_ANY_WINDOW),
-                }
-            }
-            planned if PLANNED_TYPES.contains(&planned) => {
-                return self.fail(
-                    trigger_location,
-                    format!(
-                        "{context}type `{planned}` is not supported yet (supported: frequency, any)"
-                    ),
-                );
-            }
-            unknown => {
-                return self.fail(
-                    trigger_location,
-                    format!(
-                        "{context}unknown type `{unknown}` (expected frequency or any; spike, \
-                         flatline, new_value and cardinality are planned)"
-                    ),
-                );
-            }
-        };
+        let trigger = self.log_trigger(context, location, trigger)?;
         let mut fields = Vec::new();
         for field in group_by.map(|g| g.value).unwrap_or_default() {
             if field.value.trim().is_empty() {
@@ -630,6 +736,334 @@ impl Checker {
             filter,
             trigger,
             group_by: fields,
+        })
+    }
+
+    /// The `type` of a log rule with its parameter block: `threshold` for
+    /// `frequency`, `any` and `flatline`, a block named after the type for the
+    /// others. A block that does not belong to the type is an error, so a typo in
+    /// `type` does not silently drop the parameters.
+    fn log_trigger(
+        &mut self,
+        context: &str,
+        location: Location,
+        raw: RawTrigger,
+    ) -> Option<LogTrigger> {
+        let name = raw.name.as_ref().map_or("frequency", |t| t.value.as_str());
+        let name_location = raw.name.as_ref().map_or(location, |t| t.referenced);
+        let expected_block = match name {
+            "frequency" | "any" | "flatline" => "threshold",
+            "spike" | "new_value" | "cardinality" => name,
+            unknown => {
+                return self.fail(
+                    name_location,
+                    format!("{context}unknown type `{unknown}` (expected {LOG_TYPES})"),
+                );
+            }
+        };
+        let mut misplaced = false;
+        for (block, block_location) in raw.blocks() {
+            if let Some(block_location) = block_location.filter(|_| block != expected_block) {
+                misplaced = true;
+                self.fail::<()>(
+                    block_location,
+                    format!(
+                        "{context}`{block}` does not apply to type `{name}` (it takes \
+                         `{expected_block}`)"
+                    ),
+                );
+            }
+        }
+        if misplaced {
+            return None;
+        }
+        match name {
+            "frequency" | "any" | "flatline" => {
+                self.threshold_trigger(context, name, location, raw.threshold)
+            }
+            "spike" => self.spike_trigger(context, name_location, raw.spike),
+            "new_value" => self.new_value_trigger(context, name_location, raw.new_value),
+            _ => self.cardinality_trigger(context, name_location, raw.cardinality),
+        }
+    }
+
+    /// A positive duration at `block.field`; `None` (after an error) when absent
+    /// and required, or when zero or malformed.
+    fn window_field(
+        &mut self,
+        context: &str,
+        block: &str,
+        field: &str,
+        value: Option<&Spanned<String>>,
+        block_location: Location,
+        default: Option<Duration>,
+    ) -> Option<Duration> {
+        let Some(value) = value else {
+            return default.or_else(|| {
+                self.fail(
+                    block_location,
+                    format!("{context}`{block}.{field}` is required (a duration such as `5m`)"),
+                )
+            });
+        };
+        let parsed = self.duration(
+            context,
+            &format!("{block}.{field}"),
+            Some(value),
+            Duration::ZERO,
+        )?;
+        if parsed.is_zero() {
+            return self.fail(
+                value.referenced,
+                format!("{context}`{block}.{field}` must be longer than 0s"),
+            );
+        }
+        Some(parsed)
+    }
+
+    /// The field name at `block.field`, required and not empty.
+    fn field_name(
+        &mut self,
+        context: &str,
+        block: &str,
+        value: Option<Spanned<String>>,
+        block_location: Location,
+    ) -> Option<LogField> {
+        match value {
+            None => self.fail(
+                block_location,
+                format!("{context}`{block}.field` is required (a field such as `user.name`)"),
+            ),
+            Some(field) if field.value.trim().is_empty() => self.fail(
+                field.referenced,
+                format!("{context}`{block}.field` must not be empty"),
+            ),
+            Some(field) => Some(LogField::from_name(&field.value)),
+        }
+    }
+
+    fn threshold_trigger(
+        &mut self,
+        context: &str,
+        name: &str,
+        location: Location,
+        threshold: Option<Spanned<RawThreshold>>,
+    ) -> Option<LogTrigger> {
+        let threshold_location = threshold.as_ref().map_or(location, |t| t.referenced);
+        let (count, window) = match threshold {
+            Some(threshold) => (threshold.value.count, threshold.value.window),
+            None => (None, None),
+        };
+        let default_window = (name == "any").then_some(DEFAULT_ANY_WINDOW);
+        if name == "frequency" && (count.is_none() || window.is_none()) {
+            return self.fail(
+                threshold_location,
+                format!(
+                    "{context}type `frequency` needs `threshold: {{count: N, window: DURATION}}`"
+                ),
+            );
+        }
+        if name == "flatline" && window.is_none() {
+            return self.fail(
+                threshold_location,
+                format!(
+                    "{context}type `flatline` needs `threshold: {{window: DURATION}}` (and \
+                     optionally `count`, 1 by default)"
+                ),
+            );
+        }
+        let window = self.window_field(
+            context,
+            "threshold",
+            "window",
+            window.as_ref(),
+            threshold_location,
+            default_window,
+        )?;
+        match name {
+            "any" => {
+                if let Some(count) = count.as_ref().filter(|count| count.value != 1) {
+                    return self.fail(
+                        count.referenced,
+                        format!(
+                            "{context}type `any` fires on one line; set only `threshold.window`, \
+                             or use type `frequency`"
+                        ),
+                    );
+                }
+                Some(LogTrigger::Any { window })
+            }
+            _ => {
+                if let Some(count) = count.as_ref().filter(|count| count.value == 0) {
+                    return self.fail(
+                        count.referenced,
+                        format!("{context}`threshold.count` must be at least 1"),
+                    );
+                }
+                let count = count.map_or(1, |c| c.value);
+                if name == "flatline" {
+                    Some(LogTrigger::Flatline { count, window })
+                } else {
+                    Some(LogTrigger::Frequency { count, window })
+                }
+            }
+        }
+    }
+
+    fn spike_trigger(
+        &mut self,
+        context: &str,
+        location: Location,
+        spike: Option<Spanned<RawSpike>>,
+    ) -> Option<LogTrigger> {
+        let Some(spike) = spike else {
+            return self.fail(
+                location,
+                format!(
+                    "{context}type `spike` needs `spike: {{window: DURATION, baseline: DURATION, \
+                     ratio: N, min_count: N}}`"
+                ),
+            );
+        };
+        let block_location = spike.referenced;
+        let raw = spike.value;
+        let window = self.window_field(
+            context,
+            "spike",
+            "window",
+            raw.window.as_ref(),
+            block_location,
+            None,
+        );
+        let baseline = self.window_field(
+            context,
+            "spike",
+            "baseline",
+            raw.baseline.as_ref(),
+            block_location,
+            None,
+        );
+        let ratio = match raw.ratio {
+            None => self.fail(
+                block_location,
+                format!("{context}`spike.ratio` is required (how many times the baseline rate)"),
+            ),
+            Some(ratio) if !(ratio.value.is_finite() && ratio.value > 1.0) => self.fail(
+                ratio.referenced,
+                format!(
+                    "{context}`spike.ratio` must be a number greater than 1, not {}",
+                    ratio.value
+                ),
+            ),
+            Some(ratio) => Some(ratio.value),
+        };
+        let min_count = match raw.min_count {
+            Some(min_count) if min_count.value == 0 => self.fail(
+                min_count.referenced,
+                format!("{context}`spike.min_count` must be at least 1"),
+            ),
+            min_count => Some(min_count.map_or(1, |m| m.value)),
+        };
+        Some(LogTrigger::Spike {
+            window: window?,
+            baseline: baseline?,
+            ratio: ratio?,
+            min_count: min_count?,
+        })
+    }
+
+    fn new_value_trigger(
+        &mut self,
+        context: &str,
+        location: Location,
+        new_value: Option<Spanned<RawNewValue>>,
+    ) -> Option<LogTrigger> {
+        let Some(new_value) = new_value else {
+            return self.fail(
+                location,
+                format!(
+                    "{context}type `new_value` needs `new_value: {{field: NAME, lookback: \
+                     DURATION}}`"
+                ),
+            );
+        };
+        let block_location = new_value.referenced;
+        let raw = new_value.value;
+        let field = self.field_name(context, "new_value", raw.field, block_location);
+        let lookback = self.window_field(
+            context,
+            "new_value",
+            "lookback",
+            raw.lookback.as_ref(),
+            block_location,
+            None,
+        );
+        let window = self.window_field(
+            context,
+            "new_value",
+            "window",
+            raw.window.as_ref(),
+            block_location,
+            Some(DEFAULT_ANY_WINDOW),
+        );
+        let learn = match &raw.learn {
+            None => lookback,
+            Some(learn) => self.duration(context, "new_value.learn", Some(learn), Duration::ZERO),
+        };
+        Some(LogTrigger::NewValue {
+            field: field?,
+            lookback: lookback?,
+            window: window?,
+            learn: learn?,
+        })
+    }
+
+    fn cardinality_trigger(
+        &mut self,
+        context: &str,
+        location: Location,
+        cardinality: Option<Spanned<RawCardinality>>,
+    ) -> Option<LogTrigger> {
+        let Some(cardinality) = cardinality else {
+            return self.fail(
+                location,
+                format!(
+                    "{context}type `cardinality` needs `cardinality: {{field: NAME, max: N, \
+                     window: DURATION}}`"
+                ),
+            );
+        };
+        let block_location = cardinality.referenced;
+        let raw = cardinality.value;
+        let field = self.field_name(context, "cardinality", raw.field, block_location);
+        let window = self.window_field(
+            context,
+            "cardinality",
+            "window",
+            raw.window.as_ref(),
+            block_location,
+            None,
+        );
+        let max = match raw.max {
+            None => self.fail(
+                block_location,
+                format!(
+                    "{context}`cardinality.max` is required (most distinct values that do not fire)"
+                ),
+            ),
+            Some(max) if max.value >= MAX_REMEMBERED_VALUES as u64 => self.fail(
+                max.referenced,
+                format!(
+                    "{context}`cardinality.max` must be below {MAX_REMEMBERED_VALUES}, the most \
+                     values remembered per key"
+                ),
+            ),
+            Some(max) => Some(max.value),
+        };
+        Some(LogTrigger::Cardinality {
+            field: field?,
+            max: max?,
+            window: window?,
         })
     }
 }
@@ -757,7 +1191,7 @@ groups:
                 "groups:\n  - name: host\n    rules:\n      - alert: X\n        metric: m\n        condition: value > 1\n        severity: page\n"
             ),
             [
-                "host.yaml:7:9: unknown field `severity`, expected one of alert, metric, match, condition, logs, type, threshold, group_by, for, keep_firing_for, labels, annotations"
+                "host.yaml:7:9: unknown field `severity`, expected one of alert, metric, match, condition, by, aggregate, logs, type, threshold, spike, new_value, cardinality, group_by, for, keep_firing_for, labels, annotations"
             ]
         );
         assert_eq!(
@@ -856,14 +1290,142 @@ groups:
                 "g.yaml:13:29: rule `Neither`: label `alertname` is set from `alert` and cannot be overridden",
                 "g.yaml:12:9: rule `Neither`: needs `metric` (a metric rule) or `logs` (a log rule)",
                 "g.yaml:16:15: rule `Both`: a rule has either `metric` or `logs`, not both",
-                "g.yaml:19:15: rule `Spike`: type `spike` is not supported yet (supported: frequency, any)",
-                "g.yaml:22:15: rule `Weird`: unknown type `sometimes` (expected frequency or any; spike, flatline, new_value and cardinality are planned)",
+                "g.yaml:19:15: rule `Spike`: type `spike` needs `spike: {window: DURATION, baseline: DURATION, ratio: N, min_count: N}`",
+                "g.yaml:22:15: rule `Weird`: unknown type `sometimes` (expected frequency, any, spike, flatline, new_value or cardinality)",
                 "g.yaml:23:9: rule `NoThreshold`: type `frequency` needs `threshold: {count: N, window: DURATION}`",
                 "g.yaml:28:19: rule `Mixed`: `group_by` is only for log rules (with `logs`)",
-                "g.yaml:32:20: rule `MixedLog`: `condition` is only for metric rules (log rules use `logs.match`, `type` and `threshold`)",
+                "g.yaml:32:20: rule `MixedLog`: `condition` is only for metric rules (log rules use `logs.match`, `type`, `threshold` and `group_by`)",
                 "g.yaml:36:32: rule `BadTemplate`: annotation `summary`: unknown template reference `{{ .Value }}` (expected .labels.NAME, $labels.NAME, .value or $value)",
                 "g.yaml:38:23: rule `BadFilter`: invalid log match `message = \"x\"`: unexpected character `=` at `= \"x\"`",
                 "g.yaml:40:11: group `g` is already defined at g.yaml:2:5",
+            ]
+        );
+    }
+
+    const LOG_TYPES_EXAMPLE: &str = r#"
+groups:
+  - name: app-logs
+    rules:
+      - alert: LoginErrorSpike
+        logs: {dataset: auth.api, match: 'level == "ERROR"'}
+        type: spike
+        spike: {window: 5m, baseline: 1h, ratio: 4, min_count: 20}
+      - alert: HeartbeatMissing
+        logs: {match: 'message =~ "heartbeat"'}
+        type: flatline
+        threshold: {window: 10m}
+        group_by: [host.name]
+      - alert: NewSudoUser
+        logs: {match: 'message =~ "sudo"'}
+        type: new_value
+        new_value: {field: user.name, lookback: 7d}
+        group_by: [host.name]
+      - alert: ScannedByManyAddresses
+        logs: {dataset: nginx.access}
+        type: cardinality
+        cardinality: {field: source.ip, max: 500, window: 5m}
+  - name: host
+    rules:
+      - alert: BusiestCpu
+        metric: host.cpu.utilisation_percent
+        condition: avg(5m) > 90
+        by: [host]
+        aggregate: max
+      - alert: SnmpSilent
+        metric: snmp.up
+        match: {role: core}
+        condition: absent(3m)
+"#;
+
+    #[test]
+    fn reads_every_log_type_and_metric_aggregation() {
+        let rules = rule_set_for_test(LOG_TYPES_EXAMPLE);
+        let lines: Vec<String> = rules.rules().map(|(_, rule)| rule.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                r#"LoginErrorSpike: logs of auth.api where level == "ERROR" spike: count >= 20 in 5m at >= 4x the rate of the 1h before"#,
+                r#"HeartbeatMissing: logs where message =~ "heartbeat" flatline: count < 1 in 10m by host.name"#,
+                r#"NewSudoUser: logs where message =~ "sudo" new value of user.name unseen for 1w (active 5m, learning 1w) by host.name"#,
+                "ScannedByManyAddresses: logs of nginx.access distinct source.ip > 500 in 5m",
+                "BusiestCpu: host.cpu.utilisation_percent max by (host) of avg(5m) > 90",
+                r#"SnmpSilent: snmp.up{role="core"} absent(3m)"#,
+            ]
+        );
+        let (_, spike) = rules.rules().next().unwrap();
+        let RuleKind::Log(log) = spike.kind() else {
+            panic!("not a log rule")
+        };
+        assert_eq!(
+            log.trigger(),
+            &LogTrigger::Spike {
+                window: Duration::from_secs(300),
+                baseline: Duration::from_secs(3600),
+                ratio: 4.0,
+                min_count: 20,
+            }
+        );
+    }
+
+    #[test]
+    fn log_type_parameters_are_validated_with_their_field() {
+        let text = r#"groups:
+  - name: g
+    rules:
+      - alert: NoBaseline
+        logs: {}
+        type: spike
+        spike: {window: 5m, ratio: 0.5, min_count: 0}
+      - alert: WrongBlock
+        logs: {}
+        type: flatline
+        threshold: {window: 10m}
+        spike: {window: 5m}
+      - alert: FlatlineWithoutWindow
+        logs: {}
+        type: flatline
+        threshold: {count: 3}
+      - alert: NoField
+        logs: {}
+        type: new_value
+        new_value: {lookback: 0s}
+      - alert: TooMany
+        logs: {}
+        type: cardinality
+        cardinality: {field: source.ip, max: 1000000, window: 5}
+      - alert: NoBlock
+        logs: {}
+        type: cardinality
+      - alert: AbsentSum
+        metric: m
+        condition: absent(5m)
+        by: [host]
+      - alert: BadAggregate
+        metric: m
+        condition: value > 1
+        aggregate: median
+        by: [1host]
+      - alert: LogBy
+        logs: {}
+        type: any
+        by: [host]
+"#;
+        assert_eq!(
+            errors("g.yaml", text),
+            [
+                "g.yaml:7:16: rule `NoBaseline`: `spike.baseline` is required (a duration such as `5m`)",
+                "g.yaml:7:36: rule `NoBaseline`: `spike.ratio` must be a number greater than 1, not 0.5",
+                "g.yaml:7:52: rule `NoBaseline`: `spike.min_count` must be at least 1",
+                "g.yaml:12:16: rule `WrongBlock`: `spike` does not apply to type `flatline` (it takes `threshold`)",
+                "g.yaml:16:20: rule `FlatlineWithoutWindow`: type `flatline` needs `threshold: {window: DURATION}` (and optionally `count`, 1 by default)",
+                "g.yaml:20:20: rule `NoField`: `new_value.field` is required (a field such as `user.name`)",
+                "g.yaml:20:31: rule `NoField`: `new_value.lookback` must be longer than 0s",
+                "g.yaml:24:63: rule `TooMany`: `cardinality.window`: invalid duration `5`: missing unit (ms, s, m, h, d, w)",
+                "g.yaml:24:46: rule `TooMany`: `cardinality.max` must be below 10000, the most values remembered per key",
+                "g.yaml:27:15: rule `NoBlock`: type `cardinality` needs `cardinality: {field: NAME, max: N, window: DURATION}`",
+                "g.yaml:31:13: rule `AbsentSum`: `absent` watches each series: it cannot be combined with `by` or `aggregate`",
+                "g.yaml:35:20: rule `BadAggregate`: unknown `aggregate` `median` (expected sum, avg, min, max or count)",
+                "g.yaml:40:13: rule `LogBy`: `by` is only for metric rules (log rules use `logs.match`, `type`, `threshold` and `group_by`)",
             ]
         );
     }

@@ -305,7 +305,7 @@ impl Evaluator {
                 let group_state = &mut self.groups[group];
                 let instant = time.max(group_state.evaluated_to.unwrap_or(time));
                 if let RuleState::Log(state) = &mut group_state.rules[index] {
-                    state.observe(key, time, instant);
+                    state.observe(rule, key, &record, time, instant);
                 }
             }
         }

@@ -382,6 +382,422 @@ groups:
     );
 }
 
+/// A batch of lines of `host` with the parsed field `field` set to each value.
+fn field_logs(host: &str, field: &str, lines: &[(i64, &str)]) -> LogBatch {
+    let mut batch = logs(
+        host,
+        &lines.iter().map(|(t, _)| (*t, "line")).collect::<Vec<_>>(),
+    );
+    for (line, (_, value)) in batch.lines.iter_mut().zip(lines) {
+        line.fields = vec![label(field, *value)];
+    }
+    batch
+}
+
+const LOGIN_SPIKE: &str = r#"
+groups:
+  - name: auth
+    interval: 10s
+    rules:
+      - alert: LoginErrorSpike
+        logs: {match: 'message =~ "ERROR"'}
+        type: spike
+        spike: {window: 1m, baseline: 5m, ratio: 4, min_count: 5}
+"#;
+
+/// One ERROR line every 30s from 0s to 600s: 2 a minute.
+fn steady_errors(evaluator: &mut Evaluator, until: i64) -> Vec<AlertEvent> {
+    let lines: Vec<(i64, &str)> = (0..=until).step_by(30).map(|t| (t, "ERROR")).collect();
+    evaluator.observe_logs(&logs("web-1", &lines))
+}
+
+#[test]
+fn log_spike_fires_on_a_rate_jump_over_the_baseline_and_resolves() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(LOGIN_SPIKE));
+    let mut events = steady_errors(&mut evaluator, 450);
+    assert!(events.is_empty(), "a steady rate is no spike: {events:?}");
+    // 12 more at 455s: 14 in (395s, 455s] against 10 in the 5 minutes before,
+    // 7 times the baseline rate.
+    events.extend(evaluator.observe_logs(&logs("web-1", &[(455, "ERROR"); 12])));
+    events.extend(evaluator.advance_to(600 * S));
+    assert_eq!(
+        summary(&events),
+        [
+            event("LoginErrorSpike", "", AlertStatus::Firing, 455),
+            event("LoginErrorSpike", "", AlertStatus::Resolved, 520),
+        ]
+    );
+    assert!((events[0].value - 7.0).abs() < 1e-9, "{}", events[0].value);
+}
+
+#[test]
+fn log_spike_waits_until_it_has_watched_the_whole_baseline() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(LOGIN_SPIKE));
+    let mut events = steady_errors(&mut evaluator, 90);
+    // A burst 100s after the start: the 5 minutes before the window were not
+    // watched, so there is nothing to compare with.
+    events.extend(evaluator.observe_logs(&logs("web-1", &[(100, "ERROR"); 30])));
+    events.extend(evaluator.advance_to(200 * S));
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn log_spike_counts_late_lines_in_their_own_window() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(LOGIN_SPIKE));
+    let mut events = steady_errors(&mut evaluator, 450);
+    events.extend(evaluator.advance_to(458 * S));
+    // The burst of 455s arrives after the clock passed it: it still belongs to
+    // the window ending at the clock.
+    events.extend(evaluator.observe_logs(&logs("web-1", &[(455, "ERROR"); 12])));
+    assert_eq!(
+        summary(&events),
+        [event("LoginErrorSpike", "", AlertStatus::Firing, 458)]
+    );
+}
+
+const HEARTBEAT: &str = r#"
+groups:
+  - name: app
+    interval: 10s
+    rules:
+      - alert: HeartbeatMissing
+        logs: {match: 'message =~ "heartbeat"'}
+        type: flatline
+        threshold: {window: 1m}
+        group_by: [host.name]
+"#;
+
+fn heartbeats(evaluator: &mut Evaluator, host: &str, from: i64, to: i64) -> Vec<AlertEvent> {
+    let lines: Vec<(i64, &str)> = (from..=to).step_by(10).map(|t| (t, "heartbeat")).collect();
+    evaluator.observe_logs(&logs(host, &lines))
+}
+
+#[test]
+fn log_flatline_fires_for_a_key_that_went_silent_and_resolves_when_it_returns() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(HEARTBEAT));
+    let mut events = heartbeats(&mut evaluator, "web-2", 0, 100);
+    events.extend(heartbeats(&mut evaluator, "web-1", 0, 300));
+    // web-2's last line is at 100s: (100s, 160s] holds none.
+    assert_eq!(
+        summary(&events),
+        [event("HeartbeatMissing", "web-2", AlertStatus::Firing, 160)]
+    );
+    assert_eq!(events[0].value, 0.0);
+    let events = heartbeats(&mut evaluator, "web-2", 305, 305);
+    assert_eq!(
+        summary(&events),
+        [event(
+            "HeartbeatMissing",
+            "web-2",
+            AlertStatus::Resolved,
+            305
+        )]
+    );
+}
+
+#[test]
+fn log_flatline_does_not_page_before_a_whole_window_was_watched() {
+    let yaml = HEARTBEAT.replace("        group_by: [host.name]\n", "");
+    let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
+    // No lines at all since the start at 30s: fires one window later, not before.
+    let mut events = evaluator.advance_to(30 * S);
+    events.extend(evaluator.advance_to(89 * S));
+    assert!(events.is_empty(), "{events:?}");
+    events.extend(evaluator.advance_to(90 * S));
+    assert_eq!(
+        summary(&events),
+        [event("HeartbeatMissing", "", AlertStatus::Firing, 90)]
+    );
+}
+
+#[test]
+fn log_flatline_counts_a_late_line_in_the_window_it_belongs_to() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(HEARTBEAT));
+    let mut events = heartbeats(&mut evaluator, "web-2", 0, 100);
+    events.extend(evaluator.advance_to(158 * S));
+    // The line of 150s arrives late, after the clock passed it.
+    events.extend(heartbeats(&mut evaluator, "web-2", 150, 150));
+    events.extend(evaluator.advance_to(200 * S));
+    // (100s, 160s] holds the late line: silent only from 210s on.
+    assert!(events.is_empty(), "{events:?}");
+    let events = evaluator.advance_to(210 * S);
+    assert_eq!(
+        summary(&events),
+        [event("HeartbeatMissing", "web-2", AlertStatus::Firing, 210)]
+    );
+}
+
+const NEW_USER: &str = r#"
+groups:
+  - name: security
+    interval: 30s
+    rules:
+      - alert: NewSudoUser
+        logs: {match: 'message =~ "line"'}
+        type: new_value
+        new_value: {field: user.name, lookback: 10m, window: 1m, learn: 1m}
+        group_by: [host.name]
+        annotations: {summary: "{{ $labels.user.name }} used sudo on {{ $labels.host }}"}
+"#;
+
+#[test]
+fn log_new_value_fires_once_per_unseen_value_and_forgets_after_the_lookback() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(NEW_USER));
+    // The first minute is learned.
+    let mut events = evaluator.observe_logs(&field_logs(
+        "db-1",
+        "user.name",
+        &[(0, "alice"), (50, "carol")],
+    ));
+    events.extend(evaluator.observe_logs(&field_logs(
+        "db-1",
+        "user.name",
+        &[(90, "bob"), (100, "bob"), (120, "alice"), (130, "carol")],
+    )));
+    // Another host has its own memory.
+    events.extend(evaluator.observe_logs(&field_logs("db-2", "user.name", &[(140, "bob")])));
+    events.extend(evaluator.advance_to(300 * S));
+    assert_eq!(
+        summary(&events),
+        [
+            event("NewSudoUser", "db-1", AlertStatus::Firing, 90),
+            event("NewSudoUser", "db-2", AlertStatus::Firing, 140),
+            event("NewSudoUser", "db-1", AlertStatus::Resolved, 150),
+            event("NewSudoUser", "db-2", AlertStatus::Resolved, 210),
+        ]
+    );
+    assert_eq!(find(&events[0].labels, "user.name"), Some("bob"));
+    assert_eq!(
+        events[0].annotations,
+        [label("summary", "bob used sudo on db-1")]
+    );
+    // alice was last seen at 120s: more than 10 minutes later she is new again.
+    let events = evaluator.observe_logs(&field_logs("db-1", "user.name", &[(721, "alice")]));
+    assert_eq!(
+        summary(&events),
+        [event("NewSudoUser", "db-1", AlertStatus::Firing, 721)]
+    );
+    assert_eq!(find(&events[0].labels, "user.name"), Some("alice"));
+}
+
+#[test]
+fn log_new_value_judges_a_late_line_at_its_event_time() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(NEW_USER));
+    let mut events = evaluator.observe_logs(&field_logs("db-1", "user.name", &[(0, "alice")]));
+    events.extend(evaluator.advance_to(800 * S));
+    // dave at 790s arrives late: new, and within the minute the alert lasts.
+    events.extend(evaluator.observe_logs(&field_logs("db-1", "user.name", &[(790, "dave")])));
+    // A line later than the lookback cannot be judged: what came before it is
+    // forgotten.
+    events.extend(evaluator.observe_logs(&field_logs("db-1", "user.name", &[(100, "erin")])));
+    assert_eq!(
+        summary(&events),
+        [event("NewSudoUser", "db-1", AlertStatus::Firing, 800)]
+    );
+    assert_eq!(find(&events[0].labels, "user.name"), Some("dave"));
+}
+
+#[test]
+fn log_new_value_memory_is_bounded_per_key() {
+    let yaml = NEW_USER.replace("lookback: 10m", "lookback: 1w");
+    let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
+    let values: Vec<String> = (0..crate::rules::MAX_REMEMBERED_VALUES)
+        .map(|n| format!("user-{n}"))
+        .collect();
+    let lines: Vec<(i64, &str)> = values.iter().map(|v| (0, v.as_str())).collect();
+    evaluator.observe_logs(&field_logs("db-1", "user.name", &lines));
+    // One more value: the least recently seen one goes to make room.
+    evaluator.observe_logs(&field_logs("db-1", "user.name", &[(1, "zoe")]));
+    let events = evaluator.observe_logs(&field_logs(
+        "db-1",
+        "user.name",
+        &[(100, "user-0"), (100, "zoe")],
+    ));
+    assert_eq!(
+        summary(&events),
+        [event("NewSudoUser", "db-1", AlertStatus::Firing, 100)]
+    );
+    assert_eq!(find(&events[0].labels, "user.name"), Some("user-0"));
+}
+
+const SCAN: &str = r#"
+groups:
+  - name: web
+    interval: 30s
+    rules:
+      - alert: ManyClients
+        logs: {match: 'message =~ "line"'}
+        type: cardinality
+        cardinality: {field: source.ip, max: 3, window: 1m}
+        group_by: [host.name]
+"#;
+
+#[test]
+fn log_cardinality_fires_above_max_distinct_values_in_the_window() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(SCAN));
+    let ips = [
+        (0, "10.0.0.1"),
+        (10, "10.0.0.2"),
+        (20, "10.0.0.1"),
+        (30, "10.0.0.3"),
+    ];
+    let mut events = evaluator.observe_logs(&field_logs("web-1", "source.ip", &ips));
+    // Three distinct: not more than 3. The fourth fires at once.
+    events.extend(evaluator.observe_logs(&field_logs("web-1", "source.ip", &[(40, "10.0.0.4")])));
+    assert_eq!(
+        summary(&events),
+        [event("ManyClients", "web-1", AlertStatus::Firing, 40)]
+    );
+    assert_eq!(events[0].value, 4.0);
+    // At 90s, (30s, 90s] holds only 10.0.0.4.
+    let events = evaluator.advance_to(90 * S);
+    assert_eq!(
+        summary(&events),
+        [event("ManyClients", "web-1", AlertStatus::Resolved, 90)]
+    );
+    assert_eq!(events[0].value, 1.0);
+}
+
+#[test]
+fn log_cardinality_counts_a_late_value_in_its_window() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(SCAN));
+    let ips = [(0, "10.0.0.1"), (10, "10.0.0.2"), (20, "10.0.0.3")];
+    let mut events = evaluator.observe_logs(&field_logs("web-1", "source.ip", &ips));
+    events.extend(evaluator.advance_to(50 * S));
+    events.extend(evaluator.observe_logs(&field_logs("web-1", "source.ip", &[(25, "10.0.0.4")])));
+    assert_eq!(
+        summary(&events),
+        [event("ManyClients", "web-1", AlertStatus::Firing, 50)]
+    );
+}
+
+const DEVICE_SILENT: &str = r#"
+groups:
+  - name: network
+    interval: 30s
+    rules:
+      - alert: DeviceSilent
+        metric: snmp.up
+        match: {role: core}
+        condition: absent(2m)
+        annotations: {summary: "{{ $labels.host }} silent for {{ $value | humanizeDuration }}"}
+"#;
+
+#[test]
+fn absent_fires_for_a_series_that_stopped_and_resolves_when_it_returns() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(DEVICE_SILENT));
+    let mut events = Vec::new();
+    for seconds in (0..=630).step_by(30) {
+        events.extend(evaluator.observe_metrics(&gauge(
+            "sw1",
+            "snmp.up",
+            &[("role", "core")],
+            seconds,
+            1.0,
+        )));
+        if seconds <= 60 || seconds == 630 {
+            events.extend(evaluator.observe_metrics(&gauge(
+                "sw2",
+                "snmp.up",
+                &[("role", "core")],
+                seconds,
+                1.0,
+            )));
+        }
+    }
+    events.extend(evaluator.advance_to(660 * S));
+    // Silent from 60s: fires after 2 minutes, and stays firing long after a
+    // series would have gone stale, until samples return.
+    assert_eq!(
+        summary(&events),
+        [
+            event("DeviceSilent", "sw2", AlertStatus::Firing, 180),
+            event("DeviceSilent", "sw2", AlertStatus::Resolved, 660),
+        ]
+    );
+    assert_eq!(
+        events[0].annotations,
+        [label("summary", "sw2 silent for 2m 0s")]
+    );
+}
+
+#[test]
+fn absent_without_any_series_fires_once_with_the_selector_labels() {
+    let yaml = DEVICE_SILENT.replace(
+        "match: {role: core}",
+        "match: {role: core, host: sw9, ifName: \"=~Te.*\"}",
+    );
+    let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
+    let mut events = evaluator.advance_to(0);
+    events.extend(evaluator.advance_to(120 * S));
+    assert_eq!(
+        summary(&events),
+        [event("DeviceSilent", "sw9", AlertStatus::Firing, 120)]
+    );
+    assert_eq!(
+        events[0].labels,
+        [
+            label("alertname", "DeviceSilent"),
+            label("host", "sw9"),
+            label("role", "core")
+        ]
+    );
+    let events = evaluator.observe_metrics(&gauge(
+        "sw9",
+        "snmp.up",
+        &[("role", "core"), ("ifName", "Te1")],
+        150,
+        1.0,
+    ));
+    assert_eq!(
+        summary(&events),
+        [event("DeviceSilent", "sw9", AlertStatus::Resolved, 150)]
+    );
+}
+
+#[test]
+fn aggregated_rules_fire_once_per_group_of_series() {
+    let yaml = r#"
+groups:
+  - name: network
+    interval: 10s
+    rules:
+      - alert: HostTrafficHigh
+        metric: if.in.bits
+        condition: value > 100
+        by: [host]
+        aggregate: sum
+"#;
+    let mut evaluator = Evaluator::new(rule_set_for_test(yaml));
+    let mut events = Vec::new();
+    let bits = |host, interface, seconds, value| {
+        gauge(host, "if.in.bits", &[("ifName", interface)], seconds, value)
+    };
+    for (host, interface, value) in [
+        ("sw1", "eth0", 60.0),
+        ("sw1", "eth1", 60.0),
+        ("sw2", "eth0", 60.0),
+        ("sw2", "eth1", 30.0),
+    ] {
+        events.extend(evaluator.observe_metrics(&bits(host, interface, 0, value)));
+    }
+    events.extend(evaluator.advance_to(10 * S));
+    events.extend(evaluator.observe_metrics(&bits("sw1", "eth1", 20, 10.0)));
+    // sw1 sums to 120 at 10s, 70 at 20s; sw2 never passes 100.
+    assert_eq!(
+        summary(&events),
+        [
+            event("HostTrafficHigh", "sw1", AlertStatus::Firing, 10),
+            event("HostTrafficHigh", "sw1", AlertStatus::Resolved, 20),
+        ]
+    );
+    assert_eq!(events[0].value, 120.0);
+    assert_eq!(
+        events[0].labels,
+        [label("alertname", "HostTrafficHigh"), label("host", "sw1")]
+    );
+}
+
 #[test]
 fn hot_reload_keeps_a_pending_timer() {
     let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
