@@ -26,7 +26,7 @@ mod webhook;
 
 pub use condition::Condition;
 pub use error::{RuleError, RuleErrors};
-pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, STALE_AFTER};
+pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, STALE_AFTER, Source};
 pub use log_filter::{LogField, LogFilter};
 pub use model::{
     AggregateFunction, Aggregation, Group, LabelMatcher, LogRule, LogTrigger,

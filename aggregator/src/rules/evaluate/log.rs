@@ -9,7 +9,7 @@
 //! are noticed and alerts resolve while no lines come. A late line is kept at its
 //! own event time, so it counts in every window that contains that time.
 
-use super::alert::{ActiveAlert, BaseLabels, RuleRef, resolve, step};
+use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use super::metric::relabel;
 use crate::rules::log_filter::LogRecord;
 use crate::rules::model::{LogRule, LogTrigger, MAX_REMEMBERED_VALUES};
@@ -26,6 +26,8 @@ pub(crate) struct KeyState {
     /// Event time of the key's first line (`flatline` watches it from then on).
     first_seen: i64,
     alert: Option<ActiveAlert>,
+    /// Where the key's latest line arrived.
+    source: Source,
 }
 
 impl KeyState {
@@ -60,6 +62,8 @@ struct ValueMemory {
     last_seen: HashMap<String, i64>,
     /// The same as `last_seen`, ordered by time, to forget the oldest first.
     by_time: BTreeSet<(i64, String)>,
+    /// Where the key's latest line arrived.
+    source: Source,
 }
 
 impl ValueMemory {
@@ -149,9 +153,12 @@ pub(crate) struct LogState {
 }
 
 impl LogState {
-    /// Takes in a matching line of `key` at event time `time`, to be evaluated at
-    /// `instant` (`time`, or later for a late line). For `new_value` and
-    /// `cardinality`, a line without the field has no value and is not counted.
+    /// Takes in a matching line of `key` at event time `time`, arrived from
+    /// `source`, to be evaluated at `instant` (`time`, or later for a late line).
+    /// For `new_value` and `cardinality`, a line without the field has no value
+    /// and is not counted. Says whether the key is new and its alert is keyed by
+    /// `key` (for `new_value` it is keyed by the value too, and only exists for a
+    /// `window`).
     pub(crate) fn observe(
         &mut self,
         log: &LogRule,
@@ -159,25 +166,54 @@ impl LogState {
         record: &LogRecord<'_>,
         time: i64,
         instant: i64,
-    ) {
-        match log.trigger.field() {
+        source: &Source,
+    ) -> bool {
+        let new = match log.trigger.field() {
             Some(field) => {
                 let value = record.get(field);
                 if value.is_empty() {
-                    return;
+                    return false;
                 }
+                let new = !self.values.contains_key(&key);
                 let memory = self.values.entry(key.clone()).or_default();
                 memory.pending.push((time, value.to_owned()));
+                if memory.source != *source {
+                    memory.source = source.clone();
+                }
+                new && matches!(log.trigger, LogTrigger::Cardinality { .. })
             }
             None => {
+                let new = !self.keys.contains_key(&key);
                 let state = self.keys.entry(key.clone()).or_insert_with(|| KeyState {
                     first_seen: time,
+                    source: source.clone(),
                     ..KeyState::default()
                 });
                 state.insert(time);
+                if state.source != *source {
+                    state.source = source.clone();
+                }
+                new
             }
-        }
+        };
         self.arrivals.entry(instant).or_default().insert(key);
+        new
+    }
+
+    /// Gives the key `labels` an alert restored from the state topic.
+    pub(crate) fn install(&mut self, labels: &BaseLabels, alert: ActiveAlert) {
+        let state = self.keys.entry(labels.clone()).or_insert_with(|| KeyState {
+            source: alert.source.clone(),
+            ..KeyState::default()
+        });
+        state.alert = Some(alert);
+    }
+
+    /// Forgets the keys (and their alerts, without an event) whose lines no
+    /// longer arrive here: their partition moved to another consumer.
+    pub(crate) fn release(&mut self, owned: &dyn Fn(&Source) -> bool) {
+        self.keys.retain(|_, key| owned(&key.source));
+        self.values.retain(|_, memory| owned(&memory.source));
     }
 
     /// Instants at which keys with new lines wait to be evaluated.
@@ -255,7 +291,16 @@ impl LogState {
                     let watched_since = key.first_seen.max(started);
                     let holds = at.saturating_sub(watched_since) >= window && lines < *count;
                     let value = Some(lines as f64);
-                    step(&mut key.alert, rule, labels, at, value, holds, out);
+                    step(
+                        &mut key.alert,
+                        rule,
+                        labels,
+                        &key.source,
+                        at,
+                        value,
+                        holds,
+                        out,
+                    );
                     // Keys are kept while silent: that is when they fire.
                     key.forget_until(window_start);
                 }
@@ -285,7 +330,9 @@ impl LogState {
                                 labels.iter().cloned().collect();
                             key.insert(field.label_name().to_owned(), value);
                             let key: BaseLabels = key.into_iter().collect();
-                            self.keys.entry(key.clone()).or_default().insert(time);
+                            let state = self.keys.entry(key.clone()).or_default();
+                            state.insert(time);
+                            state.source.clone_from(&memory.source);
                             new_keys.insert(key);
                         }
                     }
@@ -314,8 +361,18 @@ impl LogState {
                     memory.forget_until(at.saturating_sub(window));
                     let distinct = memory.last_seen.len() as u64;
                     let key = self.keys.entry(labels.clone()).or_default();
+                    key.source.clone_from(&memory.source);
                     let (value, holds) = (Some(distinct as f64), distinct > *max);
-                    step(&mut key.alert, rule, labels, at, value, holds, out);
+                    step(
+                        &mut key.alert,
+                        rule,
+                        labels,
+                        &key.source,
+                        at,
+                        value,
+                        holds,
+                        out,
+                    );
                 }
                 let keys = &self.keys;
                 self.values.retain(|labels, memory| {
@@ -346,6 +403,7 @@ impl LogState {
                 &mut key.alert,
                 rule,
                 labels,
+                &key.source,
                 due.at,
                 Some(value),
                 holds,

@@ -3,7 +3,7 @@
 //! series' alert (or each group's, for a rule with `by`/`aggregate`; or each
 //! silent series', for `absent`).
 
-use super::alert::{ActiveAlert, BaseLabels, RuleRef, resolve, step};
+use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use crate::rules::condition::{Subject, WindowFunction};
 use crate::rules::model::{Aggregation, LabelTest, MetricRule, RuleKind};
 use std::collections::{BTreeMap, VecDeque};
@@ -24,6 +24,8 @@ pub(crate) struct Series {
     /// Sorted by time, one reading per timestamp.
     readings: VecDeque<Reading>,
     alert: Option<ActiveAlert>,
+    /// Where the series' latest sample arrived.
+    source: Source,
 }
 
 impl Series {
@@ -52,18 +54,52 @@ pub(crate) struct MetricState {
 #[derive(Debug, Default)]
 struct Aggregate {
     alert: Option<ActiveAlert>,
+    /// Where the latest sample of one of its series arrived.
+    source: Source,
 }
 
 impl MetricState {
-    pub(crate) fn observe(&mut self, labels: &BaseLabels, reading: Reading) {
+    /// Takes in a sample of the series `labels`, arrived from `source`; says
+    /// whether the series is new.
+    pub(crate) fn observe(
+        &mut self,
+        labels: &BaseLabels,
+        reading: Reading,
+        source: &Source,
+    ) -> bool {
         match self.series.get_mut(labels) {
-            Some(series) => series.insert(reading),
+            Some(series) => {
+                series.insert(reading);
+                if series.source != *source {
+                    series.source = source.clone();
+                }
+                false
+            }
             None => {
-                let mut series = Series::default();
+                let mut series = Series {
+                    source: source.clone(),
+                    ..Series::default()
+                };
                 series.insert(reading);
                 self.series.insert(labels.clone(), series);
+                true
             }
         }
+    }
+
+    /// Gives the series `labels` an alert restored from the state topic.
+    pub(crate) fn install(&mut self, labels: &BaseLabels, alert: ActiveAlert) {
+        if let Some(series) = self.series.get_mut(labels) {
+            series.alert = Some(alert);
+        }
+    }
+
+    /// Forgets the series (and their alerts, without an event) whose data no
+    /// longer arrives here: their partition moved to another consumer.
+    pub(crate) fn release(&mut self, owned: &dyn Fn(&Source) -> bool) {
+        self.series.retain(|_, series| owned(&series.source));
+        self.aggregates
+            .retain(|_, aggregate| owned(&aggregate.source));
     }
 
     /// Evaluates every series at tick `at`. A series whose newest sample is older
@@ -84,22 +120,32 @@ impl MetricState {
             return;
         }
         let retention = nanos(condition.window()).max(stale_after);
-        let mut groups: BTreeMap<BaseLabels, Vec<f64>> = BTreeMap::new();
+        let mut groups: BTreeMap<BaseLabels, (Vec<f64>, Source)> = BTreeMap::new();
         self.series.retain(|labels, series| {
             let value = measure(&series.readings, condition.subject, at, stale_after);
             match &metric.aggregation {
                 Some(aggregation) => {
                     if let Some(value) = value {
-                        groups
+                        let (values, source) = groups
                             .entry(group_labels(aggregation, labels))
-                            .or_default()
-                            .push(value);
+                            .or_insert_with(|| (Vec::new(), series.source.clone()));
+                        values.push(value);
+                        source.clone_from(&series.source);
                     }
                 }
                 None => {
                     let holds =
                         value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
-                    step(&mut series.alert, rule, labels, at, value, holds, out);
+                    step(
+                        &mut series.alert,
+                        rule,
+                        labels,
+                        &series.source,
+                        at,
+                        value,
+                        holds,
+                        out,
+                    );
                 }
             }
             let horizon = at.saturating_sub(retention);
@@ -114,12 +160,22 @@ impl MetricState {
                 self.aggregates.entry(labels.clone()).or_default();
             }
             self.aggregates.retain(|labels, aggregate| {
-                let value = groups
-                    .get(labels)
-                    .and_then(|values| aggregation.function.apply(values));
+                let value = groups.get(labels).and_then(|(values, source)| {
+                    aggregate.source.clone_from(source);
+                    aggregation.function.apply(values)
+                });
                 let holds =
                     value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
-                step(&mut aggregate.alert, rule, labels, at, value, holds, out);
+                step(
+                    &mut aggregate.alert,
+                    rule,
+                    labels,
+                    &aggregate.source,
+                    at,
+                    value,
+                    holds,
+                    out,
+                );
                 aggregate.alert.is_some()
             });
         }
@@ -155,7 +211,16 @@ impl MetricState {
             let silent = last_heard.map_or(0, |time| at.saturating_sub(time));
             let value = Some(silent as f64 / 1e9);
             let holds = last_heard.is_some() && silent >= silence;
-            step(&mut series.alert, rule, labels, at, value, holds, out);
+            step(
+                &mut series.alert,
+                rule,
+                labels,
+                &series.source,
+                at,
+                value,
+                holds,
+                out,
+            );
             series.readings.drain(..end.saturating_sub(1));
             !series.readings.is_empty() || series.alert.is_some() || !any_series
         });

@@ -29,17 +29,20 @@
 //! inactive without an event.
 
 mod alert;
+mod dormant;
 mod log;
 mod metric;
 
 use super::log_filter::LogRecord;
 use super::model::{Rule, RuleKind, RuleSet};
-use alert::{BaseLabels, RuleRef};
+pub use alert::Source;
+use alert::{BaseLabels, RuleRef, StateJournal};
+use dormant::Dormant;
 use log::LogState;
 use metric::{MetricState, Reading};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-use vigil_proto::v1::{AlertEvent, LogBatch, LogSource, MetricBatch, Resource, sample};
+use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource, sample};
 use vigil_runtime::duration::nanos;
 
 /// Most ticks of one group evaluated when the clock jumps; earlier ticks of the
@@ -61,6 +64,10 @@ pub struct Evaluator {
     by_metric: HashMap<String, Vec<(usize, usize)>>,
     /// (group index, rule index) of every log rule.
     log_rules: Vec<(usize, usize)>,
+    /// State changes not yet taken by the stage.
+    journal: StateJournal,
+    /// Alerts of other consumers or of an earlier run, from the state topic.
+    dormant: Dormant,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +146,8 @@ impl Evaluator {
             clock: None,
             by_metric: HashMap::new(),
             log_rules: Vec::new(),
+            journal: StateJournal::default(),
+            dormant: Dormant::default(),
         };
         evaluator.index();
         evaluator
@@ -185,12 +194,14 @@ impl Evaluator {
                     let new = RuleRef {
                         group: &group.name,
                         rule,
+                        journal: &self.journal,
                     };
                     match old_states.remove(&(group.name.as_str(), rule.alert.as_str())) {
                         Some((old_rule, state)) => {
                             let old = RuleRef {
                                 group: &group.name,
                                 rule: old_rule,
+                                journal: &self.journal,
                             };
                             state.adopt(old, new, at, &mut out)
                         }
@@ -208,7 +219,12 @@ impl Evaluator {
         let mut removed: Vec<_> = old_states.into_iter().collect();
         removed.sort_by(|a, b| a.0.cmp(&b.0));
         for ((group, _), (rule, state)) in removed {
-            state.resolve_all(RuleRef { group, rule }, at, &mut out);
+            let rule = RuleRef {
+                group,
+                rule,
+                journal: &self.journal,
+            };
+            state.resolve_all(rule, at, &mut out);
         }
         self.index();
         out
@@ -217,6 +233,16 @@ impl Evaluator {
     /// Takes in a batch of samples; returns the events of the evaluations the
     /// clock passed.
     pub fn observe_metrics(&mut self, batch: &MetricBatch) -> Vec<AlertEvent> {
+        self.observe_metrics_from(batch, &Source::default())
+    }
+
+    /// [`observe_metrics`](Self::observe_metrics) of a batch that arrived from
+    /// `source`.
+    pub fn observe_metrics_from(
+        &mut self,
+        batch: &MetricBatch,
+        source: &Source,
+    ) -> Vec<AlertEvent> {
         let default_resource = Resource::default();
         let resource = batch.resource.as_ref().unwrap_or(&default_resource);
         let mut latest = None;
@@ -264,8 +290,16 @@ impl Evaluator {
                     .all(|m| m.matches(labels.get(m.name.as_str()).copied().unwrap_or("")));
                 if let (true, RuleState::Metric(state)) =
                     (selected, &mut self.groups[group].rules[index])
+                    && state.observe(&key, reading, source)
                 {
-                    state.observe(&key, reading);
+                    let rule = RuleRef {
+                        group: &self.rules.groups[group].name,
+                        rule: &self.rules.groups[group].rules[index],
+                        journal: &self.journal,
+                    };
+                    if let Some(alert) = self.dormant.resume(rule, &key, source) {
+                        state.install(&key, alert);
+                    }
                 }
             }
         }
@@ -275,6 +309,11 @@ impl Evaluator {
     /// Takes in a batch of log lines; returns the events of the evaluations the
     /// lines and the clock caused.
     pub fn observe_logs(&mut self, batch: &LogBatch) -> Vec<AlertEvent> {
+        self.observe_logs_from(batch, &Source::default())
+    }
+
+    /// [`observe_logs`](Self::observe_logs) of a batch that arrived from `source`.
+    pub fn observe_logs_from(&mut self, batch: &LogBatch, from: &Source) -> Vec<AlertEvent> {
         let default_resource = Resource::default();
         let default_source = LogSource::default();
         let resource = batch.resource.as_ref().unwrap_or(&default_resource);
@@ -304,12 +343,72 @@ impl Evaluator {
                     .collect();
                 let group_state = &mut self.groups[group];
                 let instant = time.max(group_state.evaluated_to.unwrap_or(time));
-                if let RuleState::Log(state) = &mut group_state.rules[index] {
-                    state.observe(rule, key, &record, time, instant);
+                if let RuleState::Log(state) = &mut group_state.rules[index]
+                    && state.observe(rule, key.clone(), &record, time, instant, from)
+                {
+                    let rule = RuleRef {
+                        group: &self.rules.groups[group].name,
+                        rule: &self.rules.groups[group].rules[index],
+                        journal: &self.journal,
+                    };
+                    if let Some(alert) = self.dormant.resume(rule, &key, from) {
+                        state.install(&key, alert);
+                    }
                 }
             }
         }
         self.advance_clock(latest)
+    }
+
+    /// Takes the alert states that changed since the last call, in order: what the
+    /// stage writes to the state topic (a `RESOLVED` state deletes the record).
+    pub fn take_state_changes(&mut self) -> Vec<AlertState> {
+        self.journal.take()
+    }
+
+    /// Remembers an alert from the state topic (written by an earlier run, or by
+    /// the consumer that evaluated its series before a rebalance). It resumes,
+    /// with its `for` timer and without a second notification, when its series
+    /// shows up here; see [`take_resumed`](Self::take_resumed).
+    pub fn restore(&mut self, state: AlertState) {
+        self.dormant.insert(state);
+    }
+
+    /// Forgets a restored alert that ended elsewhere (its record was deleted).
+    pub fn forget_restored(&mut self, fingerprint: &str) {
+        self.dormant.remove(fingerprint);
+    }
+
+    /// Restored alerts that resumed since the last call: each as a pending or
+    /// firing event at its last evaluation, with the record it resumed from.
+    pub fn take_resumed(&mut self) -> Vec<(AlertEvent, AlertState)> {
+        self.dormant.take_resumed()
+    }
+
+    /// Forgets, without events, the series and alerts whose data arrives on
+    /// partitions `owned` no longer accepts (they moved to another consumer,
+    /// which resumes them from the state topic).
+    pub fn release(&mut self, owned: &dyn Fn(&Source) -> bool) {
+        for state in &mut self.groups {
+            for rule_state in &mut state.rules {
+                match rule_state {
+                    RuleState::Metric(metric) => metric.release(owned),
+                    RuleState::Log(log) => log.release(owned),
+                }
+            }
+        }
+    }
+
+    /// Ends restored alerts of partitions this consumer owns whose series has not
+    /// shown up for as long as makes a series stale (plus the rule's window and
+    /// `keep_firing_for`): their source went away while no one evaluated it. A
+    /// firing one resolves with an event; a pending one ends silently.
+    pub fn end_unresumed(&mut self, owned: &dyn Fn(&Source) -> bool) -> Vec<AlertEvent> {
+        let Some(now) = self.clock else {
+            return Vec::new();
+        };
+        self.dormant
+            .end_unresumed(&self.rules, &self.journal, owned, now)
     }
 
     /// Lets event time pass without data: `for` timers complete, log windows slide,
@@ -329,6 +428,7 @@ impl Evaluator {
                 let rule = RuleRef {
                     group: &group.name,
                     rule,
+                    journal: &self.journal,
                 };
                 let alerts: Vec<&alert::ActiveAlert> = match rule_state {
                     RuleState::Metric(state) => state.alerts().collect(),
@@ -382,6 +482,7 @@ impl Evaluator {
                     let rule_ref = RuleRef {
                         group: &group.name,
                         rule,
+                        journal: &self.journal,
                     };
                     match (&rule.kind, rule_state) {
                         (RuleKind::Metric(metric), RuleState::Metric(series)) if tick => {
