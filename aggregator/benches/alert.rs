@@ -38,7 +38,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use vigil_aggregator::alert::notify::Receiver;
+use vigil_aggregator::alert::notify::{NotifyConfig, Receiver, Route};
 use vigil_aggregator::alert::{AlertStage, AlertStageConfig};
 use vigil_aggregator::rules::{Evaluator, RuleSet};
 use vigil_proto::Payload;
@@ -1394,11 +1394,23 @@ async fn run_latency(seconds: u64) {
     let mut files = rule_files();
     files.insert("latency.yaml".to_owned(), PROBE_RULES.to_owned());
     let (_rules_sender, rules) = tokio::sync::watch::channel(Some(Arc::new(files)));
+    // Every alert on its own, sent as soon as it fires: the latency measured is
+    // the stage's, not a grouping delay.
     let config = AlertStageConfig {
-        receivers: vec![Receiver::Webhook {
-            name: "bench".to_owned(),
-            url,
-        }],
+        notify: NotifyConfig {
+            receivers: vec![Receiver::Webhook {
+                name: "bench".to_owned(),
+                url,
+                send_resolved: true,
+            }],
+            route: Some(Route {
+                receiver: Some("bench".to_owned()),
+                group_by: Some(vec!["...".to_owned()]),
+                group_wait: Some(Duration::ZERO),
+                ..Route::default()
+            }),
+            ..NotifyConfig::default()
+        },
         ..AlertStageConfig::default()
     };
     let stage = AlertStage::new(&bus, rules, config, &SelfMetrics::default())
@@ -1516,7 +1528,7 @@ async fn run_latency(seconds: u64) {
             .await
             .expect("the bus takes the batch");
         slot += 1;
-        if slot % HOSTS == 0 {
+        if slot.is_multiple_of(HOSTS) {
             poll += 1;
         }
     }

@@ -8,7 +8,7 @@
 //! an occasional burst of ERROR lines), so a fresh machine shows logs, host
 //! metrics and alerts flowing within a minute.
 
-use crate::alert::notify::Receiver;
+use crate::alert::notify::NotifyConfig;
 use crate::alert::{AlertStage, AlertStageConfig, unix_nanos};
 use crate::derive::{DeriveStage, DeriveStageConfig};
 use crate::index::{DocumentSink, IndexNames, IndexStage, IndexStageConfig, NdjsonSink};
@@ -80,7 +80,7 @@ pub async fn run(
 
     // Every consumer subscribes before the agent publishes its first batch.
     let alert_config = AlertStageConfig {
-        receivers: vec![Receiver::Console],
+        notify: NotifyConfig::console(),
         allowed_lateness: Duration::from_secs(2),
         ..AlertStageConfig::default()
     };

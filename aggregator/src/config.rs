@@ -4,7 +4,7 @@
 //! validated with errors that name the field.
 
 use crate::alert::AlertStageConfig;
-use crate::alert::notify::Receiver;
+use crate::alert::notify::{InhibitRule, NotifyConfig, Receiver, Route};
 use crate::derive::DeriveStageConfig;
 use crate::index::{
     BulkClient, BulkClientConfig, DocumentSink, ElasticsearchAuth, IndexNames, IndexStage,
@@ -136,9 +136,14 @@ pub struct AlertSection {
     /// Base URL that alerts link to (`externalURL` in webhooks).
     #[serde(default)]
     pub external_url: String,
-    /// Where notifications go.
+    /// Where notifications go, by name.
     #[serde(default)]
     pub receivers: Vec<Receiver>,
+    /// The routing tree; without one, every alert goes to every receiver.
+    pub route: Option<Route>,
+    /// Alerts that mute others while they fire.
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRule>,
 }
 
 impl Default for AlertSection {
@@ -150,6 +155,8 @@ impl Default for AlertSection {
             allowed_lateness: default_lateness(),
             external_url: String::new(),
             receivers: Vec::new(),
+            route: None,
+            inhibit_rules: Vec::new(),
         }
     }
 }
@@ -279,13 +286,10 @@ impl AggregatorConfig {
         if self.alert.tick.is_zero() {
             anyhow::bail!("`alert.tick` must be positive");
         }
-        for (position, receiver) in self.alert.receivers.iter().enumerate() {
-            if let Receiver::Webhook { url, .. } = receiver
-                && reqwest::Url::parse(url).is_err()
-            {
-                anyhow::bail!("`alert.receivers[{position}].url` is not a URL: `{url}`");
-            }
-        }
+        self.alert
+            .notify_config()
+            .validate()
+            .map_err(anyhow::Error::msg)?;
         if let Some(index) = &self.index {
             if reqwest::Url::parse(&index.elasticsearch.url).is_err() {
                 anyhow::bail!(
@@ -368,8 +372,21 @@ impl AggregatorConfig {
             group: self.alert.group.clone(),
             tick: self.alert.tick,
             allowed_lateness: self.alert.allowed_lateness,
-            receivers: self.alert.receivers.clone(),
-            external_url: self.alert.external_url.clone(),
+            notify: self.alert.notify_config(),
+            silences: None,
+        }
+    }
+}
+
+impl AlertSection {
+    /// The notification settings of this section.
+    pub fn notify_config(&self) -> NotifyConfig {
+        NotifyConfig {
+            receivers: self.receivers.clone(),
+            route: self.route.clone(),
+            inhibit_rules: self.inhibit_rules.clone(),
+            external_url: self.external_url.clone(),
+            ..NotifyConfig::default()
         }
     }
 }
@@ -401,6 +418,84 @@ mod tests {
         assert!(
             error.starts_with("aggregator.yaml:3:3: unknown field `grup`"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn receivers_a_routing_tree_and_inhibit_rules_load() {
+        let config = parse(
+            r#"kafka: {brokers: 'k:9092'}
+alert:
+  receivers:
+    - {type: pagerduty, name: oncall, routing_key: {env: PAGERDUTY_KEY}}
+    - {type: slack, name: chat, url: {file: /etc/vigil/slack-url}, channel: '#ops'}
+    - {type: webhook, name: hook, url: 'http://receiver:9095/hook', send_resolved: false}
+  route:
+    receiver: chat
+    group_by: [alertname, site]
+    routes:
+      - {matchers: ['severity="page"'], receiver: oncall, continue: true, repeat_interval: 1h}
+      - {matchers: ['team=~"db|storage"'], receiver: hook, group_wait: 10s}
+  inhibit_rules:
+    - {source_matchers: [alertname=SiteDown], target_matchers: ['severity=~warning|page'], equal: [site]}
+"#,
+        )
+        .unwrap();
+        let notify = config.alert_stage().notify;
+        let route = notify.route.unwrap();
+        assert_eq!(route.receiver.as_deref(), Some("chat"));
+        assert_eq!(
+            route.group_wait, None,
+            "the default applies when the tree is built"
+        );
+        assert_eq!(
+            route.routes[0].matchers[0].to_string(),
+            r#"severity="page""#
+        );
+        assert!(route.routes[0].continue_matching);
+        assert_eq!(
+            route.routes[0].repeat_interval,
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(route.routes[1].group_wait, Some(Duration::from_secs(10)));
+        assert_eq!(notify.inhibit_rules[0].equal, ["site"]);
+        assert!(!notify.receivers[2].send_resolved());
+    }
+
+    #[test]
+    fn malformed_notification_settings_name_the_field() {
+        let error = |alert: &str| {
+            parse(&format!("kafka: {{brokers: 'k:9092'}}\nalert:\n{alert}"))
+                .unwrap_err()
+                .to_string()
+        };
+        let receivers =
+            "  receivers:\n    - {type: console, name: a}\n    - {type: console, name: b}\n";
+        assert_eq!(
+            error(&format!(
+                "{receivers}  route:\n    receiver: a\n    routes:\n      - {{receiver: b}}\n      - {{receiver: x}}\n"
+            )),
+            "`alert.route.routes[1].receiver` names no receiver `x`"
+        );
+        assert_eq!(
+            error(&format!("{receivers}  route: {{group_by: [alertname]}}\n")),
+            "`alert.route.receiver` is required"
+        );
+        assert_eq!(
+            error(&format!(
+                "{receivers}  route: {{receiver: a, routes: [{{group_interval: 0s}}]}}\n"
+            )),
+            "`alert.route.routes[0].group_interval` must be positive"
+        );
+        assert_eq!(
+            error("  receivers:\n    - {type: console}\n    - {type: console}\n"),
+            "`alert.receivers[1].name` repeats the receiver name `console`"
+        );
+        assert_eq!(
+            error(&format!(
+                "{receivers}  route: {{receiver: a, matchers: ['severity']}}\n"
+            )),
+            "aggregator.yaml:9:35: invalid matcher `severity`: expected `=`, `!=`, `=~` or `!~` after the label name"
         );
     }
 

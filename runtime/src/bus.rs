@@ -136,11 +136,10 @@ impl Bus {
                 config.set("enable.auto.commit", "false");
                 let consumer: StreamConsumer = config.create()?;
                 let topic = topic.to_owned();
-                let (consumer, behind) = tokio::task::spawn_blocking(move || {
-                    assign_from_beginning(consumer, &topic)
-                })
-                .await
-                .map_err(|error| BusError::Config(error.to_string()))??;
+                let (consumer, behind) =
+                    tokio::task::spawn_blocking(move || assign_from_beginning(consumer, &topic))
+                        .await
+                        .map_err(|error| BusError::Config(error.to_string()))??;
                 Ok(Follower::Kafka {
                     consumer: Box::new(consumer),
                     behind,

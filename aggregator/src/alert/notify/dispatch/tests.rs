@@ -1,0 +1,366 @@
+//! The dispatcher's timers on paused tokio time: grouping, group_wait,
+//! group_interval, repeat_interval, resolves, restores, silences, inhibition and
+//! the delivery reports, observed at the receivers' queues.
+
+use super::*;
+use crate::alert::notify::config::Route;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::timeout;
+use vigil_proto::labels::label;
+use vigil_runtime::etcd::Snapshot;
+
+struct Harness {
+    commands: mpsc::Sender<Command>,
+    queues: HashMap<String, mpsc::Receiver<Notification>>,
+    finished: mpsc::UnboundedSender<Vec<DeliveryKey>>,
+    delivered: mpsc::UnboundedReceiver<Delivered>,
+    silences: watch::Sender<Option<Arc<Snapshot>>>,
+    started: Instant,
+}
+
+const ROUTE: &str = r#"
+receiver: team
+group_by: [alertname]
+group_wait: 30s
+group_interval: 5m
+repeat_interval: 1h
+routes:
+  - matchers: ['severity="page"']
+    receiver: pager
+    continue: true
+"#;
+
+fn start(route: &str, inhibit_rules: &str) -> Harness {
+    let route: Route = vigil_runtime::config_file::parse_yaml("route.yaml", route).unwrap();
+    let inhibit_rules: Vec<InhibitRule> =
+        vigil_runtime::config_file::parse_yaml("inhibit.yaml", inhibit_rules).unwrap();
+    let mut queues = HashMap::new();
+    let mut receivers = HashMap::new();
+    for name in ["team", "pager"] {
+        let (sender, queue) = mpsc::channel(16);
+        queues.insert(
+            name.to_owned(),
+            ReceiverQueue {
+                sender,
+                send_resolved: true,
+                depth: Gauge::default(),
+            },
+        );
+        receivers.insert(name.to_owned(), queue);
+    }
+    let (delivered_sender, delivered) = mpsc::unbounded_channel();
+    let (finished, finished_receiver) = mpsc::unbounded_channel();
+    let (commands, pending) = mpsc::channel(16);
+    let (silences, snapshots) = watch::channel(Some(Arc::new(Snapshot::new())));
+    let dispatcher = Dispatcher::new(
+        RouteTree::new(Some(&route), &[]),
+        inhibit_rules,
+        queues,
+        delivered_sender,
+        DispatchMetrics::default(),
+    );
+    tokio::spawn(dispatcher.run(
+        pending,
+        finished_receiver,
+        Some(SilenceWatch::from_snapshots(snapshots)),
+    ));
+    Harness {
+        commands,
+        queues: receivers,
+        finished,
+        delivered,
+        silences,
+        started: Instant::now(),
+    }
+}
+
+fn alert(name: &str, host: &str, severity: &str, status: AlertStatus) -> AlertEvent {
+    AlertEvent {
+        alert: name.into(),
+        labels: vec![
+            label("alertname", name),
+            label("host", host),
+            label("severity", severity),
+        ],
+        status: status as i32,
+        fingerprint: format!("{name}/{host}"),
+        ..AlertEvent::default()
+    }
+}
+
+fn firing(name: &str, host: &str) -> AlertEvent {
+    alert(name, host, "warning", AlertStatus::Firing)
+}
+
+fn resolved(name: &str, host: &str) -> AlertEvent {
+    alert(name, host, "warning", AlertStatus::Resolved)
+}
+
+impl Harness {
+    async fn send(&self, event: AlertEvent) {
+        self.commands.send(Command::Notify(event)).await.unwrap();
+    }
+
+    /// The next notification to `receiver` and when it came, since the start.
+    async fn next(&mut self, receiver: &str) -> (Duration, Notification) {
+        let queue = self.queues.get_mut(receiver).unwrap();
+        let notification = queue.recv().await.unwrap();
+        (self.started.elapsed(), notification)
+    }
+
+    /// Whether `receiver` gets nothing for `span`.
+    async fn quiet_for(&mut self, receiver: &str, span: Duration) -> bool {
+        let queue = self.queues.get_mut(receiver).unwrap();
+        timeout(span, queue.recv()).await.is_err()
+    }
+}
+
+fn summary(notification: &Notification) -> Vec<String> {
+    notification
+        .alerts
+        .iter()
+        .map(|alert| {
+            let status = if alert.status() == AlertStatus::Firing {
+                "firing"
+            } else {
+                "resolved"
+            };
+            format!("{status} {}", alert.fingerprint)
+        })
+        .collect()
+}
+
+fn secs(seconds: u64) -> Duration {
+    Duration::from_secs(seconds)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_notification_waits_group_wait_and_carries_the_whole_group() {
+    let mut harness = start(ROUTE, "[]");
+    harness.send(firing("HostDown", "web-1")).await;
+    tokio::time::sleep(secs(10)).await;
+    harness.send(firing("HostDown", "web-2")).await;
+    harness.send(firing("DiskFull", "db-1")).await;
+
+    let (at, first) = harness.next("team").await;
+    assert_eq!(at, secs(30));
+    assert_eq!(first.group_key, r#"{}:{alertname="HostDown"}"#);
+    assert_eq!(
+        summary(&first),
+        ["firing HostDown/web-1", "firing HostDown/web-2"]
+    );
+    let (at, second) = harness.next("team").await;
+    assert_eq!(at, secs(40), "the DiskFull group has its own group_wait");
+    assert_eq!(summary(&second), ["firing DiskFull/db-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_change_to_a_notified_group_waits_for_group_interval() {
+    let mut harness = start(ROUTE, "[]");
+    harness.send(firing("HostDown", "web-1")).await;
+    assert_eq!(harness.next("team").await.0, secs(30));
+    tokio::time::sleep(secs(10)).await;
+    harness.send(firing("HostDown", "web-2")).await;
+
+    let (at, update) = harness.next("team").await;
+    assert_eq!(at, secs(30 + 300));
+    assert_eq!(
+        summary(&update),
+        ["firing HostDown/web-1", "firing HostDown/web-2"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_firing_group_is_repeated_after_repeat_interval() {
+    let mut harness = start(ROUTE, "[]");
+    harness.send(firing("HostDown", "web-1")).await;
+    assert_eq!(harness.next("team").await.0, secs(30));
+    // Ticks every 5m; the first one at least 1h after the last notification.
+    let (at, repeat) = harness.next("team").await;
+    assert_eq!(at, secs(30 + 3600));
+    assert_eq!(summary(&repeat), ["firing HostDown/web-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolved_alert_is_sent_once_and_leaves_the_group() {
+    let mut harness = start(ROUTE, "[]");
+    harness.send(firing("HostDown", "web-1")).await;
+    harness.send(firing("HostDown", "web-2")).await;
+    assert_eq!(harness.next("team").await.0, secs(30));
+    harness.send(resolved("HostDown", "web-1")).await;
+
+    let (at, update) = harness.next("team").await;
+    assert_eq!(at, secs(330));
+    assert_eq!(
+        summary(&update),
+        ["firing HostDown/web-2", "resolved HostDown/web-1"]
+    );
+    let (at, repeat) = harness.next("team").await;
+    assert_eq!(at, secs(330 + 3600));
+    assert_eq!(
+        summary(&repeat),
+        ["firing HostDown/web-2"],
+        "resolved only once"
+    );
+
+    harness.send(resolved("HostDown", "web-2")).await;
+    let (_, last) = harness.next("team").await;
+    assert_eq!(summary(&last), ["resolved HostDown/web-2"]);
+    assert!(
+        harness.quiet_for("team", secs(24 * 3600)).await,
+        "the empty group is gone"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alert_resolved_before_it_was_notified_is_never_sent() {
+    let mut harness = start(ROUTE, "[]");
+    harness.send(firing("HostDown", "web-1")).await;
+    tokio::time::sleep(secs(5)).await;
+    harness.send(resolved("HostDown", "web-1")).await;
+    assert!(harness.quiet_for("team", secs(24 * 3600)).await);
+    let reports: Vec<AlertStatus> = [
+        harness.delivered.recv().await.unwrap(),
+        harness.delivered.recv().await.unwrap(),
+    ]
+    .iter()
+    .map(|d| d.status)
+    .collect();
+    assert_eq!(reports, [AlertStatus::Firing, AlertStatus::Resolved]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn delivery_is_reported_once_every_receiver_finished() {
+    let mut harness = start(ROUTE, "[]");
+    let page = alert("HostDown", "web-1", "page", AlertStatus::Firing);
+    harness.send(page).await;
+    let (_, to_team) = harness.next("team").await;
+    let (_, to_pager) = harness.next("pager").await;
+    let key = ("HostDown/web-1".to_owned(), AlertStatus::Firing);
+    assert_eq!(to_team.awaiting, std::slice::from_ref(&key));
+    harness.finished.send(to_team.awaiting).unwrap();
+    assert!(
+        timeout(secs(60), harness.delivered.recv()).await.is_err(),
+        "the pager has not finished yet"
+    );
+    harness.finished.send(to_pager.awaiting).unwrap();
+    let delivered = harness.delivered.recv().await.unwrap();
+    assert_eq!(
+        (delivered.fingerprint, delivered.status),
+        ("HostDown/web-1".to_owned(), AlertStatus::Firing)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_alert_is_not_notified_again_until_its_repeat_interval() {
+    let mut harness = start(ROUTE, "[]");
+    let notified_at = SystemTime::now() - secs(3600 - 600);
+    harness
+        .commands
+        .send(Command::Restore(firing("HostDown", "web-1"), notified_at))
+        .await
+        .unwrap();
+    // Group ticks at 30s, 5m30s, 10m30s: the first one past the repeat interval.
+    let (at, repeat) = harness.next("team").await;
+    assert_eq!(at, secs(630));
+    assert_eq!(summary(&repeat), ["firing HostDown/web-1"]);
+    assert!(
+        repeat.awaiting.is_empty(),
+        "a restore owes no delivery report"
+    );
+
+    harness.send(resolved("HostDown", "web-1")).await;
+    let (_, resolve) = harness.next("team").await;
+    assert_eq!(summary(&resolve), ["resolved HostDown/web-1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restored_alert_resolving_after_a_restart_is_sent_resolved() {
+    let mut harness = start(ROUTE, "[]");
+    harness
+        .commands
+        .send(Command::Restore(
+            firing("HostDown", "web-1"),
+            SystemTime::now(),
+        ))
+        .await
+        .unwrap();
+    harness.send(resolved("HostDown", "web-1")).await;
+    let (at, resolve) = harness.next("team").await;
+    assert_eq!(at, secs(30));
+    assert_eq!(summary(&resolve), ["resolved HostDown/web-1"]);
+}
+
+fn silence_snapshot(matchers: &[&str]) -> Option<Arc<Snapshot>> {
+    let silence = Silence::new(
+        matchers.iter().map(|m| m.parse().unwrap()).collect(),
+        Utc::now() - chrono::Duration::minutes(1),
+        secs(2 * 3600),
+        "alice".into(),
+        "maintenance".into(),
+    )
+    .unwrap();
+    Some(Arc::new(Snapshot::from([(
+        silence.id.clone(),
+        serde_json::to_string(&silence).unwrap(),
+    )])))
+}
+
+#[tokio::test(start_paused = true)]
+async fn silenced_alerts_are_left_out_until_the_silence_is_lifted() {
+    let mut harness = start(ROUTE, "[]");
+    harness
+        .silences
+        .send_replace(silence_snapshot(&["alertname=HostDown", "host=~web-1"]));
+    harness.send(firing("HostDown", "web-1")).await;
+    harness.send(firing("HostDown", "web-2")).await;
+    let (at, first) = harness.next("team").await;
+    assert_eq!(at, secs(30));
+    assert_eq!(summary(&first), ["firing HostDown/web-2"]);
+    let silenced = harness.delivered.recv().await.unwrap();
+    assert_eq!(
+        silenced.fingerprint, "HostDown/web-1",
+        "silenced counts as finished"
+    );
+
+    harness
+        .silences
+        .send_replace(Some(Arc::new(Snapshot::new())));
+    let (at, update) = harness.next("team").await;
+    assert_eq!(at, secs(330));
+    assert_eq!(
+        summary(&update),
+        ["firing HostDown/web-1", "firing HostDown/web-2"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_firing_source_inhibits_its_targets() {
+    let inhibit = "- {source_matchers: [alertname=SiteDown], target_matchers: [alertname=HostDown], equal: [site]}\n";
+    let mut harness = start(
+        "receiver: team\ngroup_by: ['...']\ngroup_wait: 30s\n",
+        inhibit,
+    );
+    let with_site = |mut event: AlertEvent, site: &str| {
+        event.labels.push(label("site", site));
+        event
+    };
+    harness
+        .send(with_site(firing("SiteDown", "-"), "fra"))
+        .await;
+    harness
+        .send(with_site(firing("HostDown", "web-1"), "fra"))
+        .await;
+    harness
+        .send(with_site(firing("HostDown", "web-9"), "ams"))
+        .await;
+    let mut notified = Vec::new();
+    for _ in 0..2 {
+        notified.extend(summary(&harness.next("team").await.1));
+    }
+    notified.sort();
+    assert_eq!(notified, ["firing HostDown/web-9", "firing SiteDown/-"]);
+    assert!(harness.quiet_for("team", secs(60)).await);
+}
