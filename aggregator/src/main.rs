@@ -1,6 +1,6 @@
 //! `vigil-aggregator`: the stream stages (`derive`, `alert`, `index`), the rules
-//! CLI (`rules check|test|push`), the definitions CLI (`definitions check|push`)
-//! and the all-in-one mode. Thin: parse arguments, load
+//! CLI (`rules check|test|push`), the definitions CLI (`definitions check|push`),
+//! the silences CLI (`silences add|list|expire`) and the all-in-one mode. Thin: parse arguments, load
 //! configuration, build the stage, run it until SIGTERM.
 
 use anyhow::Context;
@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vigil_aggregator::alert::AlertStage;
+use vigil_aggregator::alert::notify::{Matcher, Silence, SilenceStore, SilenceWatch};
 use vigil_aggregator::all_in_one::{self, AllInOneOptions};
 use vigil_aggregator::config::AggregatorConfig;
 use vigil_aggregator::derive::DeriveStage;
@@ -61,6 +62,52 @@ enum Command {
     /// Check and publish derive definition files.
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
+    /// Add, list and expire silences: alerts they match are not notified.
+    #[command(subcommand)]
+    Silences(SilencesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SilencesCommand {
+    /// Silence the alerts that match every `--matcher`; prints the silence's id.
+    Add {
+        /// `name=value`, `name!=value`, `name=~regex` or `name!~regex` (repeatable;
+        /// regexes are anchored).
+        #[arg(long = "matcher", required = true)]
+        matchers: Vec<Matcher>,
+        /// How long it lasts, e.g. `2h` or `1d`.
+        #[arg(long, value_parser = rules::parse_duration)]
+        duration: std::time::Duration,
+        /// When it starts (RFC 3339, e.g. `2025-03-01T22:00:00Z`); now by default.
+        #[arg(long, value_parser = parse_time)]
+        start: Option<chrono::DateTime<chrono::Utc>>,
+        /// Who silences, for the record.
+        #[arg(long, env = "USER")]
+        author: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// List the silences (pending, active and recently expired), latest first.
+    List {
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// End a silence now.
+    Expire {
+        /// The id `silences add` printed.
+        id: String,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .map_err(|error| format!("not an RFC 3339 time: {error}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,9 +186,27 @@ enum RulesCommand {
         /// Folder of rule files and their tests.
         dir: PathBuf,
     },
-    /// Check a folder of rules and, if valid, replace the rules in etcd with it.
+    /// Check a folder of rules and, if valid, replace the rules in etcd with it in
+    /// one transaction (files deleted from the folder are deleted from etcd),
+    /// printing what changed.
     Push {
         /// Folder of rule files.
+        dir: PathBuf,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// Show how the rules in etcd differ from a folder, without changing
+    /// anything; exits 1 when they differ.
+    Diff {
+        /// Folder of rule files.
+        dir: PathBuf,
+        #[command(flatten)]
+        etcd: EtcdArgs,
+    },
+    /// Write the rules in etcd into a folder (created if missing), replacing
+    /// files of the same name.
+    Pull {
+        /// Folder to write the rule files into.
         dir: PathBuf,
         #[command(flatten)]
         etcd: EtcdArgs,
@@ -200,7 +265,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tracing::info!(rules = %source.describe(), "alert stage starting");
             let rules = source.watch(context.shutdown.clone())?;
             let bus = Bus::Kafka(Box::new(config.kafka.clone()));
-            let stage = AlertStage::new(&bus, rules, config.alert_stage(), &context.metrics)?;
+            let mut stage_config = config.alert_stage();
+            stage_config.silences = config
+                .etcd
+                .as_ref()
+                .map(|etcd| SilenceWatch::etcd(etcd, context.shutdown.clone()));
+            let stage = AlertStage::new(&bus, rules, stage_config, &context.metrics)?;
             context.health.set_ready(true);
             stage.run(context.shutdown).await?;
             Ok(ExitCode::SUCCESS)
@@ -241,6 +311,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules(command) => run_rules_command(command).await,
+        Command::Silences(command) => run_silences_command(command).await,
         Command::Definitions(command) => run_definitions_command(command).await,
     }
 }
@@ -289,6 +360,36 @@ async fn run_rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
             };
             push(&etcd, Section::Rules, &files).await
         }
+        RulesCommand::Diff { dir, etcd } => {
+            let files = rule_source::read_folder(&dir)
+                .map_err(|error| anyhow::anyhow!("reading {}: {error}", dir.display()))?;
+            let current =
+                rule_source::read_from_etcd(&etcd_settings(&etcd)?, Section::Rules).await?;
+            let changes = rule_source::compare(&current, &files);
+            for change in &changes {
+                print!("{}", change.diff());
+            }
+            if changes.is_empty() {
+                println!("{}: same as etcd", dir.display());
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok(ExitCode::FAILURE)
+        }
+        RulesCommand::Pull { dir, etcd } => {
+            let files = rule_source::read_from_etcd(&etcd_settings(&etcd)?, Section::Rules).await?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|error| anyhow::anyhow!("creating {}: {error}", dir.display()))?;
+            for (name, text) in &files {
+                let path = dir.join(name);
+                std::fs::write(&path, text)
+                    .map_err(|error| anyhow::anyhow!("writing {}: {error}", path.display()))?;
+                println!("wrote {}", path.display());
+            }
+            if files.is_empty() {
+                println!("no rules in etcd");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -312,19 +413,70 @@ async fn run_definitions_command(command: DefinitionsCommand) -> anyhow::Result<
     }
 }
 
+async fn run_silences_command(command: SilencesCommand) -> anyhow::Result<ExitCode> {
+    let store = |etcd: &EtcdArgs| -> anyhow::Result<SilenceStore> {
+        let settings = EtcdSettings::new(etcd.etcd_endpoint.clone(), etcd.etcd_prefix.clone());
+        settings.validate()?;
+        Ok(SilenceStore::new(settings))
+    };
+    let now = chrono::Utc::now();
+    match command {
+        SilencesCommand::Add {
+            matchers,
+            duration,
+            start,
+            author,
+            comment,
+            etcd,
+        } => {
+            let silence = Silence::new(matchers, start.unwrap_or(now), duration, author, comment)
+                .map_err(anyhow::Error::msg)?;
+            store(&etcd)?.put(&silence, now).await?;
+            println!("{}", silence.id);
+        }
+        SilencesCommand::List { etcd } => {
+            for silence in store(&etcd)?.list().await? {
+                let matchers: Vec<String> =
+                    silence.matchers.iter().map(Matcher::to_string).collect();
+                let time = |t: chrono::DateTime<chrono::Utc>| {
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                };
+                println!(
+                    "{}  {:<8} {} .. {}  {}  {}  {}",
+                    silence.id,
+                    silence.state(now).as_str(),
+                    time(silence.starts_at),
+                    time(silence.ends_at),
+                    silence.created_by,
+                    matchers.join(","),
+                    silence.comment
+                );
+            }
+        }
+        SilencesCommand::Expire { id, etcd } => {
+            store(&etcd)?.expire(&id, now).await?;
+            println!("expired {id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Replaces the files of `section` in etcd and says what changed.
-async fn push(etcd: &EtcdArgs, section: Section, files: &RuleFiles) -> anyhow::Result<ExitCode> {
+fn etcd_settings(etcd: &EtcdArgs) -> anyhow::Result<EtcdSettings> {
     let settings = EtcdSettings::new(etcd.etcd_endpoint.clone(), etcd.etcd_prefix.clone());
     settings.validate()?;
-    let report = rule_source::push_to_etcd(&settings, section, files).await?;
+    Ok(settings)
+}
+
+async fn push(etcd: &EtcdArgs, section: Section, files: &RuleFiles) -> anyhow::Result<ExitCode> {
+    let settings = etcd_settings(etcd)?;
+    let changes = rule_source::push_to_etcd(&settings, section, files).await?;
     let prefix = settings.key_prefix(section.key());
-    for name in &report.written {
-        println!("wrote   {prefix}{name}");
+    for change in &changes {
+        print!("{}", change.diff());
+        println!("{:<7} {prefix}{}", change.kind(), change.name);
     }
-    for name in &report.deleted {
-        println!("deleted {prefix}{name}");
-    }
-    if report.written.is_empty() && report.deleted.is_empty() {
+    if changes.is_empty() {
         println!("{prefix}: already up to date");
     }
     Ok(ExitCode::SUCCESS)
@@ -359,5 +511,74 @@ fn report_check<T>(
             eprintln!("{}: {} error(s)", dir.display(), errors.len());
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn silences_add_takes_repeated_matchers_a_duration_and_an_author() {
+        let cli = Cli::try_parse_from([
+            "vigil-aggregator",
+            "silences",
+            "add",
+            "--matcher",
+            "alertname=HostDown",
+            "--matcher",
+            "host=~web.*",
+            "--duration",
+            "2h",
+            "--author",
+            "alice",
+            "--comment",
+            "disk swap",
+            "--etcd-prefix",
+            "/lab",
+        ])
+        .unwrap();
+        let Command::Silences(SilencesCommand::Add {
+            matchers,
+            duration,
+            start,
+            author,
+            comment,
+            etcd,
+        }) = cli.command
+        else {
+            panic!("not silences add");
+        };
+        let matchers: Vec<String> = matchers.iter().map(Matcher::to_string).collect();
+        assert_eq!(matchers, [r#"alertname="HostDown""#, r#"host=~"web.*""#]);
+        assert_eq!(duration, std::time::Duration::from_secs(7200));
+        assert_eq!(
+            (start, author.as_str(), comment.as_str()),
+            (None, "alice", "disk swap")
+        );
+        assert_eq!(etcd.etcd_prefix, "/lab");
+    }
+
+    #[test]
+    fn a_malformed_matcher_is_refused_with_the_reason() {
+        let error = Cli::try_parse_from([
+            "vigil-aggregator",
+            "silences",
+            "add",
+            "--matcher",
+            "HostDown",
+            "--duration",
+            "2h",
+            "--author",
+            "alice",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains(
+                "invalid matcher `HostDown`: expected `=`, `!=`, `=~` or `!~` after the label name"
+            ),
+            "{error}"
+        );
     }
 }

@@ -164,27 +164,23 @@ pub async fn push_to_etcd(
     settings: &EtcdSettings,
     section: Section,
     files: &RuleFiles,
-) -> anyhow::Result<PushReport> {
+) -> anyhow::Result<Vec<FileChange>> {
     let prefix = settings.key_prefix(section.key());
     let mut client = settings.connect().await?;
     let (current, revision) = EtcdSettings::read_prefix(&mut client, &prefix).await?;
-    let mut operations = Vec::new();
-    let mut report = PushReport::default();
-    for (name, text) in files {
-        if current.get(name) != Some(text) {
-            operations.push(TxnOp::put(format!("{prefix}{name}"), text.as_str(), None));
-            report.written.push(name.clone());
-        }
-    }
-    for name in current.keys().filter(|name| !files.contains_key(*name)) {
-        operations.push(TxnOp::delete(
-            format!("{prefix}{name}"),
-            Some(DeleteOptions::new()),
-        ));
-        report.deleted.push(name.clone());
-    }
+    let changes = compare(&current, files);
+    let operations: Vec<TxnOp> = changes
+        .iter()
+        .map(|change| match &change.after {
+            Some(text) => TxnOp::put(format!("{prefix}{}", change.name), text.as_str(), None),
+            None => TxnOp::delete(
+                format!("{prefix}{}", change.name),
+                Some(DeleteOptions::new()),
+            ),
+        })
+        .collect();
     if operations.is_empty() {
-        return Ok(report);
+        return Ok(changes);
     }
     // Apply only if nobody changed the prefix since it was read.
     let guard = Compare::mod_revision(prefix.as_str(), CompareOp::Less, revision + 1).with_prefix();
@@ -194,19 +190,141 @@ pub async fn push_to_etcd(
     if !response.succeeded() {
         anyhow::bail!("files under {prefix} changed during the push; run it again");
     }
-    Ok(report)
+    Ok(changes)
 }
 
-/// What a push changed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PushReport {
-    pub written: Vec<String>,
-    pub deleted: Vec<String>,
+/// The files of `section` as etcd holds them now.
+pub async fn read_from_etcd(
+    settings: &EtcdSettings,
+    section: Section,
+) -> anyhow::Result<RuleFiles> {
+    let prefix = settings.key_prefix(section.key());
+    let mut client = settings.connect().await?;
+    let (current, _) = EtcdSettings::read_prefix(&mut client, &prefix).await?;
+    Ok(current)
+}
+
+/// One file that differs between etcd and a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileChange {
+    pub name: String,
+    /// The text in etcd; `None` when the file is new.
+    pub before: Option<String>,
+    /// The text in the folder; `None` when the file was deleted.
+    pub after: Option<String>,
+}
+
+impl FileChange {
+    /// `added`, `changed` or `deleted`.
+    pub fn kind(&self) -> &'static str {
+        match (&self.before, &self.after) {
+            (None, _) => "added",
+            (_, None) => "deleted",
+            _ => "changed",
+        }
+    }
+
+    /// The change as a line diff: `-` lines only in etcd, `+` lines only in the
+    /// folder, with up to two unchanged lines around each change.
+    pub fn diff(&self) -> String {
+        let before: Vec<&str> = self
+            .before
+            .as_deref()
+            .map_or(Vec::new(), |t| t.lines().collect());
+        let after: Vec<&str> = self
+            .after
+            .as_deref()
+            .map_or(Vec::new(), |t| t.lines().collect());
+        let mut text = format!("--- etcd/{0}\n+++ folder/{0}\n", self.name);
+        let lines = line_diff(&before, &after);
+        let near_change = |index: usize| {
+            let low = index.saturating_sub(2);
+            let high = (index + 2).min(lines.len() - 1);
+            lines[low..=high].iter().any(|(mark, _)| *mark != ' ')
+        };
+        let mut skipped = false;
+        for (index, (mark, line)) in lines.iter().enumerate() {
+            if near_change(index) {
+                if skipped {
+                    text.push_str("   ...\n");
+                    skipped = false;
+                }
+                text.push_str(&format!("{mark}  {line}\n"));
+            } else {
+                skipped = true;
+            }
+        }
+        text
+    }
+}
+
+/// What a push of `wanted` over `current` changes, by file name.
+pub fn compare(current: &RuleFiles, wanted: &RuleFiles) -> Vec<FileChange> {
+    let names: std::collections::BTreeSet<&String> = current.keys().chain(wanted.keys()).collect();
+    names
+        .into_iter()
+        .filter(|name| current.get(*name) != wanted.get(*name))
+        .map(|name| FileChange {
+            name: name.clone(),
+            before: current.get(name).cloned(),
+            after: wanted.get(name).cloned(),
+        })
+        .collect()
+}
+
+/// The lines of `before` and `after` marked ` ` (in both), `-` or `+`, from a
+/// longest common subsequence (rule files are small).
+fn line_diff<'a>(before: &[&'a str], after: &[&'a str]) -> Vec<(char, &'a str)> {
+    let (n, m) = (before.len(), after.len());
+    let mut common = vec![vec![0_u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            common[i][j] = if before[i] == after[j] {
+                common[i + 1][j + 1] + 1
+            } else {
+                common[i + 1][j].max(common[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let mut lines = Vec::with_capacity(n.max(m));
+    while i < n || j < m {
+        if i < n && j < m && before[i] == after[j] {
+            lines.push((' ', before[i]));
+            i += 1;
+            j += 1;
+        } else if i < n && (j == m || common[i + 1][j] >= common[i][j + 1]) {
+            lines.push(('-', before[i]));
+            i += 1;
+        } else {
+            lines.push(('+', after[j]));
+            j += 1;
+        }
+    }
+    lines
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_shows_the_lines_that_differ_with_some_context() {
+        let files = |text: &str| RuleFiles::from([("host.yaml".to_owned(), text.to_owned())]);
+        let before = "a\nb\nc\nd\ne\nf\ng\nh\n";
+        let after = "a\nb\nc\nd\nE\nf\ng\nh\n";
+        let changes = compare(&files(before), &files(after));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].kind(), "changed");
+        assert_eq!(
+            changes[0].diff(),
+            "--- etcd/host.yaml\n+++ folder/host.yaml\n   ...\n   c\n   d\n-  e\n+  E\n   f\n   g\n"
+        );
+        let gone = compare(&files(before), &RuleFiles::new());
+        assert_eq!(gone[0].kind(), "deleted");
+        assert!(gone[0].diff().contains("-  a\n"));
+        assert!(compare(&files(before), &files(before)).is_empty());
+    }
 
     #[test]
     fn test_files_and_hidden_files_are_not_rule_files() {

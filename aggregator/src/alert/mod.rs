@@ -9,19 +9,21 @@
 //! moves it on, so windows still close and alerts still resolve.
 
 pub mod notify;
+mod state;
 
 use crate::rule_source::RuleFilesWatch;
-use crate::rules::{Evaluator, RuleSet};
-use notify::{Notifier, Receiver};
+use crate::rules::{Evaluator, RuleSet, Source};
+use notify::{Notifier, NotifyConfig, SilenceWatch};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use state::{Record, StateStore};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::{AlertEvent, LogBatch, MetricBatch};
 use vigil_proto::{Payload, Topics};
-use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
+use vigil_runtime::{Bus, Followed, Follower, Message, Publisher, SelfMetrics, Subscription};
 
 /// How far ahead of this host's clock data may be stamped. The evaluation clock
 /// follows event time, so one batch from a host with a wrong clock would otherwise
@@ -37,10 +39,10 @@ pub struct AlertStageConfig {
     pub tick: Duration,
     /// How late data may arrive before wall-clock time moves the clock past it.
     pub allowed_lateness: Duration,
-    /// Where notifications go.
-    pub receivers: Vec<Receiver>,
-    /// Base URL of the UI that alerts link to (`externalURL` in webhooks).
-    pub external_url: String,
+    /// Receivers, routing tree and inhibition rules of notifications.
+    pub notify: NotifyConfig,
+    /// The silences to honour; `None` without etcd.
+    pub silences: Option<SilenceWatch>,
 }
 
 impl Default for AlertStageConfig {
@@ -49,8 +51,8 @@ impl Default for AlertStageConfig {
             group: "vigil-alert".to_owned(),
             tick: Duration::from_secs(1),
             allowed_lateness: Duration::from_secs(5),
-            receivers: Vec::new(),
-            external_url: String::new(),
+            notify: NotifyConfig::default(),
+            silences: None,
         }
     }
 }
@@ -72,6 +74,8 @@ struct AlertMetrics {
     events: Family<StatusLabels, Counter>,
     reloads: Family<StatusLabels, Counter>,
     rules_loaded: Gauge,
+    partitions_owned: Gauge,
+    alerts_restored: Gauge,
 }
 
 impl AlertMetrics {
@@ -102,6 +106,16 @@ impl AlertMetrics {
                 "Rules in the running rule set",
                 Gauge::default(),
             ),
+            partitions_owned: metrics.register(
+                "alert_partitions_owned",
+                "Input partitions this instance evaluates (all of them on the in-process bus: 0)",
+                Gauge::default(),
+            ),
+            alerts_restored: metrics.register(
+                "alert_state_records_read",
+                "Alert state records read from the state topic at start",
+                Gauge::default(),
+            ),
         }
     }
 }
@@ -115,6 +129,13 @@ pub struct AlertStage {
     rules: RuleFilesWatch,
     evaluator: Option<Evaluator>,
     notifier: Notifier,
+    deliveries: notify::Deliveries,
+    state: StateStore,
+    /// Reads the state topic; `None` once it failed (logged).
+    state_follower: Option<Follower>,
+    bus: Bus,
+    /// The partitions owned when last looked; `None`: all of them.
+    assignment: Option<Vec<(String, i32)>>,
     config: AlertStageConfig,
     metrics: AlertMetrics,
 }
@@ -136,18 +157,21 @@ impl AlertStage {
                 topics.logs_raw(),
             ],
         )?;
-        let notifier = Notifier::start(
-            config.receivers.clone(),
-            config.external_url.clone(),
-            metrics,
-        );
+        let (notifier, deliveries) =
+            Notifier::start(config.notify.clone(), config.silences.clone(), metrics);
+        let publisher = bus.publisher()?;
         Ok(Self {
             subscription,
-            publisher: bus.publisher()?,
+            state: StateStore::new(topics.alert_state(), publisher.clone()),
+            publisher,
             topics,
             rules,
             evaluator: None,
             notifier,
+            deliveries,
+            state_follower: None,
+            bus: bus.clone(),
+            assignment: None,
             config,
             metrics: AlertMetrics::register(metrics),
         })
@@ -155,6 +179,7 @@ impl AlertStage {
 
     /// Evaluates until `shutdown`.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        self.restore_state(&shutdown).await?;
         self.wait_for_first_rules(&shutdown).await;
         let mut tick = tokio::time::interval(self.config.tick);
         let mut last_message = Instant::now();
@@ -168,10 +193,17 @@ impl AlertStage {
                     self.reload().await;
                 }
                 _ = tick.tick() => {
+                    self.follow_assignment().await;
                     if last_message.elapsed() >= self.config.tick {
                         let now = unix_nanos(SystemTime::now()) - self.config.allowed_lateness.as_nanos() as i64;
                         let events = self.evaluator_mut().advance_to(now);
                         self.emit(events).await;
+                    }
+                }
+                followed = next_state(&mut self.state_follower) => self.apply_state(followed),
+                Some(delivered) = self.deliveries.recv() => {
+                    if delivered.status == vigil_proto::v1::AlertStatus::Firing {
+                        self.state.mark_notified(&delivered.fingerprint, delivered.at).await;
                     }
                 }
                 received = self.subscription.recv() => {
@@ -188,6 +220,76 @@ impl AlertStage {
         }
         self.subscription.close();
         Ok(())
+    }
+
+    /// Reads the state topic up to its end before anything is evaluated, so that
+    /// no alert an earlier run knew of starts over.
+    async fn restore_state(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let topic = self.topics.alert_state();
+        let mut follower =
+            self.bus.follow(&topic).await.map_err(|error| {
+                anyhow::anyhow!("reading the alert state topic `{topic}`: {error}")
+            })?;
+        let mut restored = 0_usize;
+        loop {
+            let followed = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                followed = follower.recv() => followed,
+            };
+            match followed {
+                Ok(Followed::CaughtUp) => break,
+                Ok(Followed::Message(message)) => {
+                    restored += 1;
+                    self.apply_state(Ok(Followed::Message(message)));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %topic, "reading the alert state failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        tracing::info!(records = restored, %topic, "alert state read");
+        self.metrics.alerts_restored.set(restored as i64);
+        self.state_follower = Some(follower);
+        Ok(())
+    }
+
+    /// Takes in a record of the state topic.
+    fn apply_state(&mut self, followed: Result<Followed, vigil_runtime::BusError>) {
+        match followed {
+            Ok(Followed::Message(message)) => match self.state.read(&message) {
+                Record::Foreign(state) => self.evaluator_mut().restore(state),
+                Record::Ended(fingerprint) => self.evaluator_mut().forget_restored(&fingerprint),
+                Record::Ignored => {}
+            },
+            Ok(Followed::CaughtUp) => {}
+            Err(error) => {
+                tracing::warn!(%error, "following the alert state failed; following stops");
+                self.state_follower = None;
+            }
+        }
+    }
+
+    /// Notices partitions that moved: the alerts of series that left are handed
+    /// back as restored (their new owner resumes them; so would this instance if
+    /// they came back), and restored alerts of owned partitions whose series never
+    /// showed up are ended.
+    async fn follow_assignment(&mut self) {
+        let assignment = self.subscription.assignment();
+        let owned = ownership(assignment.clone());
+        if assignment != self.assignment {
+            tracing::info!(partitions = ?assignment, "partition assignment changed");
+            self.metrics
+                .partitions_owned
+                .set(assignment.as_ref().map_or(0, Vec::len) as i64);
+            self.evaluator_mut().release(&owned);
+            for record in self.state.release(&owned) {
+                self.evaluator_mut().restore(record);
+            }
+            self.assignment = assignment;
+        }
+        let events = self.evaluator_mut().end_unresumed(&owned);
+        self.emit(events).await;
     }
 
     fn evaluator_mut(&mut self) -> &mut Evaluator {
@@ -266,13 +368,14 @@ impl AlertStage {
                 check_not_ahead(batch.latest_event_time(), limit)?;
                 Ok(batch)
             });
+        let source = Source::new(&message.topic, message.partition);
         match checked {
             Ok(Batch::Logs(batch)) => {
-                let events = self.evaluator_mut().observe_logs(&batch);
+                let events = self.evaluator_mut().observe_logs_from(&batch, &source);
                 self.emit(events).await;
             }
             Ok(Batch::Metrics(batch)) => {
-                let events = self.evaluator_mut().observe_metrics(&batch);
+                let events = self.evaluator_mut().observe_metrics_from(&batch, &source);
                 self.emit(events).await;
             }
             Err(reason) => self.dead_letter(&message, &reason).await,
@@ -293,7 +396,34 @@ impl AlertStage {
         self.publisher.skip_invalid(&topic, message, reason).await;
     }
 
-    async fn emit(&self, events: Vec<AlertEvent>) {
+    /// Writes the state changes behind `events`, then publishes and notifies
+    /// them, then tells the pagers of restored alerts that resumed: a firing one
+    /// the pagers were told of joins its notification group quietly, one they
+    /// never heard of (the previous run died first) is notified now.
+    async fn emit(&mut self, events: Vec<AlertEvent>) {
+        let changes = self.evaluator_mut().take_state_changes();
+        let resumed = self.evaluator_mut().take_resumed();
+        for (_, record) in &resumed {
+            self.state.adopt(record.clone());
+        }
+        self.state.write(changes).await;
+        self.publish_events(events).await;
+        for (event, record) in resumed {
+            if event.status != vigil_proto::v1::AlertStatus::Firing as i32 {
+                continue;
+            }
+            tracing::info!(alert = %event.alert, fingerprint = %event.fingerprint, notified = record.notified_at_unix_nano != 0, "firing alert resumed");
+            if record.notified_at_unix_nano == 0 {
+                self.notifier.notify(&event).await;
+            } else {
+                self.notifier
+                    .restore(&event, state::system_time(record.notified_at_unix_nano))
+                    .await;
+            }
+        }
+    }
+
+    async fn publish_events(&self, events: Vec<AlertEvent>) {
         let topic = self.topics.alert_events();
         for event in events {
             let status = vigil_proto::v1::AlertStatus::try_from(event.status)
@@ -311,6 +441,25 @@ impl AlertStage {
             }
             self.notifier.notify(&event).await;
         }
+    }
+}
+
+/// The next record of the state topic; never, once following stopped.
+async fn next_state(follower: &mut Option<Follower>) -> Result<Followed, vigil_runtime::BusError> {
+    match follower {
+        Some(follower) => follower.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a source is on a partition of `assignment`; all are without one.
+fn ownership(assignment: Option<Vec<(String, i32)>>) -> impl Fn(&Source) -> bool {
+    let owned: Option<std::collections::HashSet<(String, i32)>> =
+        assignment.map(|partitions| partitions.into_iter().collect());
+    move |source: &Source| {
+        owned
+            .as_ref()
+            .is_none_or(|owned| owned.contains(&(source.topic.to_string(), source.partition)))
     }
 }
 

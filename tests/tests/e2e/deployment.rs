@@ -116,7 +116,7 @@ impl Deployment {
         let servers = TestServers::get();
         let text = format!(
             "{kafka}etcd:\n  endpoints: ['{etcd}']\n  prefix: '{etcd_prefix}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
-             alert:\n  group: '{prefix}-alert'\n  tick: 500ms\n  allowed_lateness: 1s\n  receivers:\n    - {{type: webhook, name: test, url: '{webhook}'}}\n\
+             alert:\n  group: '{prefix}-alert'\n  tick: 500ms\n  allowed_lateness: 1s\n  receivers:\n    - {{type: webhook, name: test, url: '{webhook}'}}\n  route: {{receiver: test, group_wait: 0s, group_interval: 1s}}\n\
              index:\n  group: '{prefix}-index'\n  elasticsearch: {{url: '{es}'}}\n  indices: {{logs: '{logs}', metrics: '{metrics}', alerts: '{alerts}'}}\n",
             kafka = self.kafka_section(),
             etcd = servers.etcd_endpoint(),
@@ -127,6 +127,21 @@ impl Deployment {
             logs = self.logs_index,
             metrics = self.metrics_index,
             alerts = self.alerts_index,
+        );
+        self.write(name, &text)
+    }
+
+    /// Writes a config for the alert stage alone, notifying the test webhook
+    /// through `route` (YAML of `alert.route`, receiver `test`).
+    pub(crate) fn alert_config(&self, name: &str, http_port: u16, route: &str) -> PathBuf {
+        let text = format!(
+            "{kafka}etcd:\n  endpoints: ['{etcd}']\n  prefix: '{etcd_prefix}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
+             alert:\n  group: '{prefix}-alert'\n  tick: 500ms\n  allowed_lateness: 1s\n  receivers:\n    - {{type: webhook, name: test, url: '{webhook}'}}\n  route: {route}\n",
+            kafka = self.kafka_section(),
+            etcd = TestServers::get().etcd_endpoint(),
+            etcd_prefix = self.etcd_prefix,
+            prefix = self.prefix,
+            webhook = self.webhook.url(),
         );
         self.write(name, &text)
     }

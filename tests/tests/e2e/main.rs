@@ -3,6 +3,7 @@
 //! One target, one set of servers per run, one module per topic.
 
 mod agent_restart;
+mod alert_state;
 mod all_in_one;
 mod deployment;
 mod derive;
