@@ -495,7 +495,7 @@ alert:
             error(&format!(
                 "{receivers}  route: {{receiver: a, matchers: ['severity']}}\n"
             )),
-            "aggregator.yaml:9:35: invalid matcher `severity`: expected `=`, `!=`, `=~` or `!~` after the label name"
+            "aggregator.yaml:6:35: invalid matcher `severity`: expected `=`, `!=`, `=~` or `!~` after the label name"
         );
     }
 

@@ -233,7 +233,8 @@ async fn an_alert_resolved_before_it_was_notified_is_never_sent() {
 
 #[tokio::test(start_paused = true)]
 async fn delivery_is_reported_once_every_receiver_finished() {
-    let mut harness = start(ROUTE, "[]");
+    let both = "receiver: team\nroutes:\n  - {matchers: [severity=page], receiver: pager, continue: true}\n  - {receiver: team}\n";
+    let mut harness = start(both, "[]");
     let page = alert("HostDown", "web-1", "page", AlertStatus::Firing);
     harness.send(page).await;
     let (_, to_team) = harness.next("team").await;
