@@ -17,7 +17,10 @@
 //! even when other processes share the machine. `bash bench/derive.sh` builds
 //! this with the `dist` profile, runs it and profiles it.
 
-use criterion::measurement::{Measurement, ValueFormatter};
+#[path = "support/cpu_time.rs"]
+mod cpu_time;
+
+use cpu_time::{ThreadCpuTime, thread_cpu_time};
 use criterion::{BatchSize, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -882,99 +885,6 @@ fn derive_stage(c: &mut Criterion<ThreadCpuTime>) {
         );
     });
     group.finish();
-}
-
-/// CPU time of the calling thread.
-#[derive(Debug)]
-struct ThreadCpuTime;
-
-fn thread_cpu_time() -> Duration {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
-    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
-}
-
-impl Measurement for ThreadCpuTime {
-    type Intermediate = Duration;
-    type Value = Duration;
-
-    fn start(&self) -> Duration {
-        thread_cpu_time()
-    }
-
-    fn end(&self, start: Duration) -> Duration {
-        thread_cpu_time().saturating_sub(start)
-    }
-
-    fn add(&self, a: &Duration, b: &Duration) -> Duration {
-        *a + *b
-    }
-
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-
-    fn to_f64(&self, value: &Duration) -> f64 {
-        value.as_nanos() as f64
-    }
-
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &CpuTimeFormatter
-    }
-}
-
-/// Nanoseconds of CPU time, shown like wall time, and elements per CPU-second.
-#[derive(Debug)]
-struct CpuTimeFormatter;
-
-impl ValueFormatter for CpuTimeFormatter {
-    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
-        let (factor, unit) = if typical < 1e3 {
-            (1.0, "ns")
-        } else if typical < 1e6 {
-            (1e-3, "µs")
-        } else if typical < 1e9 {
-            (1e-6, "ms")
-        } else {
-            (1e-9, "s")
-        };
-        for value in values {
-            *value *= factor;
-        }
-        unit
-    }
-
-    fn scale_throughputs(
-        &self,
-        typical: f64,
-        throughput: &Throughput,
-        values: &mut [f64],
-    ) -> &'static str {
-        let (per_iteration, names) = match *throughput {
-            Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => {
-                (n as f64, ["elem/s", "Kelem/s", "Melem/s"])
-            }
-            Throughput::Bytes(n) | Throughput::BytesDecimal(n) => {
-                (n as f64, ["B/s", "KB/s", "MB/s"])
-            }
-            Throughput::Bits(n) => (n as f64, ["b/s", "Kb/s", "Mb/s"]),
-        };
-        let per_second = per_iteration * 1e9 / typical;
-        let (denominator, unit) = if per_second < 1e3 {
-            (1.0, names[0])
-        } else if per_second < 1e6 {
-            (1e3, names[1])
-        } else {
-            (1e6, names[2])
-        };
-        for value in values {
-            *value = per_iteration * 1e9 / *value / denominator;
-        }
-        unit
-    }
-
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
 }
 
 criterion_group! {
