@@ -12,8 +12,8 @@
 use super::config::InhibitRule;
 use super::inhibit::is_inhibited;
 use super::route::{GroupId, RouteTree};
-use super::silence::{Silence, SilenceWatch};
-use chrono::Utc;
+use super::silence::{Silence, SilenceState, SilenceWatch};
+use chrono::{DateTime, Utc};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -78,13 +78,22 @@ pub(crate) struct MutedLabels {
     reason: &'static str,
 }
 
-/// Counters the dispatcher keeps.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct SilenceLabels {
+    state: &'static str,
+}
+
+/// Metrics the dispatcher keeps.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DispatchMetrics {
     /// Notifications by receiver and outcome (the dispatcher counts `dropped`).
     pub(crate) notifications: Family<OutcomeLabels, Counter>,
     /// Alert events not notified, by reason (`silenced`, `inhibited`).
     pub(crate) muted: Family<MutedLabels, Counter>,
+    /// Silences held, by state (`pending`, `active`, `expired`): what an
+    /// operator checks after `silences add` or `expire` to see that the stage
+    /// took it.
+    pub(crate) silences: Family<SilenceLabels, Gauge>,
 }
 
 #[derive(Debug)]
@@ -150,6 +159,7 @@ impl Dispatcher {
         if let Some(watch) = &mut silences {
             self.silences = watch.current();
         }
+        let mut next_silence_change = self.count_silences(Utc::now());
         loop {
             let next_flush = self.groups.values().map(|group| group.next_flush).min();
             tokio::select! {
@@ -166,10 +176,16 @@ impl Dispatcher {
                     }
                 }
                 changed = silence_change(&mut silences) => match (changed, &mut silences) {
-                    (true, Some(watch)) => self.silences = watch.current(),
+                    (true, Some(watch)) => {
+                        self.silences = watch.current();
+                        next_silence_change = self.count_silences(Utc::now());
+                    }
                     _ => silences = None,
                 },
                 () = sleep_until(next_flush) => self.flush_due(Instant::now()),
+                () = sleep_until(next_silence_change) => {
+                    next_silence_change = self.count_silences(Utc::now());
+                }
             }
         }
     }
@@ -383,6 +399,35 @@ impl Dispatcher {
         } else {
             None
         }
+    }
+
+    /// Counts the silences by their state at `now`; returns when the next one
+    /// starts or ends, and the counts change.
+    fn count_silences(&self, now: DateTime<Utc>) -> Option<Instant> {
+        for state in [
+            SilenceState::Pending,
+            SilenceState::Active,
+            SilenceState::Expired,
+        ] {
+            let count = self
+                .silences
+                .iter()
+                .filter(|silence| silence.state(now) == state)
+                .count();
+            self.metrics
+                .silences
+                .get_or_create(&SilenceLabels {
+                    state: state.as_str(),
+                })
+                .set(count as i64);
+        }
+        let next_change = self
+            .silences
+            .iter()
+            .flat_map(|silence| [silence.starts_at, silence.ends_at])
+            .filter(|time| *time > now)
+            .min()?;
+        Some(Instant::now() + (next_change - now).to_std().unwrap_or_default())
     }
 
     /// One group finished with an event; reports it once all have.

@@ -86,6 +86,11 @@ impl Notifier {
                 "Alert events not notified, by reason (silenced, inhibited)",
                 Family::default(),
             ),
+            silences: metrics.register(
+                "alert_silences",
+                "Silences held, by state (pending, active, expired)",
+                Family::default(),
+            ),
         };
         let depths = metrics.register(
             "alert_notification_queue_depth",

@@ -17,6 +17,7 @@ struct Harness {
     finished: mpsc::UnboundedSender<Vec<DeliveryKey>>,
     delivered: mpsc::UnboundedReceiver<Delivered>,
     silences: watch::Sender<Option<Arc<Snapshot>>>,
+    metrics: DispatchMetrics,
     started: Instant,
 }
 
@@ -54,12 +55,13 @@ fn start(route: &str, inhibit_rules: &str) -> Harness {
     let (finished, finished_receiver) = mpsc::unbounded_channel();
     let (commands, pending) = mpsc::channel(16);
     let (silences, snapshots) = watch::channel(Some(Arc::new(Snapshot::new())));
+    let metrics = DispatchMetrics::default();
     let dispatcher = Dispatcher::new(
         RouteTree::new(Some(&route), &[]),
         inhibit_rules,
         queues,
         delivered_sender,
-        DispatchMetrics::default(),
+        metrics.clone(),
     );
     tokio::spawn(dispatcher.run(
         pending,
@@ -72,6 +74,7 @@ fn start(route: &str, inhibit_rules: &str) -> Harness {
         finished,
         delivered,
         silences,
+        metrics,
         started: Instant::now(),
     }
 }
@@ -294,19 +297,34 @@ async fn a_restored_alert_resolving_after_a_restart_is_sent_resolved() {
     assert_eq!(summary(&resolve), ["resolved HostDown/web-1"]);
 }
 
+/// A silence of `matchers` that started a minute ago and lasts two hours.
 fn silence_snapshot(matchers: &[&str]) -> Option<Arc<Snapshot>> {
-    let silence = Silence::new(
-        matchers.iter().map(|m| m.parse().unwrap()).collect(),
-        Utc::now() - chrono::Duration::minutes(1),
+    snapshot(&[silence(
+        matchers,
+        chrono::Duration::minutes(-1),
         secs(2 * 3600),
+    )])
+}
+
+/// A silence of `matchers` starting `start` from now and lasting `length`.
+fn silence(matchers: &[&str], start: chrono::Duration, length: Duration) -> Silence {
+    Silence::new(
+        matchers.iter().map(|m| m.parse().unwrap()).collect(),
+        Utc::now() + start,
+        length,
         "alice".into(),
         "maintenance".into(),
     )
-    .unwrap();
-    Some(Arc::new(Snapshot::from([(
-        silence.id.clone(),
-        serde_json::to_string(&silence).unwrap(),
-    )])))
+    .unwrap()
+}
+
+fn snapshot(silences: &[Silence]) -> Option<Arc<Snapshot>> {
+    Some(Arc::new(
+        silences
+            .iter()
+            .map(|silence| (silence.id.clone(), serde_json::to_string(silence).unwrap()))
+            .collect(),
+    ))
 }
 
 #[tokio::test(start_paused = true)]
@@ -334,6 +352,37 @@ async fn silenced_alerts_are_left_out_until_the_silence_is_lifted() {
     assert_eq!(
         summary(&update),
         ["firing HostDown/web-1", "firing HostDown/web-2"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_silences_held_are_counted_by_state() {
+    let harness = start(ROUTE, "[]");
+    let count = |state: &'static str| {
+        harness
+            .metrics
+            .silences
+            .get_or_create(&SilenceLabels { state })
+            .get()
+    };
+    let hour = chrono::Duration::hours(1);
+    harness.silences.send_replace(snapshot(&[
+        silence(&["alertname=HostDown"], -hour, secs(2 * 3600)),
+        silence(&["alertname=SiteDown"], -hour, secs(2 * 3600)),
+        silence(&["host=web-1"], hour, secs(3600)),
+        silence(&["host=web-2"], -hour * 3, secs(3600)),
+    ]));
+    // The dispatcher takes the change in on its own task.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        [count("pending"), count("active"), count("expired")],
+        [1, 2, 1]
+    );
+    harness.silences.send_replace(snapshot(&[]));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        [count("pending"), count("active"), count("expired")],
+        [0, 0, 0]
     );
 }
 
