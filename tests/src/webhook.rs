@@ -9,7 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
@@ -27,6 +27,8 @@ pub struct ReceivedRequest {
     pub headers: Vec<(String, String)>,
     /// The body parsed as JSON, or as a JSON string if it is not JSON.
     pub body: Value,
+    /// When the whole request had been read.
+    pub received_at: SystemTime,
 }
 
 /// An HTTP server on 127.0.0.1 recording every request; it stops with the process.
@@ -180,6 +182,7 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Option<ReceivedRequest>
         path,
         headers,
         body,
+        received_at: SystemTime::now(),
     }))
 }
 

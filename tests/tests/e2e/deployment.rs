@@ -4,7 +4,7 @@
 
 use prost::Message as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
 use vigil_tests::process::new_work_dir;
@@ -134,14 +134,24 @@ impl Deployment {
     /// Writes a config for the alert stage alone, notifying the test webhook
     /// through `route` (YAML of `alert.route`, receiver `test`).
     pub(crate) fn alert_config(&self, name: &str, http_port: u16, route: &str) -> PathBuf {
+        let settings = format!(
+            "  allowed_lateness: 1s\n  receivers:\n    - {{type: webhook, name: test, url: '{webhook}'}}\n  route: {route}\n",
+            webhook = self.webhook.url(),
+        );
+        self.alert_config_with(name, http_port, &settings)
+    }
+
+    /// Writes a config for the alert stage alone with `settings`: YAML lines of
+    /// the `alert` section, indented by two spaces, other than `group` and `tick`
+    /// (`allowed_lateness`, `receivers`, `route`, `inhibit_rules`, ...).
+    pub(crate) fn alert_config_with(&self, name: &str, http_port: u16, settings: &str) -> PathBuf {
         let text = format!(
             "{kafka}etcd:\n  endpoints: ['{etcd}']\n  prefix: '{etcd_prefix}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
-             alert:\n  group: '{prefix}-alert'\n  tick: 500ms\n  allowed_lateness: 1s\n  receivers:\n    - {{type: webhook, name: test, url: '{webhook}'}}\n  route: {route}\n",
+             alert:\n  group: '{prefix}-alert'\n  tick: 500ms\n{settings}",
             kafka = self.kafka_section(),
             etcd = TestServers::get().etcd_endpoint(),
             etcd_prefix = self.etcd_prefix,
             prefix = self.prefix,
-            webhook = self.webhook.url(),
         );
         self.write(name, &text)
     }
@@ -252,13 +262,7 @@ impl Deployment {
 
     /// Runs `vigil-aggregator rules push` of `dir` to this deployment's prefix.
     pub(crate) fn push_rules(&self, dir: &Path) {
-        let output = Command::new(vigil_binary("vigil-aggregator"))
-            .args(["rules", "push"])
-            .arg(dir)
-            .args(["--etcd-endpoint", &TestServers::get().etcd_endpoint()])
-            .args(["--etcd-prefix", &self.etcd_prefix])
-            .output()
-            .expect("rules push runs");
+        let output = self.aggregator_cli(&["rules", "push", path_arg(dir)]);
         assert!(
             output.status.success(),
             "rules push failed: {}{}",
@@ -266,6 +270,22 @@ impl Deployment {
             String::from_utf8_lossy(&output.stderr)
         );
     }
+
+    /// Runs `vigil-aggregator` with `args`, then the etcd endpoint and prefix of
+    /// this deployment, and returns what it did.
+    pub(crate) fn aggregator_cli(&self, args: &[&str]) -> Output {
+        Command::new(vigil_binary("vigil-aggregator"))
+            .args(args)
+            .args(["--etcd-endpoint", &TestServers::get().etcd_endpoint()])
+            .args(["--etcd-prefix", &self.etcd_prefix])
+            .output()
+            .expect("vigil-aggregator runs")
+    }
+}
+
+/// A path as a command-line argument; the test directories are UTF-8.
+pub(crate) fn path_arg(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
 }
 
 /// The agent's SNMP section: the test snmpd as `test-switch`, v2c, every 2 s.

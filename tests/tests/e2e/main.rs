@@ -3,6 +3,8 @@
 //! One target, one set of servers per run, one module per topic.
 
 mod agent_restart;
+mod alert_feed;
+mod alert_notify;
 mod alert_state;
 mod all_in_one;
 mod deployment;

@@ -1,0 +1,251 @@
+//! What the alert tests put into the alert stage and read out of it: metric
+//! readings produced straight to a deployment's raw metrics topic as agents
+//! would send them, and the alerts the test receivers were notified of.
+
+use crate::deployment::{Deployment, metric_value};
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vigil_proto::Payload;
+use vigil_proto::labels::label;
+use vigil_proto::v1::{MetricBatch, Resource, Sample, sample};
+use vigil_runtime::bus::SCHEMA_HEADER;
+use vigil_tests::webhook::WebhookReceiver;
+use vigil_tests::{TestServers, wait_until};
+
+/// How long a notification may take: a `for` of a few seconds, the evaluation
+/// tick, `group_wait` and the broker's latency under a loaded machine.
+pub(crate) const NOTIFICATION_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Labels and gauge values of one host, as the feed sends them.
+type HostReadings = (Vec<(String, String)>, Vec<(String, f64)>);
+
+/// The labels of every sample of a host, as (name, value).
+pub(crate) type Labels<'a> = &'a [(&'a str, &'a str)];
+
+/// Gauge readings, as (metric, value).
+pub(crate) type Gauges<'a> = &'a [(&'a str, f64)];
+
+/// Publishes gauges of some hosts every 500 ms, stamped with the time of
+/// sending, with labels and values the test changes while it runs.
+pub(crate) struct MetricFeed {
+    readings: Arc<Mutex<BTreeMap<String, HostReadings>>>,
+    stop: Arc<AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MetricFeed {
+    /// Starts publishing to `topic`; nothing is sent until a host is set.
+    pub(crate) fn start(topic: String) -> MetricFeed {
+        let readings = Arc::new(Mutex::new(BTreeMap::<String, HostReadings>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let producer = producer();
+        let thread = {
+            let (readings, stop, rounds) = (readings.clone(), stop.clone(), rounds.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let now = unix_nanos(SystemTime::now());
+                    let current = readings.lock().unwrap().clone();
+                    for (host, (labels, values)) in current {
+                        let batch = metric_batch(&host, &labels, &values, now);
+                        send(&producer, &topic, &host, &batch);
+                    }
+                    producer
+                        .flush(Duration::from_secs(30))
+                        .expect("readings delivered");
+                    rounds.fetch_add(1, Ordering::Relaxed);
+                    // Pacing the readings like an agent's interval, not waiting for anything.
+                    thread::sleep(Duration::from_millis(500));
+                }
+            })
+        };
+        MetricFeed {
+            readings,
+            stop,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    /// Sets the gauges of `host`, each sample labelled with `labels`, and returns
+    /// once a round with them was sent, with the time before that round.
+    pub(crate) fn set(&self, host: &str, labels: Labels<'_>, values: Gauges<'_>) -> SystemTime {
+        self.set_all(&[(host, labels, values)])
+    }
+
+    /// Sets the gauges of several hosts at once, so that they go out in the same
+    /// round with the same timestamp; returns like [`set`](Self::set).
+    pub(crate) fn set_all(&self, hosts: &[(&str, Labels<'_>, Gauges<'_>)]) -> SystemTime {
+        {
+            let mut readings = self.readings.lock().unwrap();
+            for (host, labels, values) in hosts {
+                let owned = |pairs: &[(&str, &str)]| {
+                    pairs
+                        .iter()
+                        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                        .collect()
+                };
+                let values = values
+                    .iter()
+                    .map(|(name, value)| ((*name).to_owned(), *value))
+                    .collect();
+                readings.insert((*host).to_owned(), (owned(labels), values));
+            }
+        }
+        let before = SystemTime::now();
+        // The round under way may have read the old values; the one after it has
+        // the new ones.
+        let round = self.rounds.load(Ordering::Relaxed);
+        wait_until("a round of readings", Duration::from_secs(30), || {
+            (self.rounds.load(Ordering::Relaxed) >= round + 2).then_some(())
+        });
+        before
+    }
+}
+
+impl Drop for MetricFeed {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn metric_batch(
+    host: &str,
+    labels: &[(String, String)],
+    values: &[(String, f64)],
+    time: i64,
+) -> MetricBatch {
+    MetricBatch {
+        resource: Some(Resource {
+            id: host.into(),
+            host_name: host.into(),
+            ..Resource::default()
+        }),
+        samples: values
+            .iter()
+            .map(|(name, value)| Sample {
+                name: name.clone(),
+                time_unix_nano: time,
+                value: Some(sample::Value::Gauge(*value)),
+                labels: labels.iter().map(|(n, v)| label(n, v)).collect(),
+                ..Sample::default()
+            })
+            .collect(),
+        producer: "vigil-e2e-feed".into(),
+    }
+}
+
+/// An idempotent producer on the shared broker.
+fn producer() -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", TestServers::get().kafka_bootstrap())
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("create a producer")
+}
+
+/// Enqueues `batch` on `topic` under `key`, with the schema header agents set.
+fn send<P: Payload>(producer: &BaseProducer, topic: &str, key: &str, batch: &P) {
+    let payload = batch.to_payload();
+    let headers = OwnedHeaders::new().insert(Header {
+        key: SCHEMA_HEADER,
+        value: Some(P::KIND),
+    });
+    producer
+        .send(
+            BaseRecord::to(topic)
+                .key(key)
+                .payload(&payload)
+                .headers(headers),
+        )
+        .map_err(|(error, _)| error)
+        .expect("enqueue a batch");
+}
+
+pub(crate) fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
+}
+
+/// An RFC 3339 time of a notification, in Unix nanoseconds.
+pub(crate) fn parse_time(text: &Value) -> i64 {
+    let text = text.as_str().unwrap_or_default();
+    chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|error| panic!("`{text}` is not RFC 3339: {error}"))
+        .timestamp_nanos_opt()
+        .unwrap()
+}
+
+/// Every alert of every Alertmanager-format body `receiver` got, oldest first.
+pub(crate) fn notified_alerts(receiver: &WebhookReceiver) -> Vec<Value> {
+    receiver
+        .bodies()
+        .iter()
+        .flat_map(|body| body["alerts"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The notified alerts with `status` whose labels include every pair of `labels`.
+pub(crate) fn alerts_with(
+    receiver: &WebhookReceiver,
+    status: &str,
+    labels: &[(&str, &str)],
+) -> Vec<Value> {
+    notified_alerts(receiver)
+        .into_iter()
+        .filter(|alert| {
+            alert["status"] == status
+                && labels
+                    .iter()
+                    .all(|(name, value)| alert["labels"][*name] == *value)
+        })
+        .collect()
+}
+
+/// Waits for a notified alert with `status` and `labels`, and returns the first.
+pub(crate) fn wait_for_alert(
+    receiver: &WebhookReceiver,
+    status: &str,
+    labels: &[(&str, &str)],
+) -> Value {
+    wait_until(
+        &format!("a {status} alert with {labels:?}"),
+        NOTIFICATION_DEADLINE,
+        || alerts_with(receiver, status, labels).into_iter().next(),
+    )
+}
+
+/// Waits until the stage on `http_port` counted at least `at_least` of the
+/// counter `name` with labels containing `label_fragment`.
+pub(crate) fn wait_for_count(http_port: u16, name: &str, label_fragment: &str, at_least: f64) {
+    wait_until(
+        &format!("{name}{{{label_fragment}}} to reach {at_least}"),
+        NOTIFICATION_DEADLINE,
+        || (metric_value(http_port, name, label_fragment) >= at_least).then_some(()),
+    );
+}
+
+/// Writes `files` (name, text) into the deployment's folder `name` and returns it.
+pub(crate) fn rules_folder(
+    deployment: &Deployment,
+    name: &str,
+    files: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let dir = deployment.work.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    dir
+}
