@@ -1,6 +1,6 @@
 //! What the alert tests put into the alert stage and read out of it: metric
-//! readings produced straight to a deployment's raw metrics topic as agents
-//! would send them, and the alerts the test receivers were notified of.
+//! readings and log lines produced straight to a deployment's raw topics as
+//! agents would send them, and the alerts the test receivers were notified of.
 
 use crate::deployment::{Deployment, metric_value};
 use rdkafka::ClientConfig;
@@ -14,7 +14,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_proto::Payload;
 use vigil_proto::labels::label;
-use vigil_proto::v1::{MetricBatch, Resource, Sample, sample};
+use vigil_proto::v1::{LogBatch, LogLine, LogSource, MetricBatch, Resource, Sample, sample};
 use vigil_runtime::bus::SCHEMA_HEADER;
 use vigil_tests::webhook::WebhookReceiver;
 use vigil_tests::{TestServers, wait_until};
@@ -172,6 +172,96 @@ fn send<P: Payload>(producer: &BaseProducer, topic: &str, key: &str, batch: &P) 
         )
         .map_err(|(error, _)| error)
         .expect("enqueue a batch");
+}
+
+/// One log line to produce: its event time, text and parsed fields.
+#[derive(Debug, Clone)]
+pub(crate) struct Line {
+    pub(crate) time: SystemTime,
+    pub(crate) text: String,
+    pub(crate) fields: Vec<(String, String)>,
+}
+
+impl Line {
+    pub(crate) fn at(time: SystemTime, text: &str) -> Line {
+        Line {
+            time,
+            text: text.to_owned(),
+            fields: Vec::new(),
+        }
+    }
+
+    /// The line with the parsed field `name` set to `value`.
+    pub(crate) fn with_field(mut self, name: &str, value: &str) -> Line {
+        self.fields.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// Produces log batches of hosts' files to a deployment's logs topic, one Kafka
+/// message per batch, each acknowledged before the next is sent; byte offsets
+/// continue per host and dataset, as an agent's would.
+pub(crate) struct LogProducer {
+    topic: String,
+    producer: BaseProducer,
+    offsets: BTreeMap<(String, String), u64>,
+    /// Batches acknowledged so far.
+    pub(crate) sent: usize,
+}
+
+impl LogProducer {
+    pub(crate) fn new(topic: String) -> LogProducer {
+        LogProducer {
+            topic,
+            producer: producer(),
+            offsets: BTreeMap::new(),
+            sent: 0,
+        }
+    }
+
+    /// Sends `lines` of `host`'s file of `dataset` as one batch.
+    pub(crate) fn send(&mut self, host: &str, dataset: &str, lines: &[Line]) {
+        let offset = self
+            .offsets
+            .entry((host.to_owned(), dataset.to_owned()))
+            .or_default();
+        let lines = lines
+            .iter()
+            .map(|line| {
+                let length = line.text.len() as u64 + 1;
+                let log_line = LogLine {
+                    offset: *offset,
+                    length,
+                    message: line.text.as_bytes().to_vec(),
+                    event_time_unix_nano: unix_nanos(line.time),
+                    observed_time_unix_nano: unix_nanos(SystemTime::now()),
+                    fields: line.fields.iter().map(|(n, v)| label(n, v)).collect(),
+                    ..LogLine::default()
+                };
+                *offset += length;
+                log_line
+            })
+            .collect();
+        let batch = LogBatch {
+            resource: Some(Resource {
+                id: host.into(),
+                host_name: host.into(),
+                ..Resource::default()
+            }),
+            source: Some(LogSource {
+                path: format!("/var/log/{dataset}.log"),
+                source_id: format!("{host}:{dataset}"),
+                dataset: dataset.into(),
+                ..LogSource::default()
+            }),
+            lines,
+        };
+        send(&self.producer, &self.topic, host, &batch);
+        self.producer
+            .flush(Duration::from_secs(30))
+            .expect("log batch delivered");
+        self.sent += 1;
+    }
 }
 
 pub(crate) fn unix_nanos(time: SystemTime) -> i64 {

@@ -4,6 +4,7 @@
 
 mod agent_restart;
 mod alert_feed;
+mod alert_logs;
 mod alert_notify;
 mod alert_rules;
 mod alert_state;
