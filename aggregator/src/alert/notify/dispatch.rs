@@ -427,7 +427,7 @@ impl Dispatcher {
             .flat_map(|silence| [silence.starts_at, silence.ends_at])
             .filter(|time| *time > now)
             .min()?;
-        Some(Instant::now() + (next_change - now).to_std().unwrap_or_default())
+        Instant::now().checked_add((next_change - now).to_std().unwrap_or_default())
     }
 
     /// One group finished with an event; reports it once all have.
