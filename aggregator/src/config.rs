@@ -7,8 +7,8 @@ use crate::alert::AlertStageConfig;
 use crate::alert::notify::{InhibitRule, NotifyConfig, Receiver, Route};
 use crate::derive::DeriveStageConfig;
 use crate::index::{
-    BulkClient, BulkClientConfig, DocumentSink, ElasticsearchAuth, IndexNames, IndexStage,
-    IndexStageConfig,
+    BulkClient, BulkClientConfig, ConcurrencySettings, DocumentSink, ElasticsearchAuth, IndexNames,
+    IndexStage, IndexStageConfig,
 };
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -188,9 +188,24 @@ pub struct IndexSection {
     /// Most documents in one `_bulk` request.
     #[serde(default = "default_max_documents")]
     pub max_documents: usize,
+    /// Most bytes of documents in one `_bulk` request.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
     /// How long to wait for more messages before sending a partial bulk request.
     #[serde(default = "default_linger", with = "vigil_runtime::duration")]
     pub linger: Duration,
+    /// Most `_bulk` requests in flight at once; the stage starts with one and adds
+    /// more while Elasticsearch keeps up.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_max_bytes() -> usize {
+    5 * 1024 * 1024
+}
+
+fn default_max_in_flight() -> usize {
+    4
 }
 
 fn default_index_group() -> String {
@@ -255,6 +270,22 @@ fn default_alerts_index() -> String {
     "vigil-alerts".to_owned()
 }
 
+/// An API key wins over basic auth; a user without a password is no login.
+fn auth(
+    api_key: &Option<SecretRef>,
+    username: &Option<String>,
+    password: &Option<SecretRef>,
+) -> ElasticsearchAuth {
+    match (api_key, username, password) {
+        (Some(key), _, _) => ElasticsearchAuth::ApiKey(key.clone()),
+        (None, Some(username), Some(password)) => ElasticsearchAuth::Basic {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        _ => ElasticsearchAuth::None,
+    }
+}
+
 impl AggregatorConfig {
     /// Loads and validates `path`.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
@@ -300,6 +331,12 @@ impl AggregatorConfig {
             if index.max_documents == 0 {
                 anyhow::bail!("`index.max_documents` must be positive");
             }
+            if index.max_bytes == 0 {
+                anyhow::bail!("`index.max_bytes` must be positive");
+            }
+            if index.max_in_flight == 0 {
+                anyhow::bail!("`index.max_in_flight` must be at least 1");
+            }
             if index.elasticsearch.password.is_some() && index.elasticsearch.username.is_none() {
                 anyhow::bail!(
                     "`index.elasticsearch.password` needs `index.elasticsearch.username`"
@@ -311,47 +348,57 @@ impl AggregatorConfig {
 
     /// The index stage writing to the configured Elasticsearch, subscribed on `bus`.
     pub fn index_stage(&self, bus: &Bus, metrics: &SelfMetrics) -> anyhow::Result<IndexStage> {
-        let section = self
-            .index
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("the index stage needs an `index` section"))?;
-        let elasticsearch = &section.elasticsearch;
-        let auth = match (
-            &elasticsearch.api_key,
-            &elasticsearch.username,
-            &elasticsearch.password,
-        ) {
-            (Some(key), _, _) => ElasticsearchAuth::ApiKey(key.clone()),
-            (None, Some(username), Some(password)) => ElasticsearchAuth::Basic {
-                username: username.clone(),
-                password: password.clone(),
-            },
-            _ => ElasticsearchAuth::None,
-        };
-        let client = BulkClient::new(BulkClientConfig {
-            auth,
-            ca_file: elasticsearch.ca_file.clone(),
-            ..BulkClientConfig::new(&elasticsearch.url)
-        })
-        .map_err(|error| anyhow::anyhow!("`index.elasticsearch`: {error}"))?;
-        let names = IndexNames {
-            logs: section.indices.logs.clone(),
-            metrics: section.indices.metrics.clone(),
-            alerts: section.indices.alerts.clone(),
-        };
+        let section = self.index_section()?;
+        let client = self.bulk_client()?;
         let config = IndexStageConfig {
             group: section.group.clone(),
             max_documents: section.max_documents,
+            max_bytes: section.max_bytes,
             linger: section.linger,
-            ..IndexStageConfig::default()
         };
         Ok(IndexStage::new(
             bus,
             DocumentSink::Elasticsearch(client),
-            names,
+            self.index_names()?,
             config,
             metrics,
         )?)
+    }
+
+    fn index_section(&self) -> anyhow::Result<&IndexSection> {
+        self.index
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the index stage needs an `index` section"))
+    }
+
+    /// The configured index names.
+    pub fn index_names(&self) -> anyhow::Result<IndexNames> {
+        let indices = &self.index_section()?.indices;
+        Ok(IndexNames {
+            logs: indices.logs.clone(),
+            metrics: indices.metrics.clone(),
+            alerts: indices.alerts.clone(),
+        })
+    }
+
+    /// The client of the configured Elasticsearch.
+    pub fn bulk_client(&self) -> anyhow::Result<BulkClient> {
+        let section = self.index_section()?;
+        let elasticsearch = &section.elasticsearch;
+        BulkClient::new(BulkClientConfig {
+            auth: auth(
+                &elasticsearch.api_key,
+                &elasticsearch.username,
+                &elasticsearch.password,
+            ),
+            ca_file: elasticsearch.ca_file.clone(),
+            concurrency: ConcurrencySettings {
+                max: section.max_in_flight,
+                ..ConcurrencySettings::default()
+            },
+            ..BulkClientConfig::new(&elasticsearch.url)
+        })
+        .map_err(|error| anyhow::anyhow!("`index.elasticsearch`: {error}"))
     }
 
     /// The derive stage's runtime settings.

@@ -7,7 +7,12 @@
 //! and Elasticsearch answers 409 instead of storing a duplicate.
 //!
 //! Bodies are serialized once, here, from borrowed structs: the bulk request and the
-//! NDJSON files only copy bytes.
+//! NDJSON files only copy bytes. `event.ingested` (when the index stage built the
+//! document) is the only field not taken from the record; a redelivered record keeps
+//! its first copy, ingestion time included.
+//!
+//! Field names follow Elastic Common Schema; the mappings they are written for are
+//! the component templates in `dashboards/component-templates`.
 
 use chrono::{DateTime, SecondsFormat};
 use serde::Serialize;
@@ -96,8 +101,11 @@ pub struct Document {
     /// The document as a serialized JSON object.
     pub body: Vec<u8>,
     /// Position of the bus message this document came from in the stage's batch, so a
-    /// rejected document can send its message to the dead-letter topic.
+    /// rejected document can send its record to the dead-letter topic.
     pub origin: usize,
+    /// Position of the document among those of its message: the line of a log batch,
+    /// the sample group of a metric batch (see [`log_record`], [`metric_record`]).
+    pub record: u32,
 }
 
 /// Which metrics topic a batch came from; raw and derived samples of one resource,
@@ -161,8 +169,22 @@ pub fn alert_document_id(
         .finish()
 }
 
-/// One document per log line.
-pub fn log_documents(batch: &LogBatch, index: &str, origin: usize) -> Vec<Document> {
+/// `event.ingested` for documents built now.
+pub fn ingested_now() -> String {
+    rfc3339(
+        chrono::Utc::now()
+            .timestamp_nanos_opt()
+            .expect("the clock reads a time between 1677 and 2262"),
+    )
+}
+
+/// One document per log line; `ingested` is the `event.ingested` of all of them.
+pub fn log_documents(
+    batch: &LogBatch,
+    index: &str,
+    origin: usize,
+    ingested: &str,
+) -> Vec<Document> {
     let default_resource = Resource::default();
     let resource = batch.resource.as_ref().unwrap_or(&default_resource);
     let default_source = LogSource::default();
@@ -172,7 +194,8 @@ pub fn log_documents(batch: &LogBatch, index: &str, origin: usize) -> Vec<Docume
     batch
         .lines
         .iter()
-        .map(|line| {
+        .zip(0u32..)
+        .map(|(line, record)| {
             let event_time = if line.event_time_unix_nano != 0 {
                 line.event_time_unix_nano
             } else {
@@ -192,6 +215,7 @@ pub fn log_documents(batch: &LogBatch, index: &str, origin: usize) -> Vec<Docume
                     kind: "event",
                     dataset,
                     created: rfc3339(line.observed_time_unix_nano),
+                    ingested,
                 },
                 host: shared.host,
                 log: Log {
@@ -208,6 +232,7 @@ pub fn log_documents(batch: &LogBatch, index: &str, origin: usize) -> Vec<Docume
                 id: log_document_id(&resource.id, &source.source_id, line.offset),
                 body: serialize(&document),
                 origin,
+                record,
             }
         })
         .collect()
@@ -216,8 +241,48 @@ pub fn log_documents(batch: &LogBatch, index: &str, origin: usize) -> Vec<Docume
 /// Metric set, sorted sample labels and timestamp: what makes samples one document.
 type GroupKey<'a> = (&'a str, Vec<(&'a str, &'a str)>, i64);
 
+/// The samples of one metric document: positions in the batch's `samples`, in order.
+struct SampleGroup<'a> {
+    metric_set: &'a str,
+    labels: &'a [Label],
+    time_unix_nano: i64,
+    samples: Vec<usize>,
+}
+
+/// Groups the samples of `batch` that have a value by metric set, label set (in any
+/// order) and timestamp, in order of first appearance: group `n` is document `n`.
+fn sample_groups(batch: &MetricBatch) -> Vec<SampleGroup<'_>> {
+    let mut groups: Vec<SampleGroup<'_>> = Vec::new();
+    let mut group_of: HashMap<GroupKey<'_>, usize> = HashMap::new();
+    for (position, sample) in batch.samples.iter().enumerate() {
+        if sample.value.is_none() {
+            continue;
+        }
+        let metric_set = non_empty_or(&sample.metric_set, GENERIC_DATASET);
+        let mut label_key: Vec<(&str, &str)> = sample
+            .labels
+            .iter()
+            .map(|label| (label.name.as_str(), label.value.as_str()))
+            .collect();
+        label_key.sort_unstable();
+        let group = *group_of
+            .entry((metric_set, label_key, sample.time_unix_nano))
+            .or_insert_with(|| {
+                groups.push(SampleGroup {
+                    metric_set,
+                    labels: &sample.labels,
+                    time_unix_nano: sample.time_unix_nano,
+                    samples: Vec::new(),
+                });
+                groups.len() - 1
+            });
+        groups[group].samples.push(position);
+    }
+    groups
+}
+
 /// One document per metric set, sample label set and timestamp, holding all their
-/// samples, as Metricbeat does.
+/// samples under `metrics.<name>`, as Metricbeat does.
 ///
 /// `labels` merges the resource attributes with the sample labels (the sample label
 /// wins a name clash), so a filter such as `labels.site` works on logs and metrics.
@@ -226,51 +291,27 @@ pub fn metric_documents(
     stream: MetricStream,
     index: &str,
     origin: usize,
+    ingested: &str,
 ) -> Vec<Document> {
     let default_resource = Resource::default();
     let resource = batch.resource.as_ref().unwrap_or(&default_resource);
     let shared = Shared::of(resource);
-
-    struct Group<'a> {
-        metric_set: &'a str,
-        labels: &'a [Label],
-        time_unix_nano: i64,
-        metrics: BTreeMap<&'a str, MetricValue>,
-    }
-    let mut groups: Vec<Group<'_>> = Vec::new();
-    let mut group_of: HashMap<GroupKey<'_>, usize> = HashMap::new();
-    for sample in &batch.samples {
-        let Some(value) = sample.value else {
-            continue;
-        };
-        let metric_set = non_empty_or(&sample.metric_set, GENERIC_DATASET);
-        let mut label_key: Vec<(&str, &str)> = sample
-            .labels
-            .iter()
-            .map(|label| (label.name.as_str(), label.value.as_str()))
-            .collect();
-        label_key.sort_unstable();
-        let position = *group_of
-            .entry((metric_set, label_key, sample.time_unix_nano))
-            .or_insert_with(|| {
-                groups.push(Group {
-                    metric_set,
-                    labels: &sample.labels,
-                    time_unix_nano: sample.time_unix_nano,
-                    metrics: BTreeMap::new(),
-                });
-                groups.len() - 1
-            });
-        let value = match value {
-            sample::Value::Counter(counter) => MetricValue::Counter(counter),
-            sample::Value::Gauge(gauge) => MetricValue::Gauge(gauge),
-        };
-        groups[position].metrics.insert(&sample.name, value);
-    }
-
-    groups
+    sample_groups(batch)
         .into_iter()
-        .map(|group| {
+        .zip(0u32..)
+        .map(|(group, record)| {
+            let metrics: BTreeMap<&str, MetricValue> = group
+                .samples
+                .iter()
+                .filter_map(|&position| {
+                    let sample = &batch.samples[position];
+                    let value = match sample.value? {
+                        sample::Value::Counter(counter) => MetricValue::Counter(counter),
+                        sample::Value::Gauge(gauge) => MetricValue::Gauge(gauge),
+                    };
+                    Some((sample.name.as_str(), value))
+                })
+                .collect();
             let mut labels = shared.attributes.clone();
             labels.extend(label_object(group.labels));
             let document = MetricDocument {
@@ -278,13 +319,14 @@ pub fn metric_documents(
                 event: MetricEvent {
                     kind: "metric",
                     dataset: group.metric_set,
+                    ingested,
                 },
                 metricset: MetricSet {
                     name: group.metric_set,
                 },
                 host: shared.host,
                 labels,
-                metrics: group.metrics,
+                metrics,
                 vigil: MetricVigil {
                     resource: shared.vigil.resource,
                     derived: stream == MetricStream::Derived,
@@ -301,26 +343,70 @@ pub fn metric_documents(
                 ),
                 body: serialize(&document),
                 origin,
+                record,
             }
         })
         .collect()
 }
 
+/// The log line of document `record` of `batch`, alone in a batch of its own: what
+/// the dead-letter topic gets when Elasticsearch refuses that document, ready to be
+/// published to the logs topic again once the cause is fixed.
+pub fn log_record(batch: &LogBatch, record: u32) -> LogBatch {
+    LogBatch {
+        resource: batch.resource.clone(),
+        source: batch.source.clone(),
+        lines: batch
+            .lines
+            .get(record as usize)
+            .cloned()
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The samples of document `record` of `batch`, alone in a batch of their own; see
+/// [`log_record`].
+pub fn metric_record(batch: &MetricBatch, record: u32) -> MetricBatch {
+    let samples = sample_groups(batch)
+        .into_iter()
+        .nth(record as usize)
+        .map(|group| {
+            group
+                .samples
+                .iter()
+                .map(|&position| batch.samples[position].clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    MetricBatch {
+        resource: batch.resource.clone(),
+        samples,
+        producer: batch.producer.clone(),
+    }
+}
+
 /// The document of one alert state change.
-pub fn alert_document(event: &AlertEvent, index: &str, origin: usize) -> Document {
+///
+/// The alert's `host` label, when it has one, is also its `host.name`, so one filter
+/// on a host finds its logs, metrics and alerts.
+pub fn alert_document(event: &AlertEvent, index: &str, origin: usize, ingested: &str) -> Document {
     let status = event.status();
+    let labels = label_object(&event.labels);
     let document = AlertDocument {
         timestamp: rfc3339(event.evaluated_at_unix_nano),
         event: AlertEventFields {
             kind: "alert",
             start: (event.starts_at_unix_nano != 0).then(|| rfc3339(event.starts_at_unix_nano)),
             end: (event.ends_at_unix_nano != 0).then(|| rfc3339(event.ends_at_unix_nano)),
+            ingested,
         },
+        host: labels.get("host").map(|&name| Host { name }),
         rule: Rule {
             name: &event.alert,
             ruleset: &event.group,
         },
-        labels: label_object(&event.labels),
+        labels,
         vigil: AlertVigil {
             alert: AlertFields {
                 status: match status {
@@ -340,6 +426,7 @@ pub fn alert_document(event: &AlertEvent, index: &str, origin: usize) -> Documen
         id: alert_document_id(&event.fingerprint, status, event.starts_at_unix_nano),
         body: serialize(&document),
         origin,
+        record: 0,
     }
 }
 
@@ -441,6 +528,8 @@ struct LogEvent<'a> {
     dataset: &'a str,
     /// When the agent read the line.
     created: String,
+    /// When the index stage built the document.
+    ingested: &'a str,
 }
 
 #[derive(Serialize)]
@@ -473,6 +562,7 @@ struct MetricDocument<'a> {
 struct MetricEvent<'a> {
     kind: &'static str,
     dataset: &'a str,
+    ingested: &'a str,
 }
 
 #[derive(Serialize)]
@@ -500,7 +590,9 @@ enum MetricValue {
 struct AlertDocument<'a> {
     #[serde(rename = "@timestamp")]
     timestamp: String,
-    event: AlertEventFields,
+    event: AlertEventFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<Host<'a>>,
     rule: Rule<'a>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     labels: BTreeMap<&'a str, &'a str>,
@@ -508,12 +600,13 @@ struct AlertDocument<'a> {
 }
 
 #[derive(Serialize)]
-struct AlertEventFields {
+struct AlertEventFields<'a> {
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     start: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     end: Option<String>,
+    ingested: &'a str,
 }
 
 #[derive(Serialize)]
@@ -546,6 +639,7 @@ mod tests {
 
     /// 2024-05-01T10:00:00Z
     const T0: i64 = 1_714_557_600_000_000_000;
+    const INGESTED: &str = "2024-05-01T10:00:02Z";
 
     fn resource() -> Resource {
         Resource {
@@ -610,7 +704,12 @@ mod tests {
         flagged.truncated = true;
         flagged.invalid_utf8 = true;
         flagged.fields = vec![label("level", "warn")];
-        let documents = log_documents(&log_batch(vec![line(0, b"hello"), flagged]), "logs", 4);
+        let documents = log_documents(
+            &log_batch(vec![line(0, b"hello"), flagged]),
+            "logs",
+            4,
+            INGESTED,
+        );
 
         assert_eq!(documents.len(), 2);
         assert_eq!(documents[0].index, "logs");
@@ -620,7 +719,12 @@ mod tests {
             json!({
                 "@timestamp": "2024-05-01T10:00:00.123456789Z",
                 "message": "hello",
-                "event": {"kind": "event", "dataset": "generic", "created": "2024-05-01T10:00:00.500Z"},
+                "event": {
+                    "kind": "event",
+                    "dataset": "generic",
+                    "created": "2024-05-01T10:00:00.500Z",
+                    "ingested": INGESTED,
+                },
                 "host": {"name": "core-sw-1"},
                 "log": {"file": {"path": "/var/log/syslog"}, "offset": 0},
                 "labels": {"role": "switch", "site": "fra1"},
@@ -632,13 +736,14 @@ mod tests {
         assert_eq!(second["tags"], json!(["truncated", "invalid_utf8"]));
         assert_eq!(second["fields"], json!({"level": "warn"}));
         assert_eq!(second["log"]["offset"], 17);
+        assert_eq!((documents[0].record, documents[1].record), (0, 1));
     }
 
     #[test]
     fn log_ids_are_deterministic_and_distinct_per_offset() {
         let batch = log_batch(vec![line(0, b"a"), line(2, b"b")]);
-        let first = log_documents(&batch, "logs", 0);
-        let again = log_documents(&batch, "logs", 9);
+        let first = log_documents(&batch, "logs", 0, INGESTED);
+        let again = log_documents(&batch, "logs", 9, "2030-01-01T00:00:00Z");
         assert_eq!(first[0].id, again[0].id);
         assert_eq!(first[1].id, again[1].id);
         assert_ne!(first[0].id, first[1].id);
@@ -655,7 +760,7 @@ mod tests {
     fn a_line_without_event_time_is_stamped_with_its_observed_time() {
         let mut undated = line(0, b"x");
         undated.event_time_unix_nano = 0;
-        let document = json(&log_documents(&log_batch(vec![undated]), "logs", 0)[0]);
+        let document = json(&log_documents(&log_batch(vec![undated]), "logs", 0, INGESTED)[0]);
         assert_eq!(document["@timestamp"], "2024-05-01T10:00:00.500Z");
     }
 
@@ -670,13 +775,13 @@ mod tests {
             counter("if.in.octets", eth0, T0, 7),
             counter("if.in.octets", lo(), T0 + 1_000_000_000, 124),
         ]);
-        let documents = metric_documents(&batch, MetricStream::Raw, "metrics", 1);
+        let documents = metric_documents(&batch, MetricStream::Raw, "metrics", 1, INGESTED);
         assert_eq!(documents.len(), 3);
         assert_eq!(
             json(&documents[0]),
             json!({
                 "@timestamp": "2024-05-01T10:00:00Z",
-                "event": {"kind": "metric", "dataset": "if"},
+                "event": {"kind": "metric", "dataset": "if", "ingested": INGESTED},
                 "metricset": {"name": "if"},
                 "host": {"name": "core-sw-1"},
                 "labels": {"ifIndex": "1", "ifName": "lo", "role": "switch", "site": "fra1"},
@@ -695,8 +800,8 @@ mod tests {
     #[test]
     fn derived_samples_do_not_collide_with_raw_ones() {
         let batch = metric_batch(vec![counter("if.in.octets", vec![], T0, 1)]);
-        let raw = metric_documents(&batch, MetricStream::Raw, "metrics", 0);
-        let derived = metric_documents(&batch, MetricStream::Derived, "metrics", 0);
+        let raw = metric_documents(&batch, MetricStream::Raw, "metrics", 0, INGESTED);
+        let derived = metric_documents(&batch, MetricStream::Derived, "metrics", 0, INGESTED);
         assert_ne!(raw[0].id, derived[0].id);
         assert_eq!(json(&derived[0])["vigil"]["derived"], true);
         assert_eq!(json(&raw[0])["vigil"].get("derived"), None);
@@ -712,7 +817,7 @@ mod tests {
             counter("if.out.octets", vec![], T0, u64::MAX),
             gauge,
         ]);
-        let documents = metric_documents(&batch, MetricStream::Raw, "metrics", 0);
+        let documents = metric_documents(&batch, MetricStream::Raw, "metrics", 0, INGESTED);
         let body = String::from_utf8(documents[0].body.clone()).unwrap();
         assert!(
             body.contains(r#""if.in.octets":9007199254740993"#),
@@ -730,7 +835,11 @@ mod tests {
         let event = AlertEvent {
             group: "network".into(),
             alert: "InterfaceDown".into(),
-            labels: vec![label("ifName", "eth0"), label("severity", "page")],
+            labels: vec![
+                label("ifName", "eth0"),
+                label("host", "core-sw-1"),
+                label("severity", "page"),
+            ],
             annotations: vec![label("summary", "eth0 is down")],
             status: AlertStatus::Firing.into(),
             starts_at_unix_nano: T0,
@@ -739,14 +848,15 @@ mod tests {
             fingerprint: "3f2a".into(),
             evaluated_at_unix_nano: T0 + 60_000_000_000,
         };
-        let document = alert_document(&event, "alerts", 2);
+        let document = alert_document(&event, "alerts", 2, INGESTED);
         assert_eq!(
             json(&document),
             json!({
                 "@timestamp": "2024-05-01T10:01:00Z",
-                "event": {"kind": "alert", "start": "2024-05-01T10:00:00Z"},
+                "event": {"kind": "alert", "start": "2024-05-01T10:00:00Z", "ingested": INGESTED},
+                "host": {"name": "core-sw-1"},
                 "rule": {"name": "InterfaceDown", "ruleset": "network"},
-                "labels": {"ifName": "eth0", "severity": "page"},
+                "labels": {"host": "core-sw-1", "ifName": "eth0", "severity": "page"},
                 "vigil": {"alert": {
                     "status": "firing",
                     "fingerprint": "3f2a",
@@ -760,13 +870,49 @@ mod tests {
             ends_at_unix_nano: T0 + 120_000_000_000,
             ..event.clone()
         };
-        let resolved_document = alert_document(&resolved, "alerts", 2);
+        let resolved_document = alert_document(&resolved, "alerts", 2, INGESTED);
         assert_ne!(resolved_document.id, document.id);
         assert_eq!(
             json(&resolved_document)["event"]["end"],
             "2024-05-01T10:02:00Z"
         );
-        assert_eq!(alert_document(&event, "alerts", 0).id, document.id);
+        assert_eq!(
+            alert_document(&event, "alerts", 0, INGESTED).id,
+            document.id
+        );
+    }
+
+    #[test]
+    fn a_rejected_document_can_be_turned_back_into_its_record() {
+        let batch = log_batch(vec![line(0, b"a"), line(2, b"b")]);
+        let record = log_record(&batch, 1);
+        assert_eq!(record.lines, vec![line(2, b"b")]);
+        assert_eq!(record.source, batch.source);
+        assert_eq!(
+            log_documents(&record, "logs", 0, INGESTED)[0].id,
+            log_documents(&batch, "logs", 0, INGESTED)[1].id
+        );
+
+        let lo = vec![label("ifName", "lo")];
+        let eth0 = vec![label("ifName", "eth0")];
+        let batch = metric_batch(vec![
+            counter("if.in.octets", lo.clone(), T0, 1),
+            counter("if.in.octets", eth0.clone(), T0, 2),
+            counter("if.out.octets", lo.clone(), T0, 3),
+        ]);
+        let documents = metric_documents(&batch, MetricStream::Raw, "metrics", 0, INGESTED);
+        assert_eq!(documents[0].record, 0);
+        assert_eq!(documents[1].record, 1);
+        let record = metric_record(&batch, documents[0].record);
+        assert_eq!(
+            record.samples,
+            vec![
+                counter("if.in.octets", lo.clone(), T0, 1),
+                counter("if.out.octets", lo, T0, 3),
+            ]
+        );
+        let again = metric_documents(&record, MetricStream::Raw, "metrics", 0, INGESTED);
+        assert_eq!(again, vec![documents[0].clone()]);
     }
 
     #[test]

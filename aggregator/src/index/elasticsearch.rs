@@ -9,19 +9,26 @@
 //!
 //! Failures that can pass (connection errors, timeouts, 429, 5xx, bodies that are not
 //! a bulk response, and the same per document) are retried with exponential backoff
-//! until they succeed or shutdown, because the stage must not lose documents.
-//! Per-document 4xx answers other than 409 and 429 are final and come back in the
-//! report, so the stage can dead-letter the message they came from.
+//! and jitter until they succeed or shutdown, because the stage must not lose
+//! documents; a retry carries only the documents that failed that way. Per-document
+//! 4xx answers other than 409 and 429 are final and come back in the report, so the
+//! stage can dead-letter the records they came from.
+//!
+//! Every request holds a permit of the client's [`AdaptiveConcurrency`] while it is
+//! in flight, and tells it what the answer said about the cluster's load, so several
+//! writes can share the cluster without overrunning it.
 
+use super::concurrency::{AdaptiveConcurrency, ConcurrencySettings, Signal};
 use super::documents::Document;
 use super::sink::{Outcome, SinkError, WriteReport};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use reqwest::{Certificate, RequestBuilder, StatusCode, Url};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +57,7 @@ pub enum ElasticsearchAuth {
 }
 
 /// Settings of a [`BulkClient`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BulkClientConfig {
     /// Base URL of the cluster, for example `https://es.example:9200`.
     pub url: String,
@@ -64,11 +71,14 @@ pub struct BulkClientConfig {
     pub initial_backoff: Duration,
     /// Upper bound of the wait between retries.
     pub max_backoff: Duration,
+    /// How many bulk requests may be in flight at once.
+    pub concurrency: ConcurrencySettings,
 }
 
 impl BulkClientConfig {
     /// Defaults for the cluster at `url`: no authentication, public CA roots, 60 s
-    /// request timeout, backoff from 100 ms doubling to 30 s.
+    /// request timeout, backoff from 100 ms doubling to 30 s, one to four requests in
+    /// flight.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -77,6 +87,7 @@ impl BulkClientConfig {
             request_timeout: Duration::from_secs(60),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            concurrency: ConcurrencySettings::default(),
         }
     }
 }
@@ -84,20 +95,25 @@ impl BulkClientConfig {
 /// A [`BulkClientConfig`] that cannot work.
 #[derive(Debug, Error)]
 pub enum BulkClientError {
-    #[error("Elasticsearch URL `{url}` is invalid: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    #[error("{service} URL `{url}` is invalid: {reason}")]
+    InvalidUrl {
+        service: &'static str,
+        url: String,
+        reason: String,
+    },
     #[error(
-        "Elasticsearch URL `{url}` must not hold credentials: configure basic auth or an API key read from a secret file or environment variable"
+        "{service} URL `{url}` must not hold credentials: configure basic auth or an API key read from a secret file or environment variable"
     )]
-    CredentialsInUrl { url: String },
-    #[error("Elasticsearch {what} could not be read: {source}")]
+    CredentialsInUrl { service: &'static str, url: String },
+    #[error("{service} {what} could not be read: {source}")]
     Secret {
+        service: &'static str,
         what: &'static str,
         #[source]
         source: SecretError,
     },
-    #[error("the Elasticsearch API key is not a valid HTTP header value")]
-    InvalidApiKey,
+    #[error("the {service} API key is not a valid HTTP header value")]
+    InvalidApiKey { service: &'static str },
     #[error("CA certificate file {path} could not be used: {reason}")]
     CaFile { path: String, reason: String },
     #[error("the HTTP client could not be built: {0}")]
@@ -141,6 +157,21 @@ pub enum ElasticsearchError {
 }
 
 impl ElasticsearchError {
+    /// What the failure says about the cluster's load.
+    fn signal(&self) -> Signal {
+        match self {
+            Self::Transport { .. } => Signal::Unreachable,
+            Self::Status { status, .. } if *status == StatusCode::TOO_MANY_REQUESTS => {
+                Signal::Throttled
+            }
+            Self::Status { status, .. } if !status.is_server_error() => Signal::Healthy,
+            Self::Status { .. }
+            | Self::Malformed { .. }
+            | Self::ItemCount { .. }
+            | Self::DocumentsToRetry { .. } => Signal::ServerError,
+        }
+    }
+
     /// Whether sending the same request again can succeed.
     fn is_retryable(&self) -> bool {
         match self {
@@ -153,41 +184,25 @@ impl ElasticsearchError {
     }
 }
 
-/// An index template that could not be installed.
-#[derive(Debug, Error)]
-pub enum TemplateError {
-    #[error("could not read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("index template {path} is not valid JSON: {source}")]
-    InvalidJson {
-        path: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("index template {path} could not be installed: {source}")]
-    Request {
-        path: String,
-        #[source]
-        source: ElasticsearchError,
-    },
-}
-
 /// Writes documents to Elasticsearch with the bulk API.
 #[derive(Debug)]
 pub struct BulkClient {
-    http: reqwest::Client,
-    /// Base URL, ending in `/`.
-    base_url: Url,
+    endpoint: HttpEndpoint,
     bulk_url: Url,
     /// The bulk URL without its query, for messages.
     bulk_url_text: String,
-    credentials: Credentials,
     initial_backoff: Duration,
     max_backoff: Duration,
+    concurrency: Arc<AdaptiveConcurrency>,
+}
+
+/// An HTTP API (Elasticsearch's or Kibana's): its base URL, client and credentials.
+#[derive(Debug)]
+pub(crate) struct HttpEndpoint {
+    http: reqwest::Client,
+    /// Base URL, ending in `/`.
+    base_url: Url,
+    credentials: Credentials,
 }
 
 /// Resolved secrets; never printed.
@@ -207,59 +222,57 @@ impl fmt::Debug for Credentials {
     }
 }
 
-impl BulkClient {
-    /// Builds the client, reading secrets and the CA file now so that a wrong setting
-    /// fails at startup rather than on the first write.
-    pub fn new(config: BulkClientConfig) -> Result<Self, BulkClientError> {
-        let mut base_url =
-            Url::parse(&config.url).map_err(|error| BulkClientError::InvalidUrl {
-                url: config.url.clone(),
-                reason: error.to_string(),
-            })?;
+impl HttpEndpoint {
+    /// Checks the URL and builds the client, reading secrets and the CA file now so
+    /// that a wrong setting fails at startup rather than on the first request;
+    /// `service` names the API in errors.
+    pub(crate) fn new(
+        service: &'static str,
+        url: &str,
+        auth: &ElasticsearchAuth,
+        ca_file: Option<&Path>,
+        request_timeout: Duration,
+    ) -> Result<Self, BulkClientError> {
+        let invalid = |reason: String| BulkClientError::InvalidUrl {
+            service,
+            url: url.to_owned(),
+            reason,
+        };
+        let mut base_url = Url::parse(url).map_err(|error| invalid(error.to_string()))?;
         if !matches!(base_url.scheme(), "http" | "https") {
-            return Err(BulkClientError::InvalidUrl {
-                url: config.url,
-                reason: "the scheme must be http or https".into(),
-            });
+            return Err(invalid("the scheme must be http or https".into()));
         }
         if !base_url.username().is_empty() || base_url.password().is_some() {
             let _ = base_url.set_password(None);
             return Err(BulkClientError::CredentialsInUrl {
+                service,
                 url: base_url.to_string(),
             });
         }
         if !base_url.path().ends_with('/') {
             base_url.set_path(&format!("{}/", base_url.path()));
         }
-        let joined = |path: &str| {
-            base_url
-                .join(path)
-                .map_err(|error| BulkClientError::InvalidUrl {
-                    url: config.url.clone(),
-                    reason: error.to_string(),
-                })
-        };
-        let bulk_url_text = joined("_bulk")?.to_string();
-        let bulk_url = joined(&format!("_bulk?filter_path={BULK_FILTER_PATH}"))?;
 
-        let credentials = match &config.auth {
+        let credentials = match auth {
             ElasticsearchAuth::None => Credentials::None,
             ElasticsearchAuth::Basic { username, password } => Credentials::Basic {
                 username: username.clone(),
                 password: password
                     .resolve()
                     .map_err(|source| BulkClientError::Secret {
+                        service,
                         what: "password",
                         source,
                     })?,
             },
             ElasticsearchAuth::ApiKey(key) => {
                 let key = key.resolve().map_err(|source| BulkClientError::Secret {
+                    service,
                     what: "API key",
                     source,
                 })?;
                 let mut value = HeaderValue::from_str(&format!("ApiKey {key}"))
-                    .map_err(|_| BulkClientError::InvalidApiKey)?;
+                    .map_err(|_| BulkClientError::InvalidApiKey { service })?;
                 value.set_sensitive(true);
                 Credentials::Header(value)
             }
@@ -268,8 +281,8 @@ impl BulkClient {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("vigil-aggregator/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(config.request_timeout);
-        if let Some(path) = &config.ca_file {
+            .timeout(request_timeout);
+        if let Some(path) = ca_file {
             let ca_error = |reason: String| BulkClientError::CaFile {
                 path: path.display().to_string(),
                 reason,
@@ -287,24 +300,98 @@ impl BulkClient {
         let http = builder
             .build()
             .map_err(|error| BulkClientError::Client(error_chain(&error)))?;
-
         Ok(Self {
             http,
             base_url,
+            credentials,
+        })
+    }
+
+    /// The base URL, ending in `/`.
+    pub(crate) fn base_url(&self) -> &Url {
+        &self.base_url
+    }
+
+    /// `path` (relative, such as `_index_template/x`) joined to the base URL.
+    pub(crate) fn url(&self, path: &str) -> Url {
+        self.base_url
+            .join(path)
+            .expect("paths built from names are valid relative URLs")
+    }
+
+    /// A request to `url` with the endpoint's credentials.
+    pub(crate) fn request(&self, method: reqwest::Method, url: Url) -> RequestBuilder {
+        let request = self.http.request(method, url);
+        match &self.credentials {
+            Credentials::None => request,
+            Credentials::Basic { username, password } => {
+                request.basic_auth(username, Some(password))
+            }
+            Credentials::Header(value) => request.header(AUTHORIZATION, value.clone()),
+        }
+    }
+
+    /// Sends `request` and reads the whole response body; `Err` is the transport
+    /// failure, with its causes.
+    pub(crate) async fn exchange(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<(StatusCode, Vec<u8>), String> {
+        let response = request
+            .send()
+            .await
+            .map_err(|error| error_chain(&error.without_url()))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|error| error_chain(&error.without_url()))?;
+        Ok((status, body.to_vec()))
+    }
+}
+
+impl BulkClient {
+    /// Builds the client, reading secrets and the CA file now so that a wrong setting
+    /// fails at startup rather than on the first write.
+    pub fn new(config: BulkClientConfig) -> Result<Self, BulkClientError> {
+        let endpoint = HttpEndpoint::new(
+            "Elasticsearch",
+            &config.url,
+            &config.auth,
+            config.ca_file.as_deref(),
+            config.request_timeout,
+        )?;
+        let bulk_url_text = endpoint.url("_bulk").to_string();
+        let bulk_url = endpoint.url(&format!("_bulk?filter_path={BULK_FILTER_PATH}"));
+        Ok(Self {
+            endpoint,
             bulk_url,
             bulk_url_text,
-            credentials,
             initial_backoff: config.initial_backoff,
             max_backoff: config.max_backoff,
+            concurrency: AdaptiveConcurrency::new(config.concurrency),
         })
+    }
+
+    /// The connection to the cluster, for requests other than bulk writes.
+    pub(crate) fn endpoint(&self) -> &HttpEndpoint {
+        &self.endpoint
     }
 
     /// The base URL of the cluster.
     pub fn url(&self) -> &str {
-        self.base_url.as_str()
+        self.endpoint.base_url.as_str()
     }
 
-    pub(crate) async fn write(
+    /// How many bulk requests are in flight, and how many may be.
+    pub fn concurrency(&self) -> &Arc<AdaptiveConcurrency> {
+        &self.concurrency
+    }
+
+    /// Writes `documents` with as many bulk requests as it takes: documents answered
+    /// 429 or 5xx (or all of them, when the request fails that way or gets no answer)
+    /// are sent again after a backoff with jitter, the others never.
+    pub async fn write(
         &self,
         documents: &[Document],
         shutdown: &CancellationToken,
@@ -312,23 +399,37 @@ impl BulkClient {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; documents.len()];
         let mut pending: Vec<usize> = (0..documents.len()).collect();
         let mut attempts = 0;
-        let mut retries = 0;
+        let mut report = WriteReport::default();
         let mut backoff = self.initial_backoff;
+        let mut last_failure = None;
         while !pending.is_empty() {
+            let permit = tokio::select! {
+                biased;
+                permit = self.concurrency.acquire() => permit,
+                () = shutdown.cancelled() => {
+                    return Err(SinkError::Interrupted { attempts, last: last_failure });
+                }
+            };
             attempts += 1;
             let failure = match self.send(documents, &pending).await {
                 Ok(results) => {
                     let mut to_retry = Vec::new();
                     let mut first_retry_reason = None;
+                    let mut signal = Signal::Healthy;
                     for (&position, result) in pending.iter().zip(results) {
                         match result {
                             ItemResult::Final(outcome) => outcomes[position] = Some(outcome),
-                            ItemResult::Retry(reason) => {
+                            ItemResult::Retry { reason, throttled } => {
                                 to_retry.push(position);
                                 first_retry_reason.get_or_insert(reason);
+                                signal = match (signal, throttled) {
+                                    (_, true) | (Signal::Throttled, _) => Signal::Throttled,
+                                    _ => Signal::ServerError,
+                                };
                             }
                         }
                     }
+                    permit.finish(signal);
                     pending = to_retry;
                     match first_retry_reason {
                         None => break,
@@ -339,15 +440,16 @@ impl BulkClient {
                         },
                     }
                 }
-                Err(error) if error.is_retryable() => error,
-                Err(error) => return Err(SinkError::Refused(error)),
+                Err(error) => {
+                    permit.finish(error.signal());
+                    if !error.is_retryable() {
+                        return Err(SinkError::Refused(error));
+                    }
+                    error
+                }
             };
-            if shutdown.is_cancelled() {
-                return Err(SinkError::Interrupted {
-                    attempts,
-                    last: failure,
-                });
-            }
+            report.retries += 1;
+            report.documents_retried += pending.len() as u64;
             let delay = jittered(backoff);
             tracing::warn!(
                 documents = pending.len(),
@@ -356,22 +458,26 @@ impl BulkClient {
                 error = %failure,
                 "bulk write failed; retrying"
             );
+            if shutdown.is_cancelled() {
+                return Err(SinkError::Interrupted {
+                    attempts,
+                    last: Some(failure),
+                });
+            }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = shutdown.cancelled() => {
-                    return Err(SinkError::Interrupted { attempts, last: failure });
+                    return Err(SinkError::Interrupted { attempts, last: Some(failure) });
                 }
             }
-            retries += 1;
+            last_failure = Some(failure);
             backoff = (backoff * 2).min(self.max_backoff);
         }
-        Ok(WriteReport {
-            outcomes: outcomes
-                .into_iter()
-                .map(|outcome| outcome.expect("every document has an outcome once none is pending"))
-                .collect(),
-            retries,
-        })
+        report.outcomes = outcomes
+            .into_iter()
+            .map(|outcome| outcome.expect("every document has an outcome once none is pending"))
+            .collect();
+        Ok(report)
     }
 
     /// One bulk request for the documents at `pending`.
@@ -382,98 +488,17 @@ impl BulkClient {
     ) -> Result<Vec<ItemResult>, ElasticsearchError> {
         let body = bulk_body(documents, pending);
         let request = self
-            .authorized(self.http.post(self.bulk_url.clone()))
+            .endpoint
+            .request(reqwest::Method::POST, self.bulk_url.clone())
             .header(CONTENT_TYPE, "application/x-ndjson")
             .body(body);
-        let (status, body) = self.exchange(request, &self.bulk_url_text).await?;
+        let (status, body) = self.endpoint.exchange(request).await.map_err(|detail| {
+            ElasticsearchError::Transport {
+                url: self.bulk_url_text.clone(),
+                detail,
+            }
+        })?;
         parse_bulk_response(&self.bulk_url_text, status, &body, pending.len())
-    }
-
-    /// Installs every `<name>.json` in `dir` as the composable index template `<name>`
-    /// (`PUT _index_template/<name>`), in name order; returns the names installed.
-    pub async fn install_index_templates(&self, dir: &Path) -> Result<Vec<String>, TemplateError> {
-        let read_error = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| TemplateError::Read { path, source }
-        };
-        let mut paths = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
-            let path = entry.map_err(read_error(dir))?.path();
-            if path
-                .extension()
-                .is_some_and(|extension| extension == "json")
-            {
-                paths.push(path);
-            }
-        }
-        paths.sort();
-
-        let mut installed = Vec::new();
-        for path in paths {
-            let body = std::fs::read(&path).map_err(read_error(&path))?;
-            serde_json::from_slice::<Value>(&body).map_err(|source| {
-                TemplateError::InvalidJson {
-                    path: path.display().to_string(),
-                    source,
-                }
-            })?;
-            let name = path
-                .file_stem()
-                .map(|stem| stem.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let url = self
-                .base_url
-                .join(&format!("_index_template/{name}"))
-                .expect("a template name is a valid relative URL");
-            let request = self
-                .authorized(self.http.put(url.clone()))
-                .header(CONTENT_TYPE, "application/json")
-                .body(body);
-            let request_error = |source| TemplateError::Request {
-                path: path.display().to_string(),
-                source,
-            };
-            let (status, response) = self
-                .exchange(request, url.as_str())
-                .await
-                .map_err(request_error)?;
-            if !status.is_success() {
-                return Err(request_error(ElasticsearchError::Status {
-                    url: url.to_string(),
-                    status,
-                    snippet: snippet(&response),
-                }));
-            }
-            tracing::info!(template = %name, "index template installed");
-            installed.push(name);
-        }
-        Ok(installed)
-    }
-
-    fn authorized(&self, request: RequestBuilder) -> RequestBuilder {
-        match &self.credentials {
-            Credentials::None => request,
-            Credentials::Basic { username, password } => {
-                request.basic_auth(username, Some(password))
-            }
-            Credentials::Header(value) => request.header(AUTHORIZATION, value.clone()),
-        }
-    }
-
-    /// Sends `request` and reads the whole response body.
-    async fn exchange(
-        &self,
-        request: RequestBuilder,
-        url: &str,
-    ) -> Result<(StatusCode, Vec<u8>), ElasticsearchError> {
-        let transport_error = |error: reqwest::Error| ElasticsearchError::Transport {
-            url: url.to_owned(),
-            detail: error_chain(&error.without_url()),
-        };
-        let response = request.send().await.map_err(transport_error)?;
-        let status = response.status();
-        let body = response.bytes().await.map_err(transport_error)?;
-        Ok((status, body.to_vec()))
     }
 }
 
@@ -482,26 +507,23 @@ impl BulkClient {
 enum ItemResult {
     Final(Outcome),
     /// Failed in a way that may pass (429, 5xx); the reason is for logs.
-    Retry(String),
-}
-
-#[derive(Serialize)]
-struct BulkAction<'a> {
-    create: BulkTarget<'a>,
-}
-
-#[derive(Serialize)]
-struct BulkTarget<'a> {
-    #[serde(rename = "_index")]
-    index: &'a str,
-    #[serde(rename = "_id")]
-    id: &'a str,
+    Retry {
+        reason: String,
+        throttled: bool,
+    },
 }
 
 #[derive(Deserialize)]
 struct BulkResponse {
     #[serde(default)]
-    items: Vec<BTreeMap<String, BulkItem>>,
+    items: Vec<BulkItemEntry>,
+}
+
+/// One item of a bulk response: `{"create": {...}}` (or the item of another action).
+#[derive(Deserialize)]
+struct BulkItemEntry {
+    #[serde(alias = "index", alias = "update", alias = "delete")]
+    create: Option<BulkItem>,
 }
 
 #[derive(Deserialize)]
@@ -513,29 +535,47 @@ struct BulkItem {
 
 /// The NDJSON body: a `create` action line and the document line for each document.
 fn bulk_body(documents: &[Document], pending: &[usize]) -> Vec<u8> {
+    const ACTION_START: &[u8] = br#"{"create":{"_index":"#;
+    const ID_KEY: &[u8] = br#","_id":"#;
     let size = pending
         .iter()
         .map(|&position| {
             let document = &documents[position];
-            document.body.len() + document.index.len() + document.id.len() + 40
+            document.body.len()
+                + document.index.len()
+                + document.id.len()
+                + ACTION_START.len()
+                + ID_KEY.len()
+                + 8
         })
         .sum();
     let mut body = Vec::with_capacity(size);
     for &position in pending {
         let document = &documents[position];
-        let action = BulkAction {
-            create: BulkTarget {
-                index: &document.index,
-                id: &document.id,
-            },
-        };
-        serde_json::to_writer(&mut body, &action)
-            .expect("an action of two strings always serializes");
-        body.push(b'\n');
+        body.extend_from_slice(ACTION_START);
+        push_json_string(&mut body, &document.index);
+        body.extend_from_slice(ID_KEY);
+        push_json_string(&mut body, &document.id);
+        body.extend_from_slice(b"}}\n");
         body.extend_from_slice(&document.body);
         body.push(b'\n');
     }
     body
+}
+
+/// `text` as a JSON string; index names and hex ids need no escaping, so they are
+/// copied as they are.
+fn push_json_string(out: &mut Vec<u8>, text: &str) {
+    if text
+        .bytes()
+        .any(|byte| byte < 0x20 || byte == b'"' || byte == b'\\')
+    {
+        serde_json::to_writer(&mut *out, text).expect("a string always serializes");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+    }
 }
 
 /// Reads a bulk response: one result per document sent, in order.
@@ -572,8 +612,7 @@ fn parse_bulk_response(
         .into_iter()
         .map(|item| {
             let item = item
-                .into_values()
-                .next()
+                .create
                 .ok_or_else(|| malformed("an item names no action".into()))?;
             Ok(item_result(&item))
         })
@@ -593,7 +632,10 @@ fn item_result(item: &BulkItem) -> ItemResult {
         None => status.to_string(),
     };
     if is_retryable_status(status) {
-        ItemResult::Retry(reason)
+        ItemResult::Retry {
+            reason,
+            throttled: status == StatusCode::TOO_MANY_REQUESTS,
+        }
     } else {
         ItemResult::Final(Outcome::Rejected { reason })
     }
@@ -654,14 +696,22 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// `backoff` with its second half spread by the clock, so indexers that failed
-/// together do not all retry at the same instant.
+/// `backoff` with its second half spread at random, so indexers (and requests of
+/// one indexer) that failed together do not all retry at the same instant.
 fn jittered(backoff: Duration) -> Duration {
-    let half = backoff / 2;
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.subsec_nanos());
-    half + half.mul_f64(f64::from(nanos % 1000) / 1000.0)
+    // SplitMix64 of the clock and a counter: distinct draws even within a nanosecond.
+    let mut z = u64::from(nanos)
+        .wrapping_add(SEQUENCE.fetch_add(1, Ordering::Relaxed))
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let half = backoff / 2;
+    half + half.mul_f64((z % 1024) as f64 / 1024.0)
 }
 
 #[cfg(test)]
@@ -680,6 +730,7 @@ mod tests {
             id: id.into(),
             body: br#"{"message":"x"}"#.to_vec(),
             origin: 0,
+            record: 0,
         }
     }
 
@@ -718,13 +769,17 @@ mod tests {
             vec![
                 ItemResult::Final(Outcome::Written),
                 ItemResult::Final(Outcome::Duplicate),
-                ItemResult::Retry(
-                    "429 Too Many Requests: es_rejected_execution_exception: rejected execution of coordinating operation".into()
-                ),
+                ItemResult::Retry {
+                    reason: "429 Too Many Requests: es_rejected_execution_exception: rejected execution of coordinating operation".into(),
+                    throttled: true,
+                },
                 ItemResult::Final(Outcome::Rejected {
                     reason: "400 Bad Request: mapper_parsing_exception: failed to parse field [log.offset] of type [long]; caused by illegal_argument_exception: For input string: \"x\"".into()
                 }),
-                ItemResult::Retry("503 Service Unavailable".into()),
+                ItemResult::Retry {
+                    reason: "503 Service Unavailable".into(),
+                    throttled: false,
+                },
             ]
         );
     }
@@ -831,6 +886,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(report.retries, 3);
+        assert_eq!(report.documents_retried, 3 + 3 + 1);
         assert_eq!(calls.load(Ordering::SeqCst), 4);
         assert_eq!(report.outcomes[0], Outcome::Written);
         assert_eq!(report.outcomes[1], Outcome::Duplicate);
@@ -889,48 +945,90 @@ mod tests {
         assert_eq!(report.outcomes, vec![Outcome::Written]);
     }
 
-    fn shipped_templates() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/index-templates")
+    #[test]
+    fn jitter_spreads_the_second_half_of_the_backoff() {
+        let backoff = Duration::from_millis(800);
+        let delays: std::collections::BTreeSet<Duration> =
+            (0..50).map(|_| jittered(backoff)).collect();
+        assert!(delays.len() > 10, "{delays:?}");
+        assert!(
+            delays
+                .iter()
+                .all(|delay| (Duration::from_millis(400)..=backoff).contains(delay)),
+            "{delays:?}"
+        );
     }
 
     #[test]
-    fn the_shipped_templates_cover_the_default_indices() {
-        let names = crate::index::IndexNames::default();
-        for index in [&names.logs, &names.metrics, &names.alerts] {
-            let path = shipped_templates().join(format!("{index}.json"));
-            let template: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            assert_eq!(
-                template["index_patterns"],
-                json!([format!("{index}*")]),
-                "{index}"
-            );
-            let properties = &template["template"]["mappings"]["properties"];
-            assert_eq!(properties["@timestamp"]["type"], "date", "{index}");
-            assert_eq!(properties["labels"]["subobjects"], false, "{index}");
-        }
+    fn ids_and_index_names_that_need_escaping_are_escaped() {
+        let odd = Document {
+            index: "vigil-logs".into(),
+            id: "a\"b".into(),
+            body: b"{}".to_vec(),
+            origin: 0,
+            record: 0,
+        };
+        let body = String::from_utf8(bulk_body(&[odd], &[0])).unwrap();
+        assert_eq!(
+            body,
+            "{\"create\":{\"_index\":\"vigil-logs\",\"_id\":\"a\\\"b\"}}\n{}\n"
+        );
+        let action: Value = serde_json::from_str(body.lines().next().unwrap()).unwrap();
+        assert_eq!(action["create"]["_id"], "a\"b");
+    }
+
+    #[test]
+    fn items_of_other_actions_are_read_too() {
+        let body = json!({"errors": false, "items": [{"index": {"status": 201}}]});
+        let results =
+            parse_bulk_response(URL, StatusCode::OK, body.to_string().as_bytes(), 1).unwrap();
+        assert_eq!(results, vec![ItemResult::Final(Outcome::Written)]);
+        let nameless = json!({"items": [{"other": {"status": 201}}]});
+        let error = parse_bulk_response(URL, StatusCode::OK, nameless.to_string().as_bytes(), 1)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("an item names no action"),
+            "{error}"
+        );
     }
 
     #[tokio::test]
-    async fn templates_are_installed_under_their_file_names() {
-        let targets = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let seen = targets.clone();
+    async fn throttled_documents_lower_the_concurrency_limit() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
         let server = FakeElasticsearch::start(move |request| {
-            seen.lock().unwrap().push(request.target.clone());
-            (200, r#"{"acknowledged":true}"#.into())
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                (200, bulk_response(&vec![429; request.documents()]))
+            } else {
+                (200, bulk_response(&vec![201; request.documents()]))
+            }
         })
         .await;
-        let installed = client(&server.url)
-            .install_index_templates(&shipped_templates())
+        let sink = BulkClient::new(BulkClientConfig {
+            initial_backoff: Duration::from_millis(1),
+            concurrency: ConcurrencySettings {
+                initial: 4,
+                max: 4,
+                latency_factor: 3.0,
+            },
+            ..BulkClientConfig::new(&server.url)
+        })
+        .unwrap();
+        let report = sink
+            .write(&[document("a"), document("b")], &CancellationToken::new())
             .await
             .unwrap();
-        assert_eq!(installed, ["vigil-alerts", "vigil-logs", "vigil-metrics"]);
+        assert_eq!(report.outcomes, vec![Outcome::Written; 2]);
+        assert_eq!((report.retries, report.documents_retried), (1, 2));
+        assert_eq!(sink.concurrency().limit(), 2);
+        let metrics = sink.concurrency().metrics();
         assert_eq!(
-            *targets.lock().unwrap(),
-            [
-                "PUT /_index_template/vigil-alerts",
-                "PUT /_index_template/vigil-logs",
-                "PUT /_index_template/vigil-metrics"
-            ]
+            metrics
+                .decreases
+                .get_or_create(&[("cause", "throttled")])
+                .get(),
+            1
         );
+        assert_eq!(metrics.in_flight.get(), 0);
     }
 }

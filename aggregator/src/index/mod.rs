@@ -3,12 +3,12 @@
 //! NDJSON files in the all-in-one mode).
 //!
 //! - [`documents`] maps batches to documents with content-derived ids;
-//! - [`DocumentSink`] writes them: [`BulkClient`] to Elasticsearch, [`NdjsonSink`] to
-//!   local files;
+//! - [`DocumentSink`] writes them: [`BulkClient`] to Elasticsearch, with as many
+//!   requests in flight as [`AdaptiveConcurrency`] allows, [`NdjsonSink`] to local
+//!   files;
 //! - [`IndexStage`] consumes the bus, batches, writes, dead-letters and commits.
-//!
-//! The index templates the documents are meant for live in `dashboards/index-templates`.
 
+mod concurrency;
 pub mod documents;
 mod elasticsearch;
 mod ndjson;
@@ -18,10 +18,10 @@ mod stage;
 #[cfg(test)]
 mod fake_elasticsearch;
 
+pub use concurrency::{AdaptiveConcurrency, ConcurrencyMetrics, ConcurrencySettings, Signal};
 pub use documents::{Document, IndexNames, InvalidIndexName, MetricStream};
 pub use elasticsearch::{
     BulkClient, BulkClientConfig, BulkClientError, ElasticsearchAuth, ElasticsearchError,
-    TemplateError,
 };
 pub use ndjson::NdjsonSink;
 pub use sink::{DocumentSink, Outcome, SinkError, WriteReport};

@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokio::fs::{File, OpenOptions};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
 
 /// Appends documents to `<dir>/<index>.ndjson`.
 #[derive(Debug)]
 pub struct NdjsonSink {
     dir: PathBuf,
-    /// Open files by index, kept across writes.
-    files: HashMap<String, File>,
+    /// Open files by index, kept across writes; one write at a time.
+    files: Mutex<HashMap<String, File>>,
 }
 
 impl NdjsonSink {
@@ -29,7 +30,7 @@ impl NdjsonSink {
         })?;
         Ok(Self {
             dir,
-            files: HashMap::new(),
+            files: Mutex::new(HashMap::new()),
         })
     }
 
@@ -42,7 +43,7 @@ impl NdjsonSink {
         self.dir.join(format!("{index}.ndjson"))
     }
 
-    pub(crate) async fn write(&mut self, documents: &[Document]) -> Result<WriteReport, SinkError> {
+    pub(crate) async fn write(&self, documents: &[Document]) -> Result<WriteReport, SinkError> {
         let mut lines_by_index: Vec<(&str, Vec<u8>)> = Vec::new();
         for document in documents {
             let lines = match lines_by_index
@@ -57,28 +58,29 @@ impl NdjsonSink {
             };
             append_line(lines, document);
         }
+        let mut files = self.files.lock().await;
         for (index, lines) in lines_by_index {
             let path = self.path(index);
             let io_error = |source| SinkError::Io {
                 path: path.display().to_string(),
                 source,
             };
-            if !self.files.contains_key(index) {
+            if !files.contains_key(index) {
                 let file = OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(&path)
                     .await
                     .map_err(io_error)?;
-                self.files.insert(index.to_owned(), file);
+                files.insert(index.to_owned(), file);
             }
-            let file = self.files.get_mut(index).expect("opened above");
+            let file = files.get_mut(index).expect("opened above");
             file.write_all(&lines).await.map_err(io_error)?;
             file.flush().await.map_err(io_error)?;
         }
         Ok(WriteReport {
             outcomes: vec![Outcome::Written; documents.len()],
-            retries: 0,
+            ..WriteReport::default()
         })
     }
 }
@@ -108,6 +110,7 @@ mod tests {
             id: id.into(),
             body: serde_json::to_vec(&body).unwrap(),
             origin: 0,
+            record: 0,
         }
     }
 
@@ -122,7 +125,7 @@ mod tests {
     #[tokio::test]
     async fn documents_are_appended_to_one_file_per_index_with_their_ids() {
         let dir = tempfile::tempdir().unwrap();
-        let mut sink = NdjsonSink::new(dir.path().join("data")).unwrap();
+        let sink = NdjsonSink::new(dir.path().join("data")).unwrap();
         let report = sink
             .write(&[
                 document("vigil-logs", "a1", json!({"message": "one"})),

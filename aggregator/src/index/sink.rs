@@ -1,6 +1,6 @@
 //! Document sinks: where the index stage writes its documents, Elasticsearch in a
 //! deployment or NDJSON files in the all-in-one mode, behind one `write` so the stage
-//! code is the same for both.
+//! code is the same for both. A sink is shared by the stage's writes in flight.
 
 use super::documents::Document;
 use super::elasticsearch::{BulkClient, ElasticsearchError};
@@ -11,10 +11,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Where documents go.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a process has one sink; boxing the client would save nothing"
-)]
 pub enum DocumentSink {
     Elasticsearch(BulkClient),
     Ndjson(NdjsonSink),
@@ -27,7 +23,7 @@ impl DocumentSink {
     /// the report only holds final outcomes. Documents of an `Err` may or may not have
     /// been written, which deterministic ids make harmless when they are sent again.
     pub async fn write(
-        &mut self,
+        &self,
         documents: &[Document],
         shutdown: &CancellationToken,
     ) -> Result<WriteReport, SinkError> {
@@ -36,6 +32,19 @@ impl DocumentSink {
             Self::Ndjson(sink) => sink.write(documents).await,
         }
     }
+
+    /// How many writes may usefully run at once: the client's most requests in
+    /// flight, or one for files, whose lines must keep the order of the bus.
+    pub fn max_writes_in_flight(&self) -> usize {
+        match self {
+            Self::Elasticsearch(client) => client.concurrency().settings().max.max(1),
+            Self::Ndjson(_) => 1,
+        }
+    }
+}
+
+fn last_error(error: Option<&ElasticsearchError>) -> String {
+    error.map_or_else(String::new, |error| format!("; last error: {error}"))
 }
 
 impl fmt::Display for DocumentSink {
@@ -66,6 +75,8 @@ pub struct WriteReport {
     pub outcomes: Vec<Outcome>,
     /// How many times some documents had to be sent again.
     pub retries: u64,
+    /// Documents sent again, summed over the retries.
+    pub documents_retried: u64,
 }
 
 /// A write that did not finish.
@@ -75,12 +86,12 @@ pub enum SinkError {
     /// wrong credentials.
     #[error("Elasticsearch refused the bulk request: {0}")]
     Refused(#[source] ElasticsearchError),
-    /// Shutdown came while a failed request was waiting to be retried.
-    #[error("stopped retrying on shutdown after {attempts} attempts; last error: {last}")]
+    /// Shutdown came while documents were waiting to be sent or sent again.
+    #[error("stopped retrying on shutdown after {attempts} attempts{}", last_error(.last.as_ref()))]
     Interrupted {
         attempts: u64,
         #[source]
-        last: ElasticsearchError,
+        last: Option<ElasticsearchError>,
     },
     #[error("could not write {path}: {source}")]
     Io {

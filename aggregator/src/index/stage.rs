@@ -2,36 +2,53 @@
 //! raw and derived metric batches and alert events from the bus and bulk-writes them
 //! as documents to Elasticsearch (or NDJSON files in the all-in-one mode).
 //!
-//! Messages are gathered into one bulk write (up to a number of documents, a number of
-//! bytes, or a short linger). A message that does not decode, or whose documents
-//! Elasticsearch refuses for good, goes to the `index` dead-letter topic with the
-//! reason, and the rest of the batch goes on. Positions are committed only after the
-//! sink acknowledged the batch and its dead letters were published, so a crash
-//! redelivers instead of losing, and deterministic document ids turn the redelivery
-//! into 409s instead of duplicates.
+//! Messages are gathered into batches of documents (up to a number of documents, a
+//! number of bytes, or a short linger after the first message), and several batches
+//! are written at once, as many as the sink's writes in flight allow; when all are
+//! busy, the consumer keeps polling without fetching so it stays in its group. A
+//! message that does not decode goes to the `index` dead-letter topic with the
+//! reason; a document Elasticsearch refuses for good (a mapping or parse error) goes
+//! there as its own record, a batch of one line or one sample group, with the reason,
+//! while the rest of its message is indexed.
+//!
+//! Writes finish in any order, but a partition's position is committed only up to
+//! the first message not yet finished: every record before a committed position is
+//! in Elasticsearch or in the dead-letter topic. A crash redelivers what was not
+//! committed, and deterministic document ids turn the redelivery into 409s instead
+//! of duplicates.
 
 use super::documents::{
-    Document, IndexNames, InvalidIndexName, MetricStream, alert_document, log_documents,
-    metric_documents,
+    Document, IndexNames, InvalidIndexName, MetricStream, alert_document, ingested_now,
+    log_documents, log_record, metric_documents, metric_record,
 };
 use super::sink::{DocumentSink, Outcome, SinkError};
-use anyhow::Context as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::{AlertEvent, LogBatch, MetricBatch};
 use vigil_proto::{DecodeError, Payload};
+use vigil_runtime::bus::{REASON_HEADER, SCHEMA_HEADER};
 use vigil_runtime::{Bus, BusError, Message, Publisher, SelfMetrics, Subscription};
 
 /// Bytes a bulk action line adds to each document, for the batch size estimate.
 const ACTION_LINE_BYTES: usize = 40;
 /// Pause after a failed receive, so a broken connection does not spin.
 const RECEIVE_RETRY_PAUSE: Duration = Duration::from_millis(200);
+/// First wait before publishing a dead letter again; it doubles up to the maximum.
+const DEAD_LETTER_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(10);
+/// Header of a dead-lettered document: its id, and the index that refused it.
+const DOCUMENT_ID_HEADER: &str = "vigil-document-id";
+const INDEX_HEADER: &str = "vigil-index";
+/// Header of every dead letter: `<topic>/<partition>/<offset>` of the message it came from.
+const ORIGIN_HEADER: &str = "vigil-origin";
 
 /// Settings of the index stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,11 +101,19 @@ struct StageTopics {
 #[derive(Debug)]
 pub struct IndexStage {
     subscription: Subscription,
+    /// What the writes in flight share.
+    shared: Arc<Shared>,
+    config: IndexStageConfig,
+    positions: Positions,
+}
+
+/// What every write of the stage needs.
+#[derive(Debug)]
+struct Shared {
     publisher: Publisher,
     topics: StageTopics,
     sink: DocumentSink,
     names: IndexNames,
-    config: IndexStageConfig,
     metrics: IndexMetrics,
 }
 
@@ -131,216 +156,449 @@ impl IndexStage {
                 topics.alert_events.clone(),
             ],
         )?;
+        let metrics = IndexMetrics::register(metrics, &sink);
         Ok(Self {
             subscription,
-            publisher: bus.publisher()?,
-            topics,
-            sink,
-            names,
+            shared: Arc::new(Shared {
+                publisher: bus.publisher()?,
+                topics,
+                sink,
+                names,
+                metrics,
+            }),
             config,
-            metrics: IndexMetrics::register(metrics),
+            positions: Positions::default(),
         })
     }
 
-    /// Indexes until `shutdown`, then writes and commits the batch in hand and closes
-    /// the subscription. Returns an error only when the sink refuses writes for good
-    /// or dead letters cannot be published.
+    /// Indexes until `shutdown` (or until the in-process bus closes), then writes the
+    /// batch in hand, waits for the writes in flight and commits what they finished.
+    /// Returns an error only when the sink refuses writes for good.
     pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        tracing::info!(sink = %self.sink, group = %self.config.group, "index stage running");
-        loop {
-            let (batch, next) = self.collect(&shutdown).await;
-            let flushed = self.flush(batch, &shutdown).await?;
-            if next == Next::Stop || flushed == Flushed::Abandoned {
-                break;
-            }
-        }
-        self.subscription.close();
-        tracing::info!("index stage stopped");
-        Ok(())
-    }
-
-    /// Receives messages until the batch is full, the linger is over, or shutdown.
-    async fn collect(&mut self, shutdown: &CancellationToken) -> (Batch, Next) {
+        let max_writes = self.shared.sink.max_writes_in_flight();
+        tracing::info!(
+            sink = %self.shared.sink,
+            group = %self.config.group,
+            max_writes,
+            "index stage running"
+        );
+        let (done_sender, mut done) = mpsc::channel::<Written>(max_writes);
+        let mut writes = 0usize;
         let mut batch = Batch::default();
-        let mut deadline = None;
+        let mut failure = None;
         loop {
-            if batch.documents.len() >= self.config.max_documents
-                || batch.bytes >= self.config.max_bytes
-            {
-                return (batch, Next::Continue);
+            if writes < max_writes && batch.is_ready(&self.config) {
+                self.dispatch(std::mem::take(&mut batch), &done_sender, &shutdown);
+                writes += 1;
+                continue;
             }
-            let linger_over = async {
-                match deadline {
-                    Some(deadline) => tokio::time::sleep_until(deadline).await,
-                    None => std::future::pending().await,
+            let full = batch.is_full(&self.config);
+            if full && writes >= max_writes {
+                // Every write is busy and the batch cannot grow: wait for one to
+                // finish while polling the group without fetching.
+                let finished = self
+                    .subscription
+                    .while_busy(async {
+                        tokio::select! {
+                            biased;
+                            () = shutdown.cancelled() => None,
+                            finished = done.recv() => finished,
+                        }
+                    })
+                    .await;
+                let Some(finished) = finished else { break };
+                writes -= 1;
+                if let Err(error) = self.finish(finished) {
+                    failure = Some(error);
+                    break;
                 }
-            };
+                continue;
+            }
+            let linger = batch.deadline.filter(|_| !batch.lingered);
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return (batch, Next::Stop),
-                () = linger_over => return (batch, Next::Continue),
-                received = self.subscription.recv() => match received {
+                () = shutdown.cancelled() => break,
+                Some(finished) = done.recv(), if writes > 0 => {
+                    writes -= 1;
+                    if let Err(error) = self.finish(finished) {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+                () = sleep_until(linger), if linger.is_some() => batch.lingered = true,
+                received = self.subscription.recv(), if !full => match received {
                     Ok(message) => {
-                        deadline.get_or_insert_with(|| Instant::now() + self.config.linger);
-                        batch.add(message, &self.topics, &self.names, &self.metrics);
+                        self.positions.received(&message);
+                        batch.deadline.get_or_insert_with(|| Instant::now() + self.config.linger);
+                        batch.add(message, &self.shared);
                     }
                     Err(BusError::Closed) => {
                         tracing::info!("the in-process bus closed");
-                        return (batch, Next::Stop);
+                        break;
                     }
                     Err(error) => {
-                        self.metrics.receive_errors.inc();
+                        self.shared.metrics.receive_errors.inc();
                         tracing::warn!(%error, "receiving from the bus failed");
                         tokio::time::sleep(RECEIVE_RETRY_PAUSE).await;
                     }
                 },
             }
         }
+
+        // Stop reading; write what is in hand and let the writes in flight end.
+        if failure.is_none() && !batch.messages.is_empty() {
+            if writes >= max_writes
+                && let Some(finished) = done.recv().await
+            {
+                writes -= 1;
+                failure = self.finish(finished).err();
+            }
+            if failure.is_none() {
+                self.dispatch(batch, &done_sender, &shutdown);
+                writes += 1;
+            }
+        }
+        while writes > 0 {
+            let Some(finished) = done.recv().await else {
+                break;
+            };
+            writes -= 1;
+            if let Err(error) = self.finish(finished)
+                && failure.is_none()
+            {
+                failure = Some(error);
+            }
+        }
+        self.subscription.close();
+        tracing::info!("index stage stopped");
+        failure.map_or(Ok(()), Err)
     }
 
-    /// Writes the batch, dead-letters what cannot be indexed, and commits.
-    async fn flush(
-        &mut self,
-        mut batch: Batch,
-        shutdown: &CancellationToken,
-    ) -> anyhow::Result<Flushed> {
-        if batch.messages.is_empty() {
-            return Ok(Flushed::Committed);
-        }
-        let mut dead_letters = std::mem::take(&mut batch.undecodable);
-        if !batch.documents.is_empty() {
-            let started = Instant::now();
-            let write = self.sink.write(&batch.documents, shutdown);
-            let report = match self.subscription.while_busy(write).await {
-                Ok(report) => report,
-                Err(error @ SinkError::Interrupted { .. }) => {
-                    tracing::warn!(
-                        messages = batch.messages.len(),
-                        %error,
-                        "shut down before the batch was written; its messages stay uncommitted and will be consumed again"
-                    );
-                    return Ok(Flushed::Abandoned);
-                }
-                Err(error) => {
-                    return Err(error).with_context(|| {
-                        format!(
-                            "writing {} documents to {}",
-                            batch.documents.len(),
-                            self.sink
-                        )
-                    });
-                }
-            };
-            self.metrics
-                .bulk_duration
-                .observe(started.elapsed().as_secs_f64());
-            self.metrics.bulk_retries.inc_by(report.retries);
-            dead_letters.extend(self.count_outcomes(&batch, &report.outcomes));
-        }
+    /// Starts writing `batch`; its end comes back on `done`.
+    fn dispatch(&self, batch: Batch, done: &mpsc::Sender<Written>, shutdown: &CancellationToken) {
+        let shared = Arc::clone(&self.shared);
+        let done = done.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let outcome = write_batch(&shared, &batch, &shutdown).await;
+            let positions = batch
+                .messages
+                .iter()
+                .map(|message| (message.topic.clone(), message.partition, message.offset))
+                .collect();
+            // The stage waits for every write it started, so the receiver is there.
+            let _ = done.send(Written { positions, outcome }).await;
+        });
+    }
 
-        for dead_letter in &dead_letters {
-            let message = &batch.messages[dead_letter.origin];
-            self.publisher
-                .dead_letter(&self.topics.dead_letter, message, &dead_letter.reason)
-                .await
-                .with_context(|| {
-                    format!(
-                        "publishing {}/{}/{} to the dead-letter topic {}",
-                        message.topic, message.partition, message.offset, self.topics.dead_letter
-                    )
-                })?;
-            self.metrics
-                .dead_lettered
-                .get_or_create(&[("reason", dead_letter.kind)])
-                .inc();
+    /// Takes a finished write into account and commits the positions it allows.
+    fn finish(&mut self, written: Written) -> anyhow::Result<()> {
+        match written.outcome {
+            WriteOutcome::Done => {}
+            WriteOutcome::Abandoned => return Ok(()),
+            WriteOutcome::Failed(error) => return Err(error),
         }
-        for message in &batch.messages {
+        let mut touched: Vec<(&str, i32)> = Vec::new();
+        for (topic, partition, offset) in &written.positions {
+            self.positions.completed(topic, *partition, *offset);
+            if !touched.contains(&(topic.as_str(), *partition)) {
+                touched.push((topic, *partition));
+            }
+        }
+        for (topic, partition) in touched {
+            let Some(next) = self.positions.position_to_commit(topic, partition) else {
+                continue;
+            };
             // A partition taken away by a rebalance cannot be committed here; its new
-            // owner consumes the message again and the ids make that harmless.
-            if let Err(error) = self.subscription.commit(message) {
+            // owner consumes the messages again and the ids make that harmless.
+            if let Err(error) = self.subscription.commit_position(topic, partition, next) {
                 tracing::warn!(
-                    topic = %message.topic,
-                    partition = message.partition,
-                    offset = message.offset,
+                    %topic,
+                    partition,
+                    offset = next,
                     %error,
                     "position could not be committed"
                 );
             }
         }
-        Ok(Flushed::Committed)
+        Ok(())
     }
+}
 
-    /// Counts written and duplicate documents, and turns rejected ones into one dead
-    /// letter per message they came from.
-    fn count_outcomes(&self, batch: &Batch, outcomes: &[Outcome]) -> Vec<DeadLetter> {
+/// `deadline`, or never.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A write that ended, and the positions of its messages.
+struct Written {
+    positions: Vec<(String, i32, i64)>,
+    outcome: WriteOutcome,
+}
+
+enum WriteOutcome {
+    /// Every record of the batch is in the sink or in the dead-letter topic.
+    Done,
+    /// Shutdown came first; nothing of the batch may be committed.
+    Abandoned,
+    /// The sink refused the write for good; the stage stops.
+    Failed(anyhow::Error),
+}
+
+/// Writes the documents of `batch`, dead-letters what cannot be indexed, and counts.
+async fn write_batch(shared: &Shared, batch: &Batch, shutdown: &CancellationToken) -> WriteOutcome {
+    let mut dead_letters = Vec::new();
+    for undecodable in &batch.undecodable {
+        let message = &batch.messages[undecodable.origin];
+        dead_letters.push(DeadLetter {
+            key: message_key(message),
+            payload: message.payload.to_vec(),
+            headers: vec![
+                (REASON_HEADER, undecodable.reason.clone()),
+                (ORIGIN_HEADER, origin_of(message)),
+            ],
+            kind: undecodable.kind,
+        });
+    }
+    if !batch.documents.is_empty() {
+        let started = Instant::now();
+        let report = match shared.sink.write(&batch.documents, shutdown).await {
+            Ok(report) => report,
+            Err(error @ SinkError::Interrupted { .. }) => {
+                tracing::warn!(
+                    messages = batch.messages.len(),
+                    %error,
+                    "shut down before the batch was written; its messages stay uncommitted and will be consumed again"
+                );
+                return WriteOutcome::Abandoned;
+            }
+            Err(error) => {
+                return WriteOutcome::Failed(anyhow::Error::new(error).context(format!(
+                    "writing {} documents to {}",
+                    batch.documents.len(),
+                    shared.sink
+                )));
+            }
+        };
+        let metrics = &shared.metrics;
+        metrics
+            .bulk_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.bulk_retries.inc_by(report.retries);
+        metrics.documents_retried.inc_by(report.documents_retried);
         let mut written: HashMap<&str, u64> = HashMap::new();
         let mut duplicates: HashMap<&str, u64> = HashMap::new();
-        let mut documents_per_message = vec![0usize; batch.messages.len()];
-        // Per message: documents rejected and the first reason.
-        let mut rejected: HashMap<usize, (usize, String)> = HashMap::new();
-        for (document, outcome) in batch.documents.iter().zip(outcomes) {
-            documents_per_message[document.origin] += 1;
+        for (document, outcome) in batch.documents.iter().zip(&report.outcomes) {
             match outcome {
                 Outcome::Written => *written.entry(&document.index).or_default() += 1,
                 Outcome::Duplicate => *duplicates.entry(&document.index).or_default() += 1,
                 Outcome::Rejected { reason } => {
-                    rejected
-                        .entry(document.origin)
-                        .or_insert_with(|| (0, reason.clone()))
-                        .0 += 1;
+                    dead_letters.push(rejected_record(shared, batch, document, reason));
                 }
             }
         }
         for (index, count) in written {
-            self.metrics
+            metrics
                 .documents_written
                 .get_or_create(&[("index", index.to_owned())])
                 .inc_by(count);
         }
         for (index, count) in duplicates {
-            self.metrics
+            metrics
                 .documents_duplicate
                 .get_or_create(&[("index", index.to_owned())])
                 .inc_by(count);
         }
-        let mut dead_letters: Vec<DeadLetter> = rejected
-            .into_iter()
-            .map(|(origin, (count, first_reason))| {
-                let total = documents_per_message[origin];
-                let message = &batch.messages[origin];
-                let reason = format!(
-                    "Elasticsearch rejected {count} of the {total} documents of this message; the first because of {first_reason}"
-                );
-                tracing::warn!(
-                    topic = %message.topic,
-                    partition = message.partition,
-                    offset = message.offset,
-                    %reason,
-                    "message dead-lettered"
-                );
-                DeadLetter {
-                    origin,
-                    kind: "rejected",
-                    reason,
-                }
-            })
-            .collect();
-        dead_letters.sort_by_key(|dead_letter| dead_letter.origin);
-        dead_letters
+    }
+    for dead_letter in dead_letters {
+        if !publish_dead_letter(shared, &dead_letter, shutdown).await {
+            return WriteOutcome::Abandoned;
+        }
+        shared
+            .metrics
+            .dead_lettered
+            .get_or_create(&[("reason", dead_letter.kind)])
+            .inc();
+    }
+    WriteOutcome::Done
+}
+
+/// The dead letter of a document Elasticsearch refused: its record alone in a batch
+/// of the message's type, so it can be published again as it is once the cause is
+/// fixed.
+fn rejected_record(
+    shared: &Shared,
+    batch: &Batch,
+    document: &Document,
+    reason: &str,
+) -> DeadLetter {
+    let message = &batch.messages[document.origin];
+    let topics = &shared.topics;
+    let topic = message.topic.as_str();
+    // The message decoded when its documents were built, so it decodes again.
+    let (payload, schema) = if topic == topics.logs {
+        LogBatch::from_payload(&message.payload).map_or_else(
+            |_| (message.payload.to_vec(), LogBatch::KIND),
+            |decoded| {
+                (
+                    log_record(&decoded, document.record).to_payload(),
+                    LogBatch::KIND,
+                )
+            },
+        )
+    } else if topic == topics.metrics_raw || topic == topics.metrics_derived {
+        MetricBatch::from_payload(&message.payload).map_or_else(
+            |_| (message.payload.to_vec(), MetricBatch::KIND),
+            |decoded| {
+                (
+                    metric_record(&decoded, document.record).to_payload(),
+                    MetricBatch::KIND,
+                )
+            },
+        )
+    } else {
+        (message.payload.to_vec(), AlertEvent::KIND)
+    };
+    let reason = format!(
+        "Elasticsearch refused document {} for index {}: {reason}",
+        document.id, document.index
+    );
+    tracing::warn!(
+        topic = %message.topic,
+        partition = message.partition,
+        offset = message.offset,
+        %reason,
+        "record dead-lettered"
+    );
+    DeadLetter {
+        key: message_key(message),
+        payload,
+        headers: vec![
+            (REASON_HEADER, reason),
+            (ORIGIN_HEADER, origin_of(message)),
+            (SCHEMA_HEADER, schema.to_owned()),
+            (DOCUMENT_ID_HEADER, document.id.clone()),
+            (INDEX_HEADER, document.index.clone()),
+        ],
+        kind: "rejected",
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
-    Continue,
-    Stop,
+/// Publishes a dead letter, retrying until the bus takes it; `false` when shutdown
+/// came first.
+async fn publish_dead_letter(
+    shared: &Shared,
+    dead_letter: &DeadLetter,
+    shutdown: &CancellationToken,
+) -> bool {
+    let headers: Vec<(&str, &str)> = dead_letter
+        .headers
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .collect();
+    let mut backoff = DEAD_LETTER_BACKOFF;
+    loop {
+        let topic = &shared.topics.dead_letter;
+        match shared
+            .publisher
+            .publish(topic, &dead_letter.key, &dead_letter.payload, &headers)
+            .await
+        {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(%topic, %error, retry_in = ?backoff, "dead letter could not be published; retrying");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return false,
+        }
+        backoff = (backoff * 2).min(MAX_DEAD_LETTER_BACKOFF);
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flushed {
-    Committed,
-    /// Shutdown interrupted the write; nothing of the batch was committed.
-    Abandoned,
+fn message_key(message: &Message) -> String {
+    message
+        .key
+        .as_ref()
+        .map(|key| String::from_utf8_lossy(key).into_owned())
+        .unwrap_or_default()
+}
+
+fn origin_of(message: &Message) -> String {
+    format!("{}/{}/{}", message.topic, message.partition, message.offset)
+}
+
+/// A record for the dead-letter topic.
+#[derive(Debug)]
+struct DeadLetter {
+    key: String,
+    payload: Vec<u8>,
+    headers: Vec<(&'static str, String)>,
+    /// Label of the `index_dead_lettered` counter.
+    kind: &'static str,
+}
+
+/// Positions of the messages received, per partition, and which are finished: what
+/// may be committed.
+#[derive(Debug, Default)]
+struct Positions {
+    partitions: HashMap<(String, i32), PartitionPositions>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionPositions {
+    /// Offsets received and not finished, with how many copies (a rebalance can
+    /// deliver a message again while its first copy is still being written).
+    pending: BTreeMap<i64, u32>,
+    /// The highest offset finished.
+    highest_finished: Option<i64>,
+    /// The last position committed.
+    committed: Option<i64>,
+}
+
+impl Positions {
+    fn received(&mut self, message: &Message) {
+        *self
+            .partitions
+            .entry((message.topic.clone(), message.partition))
+            .or_default()
+            .pending
+            .entry(message.offset)
+            .or_default() += 1;
+    }
+
+    fn completed(&mut self, topic: &str, partition: i32, offset: i64) {
+        let Some(positions) = self.partitions.get_mut(&(topic.to_owned(), partition)) else {
+            return;
+        };
+        if let Some(copies) = positions.pending.get_mut(&offset) {
+            *copies -= 1;
+            if *copies == 0 {
+                positions.pending.remove(&offset);
+            }
+        }
+        positions.highest_finished = positions.highest_finished.max(Some(offset));
+    }
+
+    /// The position to commit for a partition, if it moved: the first offset not
+    /// finished, so everything before it is.
+    fn position_to_commit(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        let positions = self.partitions.get_mut(&(topic.to_owned(), partition))?;
+        let after_finished = positions.highest_finished? + 1;
+        let next = match positions.pending.first_key_value() {
+            Some((&first_pending, _)) => first_pending.min(after_finished),
+            None => after_finished,
+        };
+        if positions.committed == Some(next) {
+            return None;
+        }
+        positions.committed = Some(next);
+        Some(next)
+    }
 }
 
 /// Messages received for one bulk write, and what they became.
@@ -349,35 +607,32 @@ struct Batch {
     messages: Vec<Message>,
     documents: Vec<Document>,
     /// Estimated size of the bulk request, plus the payloads of undecodable messages
-    /// (they are held until the batch is committed).
+    /// (they are held until the batch is written).
     bytes: usize,
-    undecodable: Vec<DeadLetter>,
-}
-
-/// A message to send to the dead-letter topic.
-#[derive(Debug)]
-struct DeadLetter {
-    /// Position of the message in the batch.
-    origin: usize,
-    /// Label of the `index_dead_lettered` counter.
-    kind: &'static str,
-    reason: String,
+    undecodable: Vec<Undecodable>,
+    /// When the linger of the first message ends.
+    deadline: Option<Instant>,
+    /// The linger is over: the batch goes out as soon as a write is free.
+    lingered: bool,
 }
 
 impl Batch {
-    fn add(
-        &mut self,
-        message: Message,
-        topics: &StageTopics,
-        names: &IndexNames,
-        metrics: &IndexMetrics,
-    ) {
+    fn is_full(&self, config: &IndexStageConfig) -> bool {
+        self.documents.len() >= config.max_documents || self.bytes >= config.max_bytes
+    }
+
+    fn is_ready(&self, config: &IndexStageConfig) -> bool {
+        !self.messages.is_empty() && (self.lingered || self.is_full(config))
+    }
+
+    fn add(&mut self, message: Message, shared: &Shared) {
         let origin = self.messages.len();
-        metrics
+        shared
+            .metrics
             .messages_consumed
             .get_or_create(&[("topic", message.topic.clone())])
             .inc();
-        match documents_of(&message, origin, topics, names) {
+        match documents_of(&message, origin, &shared.topics, &shared.names) {
             Ok(documents) => {
                 self.bytes += documents
                     .iter()
@@ -385,7 +640,7 @@ impl Batch {
                     .sum::<usize>();
                 self.documents.extend(documents);
             }
-            Err(undecodable) => {
+            Err(mut undecodable) => {
                 self.bytes += message.payload.len();
                 tracing::warn!(
                     topic = %message.topic,
@@ -394,11 +649,8 @@ impl Batch {
                     reason = %undecodable.reason,
                     "message dead-lettered"
                 );
-                self.undecodable.push(DeadLetter {
-                    origin,
-                    kind: undecodable.kind,
-                    reason: undecodable.reason,
-                });
+                undecodable.origin = origin;
+                self.undecodable.push(undecodable);
             }
         }
         self.messages.push(message);
@@ -406,7 +658,11 @@ impl Batch {
 }
 
 /// Why a message has no documents.
+#[derive(Debug)]
 struct Undecodable {
+    /// Position of the message in the batch.
+    origin: usize,
+    /// Label of the `index_dead_lettered` counter.
     kind: &'static str,
     reason: String,
 }
@@ -414,6 +670,7 @@ struct Undecodable {
 impl From<DecodeError> for Undecodable {
     fn from(error: DecodeError) -> Self {
         Self {
+            origin: 0,
             kind: match error {
                 DecodeError::Protobuf { .. } | DecodeError::Malformed { .. } => "not_protobuf",
                 DecodeError::Invalid { .. } => "invalid_batch",
@@ -431,9 +688,10 @@ fn documents_of(
 ) -> Result<Vec<Document>, Undecodable> {
     let topic = message.topic.as_str();
     let payload = &message.payload[..];
+    let ingested = ingested_now();
     if topic == topics.logs {
         let batch = LogBatch::from_payload(payload)?;
-        Ok(log_documents(&batch, &names.logs, origin))
+        Ok(log_documents(&batch, &names.logs, origin, &ingested))
     } else if topic == topics.metrics_raw || topic == topics.metrics_derived {
         let stream = if topic == topics.metrics_raw {
             MetricStream::Raw
@@ -441,12 +699,24 @@ fn documents_of(
             MetricStream::Derived
         };
         let batch = MetricBatch::from_payload(payload)?;
-        Ok(metric_documents(&batch, stream, &names.metrics, origin))
+        Ok(metric_documents(
+            &batch,
+            stream,
+            &names.metrics,
+            origin,
+            &ingested,
+        ))
     } else if topic == topics.alert_events {
         let event = AlertEvent::from_payload(payload)?;
-        Ok(vec![alert_document(&event, &names.alerts, origin)])
+        Ok(vec![alert_document(
+            &event,
+            &names.alerts,
+            origin,
+            &ingested,
+        )])
     } else {
         Err(Undecodable {
+            origin,
             kind: "unexpected_topic",
             reason: format!("the index stage does not read topic {topic}"),
         })
@@ -463,12 +733,31 @@ struct IndexMetrics {
     documents_duplicate: ByLabel,
     dead_lettered: Family<[(&'static str, &'static str); 1], Counter>,
     bulk_retries: Counter,
+    documents_retried: Counter,
     receive_errors: Counter,
     bulk_duration: Histogram,
 }
 
 impl IndexMetrics {
-    fn register(metrics: &SelfMetrics) -> Self {
+    fn register(metrics: &SelfMetrics, sink: &DocumentSink) -> Self {
+        if let DocumentSink::Elasticsearch(client) = sink {
+            let concurrency = client.concurrency().metrics();
+            metrics.register(
+                "index_bulk_concurrency_limit",
+                "Bulk requests the index stage may have in flight now (adaptive: halves when Elasticsearch pushes back, grows while it keeps up)",
+                concurrency.limit.clone(),
+            );
+            metrics.register(
+                "index_bulk_requests_in_flight",
+                "Bulk requests waiting for Elasticsearch's answer",
+                concurrency.in_flight.clone(),
+            );
+            metrics.register(
+                "index_bulk_concurrency_decreases",
+                "Pushbacks from Elasticsearch that halved the bulk concurrency limit (or held it at one), by cause: throttled, server_error, unreachable, latency",
+                concurrency.decreases.clone(),
+            );
+        }
         Self {
             messages_consumed: metrics.register(
                 "index_messages_consumed",
@@ -487,12 +776,17 @@ impl IndexMetrics {
             ),
             dead_lettered: metrics.register(
                 "index_dead_lettered",
-                "Messages the index stage sent to its dead-letter topic, by reason",
+                "Messages and refused records the index stage sent to its dead-letter topic, by reason",
                 Family::default(),
             ),
             bulk_retries: metrics.register(
                 "index_bulk_retries",
                 "Bulk requests sent again after a transient failure",
+                Counter::default(),
+            ),
+            documents_retried: metrics.register(
+                "index_documents_retried",
+                "Documents sent again after a 429, a 5xx or a failed request",
                 Counter::default(),
             ),
             receive_errors: metrics.register(
@@ -519,7 +813,6 @@ mod tests {
     use std::path::Path;
     use vigil_proto::labels::label;
     use vigil_proto::v1::{AlertStatus, LogLine, LogSource, Resource, Sample, sample};
-    use vigil_runtime::bus::REASON_HEADER;
 
     const T0: i64 = 1_714_557_600_000_000_000;
 
@@ -741,15 +1034,25 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        let batch = log_batch(0, &["fine", "refused", "fine"]);
+        let refused_id = crate::index::documents::log_document_id("web-1", "1:2", 5);
         assert_eq!(
             dead.header(REASON_HEADER).unwrap(),
-            "Elasticsearch rejected 1 of the 3 documents of this message; the first because of \
-             400 Bad Request: mapper_parsing_exception: failed to parse field [log.offset] of type [long]"
+            format!(
+                "Elasticsearch refused document {refused_id} for index vigil-logs: \
+                 400 Bad Request: mapper_parsing_exception: failed to parse field [log.offset] of type [long]"
+            )
         );
         assert_eq!(
             dead.header("vigil-origin").unwrap(),
             format!("{}/0/0", topics.logs_raw())
         );
+        assert_eq!(dead.header(DOCUMENT_ID_HEADER).unwrap(), refused_id);
+        assert_eq!(dead.header(SCHEMA_HEADER).unwrap(), LogBatch::KIND);
+        // The record alone, ready to be published to the logs topic again.
+        let record = LogBatch::from_payload(&dead.payload).unwrap();
+        assert_eq!(record.lines, vec![batch.lines[1].clone()]);
+        assert_eq!(record.resource, batch.resource);
         shutdown.cancel();
         running.await.unwrap().unwrap();
         let exposed = self_metrics.encode();
@@ -759,6 +1062,126 @@ mod tests {
         );
         assert!(
             exposed.contains(r#"vigil_index_dead_lettered_total{reason="rejected"} 1"#),
+            "{exposed}"
+        );
+    }
+
+    fn message(topic: &str, partition: i32, offset: i64) -> Message {
+        Message {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: None,
+            payload: Default::default(),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_position_is_committed_only_once_everything_before_it_is_finished() {
+        let mut positions = Positions::default();
+        for offset in 10..15 {
+            positions.received(&message("t", 0, offset));
+        }
+        positions.received(&message("t", 1, 7));
+        // Later batches finish first: nothing before them may be committed.
+        positions.completed("t", 0, 13);
+        positions.completed("t", 0, 14);
+        assert_eq!(positions.position_to_commit("t", 0), Some(10));
+        positions.completed("t", 0, 11);
+        assert_eq!(
+            positions.position_to_commit("t", 0),
+            None,
+            "10 is still pending"
+        );
+        positions.completed("t", 0, 10);
+        assert_eq!(positions.position_to_commit("t", 0), Some(12));
+        positions.completed("t", 0, 12);
+        assert_eq!(positions.position_to_commit("t", 0), Some(15));
+        assert_eq!(
+            positions.position_to_commit("t", 1),
+            None,
+            "nothing finished there"
+        );
+        positions.completed("t", 1, 7);
+        assert_eq!(positions.position_to_commit("t", 1), Some(8));
+    }
+
+    #[test]
+    fn a_message_delivered_again_while_its_first_copy_is_written_holds_the_position() {
+        let mut positions = Positions::default();
+        for offset in 0..3 {
+            positions.received(&message("t", 0, offset));
+        }
+        // A rebalance hands the partition back from its committed position.
+        positions.received(&message("t", 0, 1));
+        positions.completed("t", 0, 0);
+        positions.completed("t", 0, 1);
+        positions.completed("t", 0, 2);
+        assert_eq!(
+            positions.position_to_commit("t", 0),
+            Some(1),
+            "the second copy of 1 is not written yet"
+        );
+        positions.completed("t", 0, 1);
+        assert_eq!(positions.position_to_commit("t", 0), Some(3));
+    }
+
+    // The scripted server answers on blocking threads, so the stage needs a free one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 6)]
+    async fn batches_are_written_several_at_a_time() {
+        // Every answer waits until three requests are in flight together.
+        let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (now, highest) = (in_flight.clone(), peak.clone());
+        let server = FakeElasticsearch::start(move |request| {
+            let current = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            highest.fetch_max(current, std::sync::atomic::Ordering::SeqCst);
+            let started = std::time::Instant::now();
+            while highest.load(std::sync::atomic::Ordering::SeqCst) < 3
+                && started.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            (200, bulk_response(&vec![201; request.documents()]))
+        })
+        .await;
+        let sink = DocumentSink::Elasticsearch(
+            BulkClient::new(BulkClientConfig {
+                concurrency: crate::index::ConcurrencySettings {
+                    initial: 3,
+                    max: 3,
+                    latency_factor: 1000.0,
+                },
+                ..BulkClientConfig::new(&server.url)
+            })
+            .unwrap(),
+        );
+        let config = IndexStageConfig {
+            max_documents: 1,
+            ..quick_config()
+        };
+        let (bus, _dead_letters, self_metrics, shutdown, running) = start_stage(sink, config);
+        let publisher = bus.publisher().unwrap();
+        for number in 0..6u64 {
+            publisher
+                .publish_batch(&bus.topics().logs_raw(), &log_batch(number * 10, &["line"]))
+                .await
+                .unwrap();
+        }
+        wait_for(|| {
+            self_metrics
+                .encode()
+                .contains(r#"vigil_index_documents_written_total{index="vigil-logs"} 6"#)
+        })
+        .await;
+        assert_eq!(peak.load(std::sync::atomic::Ordering::SeqCst), 3);
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+        let exposed = self_metrics.encode();
+        assert!(
+            exposed.contains("vigil_index_bulk_concurrency_limit 3"),
             "{exposed}"
         );
     }
