@@ -6,6 +6,7 @@
 use crate::alert::AlertStageConfig;
 use crate::alert::notify::{InhibitRule, NotifyConfig, Receiver, Route};
 use crate::derive::DeriveStageConfig;
+use crate::index::kibana::KibanaConfig;
 use crate::index::{
     BulkClient, BulkClientConfig, ConcurrencySettings, DocumentSink, ElasticsearchAuth, IndexNames,
     IndexStage, IndexStageConfig,
@@ -198,6 +199,8 @@ pub struct IndexSection {
     /// more while Elasticsearch keeps up.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Kibana, where `setup` imports the saved objects of `dashboards/kibana`.
+    pub kibana: Option<KibanaSection>,
 }
 
 fn default_max_bytes() -> usize {
@@ -206,6 +209,24 @@ fn default_max_bytes() -> usize {
 
 fn default_max_in_flight() -> usize {
     4
+}
+
+/// How to reach Kibana.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KibanaSection {
+    /// Base URL, for example `https://kibana.example.net:5601`.
+    pub url: String,
+    /// Kibana space to import into (the default space when absent).
+    pub space: Option<String>,
+    /// Basic-auth user; without one, Elasticsearch's credentials are used.
+    pub username: Option<String>,
+    /// Basic-auth password, from a file or an environment variable.
+    pub password: Option<SecretRef>,
+    /// API key, from a file or an environment variable.
+    pub api_key: Option<SecretRef>,
+    /// CA bundle for an `https://` URL with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_index_group() -> String {
@@ -337,6 +358,14 @@ impl AggregatorConfig {
             if index.max_in_flight == 0 {
                 anyhow::bail!("`index.max_in_flight` must be at least 1");
             }
+            if let Some(kibana) = &index.kibana {
+                if reqwest::Url::parse(&kibana.url).is_err() {
+                    anyhow::bail!("`index.kibana.url` is not a URL: `{}`", kibana.url);
+                }
+                if kibana.password.is_some() && kibana.username.is_none() {
+                    anyhow::bail!("`index.kibana.password` needs `index.kibana.username`");
+                }
+            }
             if index.elasticsearch.password.is_some() && index.elasticsearch.username.is_none() {
                 anyhow::bail!(
                     "`index.elasticsearch.password` needs `index.elasticsearch.username`"
@@ -399,6 +428,30 @@ impl AggregatorConfig {
             ..BulkClientConfig::new(&elasticsearch.url)
         })
         .map_err(|error| anyhow::anyhow!("`index.elasticsearch`: {error}"))
+    }
+
+    /// The configured Kibana, if any; without credentials of its own it logs in as
+    /// Elasticsearch does.
+    pub fn kibana(&self) -> anyhow::Result<Option<KibanaConfig>> {
+        let section = self.index_section()?;
+        let Some(kibana) = &section.kibana else {
+            return Ok(None);
+        };
+        let own = auth(&kibana.api_key, &kibana.username, &kibana.password);
+        let elasticsearch = &section.elasticsearch;
+        Ok(Some(KibanaConfig {
+            url: kibana.url.clone(),
+            auth: match own {
+                ElasticsearchAuth::None => auth(
+                    &elasticsearch.api_key,
+                    &elasticsearch.username,
+                    &elasticsearch.password,
+                ),
+                own => own,
+            },
+            ca_file: kibana.ca_file.clone().or(elasticsearch.ca_file.clone()),
+            space: kibana.space.clone(),
+        }))
     }
 
     /// The derive stage's runtime settings.

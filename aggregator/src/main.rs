@@ -1,5 +1,6 @@
-//! `vigil-aggregator`: the stream stages (`derive`, `alert`, `index`), the rules
-//! CLI (`rules check|test|push`), the definitions CLI (`definitions check|push`),
+//! `vigil-aggregator`: the stream stages (`derive`, `alert`, `index`), `setup` of
+//! Elasticsearch and Kibana, the rules CLI (`rules check|test|push`), the
+//! definitions CLI (`definitions check|push`),
 //! the silences CLI (`silences add|list|expire`) and the all-in-one mode. Thin: parse arguments, load
 //! configuration, build the stage, run it until SIGTERM.
 
@@ -56,6 +57,10 @@ enum Command {
     Alert(StageArgs),
     /// Write logs, metrics and alerts from Kafka into Elasticsearch.
     Index(StageArgs),
+    /// Install what Elasticsearch and Kibana need before indexing: lifecycle
+    /// policies, component and index templates, data streams, and the dashboards.
+    /// Safe to run again: what is already installed is left unchanged.
+    Setup(SetupArgs),
     /// Check, test and publish rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
@@ -172,6 +177,34 @@ struct StageArgs {
     /// Validate the configuration, print a summary and exit.
     #[arg(long)]
     check_config: bool,
+}
+
+#[derive(Debug, Args)]
+struct SetupArgs {
+    /// Aggregator configuration: Elasticsearch and Kibana (`index.elasticsearch`,
+    /// `index.kibana`) and the index names.
+    #[arg(long, env = "VIGIL_AGGREGATOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Elasticsearch URL, instead of the configuration's (no credentials).
+    #[arg(long)]
+    elasticsearch_url: Option<String>,
+    /// Kibana URL, instead of the configuration's `index.kibana.url`.
+    #[arg(long)]
+    kibana_url: Option<String>,
+    /// Kibana space to import the saved objects into.
+    #[arg(long)]
+    kibana_space: Option<String>,
+    /// Leave Kibana out even when it is configured.
+    #[arg(long, conflicts_with = "kibana_url")]
+    skip_kibana: bool,
+    /// On a server without lifecycle policies or data streams, install the rest
+    /// without them (and say which were skipped) instead of failing.
+    #[arg(long)]
+    skip_unsupported: bool,
+    /// A `dashboards/` folder to install instead of the files built into this
+    /// binary.
+    #[arg(long)]
+    dashboards: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -310,6 +343,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             stage.run(context.shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Setup(args) => run_setup(args).await,
         Command::Rules(command) => run_rules_command(command).await,
         Command::Silences(command) => run_silences_command(command).await,
         Command::Definitions(command) => run_definitions_command(command).await,
@@ -337,6 +371,71 @@ fn load_stage_config(args: &StageArgs) -> anyhow::Result<Option<AggregatorConfig
         return Ok(None);
     }
     Ok(Some(config))
+}
+
+async fn run_setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
+    use vigil_aggregator::index::kibana::{KibanaClient, KibanaConfig};
+    use vigil_aggregator::index::setup::{self, Dashboards, SetupTargets};
+    use vigil_aggregator::index::{BulkClient, BulkClientConfig, ElasticsearchAuth, IndexNames};
+
+    let config = args
+        .config
+        .as_deref()
+        .map(AggregatorConfig::load)
+        .transpose()?;
+    let section = config.as_ref().filter(|config| config.index.is_some());
+    let elasticsearch = match (&args.elasticsearch_url, section) {
+        (Some(url), _) => BulkClient::new(BulkClientConfig::new(url))
+            .map_err(|error| anyhow::anyhow!("--elasticsearch-url: {error}"))?,
+        (None, Some(config)) => config.bulk_client()?,
+        (None, None) => anyhow::bail!(
+            "setup needs Elasticsearch: `--config` with an `index` section, or `--elasticsearch-url`"
+        ),
+    };
+    let names = match section {
+        Some(config) => config.index_names()?,
+        None => IndexNames::default(),
+    };
+    names.validate()?;
+    let mut kibana = match section {
+        Some(config) => config.kibana()?,
+        None => None,
+    };
+    if let Some(url) = args.kibana_url {
+        kibana = Some(KibanaConfig {
+            url,
+            ..kibana.unwrap_or(KibanaConfig {
+                url: String::new(),
+                auth: ElasticsearchAuth::None,
+                ca_file: None,
+                space: None,
+            })
+        });
+    }
+    if let (Some(kibana), Some(space)) = (&mut kibana, args.kibana_space) {
+        kibana.space = Some(space);
+    }
+    if args.skip_kibana {
+        kibana = None;
+    }
+    let kibana = kibana
+        .map(|kibana| KibanaClient::new(&kibana))
+        .transpose()
+        .context("Kibana")?;
+    let dashboards = match &args.dashboards {
+        Some(dir) => Dashboards::from_dir(dir)?,
+        None => Dashboards::shipped(),
+    }
+    .for_indices(&names);
+    let targets = SetupTargets {
+        elasticsearch: &elasticsearch,
+        kibana: kibana.as_ref(),
+        skip_unsupported: args.skip_unsupported,
+    };
+    setup::install(&targets, &dashboards, &mut std::io::stdout().lock())
+        .await
+        .context("setup failed")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run_rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {

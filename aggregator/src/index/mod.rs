@@ -6,12 +6,17 @@
 //! - [`DocumentSink`] writes them: [`BulkClient`] to Elasticsearch, with as many
 //!   requests in flight as [`AdaptiveConcurrency`] allows, [`NdjsonSink`] to local
 //!   files;
-//! - [`IndexStage`] consumes the bus, batches, writes, dead-letters and commits.
+//! - [`IndexStage`] consumes the bus, batches, writes, dead-letters and commits;
+//! - [`setup`] installs what Elasticsearch and Kibana need before the first document:
+//!   lifecycle policies, component and index templates, data streams and the saved
+//!   objects of `dashboards/`.
 
 mod concurrency;
 pub mod documents;
 mod elasticsearch;
+pub mod kibana;
 mod ndjson;
+pub mod setup;
 mod sink;
 mod stage;
 
