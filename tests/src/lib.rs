@@ -10,8 +10,11 @@
 //! `tokio::task::spawn_blocking` when other tasks must keep running meanwhile.
 
 pub mod binaries;
+pub mod bulk_proxy;
 pub mod elastic;
 mod http;
+mod http_exchange;
+pub mod kibana;
 pub mod names;
 pub mod ports;
 pub mod process;
