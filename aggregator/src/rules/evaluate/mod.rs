@@ -32,6 +32,7 @@ mod alert;
 mod dormant;
 mod log;
 mod metric;
+mod series;
 
 use super::log_filter::LogRecord;
 use super::model::{Rule, RuleKind, RuleSet};
@@ -39,10 +40,13 @@ pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
 use log::LogState;
-use metric::{MetricState, Reading};
+use metric::{MetricState, selects};
+use crate::series_identity::SeriesId;
+use series::{BatchResource, Reading, Retention, RulePosition, SeriesStore, StoredSeries};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource, sample};
+use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource};
+use vigil_proto::view::MetricBatchView;
 use vigil_runtime::duration::nanos;
 
 /// Most ticks of one group evaluated when the clock jumps; earlier ticks of the
@@ -61,7 +65,9 @@ pub struct Evaluator {
     groups: Vec<GroupState>,
     clock: Option<i64>,
     /// Metric name -> (group index, rule index) of the rules on it.
-    by_metric: HashMap<String, Vec<(usize, usize)>>,
+    by_metric: HashMap<String, Vec<RulePosition>>,
+    /// The series of the metrics in `by_metric`.
+    store: SeriesStore,
     /// (group index, rule index) of every log rule.
     log_rules: Vec<(usize, usize)>,
     /// State changes not yet taken by the stage.
@@ -107,6 +113,7 @@ impl RuleState {
         mut self,
         old: RuleRef<'_>,
         new: RuleRef<'_>,
+        store: &SeriesStore,
         at: i64,
         out: &mut Vec<AlertEvent>,
     ) -> Self {
@@ -114,7 +121,7 @@ impl RuleState {
             (RuleState::Metric(state), RuleKind::Metric(before), RuleKind::Metric(after))
                 if before.metric == after.metric =>
             {
-                state.adopt(old, new, after, at, out);
+                state.adopt(old, new, after, store, at, out);
                 self
             }
             (RuleState::Log(state), RuleKind::Log(before), RuleKind::Log(after))
@@ -145,6 +152,7 @@ impl Evaluator {
             rules,
             clock: None,
             by_metric: HashMap::new(),
+            store: SeriesStore::default(),
             log_rules: Vec::new(),
             journal: StateJournal::default(),
             dormant: Dormant::default(),
@@ -203,7 +211,7 @@ impl Evaluator {
                                 rule: old_rule,
                                 journal: &self.journal,
                             };
-                            state.adopt(old, new, at, &mut out)
+                            state.adopt(old, new, &self.store, at, &mut out)
                         }
                         None => RuleState::new(rule),
                     }
@@ -245,65 +253,127 @@ impl Evaluator {
     ) -> Vec<AlertEvent> {
         let default_resource = Resource::default();
         let resource = batch.resource.as_ref().unwrap_or(&default_resource);
-        let mut latest = None;
-        for sample in &batch.samples {
-            let reading = match sample.value {
-                Some(sample::Value::Gauge(value)) if value.is_finite() => Reading {
-                    time: sample.time_unix_nano,
-                    value,
-                    counter: None,
-                },
-                Some(sample::Value::Counter(counter)) => Reading {
-                    time: sample.time_unix_nano,
-                    value: counter as f64,
-                    counter: Some(counter),
-                },
-                _ => continue,
-            };
-            latest = latest.max(Some(reading.time));
-            let Some(rules) = self.by_metric.get(&sample.name) else {
-                continue;
-            };
-            let mut labels: BTreeMap<&str, &str> = resource
+        let resource = BatchResource::new(
+            &resource.host_name,
+            resource
                 .attributes
                 .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str()))
-                .collect();
-            labels.insert("host", &resource.host_name);
-            labels.extend(
-                sample
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.as_str(), l.value.as_str())),
-            );
-            let key: BaseLabels = labels
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+            &mut self.store.buffer,
+        );
+        let mut latest = None;
+        for sample in &batch.samples {
+            let Some(reading) = Reading::of(sample.time_unix_nano, sample.value) else {
+                continue;
+            };
+            latest = latest.max(Some(reading.time));
+            let labels = sample
+                .labels
                 .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                .collect();
-            for &(group, index) in rules {
-                let RuleKind::Metric(rule) = &self.rules.groups[group].rules[index].kind else {
-                    continue;
-                };
-                let selected = rule
-                    .matchers
-                    .iter()
-                    .all(|m| m.matches(labels.get(m.name.as_str()).copied().unwrap_or("")));
-                if let (true, RuleState::Metric(state)) =
-                    (selected, &mut self.groups[group].rules[index])
-                    && state.observe(&key, reading, source)
-                {
-                    let rule = RuleRef {
-                        group: &self.rules.groups[group].name,
-                        rule: &self.rules.groups[group].rules[index],
-                        journal: &self.journal,
-                    };
-                    if let Some(alert) = self.dormant.resume(rule, &key, source) {
-                        state.install(&key, alert);
-                    }
-                }
-            }
+                .map(|l| (l.name.as_str(), l.value.as_str()));
+            self.observe_sample(&resource, &sample.name, labels, reading, source);
         }
         self.advance_clock(latest)
+    }
+
+    /// [`observe_metrics_from`](Self::observe_metrics_from) of a batch decoded as
+    /// a view of its payload, as the stage reads them: no string of the batch is
+    /// copied unless it names a new series.
+    pub fn observe_metric_view(
+        &mut self,
+        batch: &MetricBatchView<'_>,
+        source: &Source,
+    ) -> Vec<AlertEvent> {
+        let resource = BatchResource::new(
+            batch.resource.host_name,
+            batch.resource.attributes.iter().map(|l| (l.name, l.value)),
+            &mut self.store.buffer,
+        );
+        let mut latest = None;
+        for sample in &batch.samples {
+            let Some(reading) = Reading::of(sample.time_unix_nano, sample.value) else {
+                continue;
+            };
+            latest = latest.max(Some(reading.time));
+            let labels = batch.labels(sample).iter().map(|l| (l.name, l.value));
+            self.observe_sample(&resource, sample.name, labels, reading, source);
+        }
+        self.advance_clock(latest)
+    }
+
+    /// Adds a sample to its series; a series seen for the first time is stored
+    /// and joins the rules that select it.
+    fn observe_sample<'l>(
+        &mut self,
+        resource: &BatchResource<'_>,
+        name: &str,
+        labels: impl Iterator<Item = (&'l str, &'l str)> + Clone,
+        reading: Reading,
+        source: &Source,
+    ) {
+        let Some(positions) = self.by_metric.get(name) else {
+            return;
+        };
+        let id = resource.series_id(name, labels.clone(), &mut self.store.buffer);
+        if let Some(series) = self.store.series.get_mut(&id) {
+            series.insert(reading, source);
+            return;
+        }
+        let mut series = StoredSeries::new(name, resource.series_labels(labels), source.clone());
+        series.selected_by = positions
+            .iter()
+            .copied()
+            .filter(|&position| self.metric_rule(position).is_some_and(|m| selects(m, &series.labels)))
+            .collect();
+        series.retention = self.retention(&series.selected_by);
+        series.insert(reading, source);
+        for &position in &series.selected_by {
+            self.join(position, id, &series);
+        }
+        self.store.series.insert(id, series);
+    }
+
+    /// The metric rule at `position`.
+    fn metric_rule(&self, (group, index): RulePosition) -> Option<&super::model::MetricRule> {
+        match &self.rules.groups[group].rules[index].kind {
+            RuleKind::Metric(metric) => Some(metric),
+            RuleKind::Log(_) => None,
+        }
+    }
+
+    /// How long the rules at `positions` need the samples of a series they select.
+    fn retention(&self, positions: &[RulePosition]) -> Retention {
+        Retention::combine(positions.iter().filter_map(|&(group, index)| {
+            let metric = self.metric_rule((group, index))?;
+            let interval = nanos(self.rules.groups[group].interval);
+            let stale_after = stale_after(interval);
+            let window = nanos(metric.condition.window());
+            let absent = matches!(metric.condition.subject, crate::rules::condition::Subject::Absent(_));
+            Some(Retention {
+                keep: if absent { 0 } else { window.max(stale_after) }.saturating_add(interval),
+                stale_after,
+                watched_for_absence: absent,
+            })
+        }))
+    }
+
+    /// Makes the series `id` one of the series of the rule at `position`; a new
+    /// member resumes its alert if the state topic had one.
+    fn join(&mut self, (group, index): RulePosition, id: SeriesId, series: &StoredSeries) {
+        let RuleState::Metric(state) = &mut self.groups[group].rules[index] else {
+            return;
+        };
+        if !state.join(id) {
+            return;
+        }
+        let rule = RuleRef {
+            group: &self.rules.groups[group].name,
+            rule: &self.rules.groups[group].rules[index],
+            journal: &self.journal,
+        };
+        if let Some(alert) = self.dormant.resume(rule, &series.labels, &series.source) {
+            state.install(id, alert);
+        }
     }
 
     /// Takes in a batch of log lines; returns the events of the evaluations the
@@ -389,6 +459,18 @@ impl Evaluator {
     /// partitions `owned` no longer accepts (they moved to another consumer,
     /// which resumes them from the state topic).
     pub fn release(&mut self, owned: &dyn Fn(&Source) -> bool) {
+        let groups = &mut self.groups;
+        self.store.series.retain(|&id, series| {
+            if owned(&series.source) {
+                return true;
+            }
+            for &position in &series.selected_by {
+                if let Some(state) = metric_state(groups, position) {
+                    state.forget(id);
+                }
+            }
+            false
+        });
         for state in &mut self.groups {
             for rule_state in &mut state.rules {
                 match rule_state {
@@ -454,9 +536,10 @@ impl Evaluator {
     /// Runs every group's ticks and pending line arrivals up to `now`, in time
     /// order within each group.
     fn evaluate_until(&mut self, now: i64, out: &mut Vec<AlertEvent>) {
+        let mut ticked = false;
         for (group, state) in self.rules.groups.iter().zip(&mut self.groups) {
             let interval = nanos(group.interval).max(1);
-            let stale_after = nanos(STALE_AFTER).max(interval.saturating_mul(2));
+            let stale_after = stale_after(interval);
             let first_tick = match state.last_tick {
                 Some(last) => (last.div_euclid(interval) + 1).saturating_mul(interval),
                 None => now.div_euclid(interval) * interval,
@@ -486,7 +569,7 @@ impl Evaluator {
                     };
                     match (&rule.kind, rule_state) {
                         (RuleKind::Metric(metric), RuleState::Metric(series)) if tick => {
-                            series.evaluate(rule_ref, metric, at, stale_after, out);
+                            series.evaluate(rule_ref, metric, at, stale_after, &self.store, out);
                         }
                         (RuleKind::Log(log), RuleState::Log(keys)) => {
                             keys.evaluate(rule_ref, log, at, tick, out);
@@ -497,9 +580,35 @@ impl Evaluator {
             }
             if let Some(tick) = ticks.last() {
                 state.last_tick = Some(*tick);
+                ticked = true;
             }
             state.evaluated_to = state.evaluated_to.max(Some(now));
         }
+        if ticked {
+            self.forget_stale_series(now);
+        }
+    }
+
+    /// Forgets the series that have been silent for as long as makes them stale
+    /// to every rule that selects them, unless one of those rules still holds an
+    /// alert for them (it resolves first, after `keep_firing_for`).
+    fn forget_stale_series(&mut self, now: i64) {
+        let groups = &mut self.groups;
+        self.store.series.retain(|&id, series| {
+            if !series.is_stale(now)
+                || series.selected_by.iter().any(|&position| {
+                    metric_state(groups, position).is_some_and(|state| state.holds_alert(id))
+                })
+            {
+                return true;
+            }
+            for &position in &series.selected_by {
+                if let Some(state) = metric_state(groups, position) {
+                    state.forget(id);
+                }
+            }
+            false
+        });
     }
 
     fn index(&mut self) {
@@ -517,7 +626,45 @@ impl Evaluator {
                 }
             }
         }
+        self.select_stored_series();
     }
+
+    /// Works out again which rules select each stored series, after the rules
+    /// changed: series join the rules that now select them (resuming their
+    /// alerts from the state topic, if it had any).
+    fn select_stored_series(&mut self) {
+        let mut series = std::mem::take(&mut self.store.series);
+        for (&id, stored) in &mut series {
+            let positions = self.by_metric.get(&stored.name).map_or(&[][..], Vec::as_slice);
+            stored.selected_by = positions
+                .iter()
+                .copied()
+                .filter(|&position| {
+                    self.metric_rule(position)
+                        .is_some_and(|metric| selects(metric, &stored.labels))
+                })
+                .collect();
+            stored.retention = self.retention(&stored.selected_by);
+            for &position in &stored.selected_by {
+                self.join(position, id, stored);
+            }
+        }
+        self.store.series = series;
+    }
+}
+
+/// The state of the metric rule at `position`.
+fn metric_state(groups: &mut [GroupState], (group, index): RulePosition) -> Option<&mut MetricState> {
+    match groups.get_mut(group)?.rules.get_mut(index)? {
+        RuleState::Metric(state) => Some(state),
+        RuleState::Log(_) => None,
+    }
+}
+
+/// How long a series of a group evaluated every `interval` may be silent before
+/// it has no value: [`STALE_AFTER`], or two intervals when longer.
+fn stale_after(interval: i64) -> i64 {
+    nanos(STALE_AFTER).max(interval.saturating_mul(2))
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use super::*;
 use crate::rules::rule_set_for_test;
 use proptest::prelude::*;
 use vigil_proto::labels::{ContentId, find, label};
-use vigil_proto::v1::{AlertStatus, LogLine, Sample};
+use vigil_proto::v1::{AlertStatus, LogLine, Sample, sample};
 
 const S: i64 = 1_000_000_000;
 
