@@ -3,16 +3,13 @@
 //! resource, name and labels, computed from the decoded batch without building
 //! owned label lists, and keep their per-series state in maps keyed by it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// A map whose keys are already well-mixed 64-bit hashes (series ids, label
 /// hashes): hashing them again would only cost time on the hot path.
 pub(crate) type HashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PassThroughHasher>>;
-
-/// A set of such hashes.
-pub(crate) type HashedSet<K> = HashSet<K, BuildHasherDefault<PassThroughHasher>>;
 
 /// Hasher for keys that are themselves a hash: the key's `u64` is the hash.
 #[derive(Debug, Default, Clone, Copy)]

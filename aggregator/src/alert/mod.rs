@@ -77,6 +77,7 @@ struct AlertMetrics {
     rules_loaded: Gauge,
     partitions_owned: Gauge,
     alerts_restored: Gauge,
+    series: Gauge,
 }
 
 impl AlertMetrics {
@@ -115,6 +116,11 @@ impl AlertMetrics {
             alerts_restored: metrics.register(
                 "alert_state_records_read",
                 "Alert state records read from the state topic at start",
+                Gauge::default(),
+            ),
+            series: metrics.register(
+                "alert_series",
+                "Metric series the rules engine holds (those of metrics some rule watches)",
                 Gauge::default(),
             ),
         }
@@ -291,6 +297,8 @@ impl AlertStage {
         }
         let events = self.evaluator_mut().end_unresumed(&owned);
         self.emit(events).await;
+        let series = self.evaluator_mut().series();
+        self.metrics.series.set(series as i64);
     }
 
     fn evaluator_mut(&mut self) -> &mut Evaluator {

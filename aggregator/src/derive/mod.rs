@@ -43,7 +43,6 @@ use vigil_proto::view::{DerivedBatchWriter, MetricBatchView};
 use vigil_proto::{Payload, Topics};
 use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
 
-
 /// Settings of the derive stage.
 #[derive(Debug, Clone)]
 pub struct DeriveStageConfig {

@@ -4,10 +4,9 @@
 //! `absent`, each silent series' and the one of a metric never seen).
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
-use super::series::{Reading, SeriesStore, StoredSeries, label_value};
+use super::series::{Reading, SeriesStore, Slot, StoredSeries, label_value};
 use crate::rules::condition::{Subject, WindowFunction};
 use crate::rules::model::{Aggregation, LabelTest, MetricRule, RuleKind};
-use crate::series_identity::{HashedMap, HashedSet, SeriesId};
 use std::collections::{BTreeMap, VecDeque};
 use vigil_proto::v1::AlertEvent;
 use vigil_runtime::duration::nanos;
@@ -15,10 +14,8 @@ use vigil_runtime::duration::nanos;
 /// The series one metric rule selects and their alerts.
 #[derive(Debug, Default)]
 pub(crate) struct MetricState {
-    /// The stored series the rule selects.
-    members: HashedSet<SeriesId>,
-    /// The pending and firing alerts of its series.
-    alerts: HashedMap<SeriesId, ActiveAlert>,
+    /// The stored series the rule selects, sorted by slot, with their alerts.
+    members: Vec<Member>,
     /// Alerts of the groups of a rule with `by`/`aggregate`, by the group's
     /// labels.
     aggregates: BTreeMap<BaseLabels, Aggregate>,
@@ -30,6 +27,13 @@ pub(crate) struct MetricState {
     started: Option<i64>,
 }
 
+/// A series of the rule and its pending or firing alert.
+#[derive(Debug)]
+struct Member {
+    slot: Slot,
+    alert: Option<Box<ActiveAlert>>,
+}
+
 /// The alert of one group of series.
 #[derive(Debug, Default)]
 struct Aggregate {
@@ -39,29 +43,42 @@ struct Aggregate {
 }
 
 impl MetricState {
-    /// Makes the stored series `id` one of the rule's; says whether it was new to
-    /// the rule.
-    pub(crate) fn join(&mut self, id: SeriesId) -> bool {
-        self.members.insert(id)
+    fn member(&self, slot: Slot) -> Result<usize, usize> {
+        self.members
+            .binary_search_by_key(&slot, |member| member.slot)
     }
 
-    /// Gives the series `id` an alert restored from the state topic.
-    pub(crate) fn install(&mut self, id: SeriesId, alert: ActiveAlert) {
-        if self.members.contains(&id) {
-            self.alerts.insert(id, alert);
+    /// Makes the stored series in `slot` one of the rule's; says whether it was
+    /// new to the rule.
+    pub(crate) fn join(&mut self, slot: Slot) -> bool {
+        match self.member(slot) {
+            Ok(_) => false,
+            Err(position) => {
+                self.members.insert(position, Member { slot, alert: None });
+                true
+            }
         }
     }
 
-    /// Whether the series `id` has a pending or firing alert.
-    pub(crate) fn holds_alert(&self, id: SeriesId) -> bool {
-        self.alerts.contains_key(&id)
+    /// Gives the series in `slot` an alert restored from the state topic.
+    pub(crate) fn install(&mut self, slot: Slot, alert: ActiveAlert) {
+        if let Ok(position) = self.member(slot) {
+            self.members[position].alert = Some(Box::new(alert));
+        }
     }
 
-    /// Forgets the series `id` and its alert, without an event: it went stale
-    /// without an alert, or its partition moved to another consumer.
-    pub(crate) fn forget(&mut self, id: SeriesId) {
-        self.members.remove(&id);
-        self.alerts.remove(&id);
+    /// Whether the series in `slot` has a pending or firing alert.
+    pub(crate) fn holds_alert(&self, slot: Slot) -> bool {
+        self.member(slot)
+            .is_ok_and(|position| self.members[position].alert.is_some())
+    }
+
+    /// Forgets the series in `slot` and its alert, without an event: it went
+    /// stale without an alert, or its partition moved to another consumer.
+    pub(crate) fn forget(&mut self, slot: Slot) {
+        if let Ok(position) = self.member(slot) {
+            self.members.remove(position);
+        }
     }
 
     /// Forgets the groups (and their alerts, without an event) whose data no
@@ -91,7 +108,7 @@ impl MetricState {
             }
             (Some(aggregation), subject) => {
                 let mut groups: BTreeMap<BaseLabels, (Vec<f64>, Source)> = BTreeMap::new();
-                for series in self.members.iter().filter_map(|id| store.series.get(id)) {
+                for series in self.members.iter().filter_map(|m| store.get(m.slot)) {
                     if let Some(value) = measure(&series.readings, subject, at, stale_after) {
                         let (values, source) = groups
                             .entry(group_labels(aggregation, &series.labels))
@@ -103,14 +120,14 @@ impl MetricState {
                 self.evaluate_groups(rule, metric, aggregation, groups, at, out);
             }
             (None, subject) => {
-                for &id in &self.members {
-                    let Some(series) = store.series.get(&id) else {
+                for member in &mut self.members {
+                    let Some(series) = store.get(member.slot) else {
                         continue;
                     };
                     let value = measure(&series.readings, subject, at, stale_after);
                     let holds =
                         value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
-                    step_series(&mut self.alerts, id, series, rule, at, value, holds, out);
+                    step_member(member, series, rule, at, value, holds, out);
                 }
             }
         }
@@ -195,17 +212,19 @@ impl MetricState {
                 out,
             );
         }
-        for &id in &self.members {
-            let Some(series) = store.series.get(&id) else {
+        for member in &mut self.members {
+            let Some(series) = store.get(member.slot) else {
                 continue;
             };
-            let end = series.readings.partition_point(|r| r.time <= at);
+            let end = readings_until(&series.readings, at);
             // Only samples after `at`: the series reports.
-            let last_heard = end.checked_sub(1).map(|latest| series.readings[latest].time);
+            let last_heard = end
+                .checked_sub(1)
+                .map(|latest| series.readings[latest].time);
             let silent = last_heard.map_or(0, |time| at.saturating_sub(time));
             let holds = last_heard.is_some() && silent >= silence;
             let value = Some(silent as f64 / 1e9);
-            step_series(&mut self.alerts, id, series, rule, at, value, holds, out);
+            step_member(member, series, rule, at, value, holds, out);
         }
     }
 
@@ -239,24 +258,27 @@ impl MetricState {
         }
         self.aggregates
             .retain(|_, aggregate| aggregate.alert.is_some());
-        relabel(&mut self.unseen, old, new, &selector_labels(before), at, out);
-        let alerts = &mut self.alerts;
-        self.members.retain(|id| {
-            let Some(series) = store.series.get(id) else {
-                alerts.remove(id);
+        relabel(
+            &mut self.unseen,
+            old,
+            new,
+            &selector_labels(before),
+            at,
+            out,
+        );
+        self.members.retain_mut(|member| {
+            let Some(series) = store.get(member.slot) else {
                 return false;
             };
             if !selects(metric, &series.labels) {
-                if let Some(alert) = alerts.remove(id) {
-                    resolve(&alert, old, at, out);
+                if let Some(alert) = &member.alert {
+                    resolve(alert, old, at, out);
                 }
                 return false;
             }
-            let mut slot = alerts.remove(id);
-            relabel(&mut slot, old, new, &series.labels, at, out);
-            if let Some(alert) = slot {
-                alerts.insert(*id, alert);
-            }
+            let mut alert = member.alert.take().map(|alert| *alert);
+            relabel(&mut alert, old, new, &series.labels, at, out);
+            member.alert = alert.map(Box::new);
             true
         });
     }
@@ -269,7 +291,11 @@ impl MetricState {
 
     /// The pending and firing alerts, in label order.
     pub(crate) fn alerts(&self) -> impl Iterator<Item = &ActiveAlert> {
-        let mut series: Vec<&ActiveAlert> = self.alerts.values().collect();
+        let mut series: Vec<&ActiveAlert> = self
+            .members
+            .iter()
+            .filter_map(|member| member.alert.as_deref())
+            .collect();
         series.sort_by(|a, b| {
             let labels = |alert: &ActiveAlert| {
                 alert
@@ -295,12 +321,10 @@ pub(crate) fn selects(metric: &MetricRule, labels: &BaseLabels) -> bool {
         .all(|matcher| matcher.matches(label_value(labels, &matcher.name)))
 }
 
-/// One evaluation of the alert of series `id`; skips the work when there is no
+/// One evaluation of the alert of a series; skips the work when there is no
 /// alert and the condition does not hold.
-#[allow(clippy::too_many_arguments)]
-fn step_series(
-    alerts: &mut HashedMap<SeriesId, ActiveAlert>,
-    id: SeriesId,
+fn step_member(
+    member: &mut Member,
     series: &StoredSeries,
     rule: RuleRef<'_>,
     at: i64,
@@ -308,13 +332,10 @@ fn step_series(
     holds: bool,
     out: &mut Vec<AlertEvent>,
 ) {
-    if !holds && alerts.is_empty() {
+    if !holds && member.alert.is_none() {
         return;
     }
-    let mut slot = alerts.remove(&id);
-    if slot.is_none() && !holds {
-        return;
-    }
+    let mut slot = member.alert.take().map(|alert| *alert);
     step(
         &mut slot,
         rule,
@@ -325,9 +346,7 @@ fn step_series(
         holds,
         out,
     );
-    if let Some(alert) = slot {
-        alerts.insert(id, alert);
-    }
+    member.alert = slot.map(Box::new);
 }
 
 /// The labels of the group a series belongs to: its `by` labels that it has.
@@ -386,7 +405,7 @@ pub(crate) fn measure(
     at: i64,
     stale_after: i64,
 ) -> Option<f64> {
-    let end = readings.partition_point(|r| r.time <= at);
+    let end = readings_until(readings, at);
     let latest = readings.get(end.checked_sub(1)?)?;
     if at - latest.time > stale_after {
         return None;
@@ -427,6 +446,12 @@ pub(crate) fn measure(
         WindowFunction::Deriv => slope(samples),
         WindowFunction::Quantile(phi) => quantile(phi, values.collect()),
     }
+}
+
+/// How many readings are at or before `at`: all of them but the few that
+/// arrived after the tick, so the count starts from the end.
+fn readings_until(readings: &VecDeque<Reading>, at: i64) -> usize {
+    readings.len() - readings.iter().rev().take_while(|r| r.time > at).count()
 }
 
 /// The per-second slope of the least-squares line through the samples; `None`

@@ -34,15 +34,14 @@ mod log;
 mod metric;
 mod series;
 
-use super::log_filter::LogRecord;
+use super::log_filter::{LogRecord, MessagePrefilter};
 use super::model::{Rule, RuleKind, RuleSet};
 pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
 use log::LogState;
 use metric::{MetricState, selects};
-use crate::series_identity::SeriesId;
-use series::{BatchResource, Reading, Retention, RulePosition, SeriesStore, StoredSeries};
+use series::{BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource};
@@ -68,8 +67,8 @@ pub struct Evaluator {
     by_metric: HashMap<String, Vec<RulePosition>>,
     /// The series of the metrics in `by_metric`.
     store: SeriesStore,
-    /// (group index, rule index) of every log rule.
-    log_rules: Vec<(usize, usize)>,
+    /// The log rules, by the dataset they read.
+    log_rules: LogRules,
     /// State changes not yet taken by the stage.
     journal: StateJournal,
     /// Alerts of other consumers or of an earlier run, from the state topic.
@@ -153,7 +152,7 @@ impl Evaluator {
             clock: None,
             by_metric: HashMap::new(),
             store: SeriesStore::default(),
-            log_rules: Vec::new(),
+            log_rules: LogRules::default(),
             journal: StateJournal::default(),
             dormant: Dormant::default(),
         };
@@ -164,6 +163,12 @@ impl Evaluator {
     /// The rules being evaluated.
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// How many metric series the evaluator holds: those of the metrics some rule
+    /// watches, until they go stale.
+    pub fn series(&self) -> usize {
+        self.store.len()
     }
 
     /// The evaluator's clock: the largest event time seen, in Unix nanoseconds.
@@ -315,22 +320,31 @@ impl Evaluator {
             return;
         };
         let id = resource.series_id(name, labels.clone(), &mut self.store.buffer);
-        if let Some(series) = self.store.series.get_mut(&id) {
+        if let Some(series) = self
+            .store
+            .find(id)
+            .and_then(|slot| self.store.get_mut(slot))
+        {
             series.insert(reading, source);
             return;
         }
-        let mut series = StoredSeries::new(name, resource.series_labels(labels), source.clone());
+        let labels = resource.series_labels(labels);
+        let mut series = StoredSeries::new(id, name, labels, source.clone());
         series.selected_by = positions
             .iter()
             .copied()
-            .filter(|&position| self.metric_rule(position).is_some_and(|m| selects(m, &series.labels)))
+            .filter(|&position| {
+                self.metric_rule(position)
+                    .is_some_and(|metric| selects(metric, &series.labels))
+            })
             .collect();
         series.retention = self.retention(&series.selected_by);
         series.insert(reading, source);
-        for &position in &series.selected_by {
-            self.join(position, id, &series);
+        let selected_by = series.selected_by.clone();
+        let slot = self.store.add(series);
+        for position in selected_by {
+            self.join(position, slot);
         }
-        self.store.series.insert(id, series);
     }
 
     /// The metric rule at `position`.
@@ -342,28 +356,41 @@ impl Evaluator {
     }
 
     /// How long the rules at `positions` need the samples of a series they select.
+    /// A series no rule selects is remembered as such until it goes stale.
     fn retention(&self, positions: &[RulePosition]) -> Retention {
-        Retention::combine(positions.iter().filter_map(|&(group, index)| {
-            let metric = self.metric_rule((group, index))?;
-            let interval = nanos(self.rules.groups[group].interval);
-            let stale_after = stale_after(interval);
-            let window = nanos(metric.condition.window());
-            let absent = matches!(metric.condition.subject, crate::rules::condition::Subject::Absent(_));
-            Some(Retention {
-                keep: if absent { 0 } else { window.max(stale_after) }.saturating_add(interval),
-                stale_after,
-                watched_for_absence: absent,
-            })
-        }))
+        let unselected = Retention {
+            stale_after: nanos(STALE_AFTER),
+            ..Retention::default()
+        };
+        Retention::combine(
+            std::iter::once(unselected).chain(positions.iter().filter_map(|&(group, index)| {
+                let metric = self.metric_rule((group, index))?;
+                let interval = nanos(self.rules.groups[group].interval);
+                let stale_after = stale_after(interval);
+                let window = nanos(metric.condition.window());
+                let absent = matches!(
+                    metric.condition.subject,
+                    crate::rules::condition::Subject::Absent(_)
+                );
+                Some(Retention {
+                    keep: if absent { 0 } else { window.max(stale_after) }.saturating_add(interval),
+                    stale_after,
+                    watched_for_absence: absent,
+                })
+            })),
+        )
     }
 
     /// Makes the series `id` one of the series of the rule at `position`; a new
     /// member resumes its alert if the state topic had one.
-    fn join(&mut self, (group, index): RulePosition, id: SeriesId, series: &StoredSeries) {
+    fn join(&mut self, (group, index): RulePosition, slot: Slot) {
         let RuleState::Metric(state) = &mut self.groups[group].rules[index] else {
             return;
         };
-        if !state.join(id) {
+        let Some(series) = self.store.get(slot) else {
+            return;
+        };
+        if !state.join(slot) {
             return;
         }
         let rule = RuleRef {
@@ -372,7 +399,7 @@ impl Evaluator {
             journal: &self.journal,
         };
         if let Some(alert) = self.dormant.resume(rule, &series.labels, &series.source) {
-            state.install(id, alert);
+            state.install(slot, alert);
         }
     }
 
@@ -389,13 +416,18 @@ impl Evaluator {
         let resource = batch.resource.as_ref().unwrap_or(&default_resource);
         let source = batch.source.as_ref().unwrap_or(&default_source);
         let latest = batch.lines.iter().map(|l| l.event_time_unix_nano).max();
-        for line in &batch.lines {
-            if self.log_rules.is_empty() {
-                break;
-            }
+        let rules = self.log_rules.of_dataset(&source.dataset);
+        for line in batch.lines.iter().filter(|_| !rules.positions.is_empty()) {
             let record = LogRecord::new(resource, source, line);
+            let candidates = rules.prefilter.scan(&record.message);
+            if rules.prefilter.rejects_all(&candidates) {
+                continue;
+            }
             let time = line.event_time_unix_nano;
-            for &(group, index) in &self.log_rules {
+            for (candidate, &(group, index)) in rules.positions.iter().enumerate() {
+                if !candidates.may_pass(candidate) {
+                    continue;
+                }
                 let RuleKind::Log(rule) = &self.rules.groups[group].rules[index].kind else {
                     continue;
                 };
@@ -460,13 +492,13 @@ impl Evaluator {
     /// which resumes them from the state topic).
     pub fn release(&mut self, owned: &dyn Fn(&Source) -> bool) {
         let groups = &mut self.groups;
-        self.store.series.retain(|&id, series| {
+        self.store.retain(|slot, series| {
             if owned(&series.source) {
                 return true;
             }
             for &position in &series.selected_by {
                 if let Some(state) = metric_state(groups, position) {
-                    state.forget(id);
+                    state.forget(slot);
                 }
             }
             false
@@ -594,17 +626,17 @@ impl Evaluator {
     /// alert for them (it resolves first, after `keep_firing_for`).
     fn forget_stale_series(&mut self, now: i64) {
         let groups = &mut self.groups;
-        self.store.series.retain(|&id, series| {
+        self.store.retain(|slot, series| {
             if !series.is_stale(now)
                 || series.selected_by.iter().any(|&position| {
-                    metric_state(groups, position).is_some_and(|state| state.holds_alert(id))
+                    metric_state(groups, position).is_some_and(|state| state.holds_alert(slot))
                 })
             {
                 return true;
             }
             for &position in &series.selected_by {
                 if let Some(state) = metric_state(groups, position) {
-                    state.forget(id);
+                    state.forget(slot);
                 }
             }
             false
@@ -613,19 +645,17 @@ impl Evaluator {
 
     fn index(&mut self) {
         self.by_metric.clear();
-        self.log_rules.clear();
         for (group_index, group) in self.rules.groups.iter().enumerate() {
             for (rule_index, rule) in group.rules.iter().enumerate() {
-                match &rule.kind {
-                    RuleKind::Metric(metric) => self
-                        .by_metric
+                if let RuleKind::Metric(metric) = &rule.kind {
+                    self.by_metric
                         .entry(metric.metric.clone())
                         .or_default()
-                        .push((group_index, rule_index)),
-                    RuleKind::Log(_) => self.log_rules.push((group_index, rule_index)),
+                        .push((group_index, rule_index));
                 }
             }
         }
+        self.log_rules = LogRules::new(&self.rules);
         self.select_stored_series();
     }
 
@@ -633,9 +663,13 @@ impl Evaluator {
     /// changed: series join the rules that now select them (resuming their
     /// alerts from the state topic, if it had any).
     fn select_stored_series(&mut self) {
-        let mut series = std::mem::take(&mut self.store.series);
-        for (&id, stored) in &mut series {
-            let positions = self.by_metric.get(&stored.name).map_or(&[][..], Vec::as_slice);
+        let mut store = std::mem::take(&mut self.store);
+        let mut joins = Vec::new();
+        for (slot, stored) in store.iter_mut() {
+            let positions = self
+                .by_metric
+                .get(&stored.name)
+                .map_or(&[][..], Vec::as_slice);
             stored.selected_by = positions
                 .iter()
                 .copied()
@@ -645,16 +679,94 @@ impl Evaluator {
                 })
                 .collect();
             stored.retention = self.retention(&stored.selected_by);
-            for &position in &stored.selected_by {
-                self.join(position, id, stored);
+            joins.extend(stored.selected_by.iter().map(|&position| (position, slot)));
+        }
+        self.store = store;
+        for (position, slot) in joins {
+            self.join(position, slot);
+        }
+    }
+}
+
+/// The log rules that read one dataset: those of the dataset and those of every
+/// dataset, in rule set order, with the prefilter of their message regexes.
+#[derive(Debug)]
+struct DatasetRules {
+    positions: Vec<RulePosition>,
+    prefilter: MessagePrefilter,
+}
+
+impl DatasetRules {
+    fn new(rules: &RuleSet, positions: Vec<RulePosition>) -> Self {
+        let prefilter = MessagePrefilter::new(positions.iter().map(|&(group, index)| {
+            match &rules.groups[group].rules[index].kind {
+                RuleKind::Log(log) => log.filter.as_ref(),
+                RuleKind::Metric(_) => None,
+            }
+        }));
+        DatasetRules {
+            positions,
+            prefilter,
+        }
+    }
+}
+
+/// The log rules by the dataset they read: a batch's lines (all of one
+/// dataset) are only offered to the rules that read it.
+#[derive(Debug)]
+struct LogRules {
+    by_dataset: HashMap<String, DatasetRules>,
+    /// The rules of every dataset, for a dataset no rule names.
+    any_dataset: DatasetRules,
+}
+
+impl Default for LogRules {
+    fn default() -> Self {
+        LogRules::new(&RuleSet::default())
+    }
+}
+
+impl LogRules {
+    fn new(rules: &RuleSet) -> Self {
+        let mut positions: Vec<(RulePosition, Option<&str>)> = Vec::new();
+        for (group_index, group) in rules.groups.iter().enumerate() {
+            for (rule_index, rule) in group.rules.iter().enumerate() {
+                if let RuleKind::Log(log) = &rule.kind {
+                    positions.push(((group_index, rule_index), log.dataset.as_deref()));
+                }
             }
         }
-        self.store.series = series;
+        let reading = |dataset: Option<&str>| -> Vec<RulePosition> {
+            positions
+                .iter()
+                .filter(|(_, reads)| reads.is_none() || *reads == dataset)
+                .map(|(position, _)| *position)
+                .collect()
+        };
+        let by_dataset = positions
+            .iter()
+            .filter_map(|(_, dataset)| *dataset)
+            .map(|dataset| {
+                let rules_of_dataset = DatasetRules::new(rules, reading(Some(dataset)));
+                (dataset.to_owned(), rules_of_dataset)
+            })
+            .collect();
+        LogRules {
+            by_dataset,
+            any_dataset: DatasetRules::new(rules, reading(None)),
+        }
+    }
+
+    fn of_dataset(&self, dataset: &str) -> &DatasetRules {
+        self.by_dataset.get(dataset).unwrap_or(&self.any_dataset)
     }
 }
 
 /// The state of the metric rule at `position`.
-fn metric_state(groups: &mut [GroupState], (group, index): RulePosition) -> Option<&mut MetricState> {
+fn metric_state(
+    groups: &mut [GroupState],
+    (group, index): RulePosition,
+) -> Option<&mut MetricState> {
     match groups.get_mut(group)?.rules.get_mut(index)? {
         RuleState::Metric(state) => Some(state),
         RuleState::Log(_) => None,

@@ -67,9 +67,14 @@ impl Retention {
     }
 }
 
+/// A series' place in the [`SeriesStore`]; reused once the series is forgotten
+/// (and every rule has let go of it).
+pub(crate) type Slot = u32;
+
 /// A series and its recent samples.
 #[derive(Debug)]
 pub(crate) struct StoredSeries {
+    pub(crate) id: SeriesId,
     /// The metric name.
     pub(crate) name: String,
     /// Sorted by name: the resource's attributes, `host`, the sample's labels.
@@ -84,8 +89,9 @@ pub(crate) struct StoredSeries {
 }
 
 impl StoredSeries {
-    pub(crate) fn new(name: &str, labels: BaseLabels, source: Source) -> Self {
+    pub(crate) fn new(id: SeriesId, name: &str, labels: BaseLabels, source: Source) -> Self {
         StoredSeries {
+            id,
             name: name.to_owned(),
             labels,
             readings: VecDeque::new(),
@@ -145,7 +151,8 @@ impl<'a> BatchResource<'a> {
         attributes: impl Iterator<Item = (&'a str, &'a str)> + Clone,
         buffer: &mut Vec<u8>,
     ) -> Self {
-        let hash = hash_labels(buffer, attributes.clone()) ^ xxh3_64(host.as_bytes()).rotate_left(7);
+        let hash =
+            hash_labels(buffer, attributes.clone()) ^ xxh3_64(host.as_bytes()).rotate_left(7);
         BatchResource {
             hash,
             host,
@@ -184,12 +191,71 @@ impl<'a> BatchResource<'a> {
     }
 }
 
-/// Every series of the metrics some rule watches.
+/// Every series of the metrics some rule watches, in slots that rules refer to
+/// directly, so that an evaluation round reads them without hashing.
 #[derive(Debug, Default)]
 pub(crate) struct SeriesStore {
-    pub(crate) series: HashedMap<SeriesId, StoredSeries>,
+    slots: Vec<Option<StoredSeries>>,
+    free: Vec<Slot>,
+    by_id: HashedMap<SeriesId, Slot>,
     /// Scratch space for hashing labels.
     pub(crate) buffer: Vec<u8>,
+}
+
+impl SeriesStore {
+    pub(crate) fn find(&self, id: SeriesId) -> Option<Slot> {
+        self.by_id.get(&id).copied()
+    }
+
+    pub(crate) fn get(&self, slot: Slot) -> Option<&StoredSeries> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, slot: Slot) -> Option<&mut StoredSeries> {
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// Stores a new series; returns its slot.
+    pub(crate) fn add(&mut self, series: StoredSeries) -> Slot {
+        let id = series.id;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(series);
+                slot
+            }
+            None => {
+                self.slots.push(Some(series));
+                Slot::try_from(self.slots.len() - 1).expect("fewer than 2^32 series")
+            }
+        };
+        self.by_id.insert(id, slot);
+        slot
+    }
+
+    /// Keeps the series for which `keep` says so, and forgets the others.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(Slot, &mut StoredSeries) -> bool) {
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some(series) = entry else { continue };
+            let slot = slot as Slot;
+            if !keep(slot, series) {
+                self.by_id.remove(&series.id);
+                self.free.push(slot);
+                *entry = None;
+            }
+        }
+    }
+
+    /// Every series, with its slot.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (Slot, &mut StoredSeries)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(slot, entry)| Some((slot as Slot, entry.as_mut()?)))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
 }
 
 /// The value of a label in sorted series labels; missing labels read as empty,
@@ -214,7 +280,7 @@ mod tests {
 
     #[test]
     fn out_of_order_and_repeated_samples_stay_sorted() {
-        let mut series = StoredSeries::new("m", Vec::new(), Source::default());
+        let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
         series.retention.keep = 100;
         for (time, value) in [(20, 2.0), (10, 1.0), (30, 3.0), (20, 9.0)] {
             series.insert(reading(time, value), &Source::default());
@@ -225,7 +291,7 @@ mod tests {
 
     #[test]
     fn samples_older_than_the_retention_are_dropped_but_the_newest_stays() {
-        let mut series = StoredSeries::new("m", Vec::new(), Source::default());
+        let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
         series.retention.keep = 15;
         for time in [0, 10, 20, 30] {
             series.insert(reading(time, 1.0), &Source::default());
@@ -235,6 +301,22 @@ mod tests {
         series.retention.keep = 0;
         series.insert(reading(40, 1.0), &Source::default());
         assert_eq!(series.readings.len(), 1);
+    }
+
+    #[test]
+    fn forgotten_slots_are_reused_and_found_by_id_no_more() {
+        let mut store = SeriesStore::default();
+        let series = |id| StoredSeries::new(SeriesId(id), "m", Vec::new(), Source::default());
+        let first = store.add(series(1));
+        let second = store.add(series(2));
+        assert_eq!(store.find(SeriesId(2)), Some(second));
+        store.retain(|slot, _| slot != first);
+        assert_eq!((store.find(SeriesId(1)), store.len()), (None, 1));
+        assert!(store.get(first).is_none());
+        let third = store.add(series(3));
+        assert_eq!(third, first);
+        assert_eq!(store.get(third).map(|s| s.id), Some(SeriesId(3)));
+        assert_eq!(store.find(SeriesId(2)), Some(second));
     }
 
     #[test]
