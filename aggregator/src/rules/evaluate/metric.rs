@@ -7,7 +7,7 @@ use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use super::series::{Reading, SeriesStore, Slot, StoredSeries, label_value};
 use crate::rules::condition::{Subject, WindowFunction};
 use crate::rules::model::{Aggregation, LabelTest, MetricRule, RuleKind};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use vigil_proto::v1::AlertEvent;
 use vigil_runtime::duration::nanos;
 
@@ -109,7 +109,7 @@ impl MetricState {
             (Some(aggregation), subject) => {
                 let mut groups: BTreeMap<BaseLabels, (Vec<f64>, Source)> = BTreeMap::new();
                 for series in self.members.iter().filter_map(|m| store.get(m.slot)) {
-                    if let Some(value) = measure(&series.readings, subject, at, stale_after) {
+                    if let Some(value) = measure(series.readings(), subject, at, stale_after) {
                         let (values, source) = groups
                             .entry(group_labels(aggregation, &series.labels))
                             .or_insert_with(|| (Vec::new(), series.source.clone()));
@@ -124,7 +124,7 @@ impl MetricState {
                     let Some(series) = store.get(member.slot) else {
                         continue;
                     };
-                    let value = measure(&series.readings, subject, at, stale_after);
+                    let value = measure(series.readings(), subject, at, stale_after);
                     let holds =
                         value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
                     step_member(member, series, rule, at, value, holds, out);
@@ -216,11 +216,10 @@ impl MetricState {
             let Some(series) = store.get(member.slot) else {
                 continue;
             };
-            let end = readings_until(&series.readings, at);
+            let readings = series.readings();
+            let end = readings_until(readings, at);
             // Only samples after `at`: the series reports.
-            let last_heard = end
-                .checked_sub(1)
-                .map(|latest| series.readings[latest].time);
+            let last_heard = end.checked_sub(1).map(|latest| readings[latest].time);
             let silent = last_heard.map_or(0, |time| at.saturating_sub(time));
             let holds = last_heard.is_some() && silent >= silence;
             let value = Some(silent as f64 / 1e9);
@@ -400,7 +399,7 @@ pub(crate) fn relabel(
 /// The value the condition compares at `at`: the latest sample, or a function of
 /// the samples in `(at - window, at]`; `None` without (fresh enough) samples.
 pub(crate) fn measure(
-    readings: &VecDeque<Reading>,
+    readings: &[Reading],
     subject: Subject,
     at: i64,
     stale_after: i64,
@@ -416,19 +415,10 @@ pub(crate) fn measure(
         Subject::Absent(_) => return None,
     };
     let horizon = at.saturating_sub(window);
-    // Windows are short next to the retained history: search from the end.
-    let start = end
-        - readings
-            .range(..end)
-            .rev()
-            .take_while(|r| r.time > horizon)
-            .count();
-    if start == end {
-        return None;
-    }
-    let samples = readings.range(start..end);
-    let count = (end - start) as f64;
-    let values = samples.clone().map(|r| r.value);
+    let samples = &readings[..end];
+    let samples = &samples[samples.partition_point(|r| r.time <= horizon)..];
+    let (first, count) = (samples.first()?, samples.len() as f64);
+    let values = samples.iter().map(|r| r.value);
     match function {
         WindowFunction::Avg => Some(values.sum::<f64>() / count),
         WindowFunction::Min => values.reduce(f64::min),
@@ -438,11 +428,10 @@ pub(crate) fn measure(
         WindowFunction::Last => Some(latest.value),
         WindowFunction::Increase => increase(samples),
         WindowFunction::Rate => {
-            let first = readings[start];
             let seconds = (latest.time - first.time) as f64 / 1e9;
             increase(samples).map(|increase| increase / seconds)
         }
-        WindowFunction::Delta => (end - start >= 2).then(|| latest.value - readings[start].value),
+        WindowFunction::Delta => (samples.len() >= 2).then(|| latest.value - first.value),
         WindowFunction::Deriv => slope(samples),
         WindowFunction::Quantile(phi) => quantile(phi, values.collect()),
     }
@@ -450,18 +439,18 @@ pub(crate) fn measure(
 
 /// How many readings are at or before `at`: all of them but the few that
 /// arrived after the tick, so the count starts from the end.
-fn readings_until(readings: &VecDeque<Reading>, at: i64) -> usize {
+fn readings_until(readings: &[Reading], at: i64) -> usize {
     readings.len() - readings.iter().rev().take_while(|r| r.time > at).count()
 }
 
 /// The per-second slope of the least-squares line through the samples; `None`
 /// with fewer than two. Times count from the first sample, so that nanosecond
 /// timestamps keep their precision in the sums.
-fn slope<'a>(samples: impl ExactSizeIterator<Item = &'a Reading> + Clone) -> Option<f64> {
+fn slope(samples: &[Reading]) -> Option<f64> {
+    let first = samples.first()?.time;
     if samples.len() < 2 {
         return None;
     }
-    let first = samples.clone().next()?.time;
     let n = samples.len() as f64;
     let (mut sum_x, mut sum_y, mut sum_xy, mut sum_xx) = (0.0, 0.0, 0.0, 0.0);
     for reading in samples {
@@ -493,28 +482,24 @@ fn quantile(phi: f64, mut values: Vec<f64>) -> Option<f64> {
 /// The increase of a counter over consecutive samples; a decrease is a reset (the
 /// counter restarted from zero), as in Prometheus. No extrapolation to the window
 /// edges. `None` with fewer than two samples.
-fn increase<'a>(samples: impl ExactSizeIterator<Item = &'a Reading> + Clone) -> Option<f64> {
+fn increase(samples: &[Reading]) -> Option<f64> {
     if samples.len() < 2 {
         return None;
     }
-    let mut total = 0.0;
-    let mut previous: Option<&Reading> = None;
-    for after in samples {
-        if let Some(before) = previous {
-            total += match (before.counter, after.counter) {
-                (Some(before), Some(after)) => {
-                    if after >= before {
-                        (after - before) as f64
-                    } else {
-                        after as f64
-                    }
+    let total = samples
+        .windows(2)
+        .map(|pair| match (pair[0].counter, pair[1].counter) {
+            (Some(before), Some(after)) => {
+                if after >= before {
+                    (after - before) as f64
+                } else {
+                    after as f64
                 }
-                _ if after.value >= before.value => after.value - before.value,
-                _ => after.value,
-            };
-        }
-        previous = Some(after);
-    }
+            }
+            _ if pair[1].value >= pair[0].value => pair[1].value - pair[0].value,
+            _ => pair[1].value,
+        })
+        .sum();
     Some(total)
 }
 
@@ -525,7 +510,7 @@ mod tests {
 
     const S: i64 = 1_000_000_000;
 
-    fn readings(points: &[(i64, f64)]) -> VecDeque<Reading> {
+    fn readings(points: &[(i64, f64)]) -> Vec<Reading> {
         points
             .iter()
             .map(|&(time, value)| Reading {
@@ -590,7 +575,7 @@ mod tests {
     #[test]
     fn rate_counts_resets_and_keeps_counters_exact() {
         let big = (1u64 << 60) + 1;
-        let data: VecDeque<Reading> = [(0, big), (10, big + 100), (20, 50), (30, 150)]
+        let data: Vec<Reading> = [(0, big), (10, big + 100), (20, 50), (30, 150)]
             .iter()
             .map(|&(time, counter)| Reading {
                 time: time * S,

@@ -79,8 +79,8 @@ pub(crate) struct StoredSeries {
     pub(crate) name: String,
     /// Sorted by name: the resource's attributes, `host`, the sample's labels.
     pub(crate) labels: BaseLabels,
-    /// Sorted by time, one reading per timestamp.
-    pub(crate) readings: VecDeque<Reading>,
+    /// Sorted by time, one reading per timestamp; contiguous (see `readings()`).
+    readings: VecDeque<Reading>,
     /// Where the series' latest sample arrived.
     pub(crate) source: Source,
     /// The rules that select it.
@@ -122,6 +122,16 @@ impl StoredSeries {
         while self.readings.len() > 1 && self.readings.front().is_some_and(|r| r.time < horizon) {
             self.readings.pop_front();
         }
+        // Rounds read the readings as one slice; the ring wraps once per
+        // capacity's worth of samples, so this rarely moves anything.
+        self.readings.make_contiguous();
+    }
+
+    /// The readings, sorted by time.
+    pub(crate) fn readings(&self) -> &[Reading] {
+        let (readings, wrapped) = self.readings.as_slices();
+        debug_assert!(wrapped.is_empty(), "kept contiguous by insert");
+        readings
     }
 
     /// The time of the newest sample.
@@ -285,7 +295,11 @@ mod tests {
         for (time, value) in [(20, 2.0), (10, 1.0), (30, 3.0), (20, 9.0)] {
             series.insert(reading(time, value), &Source::default());
         }
-        let times: Vec<(i64, f64)> = series.readings.iter().map(|r| (r.time, r.value)).collect();
+        let times: Vec<(i64, f64)> = series
+            .readings()
+            .iter()
+            .map(|r| (r.time, r.value))
+            .collect();
         assert_eq!(times, [(10, 1.0), (20, 9.0), (30, 3.0)]);
     }
 
@@ -296,11 +310,11 @@ mod tests {
         for time in [0, 10, 20, 30] {
             series.insert(reading(time, 1.0), &Source::default());
         }
-        let times: Vec<i64> = series.readings.iter().map(|r| r.time).collect();
+        let times: Vec<i64> = series.readings().iter().map(|r| r.time).collect();
         assert_eq!(times, [20, 30]);
         series.retention.keep = 0;
         series.insert(reading(40, 1.0), &Source::default());
-        assert_eq!(series.readings.len(), 1);
+        assert_eq!(series.readings().len(), 1);
     }
 
     #[test]
