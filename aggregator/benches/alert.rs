@@ -43,13 +43,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use vigil_aggregator::alert::notify::{NotifyConfig, Receiver, Route};
 use vigil_aggregator::alert::{AlertStage, AlertStageConfig};
-use vigil_aggregator::rules::{Evaluator, RuleSet};
+use vigil_aggregator::rules::{Evaluator, RuleSet, Source};
 use vigil_proto::Payload;
 use vigil_proto::labels::label;
 use vigil_proto::v1::{
     Label, LogBatch, LogLine, LogSource, MetricBatch, MetricKind, Resource, ResourceKind, Sample,
     ValueType, sample,
 };
+use vigil_proto::view::MetricBatchView;
 use vigil_runtime::{Bus, SelfMetrics};
 
 const SITES: [&str; 10] = [
@@ -1069,8 +1070,8 @@ fn warm_evaluator(fleet: &[Host]) -> Evaluator {
     let mut evaluator = Evaluator::new(rule_set(&rule_files()));
     for poll in 0..WARM_POLLS {
         for payload in poll_payloads(fleet, poll) {
-            let batch = MetricBatch::from_payload(&payload).expect("the corpus decodes");
-            evaluator.observe_metrics(&batch);
+            let batch = MetricBatchView::decode(&payload).expect("the corpus decodes");
+            evaluator.observe_metric_view(&batch, &Source::default());
         }
     }
     evaluator
@@ -1093,8 +1094,8 @@ fn alert_benchmarks(c: &mut Criterion<ThreadCpuTime>) {
                 next_poll += 1;
                 let start = thread_cpu_time();
                 for payload in &payloads {
-                    let batch = MetricBatch::from_payload(payload).expect("the corpus decodes");
-                    black_box(evaluator.observe_metrics(&batch));
+                    let batch = MetricBatchView::decode(payload).expect("the corpus decodes");
+                    black_box(evaluator.observe_metric_view(&batch, &Source::default()));
                 }
                 spent += thread_cpu_time().saturating_sub(start);
             }
@@ -1179,8 +1180,8 @@ fn rounds(count: u64) {
                 next_tick += GROUP_NANOS;
             }
             let start = thread_cpu_time();
-            let batch = MetricBatch::from_payload(payload).expect("the corpus decodes");
-            black_box(evaluator.observe_metrics(&batch));
+            let batch = MetricBatchView::decode(payload).expect("the corpus decodes");
+            black_box(evaluator.observe_metric_view(&batch, &Source::default()));
             let spent = thread_cpu_time().saturating_sub(start);
             if host_time(poll, n) >= warm_until {
                 ingest += spent;

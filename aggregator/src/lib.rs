@@ -11,3 +11,4 @@ pub mod derive;
 pub mod index;
 pub mod rule_source;
 pub mod rules;
+pub mod series_identity;

@@ -21,7 +21,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use state::{Record, StateStore};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
-use vigil_proto::v1::{AlertEvent, LogBatch, MetricBatch};
+use vigil_proto::v1::{AlertEvent, LogBatch};
+use vigil_proto::view::MetricBatchView;
 use vigil_proto::{Payload, Topics};
 use vigil_runtime::{Bus, Followed, Follower, Message, Publisher, SelfMetrics, Subscription};
 
@@ -76,6 +77,7 @@ struct AlertMetrics {
     rules_loaded: Gauge,
     partitions_owned: Gauge,
     alerts_restored: Gauge,
+    series: Gauge,
 }
 
 impl AlertMetrics {
@@ -114,6 +116,11 @@ impl AlertMetrics {
             alerts_restored: metrics.register(
                 "alert_state_records_read",
                 "Alert state records read from the state topic at start",
+                Gauge::default(),
+            ),
+            series: metrics.register(
+                "alert_series",
+                "Metric series the rules engine holds (those of metrics some rule watches)",
                 Gauge::default(),
             ),
         }
@@ -290,6 +297,8 @@ impl AlertStage {
         }
         let events = self.evaluator_mut().end_unresumed(&owned);
         self.emit(events).await;
+        let series = self.evaluator_mut().series();
+        self.metrics.series.set(series as i64);
     }
 
     fn evaluator_mut(&mut self) -> &mut Evaluator {
@@ -359,7 +368,7 @@ impl AlertStage {
         let decoded = if message.topic == self.topics.logs_raw() {
             LogBatch::from_payload(&message.payload).map(Batch::Logs)
         } else {
-            MetricBatch::from_payload(&message.payload).map(Batch::Metrics)
+            MetricBatchView::decode(&message.payload).map(Batch::Metrics)
         };
         let checked = decoded
             .map_err(|error| error.to_string())
@@ -375,7 +384,7 @@ impl AlertStage {
                 self.emit(events).await;
             }
             Ok(Batch::Metrics(batch)) => {
-                let events = self.evaluator_mut().observe_metrics_from(&batch, &source);
+                let events = self.evaluator_mut().observe_metric_view(&batch, &source);
                 self.emit(events).await;
             }
             Err(reason) => self.dead_letter(&message, &reason).await,
@@ -463,13 +472,14 @@ fn ownership(assignment: Option<Vec<(String, i32)>>) -> impl Fn(&Source) -> bool
     }
 }
 
-/// A decoded input batch.
-enum Batch {
+/// A decoded input batch; metric batches are read in place, as views of the
+/// message's payload.
+enum Batch<'a> {
     Logs(LogBatch),
-    Metrics(MetricBatch),
+    Metrics(MetricBatchView<'a>),
 }
 
-impl Batch {
+impl Batch<'_> {
     fn latest_event_time(&self) -> i64 {
         match self {
             Self::Logs(batch) => batch.lines.iter().map(|l| l.event_time_unix_nano).max(),

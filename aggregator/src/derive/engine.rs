@@ -17,6 +17,7 @@ use super::rates::{IgnoredCause, RateOutcome, RateSettings, RateTracker, Restart
 use super::window::{Accumulator, Aggregate, TumblingWindows, WindowBounds};
 use super::{HashedMap, SeriesId};
 use crate::rules::LabelMatcher;
+use crate::series_identity;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -1109,32 +1110,25 @@ impl Engine {
     }
 }
 
-/// A hash of `labels` (except the one named `except`), in their order, using
-/// `buffer` as scratch space.
+/// A hash of `labels` (except the one named `except`), in their order.
 fn hash_labels(buffer: &mut Vec<u8>, labels: &[LabelView<'_>], except: Option<&str>) -> u64 {
-    buffer.clear();
-    for pair in labels {
-        if except == Some(pair.name) {
-            continue;
-        }
-        buffer.extend_from_slice(pair.name.as_bytes());
-        buffer.push(0xff);
-        buffer.extend_from_slice(pair.value.as_bytes());
-        buffer.push(0xfe);
-    }
-    xxh3_64(buffer)
+    series_identity::hash_labels(
+        buffer,
+        labels
+            .iter()
+            .filter(|pair| except != Some(pair.name))
+            .map(|pair| (pair.name, pair.value)),
+    )
 }
 
 /// [`hash_labels`] of owned labels.
 fn hash_owned_labels(buffer: &mut Vec<u8>, labels: &[Label]) -> u64 {
-    let views: Vec<LabelView<'_>> = labels
-        .iter()
-        .map(|pair| LabelView {
-            name: &pair.name,
-            value: &pair.value,
-        })
-        .collect();
-    hash_labels(buffer, &views, None)
+    series_identity::hash_labels(
+        buffer,
+        labels
+            .iter()
+            .map(|pair| (pair.name.as_str(), pair.value.as_str())),
+    )
 }
 
 fn owned_labels(labels: &[LabelView<'_>]) -> Vec<Label> {

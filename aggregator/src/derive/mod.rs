@@ -24,6 +24,8 @@ pub mod rates;
 pub mod sketch;
 pub mod window;
 
+pub(crate) use crate::series_identity::{HashedMap, SeriesId};
+
 use crate::alert::unix_nanos;
 use crate::rule_source::RuleFilesWatch;
 use definitions::DefinitionSet;
@@ -33,46 +35,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rates::RateSettings;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::{MetricBatch, PartialAggregateBatch};
 use vigil_proto::view::{DerivedBatchWriter, MetricBatchView};
 use vigil_proto::{Payload, Topics};
 use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
-
-/// A map whose keys are already well-mixed 64-bit hashes (series ids, label
-/// hashes): hashing them again would only cost time on the hot path.
-pub(crate) type HashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PassThroughHasher>>;
-
-/// Hasher for keys that are themselves a hash: the key's `u64` is the hash.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct PassThroughHasher(u64);
-
-impl Hasher for PassThroughHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-
-    /// Only reached by keys other than a bare `u64`; folds their bytes in (FNV-1a)
-    /// so that such a key still hashes correctly, if not as fast.
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
-/// Identity of one series inside the stage: a hash of resource id, metric name and
-/// labels. Only ever held in memory, so the hash function may change between
-/// releases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SeriesId(pub u64);
 
 /// Settings of the derive stage.
 #[derive(Debug, Clone)]

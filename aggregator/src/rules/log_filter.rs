@@ -4,7 +4,7 @@
 //! line of every `LogBatch`.
 
 use super::lexer::{Cursor, SyntaxError, Token};
-use regex::Regex;
+use regex::{Regex, RegexSet, SetMatches};
 use std::borrow::Cow;
 use std::fmt;
 use vigil_proto::labels::find;
@@ -163,6 +163,94 @@ impl LogFilter {
     }
 }
 
+impl LogFilter {
+    /// The regex a line's message must match for the filter to pass, if it has
+    /// one (`message =~ "..."`).
+    fn required_message_regex(&self) -> Option<&Regex> {
+        self.clauses
+            .iter()
+            .find_map(|clause| match (&clause.field, &clause.test) {
+                (LogField::Message, FieldTest::Matches(regex)) => Some(regex),
+                _ => None,
+            })
+    }
+}
+
+/// The message regexes of many filters as one [`RegexSet`], so that a line is
+/// scanned once for all of them rather than once per filter: the filters whose
+/// regex did not match are passed over without running them.
+#[derive(Debug, Clone)]
+pub(crate) struct MessagePrefilter {
+    set: RegexSet,
+    /// Per filter, in the order given: its regex's index in `set`, if it has one.
+    required: Vec<Option<usize>>,
+}
+
+/// The candidates of one line: which filters the [`MessagePrefilter`] let through.
+#[derive(Debug)]
+pub(crate) struct Candidates<'a> {
+    prefilter: &'a MessagePrefilter,
+    matched: Option<SetMatches>,
+}
+
+impl MessagePrefilter {
+    /// The prefilter of `filters` (`None` for a filter that keeps every line).
+    pub(crate) fn new<'a>(filters: impl IntoIterator<Item = Option<&'a LogFilter>>) -> Self {
+        let mut patterns: Vec<&str> = Vec::new();
+        let required = filters
+            .into_iter()
+            .map(|filter| {
+                let pattern = filter?.required_message_regex()?.as_str();
+                Some(match patterns.iter().position(|p| *p == pattern) {
+                    Some(found) => found,
+                    None => {
+                        patterns.push(pattern);
+                        patterns.len() - 1
+                    }
+                })
+            })
+            .collect::<Vec<_>>();
+        match RegexSet::new(&patterns) {
+            Ok(set) => MessagePrefilter { set, required },
+            // Each regex compiled alone; together they may pass the size limit.
+            // Then every filter runs on every line, as without a prefilter.
+            Err(_) => MessagePrefilter {
+                set: RegexSet::empty(),
+                required: vec![None; required.len()],
+            },
+        }
+    }
+
+    /// Scans `message` once for every regex.
+    pub(crate) fn scan(&self, message: &str) -> Candidates<'_> {
+        Candidates {
+            prefilter: self,
+            matched: (!self.set.is_empty()).then(|| self.set.matches(message)),
+        }
+    }
+
+    /// Whether no filter can pass a line with these candidates: every filter
+    /// requires a regex and none matched.
+    pub(crate) fn rejects_all(&self, candidates: &Candidates<'_>) -> bool {
+        self.required.iter().all(Option::is_some)
+            && candidates
+                .matched
+                .as_ref()
+                .is_some_and(|m| !m.matched_any())
+    }
+}
+
+impl Candidates<'_> {
+    /// Whether the filter at `position` may pass the line (its regex matched, or
+    /// it has none); the filter itself decides.
+    pub(crate) fn may_pass(&self, position: usize) -> bool {
+        match (self.prefilter.required[position], &self.matched) {
+            (Some(pattern), Some(matched)) => matched.matched(pattern),
+            _ => true,
+        }
+    }
+}
+
 impl fmt::Display for LogFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
@@ -259,6 +347,27 @@ mod tests {
         LogFilter::parse(filter)
             .unwrap()
             .matches(&LogRecord::new(&resource, &source, &line))
+    }
+
+    #[test]
+    fn the_prefilter_passes_over_filters_whose_regex_did_not_match() {
+        let filters: Vec<Option<LogFilter>> = vec![
+            Some(LogFilter::parse(r#"message =~ "ERROR" and host.name == "web-1""#).unwrap()),
+            Some(LogFilter::parse(r#"message =~ "timeout""#).unwrap()),
+            Some(LogFilter::parse(r#"message =~ "ERROR""#).unwrap()),
+            Some(LogFilter::parse(r#"message !~ "DEBUG""#).unwrap()),
+            None,
+        ];
+        let prefilter = MessagePrefilter::new(filters.iter().map(Option::as_ref));
+        let error = prefilter.scan("ERROR: disk full");
+        let passes: Vec<bool> = (0..filters.len()).map(|n| error.may_pass(n)).collect();
+        assert_eq!(passes, [true, false, true, true, true]);
+        assert!(!prefilter.rejects_all(&error));
+
+        let only_regexes = MessagePrefilter::new(filters[..3].iter().map(Option::as_ref));
+        let quiet = only_regexes.scan("GET / 200");
+        assert!(only_regexes.rejects_all(&quiet));
+        assert!(!only_regexes.rejects_all(&only_regexes.scan("request timeout")));
     }
 
     #[test]

@@ -232,6 +232,10 @@ impl LogState {
         out: &mut Vec<AlertEvent>,
     ) {
         let started = *self.started.get_or_insert(at);
+        if !tick && !self.arrivals.contains_key(&at) {
+            // An instant at which lines of other rules arrived.
+            return;
+        }
         let due = Due {
             at,
             tick,
@@ -394,10 +398,7 @@ impl LogState {
         out: &mut Vec<AlertEvent>,
         condition: impl Fn(&KeyState) -> (f64, bool),
     ) {
-        self.keys.retain(|labels, key| {
-            if !due.includes(labels) {
-                return true;
-            }
+        let mut evaluate = |labels: &BaseLabels, key: &mut KeyState| {
             let (value, holds) = condition(key);
             step(
                 &mut key.alert,
@@ -411,7 +412,19 @@ impl LogState {
             );
             key.forget_until(due.at.saturating_sub(retention));
             key.alert.is_some() || !key.times.is_empty()
-        });
+        };
+        if due.tick {
+            self.keys.retain(|labels, key| evaluate(labels, key));
+            return;
+        }
+        // Between ticks only the keys whose lines arrived are due.
+        for labels in &due.arrived {
+            if let Some(key) = self.keys.get_mut(labels)
+                && !evaluate(labels, key)
+            {
+                self.keys.remove(labels);
+            }
+        }
     }
 
     /// Carries the state over to a changed rule with the same `group_by`. A rule

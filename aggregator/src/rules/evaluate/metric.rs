@@ -1,53 +1,37 @@
-//! Per-series state of one metric rule: the recent samples of every series the rule
-//! selects, the condition computed over them at each evaluation tick, and each
-//! series' alert (or each group's, for a rule with `by`/`aggregate`; or each
-//! silent series', for `absent`).
+//! Per-rule state of one metric rule: which of the stored series it selects, the
+//! condition computed over their samples at each evaluation tick, and each
+//! series' alert (or each group's, for a rule with `by`/`aggregate`; or, for
+//! `absent`, each silent series' and the one of a metric never seen).
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
+use super::series::{Reading, SeriesStore, Slot, StoredSeries, label_value};
 use crate::rules::condition::{Subject, WindowFunction};
 use crate::rules::model::{Aggregation, LabelTest, MetricRule, RuleKind};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use vigil_proto::v1::AlertEvent;
 use vigil_runtime::duration::nanos;
 
-/// One sample of a series. Counters keep their exact integer so that increases
-/// stay exact past 2^53.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Reading {
-    pub(crate) time: i64,
-    pub(crate) value: f64,
-    pub(crate) counter: Option<u64>,
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Series {
-    /// Sorted by time, one reading per timestamp.
-    readings: VecDeque<Reading>,
-    alert: Option<ActiveAlert>,
-    /// Where the series' latest sample arrived.
-    source: Source,
-}
-
-impl Series {
-    fn insert(&mut self, reading: Reading) {
-        let position = self.readings.partition_point(|r| r.time < reading.time);
-        match self.readings.get_mut(position) {
-            Some(existing) if existing.time == reading.time => *existing = reading,
-            _ => self.readings.insert(position, reading),
-        }
-    }
-}
-
-/// The series of one metric rule, keyed by their labels.
+/// The series one metric rule selects and their alerts.
 #[derive(Debug, Default)]
 pub(crate) struct MetricState {
-    pub(crate) series: BTreeMap<BaseLabels, Series>,
+    /// The stored series the rule selects, sorted by slot, with their alerts.
+    members: Vec<Member>,
     /// Alerts of the groups of a rule with `by`/`aggregate`, by the group's
     /// labels.
     aggregates: BTreeMap<BaseLabels, Aggregate>,
+    /// `absent` before the rule has seen any series: one alert keyed by the
+    /// `match` equalities.
+    unseen: Option<ActiveAlert>,
     /// The first tick the rule was evaluated at: `absent` without any series
     /// counts the silence from there.
     started: Option<i64>,
+}
+
+/// A series of the rule and its pending or firing alert.
+#[derive(Debug)]
+struct Member {
+    slot: Slot,
+    alert: Option<Box<ActiveAlert>>,
 }
 
 /// The alert of one group of series.
@@ -59,133 +43,147 @@ struct Aggregate {
 }
 
 impl MetricState {
-    /// Takes in a sample of the series `labels`, arrived from `source`; says
-    /// whether the series is new.
-    pub(crate) fn observe(
-        &mut self,
-        labels: &BaseLabels,
-        reading: Reading,
-        source: &Source,
-    ) -> bool {
-        match self.series.get_mut(labels) {
-            Some(series) => {
-                series.insert(reading);
-                if series.source != *source {
-                    series.source = source.clone();
-                }
-                false
-            }
-            None => {
-                let mut series = Series {
-                    source: source.clone(),
-                    ..Series::default()
-                };
-                series.insert(reading);
-                self.series.insert(labels.clone(), series);
+    fn member(&self, slot: Slot) -> Result<usize, usize> {
+        self.members
+            .binary_search_by_key(&slot, |member| member.slot)
+    }
+
+    /// Makes the stored series in `slot` one of the rule's; says whether it was
+    /// new to the rule.
+    pub(crate) fn join(&mut self, slot: Slot) -> bool {
+        match self.member(slot) {
+            Ok(_) => false,
+            Err(position) => {
+                self.members.insert(position, Member { slot, alert: None });
                 true
             }
         }
     }
 
-    /// Gives the series `labels` an alert restored from the state topic.
-    pub(crate) fn install(&mut self, labels: &BaseLabels, alert: ActiveAlert) {
-        if let Some(series) = self.series.get_mut(labels) {
-            series.alert = Some(alert);
+    /// Gives the series in `slot` an alert restored from the state topic.
+    pub(crate) fn install(&mut self, slot: Slot, alert: ActiveAlert) {
+        if let Ok(position) = self.member(slot) {
+            self.members[position].alert = Some(Box::new(alert));
         }
     }
 
-    /// Forgets the series (and their alerts, without an event) whose data no
+    /// Whether the series in `slot` has a pending or firing alert.
+    pub(crate) fn holds_alert(&self, slot: Slot) -> bool {
+        self.member(slot)
+            .is_ok_and(|position| self.members[position].alert.is_some())
+    }
+
+    /// Forgets the series in `slot` and its alert, without an event: it went
+    /// stale without an alert, or its partition moved to another consumer.
+    pub(crate) fn forget(&mut self, slot: Slot) {
+        if let Ok(position) = self.member(slot) {
+            self.members.remove(position);
+        }
+    }
+
+    /// Forgets the groups (and their alerts, without an event) whose data no
     /// longer arrives here: their partition moved to another consumer.
     pub(crate) fn release(&mut self, owned: &dyn Fn(&Source) -> bool) {
-        self.series.retain(|_, series| owned(&series.source));
         self.aggregates
             .retain(|_, aggregate| owned(&aggregate.source));
     }
 
     /// Evaluates every series at tick `at`. A series whose newest sample is older
-    /// than `stale_after` has no value (so its alert resolves) and is forgotten
-    /// once it has no alert.
+    /// than `stale_after` has no value, so its alert resolves.
     pub(crate) fn evaluate(
         &mut self,
         rule: RuleRef<'_>,
         metric: &MetricRule,
         at: i64,
         stale_after: i64,
+        store: &SeriesStore,
         out: &mut Vec<AlertEvent>,
     ) {
         let started = *self.started.get_or_insert(at);
+        let first_event = out.len();
         let condition = &metric.condition;
-        if let Subject::Absent(silence) = condition.subject {
-            self.evaluate_absent(rule, metric, at, nanos(silence), started, out);
-            return;
-        }
-        let retention = nanos(condition.window()).max(stale_after);
-        let mut groups: BTreeMap<BaseLabels, (Vec<f64>, Source)> = BTreeMap::new();
-        self.series.retain(|labels, series| {
-            let value = measure(&series.readings, condition.subject, at, stale_after);
-            match &metric.aggregation {
-                Some(aggregation) => {
-                    if let Some(value) = value {
+        match (&metric.aggregation, condition.subject) {
+            (_, Subject::Absent(silence)) => {
+                self.evaluate_absent(rule, metric, at, nanos(silence), started, store, out);
+            }
+            (Some(aggregation), subject) => {
+                let mut groups: BTreeMap<BaseLabels, (Vec<f64>, Source)> = BTreeMap::new();
+                for series in self.members.iter().filter_map(|m| store.get(m.slot)) {
+                    if let Some(value) = measure(series.readings(), subject, at, stale_after) {
                         let (values, source) = groups
-                            .entry(group_labels(aggregation, labels))
+                            .entry(group_labels(aggregation, &series.labels))
                             .or_insert_with(|| (Vec::new(), series.source.clone()));
                         values.push(value);
                         source.clone_from(&series.source);
                     }
                 }
-                None => {
+                self.evaluate_groups(rule, metric, aggregation, groups, at, out);
+            }
+            (None, subject) => {
+                for member in &mut self.members {
+                    let Some(series) = store.get(member.slot) else {
+                        continue;
+                    };
+                    let value = measure(series.readings(), subject, at, stale_after);
                     let holds =
                         value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
-                    step(
-                        &mut series.alert,
-                        rule,
-                        labels,
-                        &series.source,
-                        at,
-                        value,
-                        holds,
-                        out,
-                    );
+                    step_member(member, series, rule, at, value, holds, out);
                 }
             }
-            let horizon = at.saturating_sub(retention);
-            while series.readings.front().is_some_and(|r| r.time <= horizon) {
-                series.readings.pop_front();
-            }
-            let newest = series.readings.back().map_or(i64::MIN, |r| r.time);
-            series.alert.is_some() || newest > at.saturating_sub(stale_after)
-        });
-        if let Some(aggregation) = &metric.aggregation {
-            for labels in groups.keys() {
-                self.aggregates.entry(labels.clone()).or_default();
-            }
-            self.aggregates.retain(|labels, aggregate| {
-                let value = groups.get(labels).and_then(|(values, source)| {
-                    aggregate.source.clone_from(source);
-                    aggregation.function.apply(values)
-                });
-                let holds =
-                    value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
-                step(
-                    &mut aggregate.alert,
-                    rule,
-                    labels,
-                    &aggregate.source,
-                    at,
-                    value,
-                    holds,
-                    out,
-                );
-                aggregate.alert.is_some()
-            });
         }
+        // Series are kept in a hash map: present their events in label order.
+        out[first_event..].sort_by(|a, b| {
+            let labels = |event: &AlertEvent| {
+                event
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect::<Vec<_>>()
+            };
+            labels(a).cmp(&labels(b))
+        });
+    }
+
+    /// Steps the alerts of the groups of a rule with `by`/`aggregate`, given the
+    /// values of the series of each group.
+    fn evaluate_groups(
+        &mut self,
+        rule: RuleRef<'_>,
+        metric: &MetricRule,
+        aggregation: &Aggregation,
+        groups: BTreeMap<BaseLabels, (Vec<f64>, Source)>,
+        at: i64,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let condition = &metric.condition;
+        for labels in groups.keys() {
+            self.aggregates.entry(labels.clone()).or_default();
+        }
+        self.aggregates.retain(|labels, aggregate| {
+            let value = groups.get(labels).and_then(|(values, source)| {
+                aggregate.source.clone_from(source);
+                aggregation.function.apply(values)
+            });
+            let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
+            step(
+                &mut aggregate.alert,
+                rule,
+                labels,
+                &aggregate.source,
+                at,
+                value,
+                holds,
+                out,
+            );
+            aggregate.alert.is_some()
+        });
     }
 
     /// Evaluates `absent`: a series holds once it has had no sample for
-    /// `silence`, and its value is the seconds since its last sample. Series are
-    /// kept while silent, with only their latest sample. Before the rule has seen
-    /// any series, one alert keyed by the `match` equalities counts the silence
-    /// from the rule's first tick; it resolves once a series shows up.
+    /// `silence`, and its value is the seconds since its last sample. Before the
+    /// rule has seen any series, one alert keyed by the `match` equalities counts
+    /// the silence from the rule's first tick; it resolves once a series shows up.
+    #[allow(clippy::too_many_arguments)]
     fn evaluate_absent(
         &mut self,
         rule: RuleRef<'_>,
@@ -193,37 +191,40 @@ impl MetricState {
         at: i64,
         silence: i64,
         started: i64,
+        store: &SeriesStore,
         out: &mut Vec<AlertEvent>,
     ) {
-        let any_series = self.series.values().any(|s| !s.readings.is_empty());
-        if !any_series {
-            self.series.entry(selector_labels(metric)).or_default();
-        }
-        self.series.retain(|labels, series| {
-            let end = series.readings.partition_point(|r| r.time <= at);
-            let last_heard = match end.checked_sub(1) {
-                Some(latest) => Some(series.readings[latest].time),
-                // Only samples after `at`: the series reports.
-                None if !series.readings.is_empty() => None,
-                None if any_series => None,
-                None => Some(started),
+        if self.members.is_empty() || self.unseen.is_some() {
+            let silent = if self.members.is_empty() {
+                at.saturating_sub(started)
+            } else {
+                0
             };
-            let silent = last_heard.map_or(0, |time| at.saturating_sub(time));
-            let value = Some(silent as f64 / 1e9);
-            let holds = last_heard.is_some() && silent >= silence;
+            let holds = self.members.is_empty() && silent >= silence;
             step(
-                &mut series.alert,
+                &mut self.unseen,
                 rule,
-                labels,
-                &series.source,
+                &selector_labels(metric),
+                &Source::default(),
                 at,
-                value,
+                Some(silent as f64 / 1e9),
                 holds,
                 out,
             );
-            series.readings.drain(..end.saturating_sub(1));
-            !series.readings.is_empty() || series.alert.is_some() || !any_series
-        });
+        }
+        for member in &mut self.members {
+            let Some(series) = store.get(member.slot) else {
+                continue;
+            };
+            let readings = series.readings();
+            let end = readings_until(readings, at);
+            // Only samples after `at`: the series reports.
+            let last_heard = end.checked_sub(1).map(|latest| readings[latest].time);
+            let silent = last_heard.map_or(0, |time| at.saturating_sub(time));
+            let holds = last_heard.is_some() && silent >= silence;
+            let value = Some(silent as f64 / 1e9);
+            step_member(member, series, rule, at, value, holds, out);
+        }
     }
 
     /// Carries the state over to a changed rule: series the new rule no longer
@@ -234,14 +235,16 @@ impl MetricState {
         old: RuleRef<'_>,
         new: RuleRef<'_>,
         metric: &MetricRule,
+        store: &SeriesStore,
         at: i64,
         out: &mut Vec<AlertEvent>,
     ) {
         let before = match &old.rule.kind {
-            RuleKind::Metric(before) => before.aggregation.as_ref(),
-            RuleKind::Log(_) => None,
+            RuleKind::Metric(before) => before,
+            RuleKind::Log(_) => return self.resolve_all(old, at, out),
         };
-        if before.map(|a| &a.by) == metric.aggregation.as_ref().map(|a| &a.by) {
+        if before.aggregation.as_ref().map(|a| &a.by) == metric.aggregation.as_ref().map(|a| &a.by)
+        {
             for (labels, aggregate) in &mut self.aggregates {
                 relabel(&mut aggregate.alert, old, new, labels, at, out);
             }
@@ -254,21 +257,27 @@ impl MetricState {
         }
         self.aggregates
             .retain(|_, aggregate| aggregate.alert.is_some());
-        self.series.retain(|labels, series| {
-            let selected = metric.matchers.iter().all(|matcher| {
-                let value = labels
-                    .iter()
-                    .find(|(name, _)| *name == matcher.name)
-                    .map_or("", |(_, value)| value.as_str());
-                matcher.matches(value)
-            });
-            if !selected {
-                if let Some(alert) = &series.alert {
+        relabel(
+            &mut self.unseen,
+            old,
+            new,
+            &selector_labels(before),
+            at,
+            out,
+        );
+        self.members.retain_mut(|member| {
+            let Some(series) = store.get(member.slot) else {
+                return false;
+            };
+            if !selects(metric, &series.labels) {
+                if let Some(alert) = &member.alert {
                     resolve(alert, old, at, out);
                 }
                 return false;
             }
-            relabel(&mut series.alert, old, new, labels, at, out);
+            let mut alert = member.alert.take().map(|alert| *alert);
+            relabel(&mut alert, old, new, &series.labels, at, out);
+            member.alert = alert.map(Box::new);
             true
         });
     }
@@ -279,10 +288,64 @@ impl MetricState {
         }
     }
 
+    /// The pending and firing alerts, in label order.
     pub(crate) fn alerts(&self) -> impl Iterator<Item = &ActiveAlert> {
-        let series = self.series.values().filter_map(|s| s.alert.as_ref());
-        series.chain(self.aggregates.values().filter_map(|a| a.alert.as_ref()))
+        let mut series: Vec<&ActiveAlert> = self
+            .members
+            .iter()
+            .filter_map(|member| member.alert.as_deref())
+            .collect();
+        series.sort_by(|a, b| {
+            let labels = |alert: &ActiveAlert| {
+                alert
+                    .labels
+                    .iter()
+                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .collect::<Vec<_>>()
+            };
+            labels(a).cmp(&labels(b))
+        });
+        series
+            .into_iter()
+            .chain(self.aggregates.values().filter_map(|a| a.alert.as_ref()))
+            .chain(self.unseen.as_ref())
     }
+}
+
+/// Whether `metric` selects the series with `labels`.
+pub(crate) fn selects(metric: &MetricRule, labels: &BaseLabels) -> bool {
+    metric
+        .matchers
+        .iter()
+        .all(|matcher| matcher.matches(label_value(labels, &matcher.name)))
+}
+
+/// One evaluation of the alert of a series; skips the work when there is no
+/// alert and the condition does not hold.
+fn step_member(
+    member: &mut Member,
+    series: &StoredSeries,
+    rule: RuleRef<'_>,
+    at: i64,
+    value: Option<f64>,
+    holds: bool,
+    out: &mut Vec<AlertEvent>,
+) {
+    if !holds && member.alert.is_none() {
+        return;
+    }
+    let mut slot = member.alert.take().map(|alert| *alert);
+    step(
+        &mut slot,
+        rule,
+        &series.labels,
+        &series.source,
+        at,
+        value,
+        holds,
+        out,
+    );
+    member.alert = slot.map(Box::new);
 }
 
 /// The labels of the group a series belongs to: its `by` labels that it has.
@@ -336,12 +399,12 @@ pub(crate) fn relabel(
 /// The value the condition compares at `at`: the latest sample, or a function of
 /// the samples in `(at - window, at]`; `None` without (fresh enough) samples.
 pub(crate) fn measure(
-    readings: &VecDeque<Reading>,
+    readings: &[Reading],
     subject: Subject,
     at: i64,
     stale_after: i64,
 ) -> Option<f64> {
-    let end = readings.partition_point(|r| r.time <= at);
+    let end = readings_until(readings, at);
     let latest = readings.get(end.checked_sub(1)?)?;
     if at - latest.time > stale_after {
         return None;
@@ -351,30 +414,33 @@ pub(crate) fn measure(
         Subject::Window(function, window) => (function, nanos(window)),
         Subject::Absent(_) => return None,
     };
-    let start = readings.partition_point(|r| r.time <= at.saturating_sub(window));
-    let samples: Vec<Reading> = readings.range(start..end).copied().collect();
+    let horizon = at.saturating_sub(window);
+    let samples = &readings[..end];
+    let samples = &samples[samples.partition_point(|r| r.time <= horizon)..];
+    let (first, count) = (samples.first()?, samples.len() as f64);
     let values = samples.iter().map(|r| r.value);
     match function {
-        WindowFunction::Avg => Some(values.sum::<f64>() / samples.len() as f64),
+        WindowFunction::Avg => Some(values.sum::<f64>() / count),
         WindowFunction::Min => values.reduce(f64::min),
         WindowFunction::Max => values.reduce(f64::max),
         WindowFunction::Sum => Some(values.sum()),
-        WindowFunction::Count => Some(samples.len() as f64),
-        WindowFunction::Last => samples.last().map(|r| r.value),
-        WindowFunction::Increase => increase(&samples),
+        WindowFunction::Count => Some(count),
+        WindowFunction::Last => Some(latest.value),
+        WindowFunction::Increase => increase(samples),
         WindowFunction::Rate => {
-            let (first, last) = (samples.first()?, samples.last()?);
-            let seconds = (last.time - first.time) as f64 / 1e9;
-            increase(&samples).map(|increase| increase / seconds)
+            let seconds = (latest.time - first.time) as f64 / 1e9;
+            increase(samples).map(|increase| increase / seconds)
         }
-        WindowFunction::Delta => match samples.as_slice() {
-            [first, .., last] => Some(last.value - first.value),
-            _ => None,
-        },
-        WindowFunction::Deriv => slope(&samples),
+        WindowFunction::Delta => (samples.len() >= 2).then(|| latest.value - first.value),
+        WindowFunction::Deriv => slope(samples),
         WindowFunction::Quantile(phi) => quantile(phi, values.collect()),
     }
-    .filter(|_| !samples.is_empty())
+}
+
+/// How many readings are at or before `at`: all of them but the few that
+/// arrived after the tick, so the count starts from the end.
+fn readings_until(readings: &[Reading], at: i64) -> usize {
+    readings.len() - readings.iter().rev().take_while(|r| r.time > at).count()
 }
 
 /// The per-second slope of the least-squares line through the samples; `None`
@@ -386,11 +452,9 @@ fn slope(samples: &[Reading]) -> Option<f64> {
         return None;
     }
     let n = samples.len() as f64;
-    let points = samples
-        .iter()
-        .map(|r| ((r.time - first) as f64 / 1e9, r.value));
     let (mut sum_x, mut sum_y, mut sum_xy, mut sum_xx) = (0.0, 0.0, 0.0, 0.0);
-    for (x, y) in points {
+    for reading in samples {
+        let (x, y) = ((reading.time - first) as f64 / 1e9, reading.value);
         sum_x += x;
         sum_y += y;
         sum_xy += x * y;
@@ -446,7 +510,7 @@ mod tests {
 
     const S: i64 = 1_000_000_000;
 
-    fn readings(points: &[(i64, f64)]) -> VecDeque<Reading> {
+    fn readings(points: &[(i64, f64)]) -> Vec<Reading> {
         points
             .iter()
             .map(|&(time, value)| Reading {
@@ -511,7 +575,7 @@ mod tests {
     #[test]
     fn rate_counts_resets_and_keeps_counters_exact() {
         let big = (1u64 << 60) + 1;
-        let data: VecDeque<Reading> = [(0, big), (10, big + 100), (20, 50), (30, 150)]
+        let data: Vec<Reading> = [(0, big), (10, big + 100), (20, 50), (30, 150)]
             .iter()
             .map(|&(time, counter)| Reading {
                 time: time * S,
@@ -575,19 +639,5 @@ mod tests {
         for function in [WindowFunction::Delta, WindowFunction::Deriv] {
             assert_eq!(measure(&data, window(function, 5), at, stale), None);
         }
-    }
-
-    #[test]
-    fn out_of_order_and_repeated_samples_stay_sorted() {
-        let mut series = Series::default();
-        for (time, value) in [(20, 2.0), (10, 1.0), (30, 3.0), (20, 9.0)] {
-            series.insert(Reading {
-                time,
-                value,
-                counter: None,
-            });
-        }
-        let times: Vec<(i64, f64)> = series.readings.iter().map(|r| (r.time, r.value)).collect();
-        assert_eq!(times, [(10, 1.0), (20, 9.0), (30, 3.0)]);
     }
 }

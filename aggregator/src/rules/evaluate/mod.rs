@@ -32,17 +32,20 @@ mod alert;
 mod dormant;
 mod log;
 mod metric;
+mod series;
 
-use super::log_filter::LogRecord;
+use super::log_filter::{LogRecord, MessagePrefilter};
 use super::model::{Rule, RuleKind, RuleSet};
 pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
 use log::LogState;
-use metric::{MetricState, Reading};
+use metric::{MetricState, selects};
+use series::{BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource, sample};
+use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource};
+use vigil_proto::view::MetricBatchView;
 use vigil_runtime::duration::nanos;
 
 /// Most ticks of one group evaluated when the clock jumps; earlier ticks of the
@@ -61,9 +64,11 @@ pub struct Evaluator {
     groups: Vec<GroupState>,
     clock: Option<i64>,
     /// Metric name -> (group index, rule index) of the rules on it.
-    by_metric: HashMap<String, Vec<(usize, usize)>>,
-    /// (group index, rule index) of every log rule.
-    log_rules: Vec<(usize, usize)>,
+    by_metric: HashMap<String, Vec<RulePosition>>,
+    /// The series of the metrics in `by_metric`.
+    store: SeriesStore,
+    /// The log rules, by the dataset they read.
+    log_rules: LogRules,
     /// State changes not yet taken by the stage.
     journal: StateJournal,
     /// Alerts of other consumers or of an earlier run, from the state topic.
@@ -107,6 +112,7 @@ impl RuleState {
         mut self,
         old: RuleRef<'_>,
         new: RuleRef<'_>,
+        store: &SeriesStore,
         at: i64,
         out: &mut Vec<AlertEvent>,
     ) -> Self {
@@ -114,7 +120,7 @@ impl RuleState {
             (RuleState::Metric(state), RuleKind::Metric(before), RuleKind::Metric(after))
                 if before.metric == after.metric =>
             {
-                state.adopt(old, new, after, at, out);
+                state.adopt(old, new, after, store, at, out);
                 self
             }
             (RuleState::Log(state), RuleKind::Log(before), RuleKind::Log(after))
@@ -145,7 +151,8 @@ impl Evaluator {
             rules,
             clock: None,
             by_metric: HashMap::new(),
-            log_rules: Vec::new(),
+            store: SeriesStore::default(),
+            log_rules: LogRules::default(),
             journal: StateJournal::default(),
             dormant: Dormant::default(),
         };
@@ -156,6 +163,12 @@ impl Evaluator {
     /// The rules being evaluated.
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    /// How many metric series the evaluator holds: those of the metrics some rule
+    /// watches, until they go stale.
+    pub fn series(&self) -> usize {
+        self.store.len()
     }
 
     /// The evaluator's clock: the largest event time seen, in Unix nanoseconds.
@@ -203,7 +216,7 @@ impl Evaluator {
                                 rule: old_rule,
                                 journal: &self.journal,
                             };
-                            state.adopt(old, new, at, &mut out)
+                            state.adopt(old, new, &self.store, at, &mut out)
                         }
                         None => RuleState::new(rule),
                     }
@@ -245,65 +258,149 @@ impl Evaluator {
     ) -> Vec<AlertEvent> {
         let default_resource = Resource::default();
         let resource = batch.resource.as_ref().unwrap_or(&default_resource);
-        let mut latest = None;
-        for sample in &batch.samples {
-            let reading = match sample.value {
-                Some(sample::Value::Gauge(value)) if value.is_finite() => Reading {
-                    time: sample.time_unix_nano,
-                    value,
-                    counter: None,
-                },
-                Some(sample::Value::Counter(counter)) => Reading {
-                    time: sample.time_unix_nano,
-                    value: counter as f64,
-                    counter: Some(counter),
-                },
-                _ => continue,
-            };
-            latest = latest.max(Some(reading.time));
-            let Some(rules) = self.by_metric.get(&sample.name) else {
-                continue;
-            };
-            let mut labels: BTreeMap<&str, &str> = resource
+        let resource = BatchResource::new(
+            &resource.host_name,
+            resource
                 .attributes
                 .iter()
-                .map(|l| (l.name.as_str(), l.value.as_str()))
-                .collect();
-            labels.insert("host", &resource.host_name);
-            labels.extend(
-                sample
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.as_str(), l.value.as_str())),
-            );
-            let key: BaseLabels = labels
+                .map(|l| (l.name.as_str(), l.value.as_str())),
+            &mut self.store.buffer,
+        );
+        let mut latest = None;
+        for sample in &batch.samples {
+            let Some(reading) = Reading::of(sample.time_unix_nano, sample.value) else {
+                continue;
+            };
+            latest = latest.max(Some(reading.time));
+            let labels = sample
+                .labels
                 .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                .collect();
-            for &(group, index) in rules {
-                let RuleKind::Metric(rule) = &self.rules.groups[group].rules[index].kind else {
-                    continue;
-                };
-                let selected = rule
-                    .matchers
-                    .iter()
-                    .all(|m| m.matches(labels.get(m.name.as_str()).copied().unwrap_or("")));
-                if let (true, RuleState::Metric(state)) =
-                    (selected, &mut self.groups[group].rules[index])
-                    && state.observe(&key, reading, source)
-                {
-                    let rule = RuleRef {
-                        group: &self.rules.groups[group].name,
-                        rule: &self.rules.groups[group].rules[index],
-                        journal: &self.journal,
-                    };
-                    if let Some(alert) = self.dormant.resume(rule, &key, source) {
-                        state.install(&key, alert);
-                    }
-                }
-            }
+                .map(|l| (l.name.as_str(), l.value.as_str()));
+            self.observe_sample(&resource, &sample.name, labels, reading, source);
         }
         self.advance_clock(latest)
+    }
+
+    /// [`observe_metrics_from`](Self::observe_metrics_from) of a batch decoded as
+    /// a view of its payload, as the stage reads them: no string of the batch is
+    /// copied unless it names a new series.
+    pub fn observe_metric_view(
+        &mut self,
+        batch: &MetricBatchView<'_>,
+        source: &Source,
+    ) -> Vec<AlertEvent> {
+        let resource = BatchResource::new(
+            batch.resource.host_name,
+            batch.resource.attributes.iter().map(|l| (l.name, l.value)),
+            &mut self.store.buffer,
+        );
+        let mut latest = None;
+        for sample in &batch.samples {
+            let Some(reading) = Reading::of(sample.time_unix_nano, sample.value) else {
+                continue;
+            };
+            latest = latest.max(Some(reading.time));
+            let labels = batch.labels(sample).iter().map(|l| (l.name, l.value));
+            self.observe_sample(&resource, sample.name, labels, reading, source);
+        }
+        self.advance_clock(latest)
+    }
+
+    /// Adds a sample to its series; a series seen for the first time is stored
+    /// and joins the rules that select it.
+    fn observe_sample<'l>(
+        &mut self,
+        resource: &BatchResource<'_>,
+        name: &str,
+        labels: impl Iterator<Item = (&'l str, &'l str)> + Clone,
+        reading: Reading,
+        source: &Source,
+    ) {
+        let Some(positions) = self.by_metric.get(name) else {
+            return;
+        };
+        let id = resource.series_id(name, labels.clone(), &mut self.store.buffer);
+        if let Some(series) = self
+            .store
+            .find(id)
+            .and_then(|slot| self.store.get_mut(slot))
+        {
+            series.insert(reading, source);
+            return;
+        }
+        let labels = resource.series_labels(labels);
+        let mut series = StoredSeries::new(id, name, labels, source.clone());
+        series.selected_by = positions
+            .iter()
+            .copied()
+            .filter(|&position| {
+                self.metric_rule(position)
+                    .is_some_and(|metric| selects(metric, &series.labels))
+            })
+            .collect();
+        series.retention = self.retention(&series.selected_by);
+        series.insert(reading, source);
+        let selected_by = series.selected_by.clone();
+        let slot = self.store.add(series);
+        for position in selected_by {
+            self.join(position, slot);
+        }
+    }
+
+    /// The metric rule at `position`.
+    fn metric_rule(&self, (group, index): RulePosition) -> Option<&super::model::MetricRule> {
+        match &self.rules.groups[group].rules[index].kind {
+            RuleKind::Metric(metric) => Some(metric),
+            RuleKind::Log(_) => None,
+        }
+    }
+
+    /// How long the rules at `positions` need the samples of a series they select.
+    /// A series no rule selects is remembered as such until it goes stale.
+    fn retention(&self, positions: &[RulePosition]) -> Retention {
+        let unselected = Retention {
+            stale_after: nanos(STALE_AFTER),
+            ..Retention::default()
+        };
+        Retention::combine(
+            std::iter::once(unselected).chain(positions.iter().filter_map(|&(group, index)| {
+                let metric = self.metric_rule((group, index))?;
+                let interval = nanos(self.rules.groups[group].interval);
+                let stale_after = stale_after(interval);
+                let window = nanos(metric.condition.window());
+                let absent = matches!(
+                    metric.condition.subject,
+                    crate::rules::condition::Subject::Absent(_)
+                );
+                Some(Retention {
+                    keep: if absent { 0 } else { window.max(stale_after) }.saturating_add(interval),
+                    stale_after,
+                    watched_for_absence: absent,
+                })
+            })),
+        )
+    }
+
+    /// Makes the series `id` one of the series of the rule at `position`; a new
+    /// member resumes its alert if the state topic had one.
+    fn join(&mut self, (group, index): RulePosition, slot: Slot) {
+        let RuleState::Metric(state) = &mut self.groups[group].rules[index] else {
+            return;
+        };
+        let Some(series) = self.store.get(slot) else {
+            return;
+        };
+        if !state.join(slot) {
+            return;
+        }
+        let rule = RuleRef {
+            group: &self.rules.groups[group].name,
+            rule: &self.rules.groups[group].rules[index],
+            journal: &self.journal,
+        };
+        if let Some(alert) = self.dormant.resume(rule, &series.labels, &series.source) {
+            state.install(slot, alert);
+        }
     }
 
     /// Takes in a batch of log lines; returns the events of the evaluations the
@@ -319,13 +416,18 @@ impl Evaluator {
         let resource = batch.resource.as_ref().unwrap_or(&default_resource);
         let source = batch.source.as_ref().unwrap_or(&default_source);
         let latest = batch.lines.iter().map(|l| l.event_time_unix_nano).max();
-        for line in &batch.lines {
-            if self.log_rules.is_empty() {
-                break;
-            }
+        let rules = self.log_rules.of_dataset(&source.dataset);
+        for line in batch.lines.iter().filter(|_| !rules.positions.is_empty()) {
             let record = LogRecord::new(resource, source, line);
+            let candidates = rules.prefilter.scan(&record.message);
+            if rules.prefilter.rejects_all(&candidates) {
+                continue;
+            }
             let time = line.event_time_unix_nano;
-            for &(group, index) in &self.log_rules {
+            for (candidate, &(group, index)) in rules.positions.iter().enumerate() {
+                if !candidates.may_pass(candidate) {
+                    continue;
+                }
                 let RuleKind::Log(rule) = &self.rules.groups[group].rules[index].kind else {
                     continue;
                 };
@@ -389,6 +491,18 @@ impl Evaluator {
     /// partitions `owned` no longer accepts (they moved to another consumer,
     /// which resumes them from the state topic).
     pub fn release(&mut self, owned: &dyn Fn(&Source) -> bool) {
+        let groups = &mut self.groups;
+        self.store.retain(|slot, series| {
+            if owned(&series.source) {
+                return true;
+            }
+            for &position in &series.selected_by {
+                if let Some(state) = metric_state(groups, position) {
+                    state.forget(slot);
+                }
+            }
+            false
+        });
         for state in &mut self.groups {
             for rule_state in &mut state.rules {
                 match rule_state {
@@ -454,9 +568,10 @@ impl Evaluator {
     /// Runs every group's ticks and pending line arrivals up to `now`, in time
     /// order within each group.
     fn evaluate_until(&mut self, now: i64, out: &mut Vec<AlertEvent>) {
+        let mut ticked = false;
         for (group, state) in self.rules.groups.iter().zip(&mut self.groups) {
             let interval = nanos(group.interval).max(1);
-            let stale_after = nanos(STALE_AFTER).max(interval.saturating_mul(2));
+            let stale_after = stale_after(interval);
             let first_tick = match state.last_tick {
                 Some(last) => (last.div_euclid(interval) + 1).saturating_mul(interval),
                 None => now.div_euclid(interval) * interval,
@@ -486,7 +601,7 @@ impl Evaluator {
                     };
                     match (&rule.kind, rule_state) {
                         (RuleKind::Metric(metric), RuleState::Metric(series)) if tick => {
-                            series.evaluate(rule_ref, metric, at, stale_after, out);
+                            series.evaluate(rule_ref, metric, at, stale_after, &self.store, out);
                         }
                         (RuleKind::Log(log), RuleState::Log(keys)) => {
                             keys.evaluate(rule_ref, log, at, tick, out);
@@ -497,27 +612,171 @@ impl Evaluator {
             }
             if let Some(tick) = ticks.last() {
                 state.last_tick = Some(*tick);
+                ticked = true;
             }
             state.evaluated_to = state.evaluated_to.max(Some(now));
         }
+        if ticked {
+            self.forget_stale_series(now);
+        }
+    }
+
+    /// Forgets the series that have been silent for as long as makes them stale
+    /// to every rule that selects them, unless one of those rules still holds an
+    /// alert for them (it resolves first, after `keep_firing_for`).
+    fn forget_stale_series(&mut self, now: i64) {
+        let groups = &mut self.groups;
+        self.store.retain(|slot, series| {
+            if !series.is_stale(now)
+                || series.selected_by.iter().any(|&position| {
+                    metric_state(groups, position).is_some_and(|state| state.holds_alert(slot))
+                })
+            {
+                return true;
+            }
+            for &position in &series.selected_by {
+                if let Some(state) = metric_state(groups, position) {
+                    state.forget(slot);
+                }
+            }
+            false
+        });
     }
 
     fn index(&mut self) {
         self.by_metric.clear();
-        self.log_rules.clear();
         for (group_index, group) in self.rules.groups.iter().enumerate() {
             for (rule_index, rule) in group.rules.iter().enumerate() {
-                match &rule.kind {
-                    RuleKind::Metric(metric) => self
-                        .by_metric
+                if let RuleKind::Metric(metric) = &rule.kind {
+                    self.by_metric
                         .entry(metric.metric.clone())
                         .or_default()
-                        .push((group_index, rule_index)),
-                    RuleKind::Log(_) => self.log_rules.push((group_index, rule_index)),
+                        .push((group_index, rule_index));
                 }
             }
         }
+        self.log_rules = LogRules::new(&self.rules);
+        self.select_stored_series();
     }
+
+    /// Works out again which rules select each stored series, after the rules
+    /// changed: series join the rules that now select them (resuming their
+    /// alerts from the state topic, if it had any).
+    fn select_stored_series(&mut self) {
+        let mut store = std::mem::take(&mut self.store);
+        let mut joins = Vec::new();
+        for (slot, stored) in store.iter_mut() {
+            let positions = self
+                .by_metric
+                .get(&stored.name)
+                .map_or(&[][..], Vec::as_slice);
+            stored.selected_by = positions
+                .iter()
+                .copied()
+                .filter(|&position| {
+                    self.metric_rule(position)
+                        .is_some_and(|metric| selects(metric, &stored.labels))
+                })
+                .collect();
+            stored.retention = self.retention(&stored.selected_by);
+            joins.extend(stored.selected_by.iter().map(|&position| (position, slot)));
+        }
+        self.store = store;
+        for (position, slot) in joins {
+            self.join(position, slot);
+        }
+    }
+}
+
+/// The log rules that read one dataset: those of the dataset and those of every
+/// dataset, in rule set order, with the prefilter of their message regexes.
+#[derive(Debug)]
+struct DatasetRules {
+    positions: Vec<RulePosition>,
+    prefilter: MessagePrefilter,
+}
+
+impl DatasetRules {
+    fn new(rules: &RuleSet, positions: Vec<RulePosition>) -> Self {
+        let prefilter = MessagePrefilter::new(positions.iter().map(|&(group, index)| {
+            match &rules.groups[group].rules[index].kind {
+                RuleKind::Log(log) => log.filter.as_ref(),
+                RuleKind::Metric(_) => None,
+            }
+        }));
+        DatasetRules {
+            positions,
+            prefilter,
+        }
+    }
+}
+
+/// The log rules by the dataset they read: a batch's lines (all of one
+/// dataset) are only offered to the rules that read it.
+#[derive(Debug)]
+struct LogRules {
+    by_dataset: HashMap<String, DatasetRules>,
+    /// The rules of every dataset, for a dataset no rule names.
+    any_dataset: DatasetRules,
+}
+
+impl Default for LogRules {
+    fn default() -> Self {
+        LogRules::new(&RuleSet::default())
+    }
+}
+
+impl LogRules {
+    fn new(rules: &RuleSet) -> Self {
+        let mut positions: Vec<(RulePosition, Option<&str>)> = Vec::new();
+        for (group_index, group) in rules.groups.iter().enumerate() {
+            for (rule_index, rule) in group.rules.iter().enumerate() {
+                if let RuleKind::Log(log) = &rule.kind {
+                    positions.push(((group_index, rule_index), log.dataset.as_deref()));
+                }
+            }
+        }
+        let reading = |dataset: Option<&str>| -> Vec<RulePosition> {
+            positions
+                .iter()
+                .filter(|(_, reads)| reads.is_none() || *reads == dataset)
+                .map(|(position, _)| *position)
+                .collect()
+        };
+        let by_dataset = positions
+            .iter()
+            .filter_map(|(_, dataset)| *dataset)
+            .map(|dataset| {
+                let rules_of_dataset = DatasetRules::new(rules, reading(Some(dataset)));
+                (dataset.to_owned(), rules_of_dataset)
+            })
+            .collect();
+        LogRules {
+            by_dataset,
+            any_dataset: DatasetRules::new(rules, reading(None)),
+        }
+    }
+
+    fn of_dataset(&self, dataset: &str) -> &DatasetRules {
+        self.by_dataset.get(dataset).unwrap_or(&self.any_dataset)
+    }
+}
+
+/// The state of the metric rule at `position`.
+fn metric_state(
+    groups: &mut [GroupState],
+    (group, index): RulePosition,
+) -> Option<&mut MetricState> {
+    match groups.get_mut(group)?.rules.get_mut(index)? {
+        RuleState::Metric(state) => Some(state),
+        RuleState::Log(_) => None,
+    }
+}
+
+/// How long a series of a group evaluated every `interval` may be silent before
+/// it has no value: [`STALE_AFTER`], or two intervals when longer.
+fn stale_after(interval: i64) -> i64 {
+    nanos(STALE_AFTER).max(interval.saturating_mul(2))
 }
 
 #[cfg(test)]

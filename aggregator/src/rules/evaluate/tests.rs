@@ -5,7 +5,7 @@ use super::*;
 use crate::rules::rule_set_for_test;
 use proptest::prelude::*;
 use vigil_proto::labels::{ContentId, find, label};
-use vigil_proto::v1::{AlertStatus, LogLine, Sample};
+use vigil_proto::v1::{AlertStatus, LogLine, Sample, sample};
 
 const S: i64 = 1_000_000_000;
 
@@ -235,6 +235,57 @@ fn series_that_stop_reporting_resolve() {
     );
     assert_eq!(events[0].ends_at_unix_nano, 310 * S);
     assert_eq!(events[0].value, 8.0);
+}
+
+#[test]
+fn series_are_held_until_stale_then_forgotten_and_evaluated_again_when_they_return() {
+    let yaml = r#"
+groups:
+  - name: network
+    interval: 10s
+    rules:
+      - alert: Errors
+        metric: if.errors
+        match: {ifName: "=~eth.*"}
+        condition: value > 0
+"#;
+    let mut evaluator = Evaluator::new(rule_set_for_test(yaml));
+    for interface in ["eth0", "lo"] {
+        evaluator.observe_metrics(&gauge("r1", "if.errors", &[("ifName", interface)], 0, 0.0));
+    }
+    evaluator.observe_metrics(&gauge("r1", "if.octets", &[("ifName", "eth0")], 0, 0.0));
+    // Both interfaces of the watched metric, the one no rule selects too (so
+    // that its samples are not matched again); not the unwatched metric.
+    assert_eq!(evaluator.series(), 2);
+    assert!(evaluator.advance_to(290 * S).is_empty());
+    assert_eq!(evaluator.series(), 2);
+    // Evaluated a last time at 300 s, five minutes after the sample, then stale.
+    assert!(evaluator.advance_to(300 * S).is_empty());
+    assert_eq!(evaluator.series(), 0, "stale series are forgotten");
+    let events =
+        evaluator.observe_metrics(&gauge("r1", "if.errors", &[("ifName", "eth0")], 320, 3.0));
+    assert_eq!(evaluator.series(), 1);
+    assert_eq!(
+        summary(&events),
+        [event("Errors", "r1", AlertStatus::Firing, 320)]
+    );
+}
+
+#[test]
+fn a_firing_series_is_held_past_stale_until_it_resolves() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(
+        &HIGH_LOAD.replace("for: 1m", "for: 0s\n        keep_firing_for: 30s"),
+    ));
+    evaluator.observe_metrics(&load("web-1", 0, 8.0));
+    assert_eq!(evaluator.alerts().len(), 1);
+    assert!(evaluator.advance_to(330 * S).is_empty());
+    assert_eq!(evaluator.series(), 1, "held while its alert keeps firing");
+    let events = evaluator.advance_to(340 * S);
+    assert_eq!(
+        summary(&events),
+        [event("HighLoad", "web-1", AlertStatus::Resolved, 340)]
+    );
+    assert_eq!(evaluator.series(), 0);
 }
 
 #[test]

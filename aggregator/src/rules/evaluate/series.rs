@@ -1,0 +1,366 @@
+//! The metric series the rules engine holds: each recognised by its
+//! [`SeriesId`] (a hash of resource, name and labels, computed from the batch
+//! without building label lists), its samples kept once however many rules
+//! select it, and the rules that select it worked out once, when it first
+//! reports or the rules change, rather than for every sample.
+
+use super::alert::{BaseLabels, Source};
+use crate::series_identity::{HashedMap, SeriesId, hash_labels};
+use std::collections::{BTreeMap, VecDeque};
+use vigil_proto::v1::sample;
+use xxhash_rust::xxh3::xxh3_64;
+
+/// One sample of a series. Counters keep their exact integer so that increases
+/// stay exact past 2^53.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Reading {
+    pub(crate) time: i64,
+    pub(crate) value: f64,
+    pub(crate) counter: Option<u64>,
+}
+
+impl Reading {
+    /// The reading of a sample's value at `time`; `None` for a missing or
+    /// non-finite value.
+    pub(crate) fn of(time: i64, value: Option<sample::Value>) -> Option<Reading> {
+        match value {
+            Some(sample::Value::Gauge(value)) if value.is_finite() => Some(Reading {
+                time,
+                value,
+                counter: None,
+            }),
+            Some(sample::Value::Counter(counter)) => Some(Reading {
+                time,
+                value: counter as f64,
+                counter: Some(counter),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A rule's place in the rule set: (group index, rule index).
+pub(crate) type RulePosition = (usize, usize);
+
+/// How long a series' samples matter to the rules that select it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Retention {
+    /// Samples older than the newest by more than this are dropped.
+    pub(crate) keep: i64,
+    /// Silent this long (and without alerts) the series is forgotten.
+    pub(crate) stale_after: i64,
+    /// An `absent` rule selects it: it is kept however long it is silent, since
+    /// its silence is what that rule watches.
+    pub(crate) watched_for_absence: bool,
+}
+
+impl Retention {
+    /// What the rules in `retentions` need together.
+    pub(crate) fn combine(retentions: impl IntoIterator<Item = Retention>) -> Retention {
+        retentions
+            .into_iter()
+            .fold(Retention::default(), |all, one| Retention {
+                keep: all.keep.max(one.keep),
+                stale_after: all.stale_after.max(one.stale_after),
+                watched_for_absence: all.watched_for_absence || one.watched_for_absence,
+            })
+    }
+}
+
+/// A series' place in the [`SeriesStore`]; reused once the series is forgotten
+/// (and every rule has let go of it).
+pub(crate) type Slot = u32;
+
+/// A series and its recent samples.
+#[derive(Debug)]
+pub(crate) struct StoredSeries {
+    pub(crate) id: SeriesId,
+    /// The metric name.
+    pub(crate) name: String,
+    /// Sorted by name: the resource's attributes, `host`, the sample's labels.
+    pub(crate) labels: BaseLabels,
+    /// Sorted by time, one reading per timestamp; contiguous (see `readings()`).
+    readings: VecDeque<Reading>,
+    /// Where the series' latest sample arrived.
+    pub(crate) source: Source,
+    /// The rules that select it.
+    pub(crate) selected_by: Vec<RulePosition>,
+    pub(crate) retention: Retention,
+}
+
+impl StoredSeries {
+    pub(crate) fn new(id: SeriesId, name: &str, labels: BaseLabels, source: Source) -> Self {
+        StoredSeries {
+            id,
+            name: name.to_owned(),
+            labels,
+            readings: VecDeque::new(),
+            source,
+            selected_by: Vec::new(),
+            retention: Retention::default(),
+        }
+    }
+
+    /// Adds a sample that arrived from `source`, keeping the readings sorted and
+    /// dropping those no rule needs any more.
+    pub(crate) fn insert(&mut self, reading: Reading, source: &Source) {
+        match self.readings.back() {
+            Some(last) if last.time < reading.time => self.readings.push_back(reading),
+            None => self.readings.push_back(reading),
+            Some(_) => {
+                let position = self.readings.partition_point(|r| r.time < reading.time);
+                match self.readings.get_mut(position) {
+                    Some(existing) if existing.time == reading.time => *existing = reading,
+                    _ => self.readings.insert(position, reading),
+                }
+            }
+        }
+        if self.source != *source {
+            self.source = source.clone();
+        }
+        let horizon = self.newest().saturating_sub(self.retention.keep);
+        while self.readings.len() > 1 && self.readings.front().is_some_and(|r| r.time < horizon) {
+            self.readings.pop_front();
+        }
+        // Rounds read the readings as one slice; the ring wraps once per
+        // capacity's worth of samples, so this rarely moves anything.
+        self.readings.make_contiguous();
+    }
+
+    /// The readings, sorted by time.
+    pub(crate) fn readings(&self) -> &[Reading] {
+        let (readings, wrapped) = self.readings.as_slices();
+        debug_assert!(wrapped.is_empty(), "kept contiguous by insert");
+        readings
+    }
+
+    /// The time of the newest sample.
+    pub(crate) fn newest(&self) -> i64 {
+        self.readings.back().map_or(i64::MIN, |r| r.time)
+    }
+
+    /// Whether the series has been silent long enough at `now` to be forgotten
+    /// (when no alert holds on to it).
+    pub(crate) fn is_stale(&self, now: i64) -> bool {
+        !self.retention.watched_for_absence
+            && self.newest() <= now.saturating_sub(self.retention.stale_after)
+    }
+}
+
+/// The resource of a batch, as its series' identity and labels need it.
+#[derive(Debug)]
+pub(crate) struct BatchResource<'a> {
+    hash: u64,
+    host: &'a str,
+    attributes: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> BatchResource<'a> {
+    pub(crate) fn new(
+        host: &'a str,
+        attributes: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+        buffer: &mut Vec<u8>,
+    ) -> Self {
+        let hash =
+            hash_labels(buffer, attributes.clone()) ^ xxh3_64(host.as_bytes()).rotate_left(7);
+        BatchResource {
+            hash,
+            host,
+            attributes: attributes.collect(),
+        }
+    }
+
+    /// The identity of the series `name` with `labels` on this resource.
+    pub(crate) fn series_id<'l>(
+        &self,
+        name: &str,
+        labels: impl Iterator<Item = (&'l str, &'l str)>,
+        buffer: &mut Vec<u8>,
+    ) -> SeriesId {
+        SeriesId::of(self.hash, name, hash_labels(buffer, labels))
+    }
+
+    /// The labels of a series of this resource: its attributes, `host`, then the
+    /// sample's labels (later ones win), sorted by name.
+    pub(crate) fn series_labels<'l>(
+        &self,
+        labels: impl Iterator<Item = (&'l str, &'l str)>,
+    ) -> BaseLabels {
+        let mut merged: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, value) in self.attributes.iter().copied() {
+            merged.insert(name, value);
+        }
+        merged.insert("host", self.host);
+        for (name, value) in labels {
+            merged.insert(name, value);
+        }
+        merged
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    }
+}
+
+/// Every series of the metrics some rule watches, in slots that rules refer to
+/// directly, so that an evaluation round reads them without hashing.
+#[derive(Debug, Default)]
+pub(crate) struct SeriesStore {
+    slots: Vec<Option<StoredSeries>>,
+    free: Vec<Slot>,
+    by_id: HashedMap<SeriesId, Slot>,
+    /// Scratch space for hashing labels.
+    pub(crate) buffer: Vec<u8>,
+}
+
+impl SeriesStore {
+    pub(crate) fn find(&self, id: SeriesId) -> Option<Slot> {
+        self.by_id.get(&id).copied()
+    }
+
+    pub(crate) fn get(&self, slot: Slot) -> Option<&StoredSeries> {
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    pub(crate) fn get_mut(&mut self, slot: Slot) -> Option<&mut StoredSeries> {
+        self.slots.get_mut(slot as usize)?.as_mut()
+    }
+
+    /// Stores a new series; returns its slot.
+    pub(crate) fn add(&mut self, series: StoredSeries) -> Slot {
+        let id = series.id;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(series);
+                slot
+            }
+            None => {
+                self.slots.push(Some(series));
+                Slot::try_from(self.slots.len() - 1).expect("fewer than 2^32 series")
+            }
+        };
+        self.by_id.insert(id, slot);
+        slot
+    }
+
+    /// Keeps the series for which `keep` says so, and forgets the others.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(Slot, &mut StoredSeries) -> bool) {
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            let Some(series) = entry else { continue };
+            let slot = slot as Slot;
+            if !keep(slot, series) {
+                self.by_id.remove(&series.id);
+                self.free.push(slot);
+                *entry = None;
+            }
+        }
+    }
+
+    /// Every series, with its slot.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (Slot, &mut StoredSeries)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(slot, entry)| Some((slot as Slot, entry.as_mut()?)))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+}
+
+/// The value of a label in sorted series labels; missing labels read as empty,
+/// as in Prometheus.
+pub(crate) fn label_value<'a>(labels: &'a BaseLabels, name: &str) -> &'a str {
+    labels
+        .binary_search_by(|(label, _)| label.as_str().cmp(name))
+        .map_or("", |found| labels[found].1.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(time: i64, value: f64) -> Reading {
+        Reading {
+            time,
+            value,
+            counter: None,
+        }
+    }
+
+    #[test]
+    fn out_of_order_and_repeated_samples_stay_sorted() {
+        let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
+        series.retention.keep = 100;
+        for (time, value) in [(20, 2.0), (10, 1.0), (30, 3.0), (20, 9.0)] {
+            series.insert(reading(time, value), &Source::default());
+        }
+        let times: Vec<(i64, f64)> = series
+            .readings()
+            .iter()
+            .map(|r| (r.time, r.value))
+            .collect();
+        assert_eq!(times, [(10, 1.0), (20, 9.0), (30, 3.0)]);
+    }
+
+    #[test]
+    fn samples_older_than_the_retention_are_dropped_but_the_newest_stays() {
+        let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
+        series.retention.keep = 15;
+        for time in [0, 10, 20, 30] {
+            series.insert(reading(time, 1.0), &Source::default());
+        }
+        let times: Vec<i64> = series.readings().iter().map(|r| r.time).collect();
+        assert_eq!(times, [20, 30]);
+        series.retention.keep = 0;
+        series.insert(reading(40, 1.0), &Source::default());
+        assert_eq!(series.readings().len(), 1);
+    }
+
+    #[test]
+    fn forgotten_slots_are_reused_and_found_by_id_no_more() {
+        let mut store = SeriesStore::default();
+        let series = |id| StoredSeries::new(SeriesId(id), "m", Vec::new(), Source::default());
+        let first = store.add(series(1));
+        let second = store.add(series(2));
+        assert_eq!(store.find(SeriesId(2)), Some(second));
+        store.retain(|slot, _| slot != first);
+        assert_eq!((store.find(SeriesId(1)), store.len()), (None, 1));
+        assert!(store.get(first).is_none());
+        let third = store.add(series(3));
+        assert_eq!(third, first);
+        assert_eq!(store.get(third).map(|s| s.id), Some(SeriesId(3)));
+        assert_eq!(store.find(SeriesId(2)), Some(second));
+    }
+
+    #[test]
+    fn series_labels_merge_attributes_host_and_sample_labels_sorted() {
+        let mut buffer = Vec::new();
+        let attributes = [("site", "ams1"), ("host", "ignored")];
+        let resource = BatchResource::new("web-1", attributes.iter().copied(), &mut buffer);
+        let labels = resource.series_labels([("cpu", "0"), ("site", "fra1")].into_iter());
+        assert_eq!(
+            labels,
+            [("cpu", "0"), ("host", "web-1"), ("site", "fra1")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+        assert_eq!(label_value(&labels, "site"), "fra1");
+        assert_eq!(label_value(&labels, "missing"), "");
+    }
+
+    #[test]
+    fn the_same_series_of_another_host_is_another_series() {
+        let mut buffer = Vec::new();
+        let web1 = BatchResource::new("web-1", std::iter::empty(), &mut buffer);
+        let web2 = BatchResource::new("web-2", std::iter::empty(), &mut buffer);
+        let cpu0 = || [("cpu", "0")].into_iter();
+        assert_eq!(
+            web1.series_id("cpu", cpu0(), &mut buffer),
+            web1.series_id("cpu", cpu0(), &mut buffer)
+        );
+        assert_ne!(
+            web1.series_id("cpu", cpu0(), &mut buffer),
+            web2.series_id("cpu", cpu0(), &mut buffer)
+        );
+    }
+}
