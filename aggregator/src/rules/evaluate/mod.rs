@@ -17,7 +17,11 @@
 //! attributes, `host` (the resource's host name) and the sample's labels (later
 //! ones win). A series whose newest sample is older than `max(5m, 2 × interval)`
 //! at a tick has stopped reporting: it has no value, so its alert resolves (after
-//! `keep_firing_for`), and it is forgotten.
+//! `keep_firing_for`), and it is forgotten. Each series is stored once, however
+//! many rules select it (see [`series`]), and recognised by a hash of the
+//! resource's host and attributes and the sample's name and labels as they come
+//! in the batch; an agent that sent the same labels in another order would make
+//! a second series with the same labels.
 //!
 //! Reloads keep state by group name and alert name; a rule moved to another
 //! group, or renamed, starts over (its firing alerts resolve).
@@ -35,7 +39,8 @@ mod metric;
 mod series;
 
 use super::log_filter::{LogRecord, MessagePrefilter};
-use super::model::{Rule, RuleKind, RuleSet};
+use super::condition::Subject;
+use super::model::{MetricRule, Rule, RuleKind, RuleSet};
 pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
@@ -348,7 +353,7 @@ impl Evaluator {
     }
 
     /// The metric rule at `position`.
-    fn metric_rule(&self, (group, index): RulePosition) -> Option<&super::model::MetricRule> {
+    fn metric_rule(&self, (group, index): RulePosition) -> Option<&MetricRule> {
         match &self.rules.groups[group].rules[index].kind {
             RuleKind::Metric(metric) => Some(metric),
             RuleKind::Log(_) => None,
@@ -368,10 +373,7 @@ impl Evaluator {
                 let interval = nanos(self.rules.groups[group].interval);
                 let stale_after = stale_after(interval);
                 let window = nanos(metric.condition.window());
-                let absent = matches!(
-                    metric.condition.subject,
-                    crate::rules::condition::Subject::Absent(_)
-                );
+                let absent = matches!(metric.condition.subject, Subject::Absent(_));
                 Some(Retention {
                     keep: if absent { 0 } else { window.max(stale_after) }.saturating_add(interval),
                     stale_after,
@@ -381,8 +383,8 @@ impl Evaluator {
         )
     }
 
-    /// Makes the series `id` one of the series of the rule at `position`; a new
-    /// member resumes its alert if the state topic had one.
+    /// Makes the series in `slot` one of the series of the rule at `position`; a
+    /// new member resumes its alert if the state topic had one.
     fn join(&mut self, (group, index): RulePosition, slot: Slot) {
         let RuleState::Metric(state) = &mut self.groups[group].rules[index] else {
             return;
