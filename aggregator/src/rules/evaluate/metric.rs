@@ -431,7 +431,7 @@ pub(crate) fn measure(
             let seconds = (latest.time - first.time) as f64 / 1e9;
             increase(samples).map(|increase| increase / seconds)
         }
-        WindowFunction::Delta => (samples.len() >= 2).then(|| latest.value - first.value),
+        WindowFunction::Delta => (samples.len() >= 2).then_some(latest.value - first.value),
         WindowFunction::Deriv => slope(samples),
         WindowFunction::Quantile(phi) => quantile(phi, values.collect()),
     }

@@ -38,8 +38,8 @@ mod log;
 mod metric;
 mod series;
 
-use super::log_filter::{LogRecord, MessagePrefilter};
 use super::condition::Subject;
+use super::log_filter::{LogRecord, MessagePrefilter};
 use super::model::{MetricRule, Rule, RuleKind, RuleSet};
 pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
