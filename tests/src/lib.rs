@@ -26,4 +26,4 @@ pub use binaries::vigil_binary;
 pub use names::unique_name;
 pub use process::ChildProcess;
 pub use servers::TestServers;
-pub use wait::wait_until;
+pub use wait::{wait_until, wait_while_progressing};

@@ -37,6 +37,30 @@ pub fn poll_until<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -
     }
 }
 
+/// Waits until `progress` reaches `target`, for as long as it keeps moving: panics
+/// with `what` and the last value once it has not grown for `stall_limit`. For
+/// work whose pace depends on the machine's load (a backlog draining into a slow
+/// server), where a stall is the failure and slowness is not.
+pub fn wait_while_progressing(
+    what: &str,
+    target: u64,
+    stall_limit: Duration,
+    mut progress: impl FnMut() -> u64,
+) {
+    let mut best = progress();
+    let mut moved = Instant::now();
+    while best < target {
+        thread::sleep(POLL_INTERVAL);
+        let now = progress();
+        if now > best {
+            best = now;
+            moved = Instant::now();
+        } else if moved.elapsed() >= stall_limit {
+            panic!("{what}: stuck at {best} of {target} for {stall_limit:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +82,24 @@ mod tests {
             "something that never happens",
             Duration::from_millis(200),
             || None::<()>,
+        );
+    }
+
+    #[test]
+    fn waits_on_slow_progress_and_fails_on_a_stall() {
+        let mut count = 0;
+        wait_while_progressing("slow", 5, Duration::from_millis(500), || {
+            count += 1;
+            count / 3
+        });
+        assert_eq!(count / 3, 5);
+        let stalled = std::panic::catch_unwind(|| {
+            wait_while_progressing("stalled", 5, Duration::from_millis(300), || 2)
+        });
+        let message = stalled.expect_err("a stall fails");
+        assert_eq!(
+            message.downcast_ref::<String>().map(String::as_str),
+            Some("stalled: stuck at 2 of 5 for 300ms")
         );
     }
 }
