@@ -670,8 +670,9 @@ fn describe_error(error: &Value) -> String {
     parts.join("; caused by ")
 }
 
-/// The start of a response body, for error messages.
-fn snippet(body: &[u8]) -> String {
+/// The start of a response body, for error messages (also Kibana's and those of
+/// `setup`).
+pub(super) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
     if text.is_empty() {

@@ -6,7 +6,7 @@
 //! multipart upload with the `kbn-xsrf` header Kibana requires. Objects keep their
 //! ids, so importing again replaces them instead of adding copies.
 
-use super::elasticsearch::{BulkClientError, ElasticsearchAuth, HttpEndpoint};
+use super::elasticsearch::{BulkClientError, ElasticsearchAuth, HttpEndpoint, snippet};
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::Value;
@@ -19,8 +19,6 @@ use thiserror::Error;
 const BOUNDARY: &str = "vigil-saved-objects-7d1f3c9a";
 /// Kibana imports large files slowly; give it time.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(120);
-/// Characters of a response body quoted in error messages.
-const SNIPPET_CHARS: usize = 300;
 
 /// Where Kibana is and how to log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,18 +213,6 @@ fn describe_errors(errors: &[Value]) -> String {
         })
         .collect::<Vec<_>>()
         .join("; ")
-}
-
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return "(empty body)".to_owned();
-    }
-    match text.char_indices().nth(SNIPPET_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
-    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 //! index templates are installed without it.
 
 use super::documents::IndexNames;
-use super::elasticsearch::{BulkClient, HttpEndpoint};
+use super::elasticsearch::{BulkClient, HttpEndpoint, snippet};
 use super::kibana::{KibanaClient, KibanaError};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
@@ -27,8 +27,6 @@ use xxhash_rust::xxh3::xxh3_128;
 
 /// Where an object's content hash is kept.
 const HASH_KEY: &str = "vigil_content_hash";
-/// Characters of a response body quoted in error messages.
-const SNIPPET_CHARS: usize = 300;
 /// The names the shipped files use for the three indices.
 const DEFAULT_NAMES: [&str; 3] = ["vigil-logs", "vigil-metrics", "vigil-alerts"];
 
@@ -1009,18 +1007,6 @@ fn is_unsupported(status: StatusCode, body: &[u8]) -> bool {
             !error.is_some_and(|error| error["error"].is_object() || error["status"] == 404)
         }
         _ => false,
-    }
-}
-
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return "(empty body)".to_owned();
-    }
-    match text.char_indices().nth(SNIPPET_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
     }
 }
 
