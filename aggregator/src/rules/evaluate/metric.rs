@@ -7,8 +7,9 @@ use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use super::series::{Reading, SeriesStore, Slot, StoredSeries, label_value};
 use crate::rules::condition::{Subject, WindowFunction};
 use crate::rules::model::{Aggregation, LabelTest, MetricRule, RuleKind};
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
-use vigil_proto::v1::AlertEvent;
+use vigil_proto::v1::{AlertEvent, Label};
 use vigil_runtime::duration::nanos;
 
 /// The series one metric rule selects and their alerts.
@@ -131,17 +132,8 @@ impl MetricState {
                 }
             }
         }
-        // Series are kept in a hash map: present their events in label order.
-        out[first_event..].sort_by(|a, b| {
-            let labels = |event: &AlertEvent| {
-                event
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.clone(), l.value.clone()))
-                    .collect::<Vec<_>>()
-            };
-            labels(a).cmp(&labels(b))
-        });
+        // Series are kept by slot: present their events in label order.
+        out[first_event..].sort_by(|a, b| label_order(&a.labels, &b.labels));
     }
 
     /// Steps the alerts of the groups of a rule with `by`/`aggregate`, given the
@@ -295,21 +287,23 @@ impl MetricState {
             .iter()
             .filter_map(|member| member.alert.as_deref())
             .collect();
-        series.sort_by(|a, b| {
-            let labels = |alert: &ActiveAlert| {
-                alert
-                    .labels
-                    .iter()
-                    .map(|l| (l.name.clone(), l.value.clone()))
-                    .collect::<Vec<_>>()
-            };
-            labels(a).cmp(&labels(b))
-        });
+        series.sort_by(|a, b| label_order(&a.labels, &b.labels));
         series
             .into_iter()
             .chain(self.aggregates.values().filter_map(|a| a.alert.as_ref()))
             .chain(self.unseen.as_ref())
     }
+}
+
+/// The order of alerts by their labels (sorted by name), value by value.
+fn label_order(a: &[Label], b: &[Label]) -> Ordering {
+    let pairs = |labels: &[Label]| {
+        labels
+            .iter()
+            .map(|l| (l.name.clone(), l.value.clone()))
+            .collect::<Vec<_>>()
+    };
+    pairs(a).cmp(&pairs(b))
 }
 
 /// Whether `metric` selects the series with `labels`.
