@@ -271,33 +271,58 @@ impl ChildProcess {
         }
     }
 
-    /// Sends SIGKILL to the process group and waits for the process to be gone.
+    /// Sends SIGKILL to the process group and waits for the process and the rest of
+    /// its group to be gone.
     pub fn kill_hard(&mut self) -> ExitStatus {
         signal_group(self.pid(), "KILL");
-        self.child
+        let status = self
+            .child
             .wait()
-            .unwrap_or_else(|error| panic!("cannot wait for {}: {error}", self.name))
+            .unwrap_or_else(|error| panic!("cannot wait for {}: {error}", self.name));
+        if !self.await_group_gone() {
+            panic!(
+                "{} (pid {}): its process group outlived SIGKILL by {TERMINATE_DEADLINE:?}",
+                self.name,
+                self.pid()
+            );
+        }
+        status
     }
 
-    /// Sends SIGTERM to the process group and waits for the process to exit.
+    /// Sends SIGTERM to the process group and waits for the process and the rest of
+    /// its group to exit: a launcher (noida-db's Python wrapper) dies at once while
+    /// the server it started is still saving its data, and a server started again
+    /// on the same data before that ends would read what was there before.
     ///
-    /// Panics, after killing it, if it has not exited within [`TERMINATE_DEADLINE`]:
-    /// a process that ignores SIGTERM would be killed by the service manager too.
+    /// Panics, after killing them, if they have not exited within
+    /// [`TERMINATE_DEADLINE`]: a process that ignores SIGTERM would be killed by the
+    /// service manager too.
     pub fn terminate(&mut self) -> ExitStatus {
         if let Some(status) = self.exit_status() {
             return status;
         }
         signal_group(self.pid(), "TERM");
-        if let Some(status) = poll_until(TERMINATE_DEADLINE, || self.exit_status()) {
+        if let Some(status) = poll_until(TERMINATE_DEADLINE, || self.exit_status())
+            && self.await_group_gone()
+        {
             return status;
         }
         self.kill_hard();
         panic!(
-            "{} (pid {}) did not exit within {TERMINATE_DEADLINE:?} of SIGTERM\n{}",
+            "{} (pid {}) or a process it started did not exit within {TERMINATE_DEADLINE:?} of SIGTERM\n{}",
             self.name,
             self.pid(),
             self.log_tail()
         );
+    }
+
+    /// Waits up to [`TERMINATE_DEADLINE`] until no process of the group is left
+    /// running; whether none is.
+    fn await_group_gone(&self) -> bool {
+        poll_until(TERMINATE_DEADLINE, || {
+            (!group_has_live_process(self.pid())).then_some(())
+        })
+        .is_some()
     }
 }
 
@@ -341,6 +366,27 @@ fn signal_group(group: u32, signal: &str) {
         .status();
 }
 
+/// Whether a process of `group` is still running, read from `/proc`: zombies do not
+/// count, as they wait only for init to reap them.
+fn group_has_live_process(group: u32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        let Ok(stat) = fs::read_to_string(entry.path().join("stat")) else {
+            return false;
+        };
+        // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+        let Some((_, fields)) = stat.rsplit_once(") ") else {
+            return false;
+        };
+        let mut fields = fields.split(' ');
+        let state = fields.next();
+        let process_group = fields.nth(1).and_then(|field| field.parse::<u32>().ok());
+        process_group == Some(group) && state != Some("Z")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +403,32 @@ mod tests {
         let status = process.terminate();
         assert!(!status.success());
         assert!(process.log_tail().contains("started"));
+    }
+
+    #[test]
+    fn terminate_waits_for_what_a_launcher_started_to_finish_exiting() {
+        let scratch = tempfile::tempdir().unwrap();
+        let saved = scratch.path().join("saved");
+        // The launcher dies of SIGTERM at once; the server it started takes a moment
+        // to save its data, as noida-db does behind its Python wrapper.
+        let server =
+            r#"trap 'sleep 1; touch "$1"; exit 0' TERM; echo ready; while :; do sleep 0.1; done"#;
+        let mut command = Command::new("bash");
+        command
+            .arg("-c")
+            .arg(r#"bash -c "$1" server "$2" & wait"#)
+            .arg("launcher")
+            .arg(server)
+            .arg(&saved);
+        let mut process = ChildProcess::spawn("launcher", command);
+        crate::wait_until("the server to start", Duration::from_secs(10), || {
+            process.log_tail().contains("ready").then_some(())
+        });
+        process.terminate();
+        assert!(
+            saved.exists(),
+            "terminate returned before the server had saved its data"
+        );
     }
 
     #[test]
