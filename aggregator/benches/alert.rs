@@ -1249,12 +1249,10 @@ fn export(dir: &str) {
     std::fs::write(dir.join("series.tsv"), table).expect("series.tsv is written");
 }
 
-/// A probe: the batch that makes an alert fire, and when it was published.
+/// A probe: when the batch that makes an alert fire was published.
 #[derive(Debug, Clone, Copy)]
 struct Probe {
     published: Instant,
-    /// The event time of the batch, in Unix nanoseconds.
-    event_time: i64,
 }
 
 /// Probes waiting for their webhook, by alert name and host, and the latencies
@@ -1262,8 +1260,8 @@ struct Probe {
 #[derive(Debug, Default)]
 struct Probes {
     waiting: HashMap<(String, String), VecDeque<Probe>>,
-    /// (alert, seconds from publish to POST, seconds from the evaluation tick on).
-    arrived: Vec<(String, f64, f64)>,
+    /// (alert, seconds from publish to POST).
+    arrived: Vec<(String, f64)>,
 }
 
 fn unix_nanos_now() -> i64 {
@@ -1308,11 +1306,10 @@ async fn serve_webhook(mut stream: TcpStream, probes: Arc<Mutex<Probes>>) {
             }
         }
         let arrived = Instant::now();
-        let arrived_unix = unix_nanos_now();
         if let Ok(payload) =
             serde_json::from_slice::<Value>(&buffer[body_start..body_start + length])
         {
-            record_arrival(&payload, arrived, arrived_unix, &probes);
+            record_arrival(&payload, arrived, &probes);
         }
         buffer.drain(..body_start + length);
         let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
@@ -1322,7 +1319,7 @@ async fn serve_webhook(mut stream: TcpStream, probes: Arc<Mutex<Probes>>) {
     }
 }
 
-fn record_arrival(payload: &Value, arrived: Instant, arrived_unix: i64, probes: &Mutex<Probes>) {
+fn record_arrival(payload: &Value, arrived: Instant, probes: &Mutex<Probes>) {
     let mut probes = probes.lock().unwrap_or_else(|p| p.into_inner());
     for alert in payload["alerts"].as_array().into_iter().flatten() {
         if alert["status"] != "firing" {
@@ -1334,21 +1331,9 @@ fn record_arrival(payload: &Value, arrived: Instant, arrived_unix: i64, probes: 
         let Some(probe) = probes.waiting.get_mut(&key).and_then(VecDeque::pop_front) else {
             continue;
         };
-        // Metric rules are evaluated at the first tick at or after the sample.
-        let tick = if name == "LoadSpike" {
-            probe.event_time.div_euclid(1_000_000_000) * 1_000_000_000
-                + if probe.event_time % 1_000_000_000 == 0 {
-                    0
-                } else {
-                    1_000_000_000
-                }
-        } else {
-            probe.event_time
-        };
         probes.arrived.push((
             name.to_owned(),
             arrived.duration_since(probe.published).as_secs_f64(),
-            (arrived_unix - tick) as f64 / 1e9,
         ));
     }
 }
@@ -1455,7 +1440,6 @@ async fn run_latency(seconds: u64) {
         .or_default()
         .push_back(Probe {
             published: Instant::now(),
-            event_time: marker.lines[0].event_time_unix_nano,
         });
     publisher
         .publish_batch(&logs_topic, &marker)
@@ -1495,7 +1479,6 @@ async fn run_latency(seconds: u64) {
                 .or_default()
                 .push_back(Probe {
                     published: Instant::now(),
-                    event_time: now,
                 });
         }
         publisher
@@ -1524,7 +1507,6 @@ async fn run_latency(seconds: u64) {
                 .or_default()
                 .push_back(Probe {
                     published: Instant::now(),
-                    event_time: probe_line.event_time_unix_nano,
                 });
         }
         publisher
@@ -1559,14 +1541,7 @@ async fn run_latency(seconds: u64) {
             .filter(|a| a.0 == alert)
             .map(|a| a.1)
             .collect();
-        let mut after_tick: Vec<f64> = probes
-            .arrived
-            .iter()
-            .filter(|a| a.0 == alert)
-            .map(|a| a.2)
-            .collect();
         total.sort_by(f64::total_cmp);
-        after_tick.sort_by(f64::total_cmp);
         let missing: usize = probes
             .waiting
             .iter()
@@ -1582,8 +1557,6 @@ async fn run_latency(seconds: u64) {
                 "p50": percentile(&total, 0.5),
                 "p99": percentile(&total, 0.99),
                 "max": total[total.len() - 1],
-                "after_tick_p50": percentile(&after_tick, 0.5),
-                "after_tick_p99": percentile(&after_tick, 0.99),
             })
         };
         report[alert] = figures;

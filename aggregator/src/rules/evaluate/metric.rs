@@ -1,7 +1,8 @@
 //! Per-rule state of one metric rule: which of the stored series it selects, the
-//! condition computed over their samples at each evaluation tick, and each
-//! series' alert (or each group's, for a rule with `by`/`aggregate`; or, for
-//! `absent`, each silent series' and the one of a metric never seen).
+//! condition computed over their samples at each evaluation tick (and, for a
+//! condition on the latest value, when a sample arrives), and each series' alert
+//! (or each group's, for a rule with `by`/`aggregate`; or, for `absent`, each
+//! silent series' and the one of a metric never seen).
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use super::series::{Reading, SeriesStore, Slot, StoredSeries, label_value};
@@ -33,6 +34,10 @@ pub(crate) struct MetricState {
 struct Member {
     slot: Slot,
     alert: Option<Box<ActiveAlert>>,
+    /// Not evaluated by this version of the rule yet: a rule evaluated on
+    /// arrival skips, at its ticks, the series it has evaluated and that hold no
+    /// alert, but not these.
+    unevaluated: bool,
 }
 
 /// The alert of one group of series.
@@ -55,7 +60,14 @@ impl MetricState {
         match self.member(slot) {
             Ok(_) => false,
             Err(position) => {
-                self.members.insert(position, Member { slot, alert: None });
+                self.members.insert(
+                    position,
+                    Member {
+                        slot,
+                        alert: None,
+                        unevaluated: true,
+                    },
+                );
                 true
             }
         }
@@ -120,20 +132,41 @@ impl MetricState {
                 }
                 self.evaluate_groups(rule, metric, aggregation, groups, at, out);
             }
-            (None, subject) => {
+            (None, _) => {
+                // Without an alert, only a new sample changes the latest value,
+                // and the sample's arrival was evaluated.
+                let on_arrival = evaluated_on_arrival(metric);
                 for member in &mut self.members {
-                    let Some(series) = store.get(member.slot) else {
+                    if on_arrival && member.alert.is_none() && !member.unevaluated {
                         continue;
-                    };
-                    let value = measure(series.readings(), subject, at, stale_after);
-                    let holds =
-                        value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
-                    step_member(member, series, rule, at, value, holds, out);
+                    }
+                    if let Some(series) = store.get(member.slot) {
+                        evaluate_member(member, series, rule, metric, at, stale_after, out);
+                    }
                 }
             }
         }
         // Series are kept by slot: present their events in label order.
         out[first_event..].sort_by(|a, b| label_order(&a.labels, &b.labels));
+    }
+
+    /// Evaluates the series in `slot` at `at`, after a sample of it arrived: for
+    /// a rule [`evaluated_on_arrival`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn evaluate_arrival(
+        &mut self,
+        rule: RuleRef<'_>,
+        metric: &MetricRule,
+        slot: Slot,
+        at: i64,
+        stale_after: i64,
+        store: &SeriesStore,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        if let (Ok(position), Some(series)) = (self.member(slot), store.get(slot)) {
+            let member = &mut self.members[position];
+            evaluate_member(member, series, rule, metric, at, stale_after, out);
+        }
     }
 
     /// Steps the alerts of the groups of a rule with `by`/`aggregate`, given the
@@ -261,6 +294,9 @@ impl MetricState {
             let Some(series) = store.get(member.slot) else {
                 return false;
             };
+            // The new version of the rule may judge the series' latest value
+            // differently.
+            member.unevaluated = true;
             if !selects(metric, &series.labels) {
                 if let Some(alert) = &member.alert {
                     resolve(alert, old, at, out);
@@ -312,6 +348,32 @@ pub(crate) fn selects(metric: &MetricRule, labels: &BaseLabels) -> bool {
         .matchers
         .iter()
         .all(|matcher| matcher.matches(label_value(labels, &matcher.name)))
+}
+
+/// Whether `metric` is evaluated for a series when one of its samples arrives,
+/// besides the ticks of its group: a condition on the latest value of each
+/// series, which only a new sample can change (or the series going stale, which
+/// matters only to an alert, and alerts are evaluated at every tick). Conditions
+/// over windows, aggregations and `absent` are evaluated at the ticks only.
+pub(crate) fn evaluated_on_arrival(metric: &MetricRule) -> bool {
+    metric.aggregation.is_none() && metric.condition.subject == Subject::Value
+}
+
+/// Evaluates `metric` on one of its series at `at` and steps its alert.
+fn evaluate_member(
+    member: &mut Member,
+    series: &StoredSeries,
+    rule: RuleRef<'_>,
+    metric: &MetricRule,
+    at: i64,
+    stale_after: i64,
+    out: &mut Vec<AlertEvent>,
+) {
+    member.unevaluated = false;
+    let condition = &metric.condition;
+    let value = measure(series.readings(), condition.subject, at, stale_after);
+    let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
+    step_member(member, series, rule, at, value, holds, out);
 }
 
 /// One evaluation of the alert of a series; skips the work when there is no

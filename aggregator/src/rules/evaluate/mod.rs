@@ -11,7 +11,9 @@
 //! batch of the same second, a late batch) counts from the next tick on. Log
 //! rules are also evaluated when matching lines arrive, at the line's event time
 //! (or at the group's last evaluation, for late lines), so a burst fires between
-//! ticks.
+//! ticks; so are metric rules on each series' latest value, when a sample
+//! becomes its series' newest (at its time, or at the group's last tick for an
+//! older one), and their ticks then visit only the series that hold an alert.
 //!
 //! Series: a metric series is the sample name plus its labels: the resource's
 //! attributes, `host` (the resource's host name) and the sample's labels (later
@@ -45,7 +47,7 @@ pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
 use log::LogState;
-use metric::{MetricState, selects};
+use metric::{MetricState, evaluated_on_arrival, selects};
 use series::{BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -74,6 +76,9 @@ pub struct Evaluator {
     store: SeriesStore,
     /// The log rules, by the dataset they read.
     log_rules: LogRules,
+    /// Samples that became the newest of their series in the batch being taken
+    /// in, for the rules evaluated on arrival: (rule, series, sample time).
+    arrivals: Vec<(RulePosition, Slot, i64)>,
     /// State changes not yet taken by the stage.
     journal: StateJournal,
     /// Alerts of other consumers or of an earlier run, from the state topic.
@@ -158,6 +163,7 @@ impl Evaluator {
             by_metric: HashMap::new(),
             store: SeriesStore::default(),
             log_rules: LogRules::default(),
+            arrivals: Vec::new(),
             journal: StateJournal::default(),
             dormant: Dormant::default(),
         };
@@ -325,31 +331,50 @@ impl Evaluator {
             return;
         };
         let id = resource.series_id(name, labels.clone(), &mut self.store.buffer);
-        if let Some(series) = self
-            .store
-            .find(id)
-            .and_then(|slot| self.store.get_mut(slot))
+        if let Some(slot) = self.store.find(id)
+            && let Some(series) = self.store.get_mut(slot)
         {
             series.insert(reading, source);
+            if series.newest() == reading.time {
+                let arrivals = series.evaluated_on_arrival.iter();
+                self.arrivals
+                    .extend(arrivals.map(|&position| (position, slot, reading.time)));
+            }
             return;
         }
         let labels = resource.series_labels(labels);
         let mut series = StoredSeries::new(id, name, labels, source.clone());
-        series.selected_by = positions
-            .iter()
-            .copied()
-            .filter(|&position| {
-                self.metric_rule(position)
-                    .is_some_and(|metric| selects(metric, &series.labels))
-            })
-            .collect();
-        series.retention = self.retention(&series.selected_by);
+        self.select(&mut series, positions);
         series.insert(reading, source);
         let selected_by = series.selected_by.clone();
+        let arrivals = series.evaluated_on_arrival.clone();
         let slot = self.store.add(series);
         for position in selected_by {
             self.join(position, slot);
         }
+        self.arrivals.extend(
+            arrivals
+                .into_iter()
+                .map(|position| (position, slot, reading.time)),
+        );
+    }
+
+    /// Works out which of the rules at `positions` (those on its metric) select
+    /// `series`, which of them evaluate it on arrival, and how long it is kept.
+    fn select(&self, series: &mut StoredSeries, positions: &[RulePosition]) {
+        let selecting = |&position: &RulePosition| {
+            self.metric_rule(position)
+                .filter(|metric| selects(metric, &series.labels))
+                .map(|metric| (position, evaluated_on_arrival(metric)))
+        };
+        let selected: Vec<(RulePosition, bool)> = positions.iter().filter_map(selecting).collect();
+        series.selected_by = selected.iter().map(|&(position, _)| position).collect();
+        series.evaluated_on_arrival = selected
+            .iter()
+            .filter(|(_, on_arrival)| *on_arrival)
+            .map(|&(position, _)| position)
+            .collect();
+        series.retention = self.retention(&series.selected_by);
     }
 
     /// The metric rule at `position`.
@@ -562,6 +587,7 @@ impl Evaluator {
         if let Some(now) = self.clock {
             self.evaluate_until(now, &mut out);
         }
+        self.evaluate_arrivals(&mut out);
         // Groups are evaluated one after the other; present their events in time.
         out.sort_by_key(|event| event.evaluated_at_unix_nano);
         out
@@ -623,6 +649,32 @@ impl Evaluator {
         }
     }
 
+    /// Evaluates the rules evaluated on arrival for the series whose newest
+    /// sample just arrived, at the sample's time, or at the group's last tick for
+    /// a sample older than that tick (the tick was evaluated without it), so that
+    /// no alert steps back in time.
+    fn evaluate_arrivals(&mut self, out: &mut Vec<AlertEvent>) {
+        let mut arrivals = std::mem::take(&mut self.arrivals);
+        for ((group, index), slot, time) in arrivals.drain(..) {
+            let (rules, state) = (&self.rules.groups[group], &mut self.groups[group]);
+            let rule = &rules.rules[index];
+            let (RuleKind::Metric(metric), RuleState::Metric(series)) =
+                (&rule.kind, &mut state.rules[index])
+            else {
+                continue;
+            };
+            let rule_ref = RuleRef {
+                group: &rules.name,
+                rule,
+                journal: &self.journal,
+            };
+            let at = state.last_tick.map_or(time, |tick| tick.max(time));
+            let stale_after = stale_after(nanos(rules.interval).max(1));
+            series.evaluate_arrival(rule_ref, metric, slot, at, stale_after, &self.store, out);
+        }
+        self.arrivals = arrivals;
+    }
+
     /// Forgets the series that have been silent for as long as makes them stale
     /// to every rule that selects them, unless one of those rules still holds an
     /// alert for them (it resolves first, after `keep_firing_for`).
@@ -672,15 +724,7 @@ impl Evaluator {
                 .by_metric
                 .get(&stored.name)
                 .map_or(&[][..], Vec::as_slice);
-            stored.selected_by = positions
-                .iter()
-                .copied()
-                .filter(|&position| {
-                    self.metric_rule(position)
-                        .is_some_and(|metric| selects(metric, &stored.labels))
-                })
-                .collect();
-            stored.retention = self.retention(&stored.selected_by);
+            self.select(stored, positions);
             joins.extend(stored.selected_by.iter().map(|&position| (position, slot)));
         }
         self.store = store;

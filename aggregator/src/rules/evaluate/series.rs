@@ -85,6 +85,9 @@ pub(crate) struct StoredSeries {
     pub(crate) source: Source,
     /// The rules that select it.
     pub(crate) selected_by: Vec<RulePosition>,
+    /// Those of them evaluated for it when one of its samples arrives (see
+    /// `evaluated_on_arrival`).
+    pub(crate) evaluated_on_arrival: Vec<RulePosition>,
     pub(crate) retention: Retention,
 }
 
@@ -97,6 +100,7 @@ impl StoredSeries {
             readings: VecDeque::new(),
             source,
             selected_by: Vec::new(),
+            evaluated_on_arrival: Vec::new(),
             retention: Retention::default(),
         }
     }

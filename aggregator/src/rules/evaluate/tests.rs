@@ -173,6 +173,65 @@ fn for_zero_fires_at_once() {
     );
 }
 
+/// A condition on the latest value and one over a window, in a group
+/// evaluated every minute.
+const ONCE_A_MINUTE: &str = r#"
+groups:
+  - name: host
+    interval: 1m
+    rules:
+      - alert: LoadNow
+        metric: host.load.1m
+        condition: value > 4
+      - alert: LoadAverage
+        metric: host.load.1m
+        condition: avg(1m) > 4
+"#;
+
+#[test]
+fn a_condition_on_the_latest_value_is_evaluated_when_its_sample_arrives() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(ONCE_A_MINUTE));
+    assert!(evaluator.observe_metrics(&load("web-1", 0, 1.0)).is_empty());
+    // Between ticks: the latest value fires at once, the window waits for the
+    // tick at 60 s.
+    let events = evaluator.observe_metrics(&load("web-1", 25, 9.0));
+    assert_eq!(
+        summary(&events),
+        [event("LoadNow", "web-1", AlertStatus::Firing, 25)]
+    );
+    let events = evaluator.observe_metrics(&load("web-1", 40, 1.0));
+    assert_eq!(
+        summary(&events),
+        [event("LoadNow", "web-1", AlertStatus::Resolved, 40)]
+    );
+    let events = evaluator.observe_metrics(&load("web-1", 60, 9.0));
+    assert_eq!(
+        summary(&events),
+        [
+            event("LoadAverage", "web-1", AlertStatus::Firing, 60),
+            event("LoadNow", "web-1", AlertStatus::Firing, 60),
+        ]
+    );
+}
+
+#[test]
+fn a_changed_condition_on_the_latest_value_judges_the_series_again_at_the_next_tick() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(ONCE_A_MINUTE));
+    assert!(evaluator.observe_metrics(&load("web-1", 0, 3.0)).is_empty());
+    assert!(evaluator.advance_to(60 * S).is_empty());
+    // No new sample comes: the series' latest value is judged by the new rule.
+    let lower = ONCE_A_MINUTE.replace("value > 4", "value > 2");
+    assert!(
+        evaluator
+            .replace_rules(rule_set_for_test(&lower))
+            .is_empty()
+    );
+    assert_eq!(
+        summary(&evaluator.advance_to(120 * S)),
+        [event("LoadNow", "web-1", AlertStatus::Firing, 120)]
+    );
+}
+
 #[test]
 fn pending_that_clears_goes_back_silently() {
     let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
