@@ -5,7 +5,7 @@
 //! silent series' and the one of a metric never seen).
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
-use super::series::{Reading, SeriesStore, Slot, StoredSeries, label_value};
+use super::series::{Reading, SeriesStore, Slot, StoredSeries, ValueKind, label_value};
 use crate::rules::condition::{Subject, WindowFunction};
 use crate::rules::model::{Aggregation, LabelTest, MetricRule, RuleKind};
 use std::cmp::Ordering;
@@ -122,7 +122,9 @@ impl MetricState {
             (Some(aggregation), subject) => {
                 let mut groups: BTreeMap<BaseLabels, (Vec<f64>, Source)> = BTreeMap::new();
                 for series in self.members.iter().filter_map(|m| store.get(m.slot)) {
-                    if let Some(value) = measure(series.readings(), subject, at, stale_after) {
+                    if let Some(value) =
+                        measure(series.readings(), series.kind(), subject, at, stale_after)
+                    {
                         let (values, source) = groups
                             .entry(group_labels(aggregation, &series.labels))
                             .or_insert_with(|| (Vec::new(), series.source.clone()));
@@ -371,7 +373,13 @@ fn evaluate_member(
 ) {
     member.unevaluated = false;
     let condition = &metric.condition;
-    let value = measure(series.readings(), condition.subject, at, stale_after);
+    let value = measure(
+        series.readings(),
+        series.kind(),
+        condition.subject,
+        at,
+        stale_after,
+    );
     let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
     step_member(member, series, rule, at, value, holds, out);
 }
@@ -456,6 +464,7 @@ pub(crate) fn relabel(
 /// the samples in `(at - window, at]`; `None` without (fresh enough) samples.
 pub(crate) fn measure(
     readings: &[Reading],
+    kind: ValueKind,
     subject: Subject,
     at: i64,
     stale_after: i64,
@@ -466,7 +475,7 @@ pub(crate) fn measure(
         return None;
     }
     let (function, window) = match subject {
-        Subject::Value => return Some(latest.value),
+        Subject::Value => return Some(latest.value(kind)),
         Subject::Window(function, window) => (function, nanos(window)),
         Subject::Absent(_) => return None,
     };
@@ -474,21 +483,23 @@ pub(crate) fn measure(
     let samples = &readings[..end];
     let samples = &samples[samples.partition_point(|r| r.time <= horizon)..];
     let (first, count) = (samples.first()?, samples.len() as f64);
-    let values = samples.iter().map(|r| r.value);
+    let values = samples.iter().map(|r| r.value(kind));
     match function {
         WindowFunction::Avg => Some(values.sum::<f64>() / count),
         WindowFunction::Min => values.reduce(f64::min),
         WindowFunction::Max => values.reduce(f64::max),
         WindowFunction::Sum => Some(values.sum()),
         WindowFunction::Count => Some(count),
-        WindowFunction::Last => Some(latest.value),
-        WindowFunction::Increase => increase(samples),
+        WindowFunction::Last => Some(latest.value(kind)),
+        WindowFunction::Increase => increase(samples, kind),
         WindowFunction::Rate => {
             let seconds = (latest.time - first.time) as f64 / 1e9;
-            increase(samples).map(|increase| increase / seconds)
+            increase(samples, kind).map(|increase| increase / seconds)
         }
-        WindowFunction::Delta => (samples.len() >= 2).then_some(latest.value - first.value),
-        WindowFunction::Deriv => slope(samples),
+        WindowFunction::Delta => {
+            (samples.len() >= 2).then_some(latest.value(kind) - first.value(kind))
+        }
+        WindowFunction::Deriv => slope(samples, kind),
         WindowFunction::Quantile(phi) => quantile(phi, values.collect()),
     }
 }
@@ -502,7 +513,7 @@ fn readings_until(readings: &[Reading], at: i64) -> usize {
 /// The per-second slope of the least-squares line through the samples; `None`
 /// with fewer than two. Times count from the first sample, so that nanosecond
 /// timestamps keep their precision in the sums.
-fn slope(samples: &[Reading]) -> Option<f64> {
+fn slope(samples: &[Reading], kind: ValueKind) -> Option<f64> {
     let first = samples.first()?.time;
     if samples.len() < 2 {
         return None;
@@ -510,7 +521,7 @@ fn slope(samples: &[Reading]) -> Option<f64> {
     let n = samples.len() as f64;
     let (mut sum_x, mut sum_y, mut sum_xy, mut sum_xx) = (0.0, 0.0, 0.0, 0.0);
     for reading in samples {
-        let (x, y) = ((reading.time - first) as f64 / 1e9, reading.value);
+        let (x, y) = ((reading.time - first) as f64 / 1e9, reading.value(kind));
         sum_x += x;
         sum_y += y;
         sum_xy += x * y;
@@ -538,24 +549,33 @@ fn quantile(phi: f64, mut values: Vec<f64>) -> Option<f64> {
 /// The increase of a counter over consecutive samples; a decrease is a reset (the
 /// counter restarted from zero), as in Prometheus. No extrapolation to the window
 /// edges. `None` with fewer than two samples.
-fn increase(samples: &[Reading]) -> Option<f64> {
+fn increase(samples: &[Reading], kind: ValueKind) -> Option<f64> {
     if samples.len() < 2 {
         return None;
     }
-    let total = samples
-        .windows(2)
-        .map(|pair| match (pair[0].counter, pair[1].counter) {
-            (Some(before), Some(after)) => {
+    let pairs = samples.windows(2);
+    let total = match kind {
+        ValueKind::Counter => pairs
+            .map(|pair| {
+                let (before, after) = (pair[0].count(), pair[1].count());
                 if after >= before {
                     (after - before) as f64
                 } else {
                     after as f64
                 }
-            }
-            _ if pair[1].value >= pair[0].value => pair[1].value - pair[0].value,
-            _ => pair[1].value,
-        })
-        .sum();
+            })
+            .sum(),
+        ValueKind::Gauge => pairs
+            .map(|pair| {
+                let (before, after) = (pair[0].value(kind), pair[1].value(kind));
+                if after >= before {
+                    after - before
+                } else {
+                    after
+                }
+            })
+            .sum(),
+    };
     Some(total)
 }
 
@@ -569,12 +589,13 @@ mod tests {
     fn readings(points: &[(i64, f64)]) -> Vec<Reading> {
         points
             .iter()
-            .map(|&(time, value)| Reading {
-                time: time * S,
-                value,
-                counter: None,
-            })
+            .map(|&(time, value)| Reading::gauge(time * S, value))
             .collect()
+    }
+
+    /// [`super::measure`] of gauge readings.
+    fn measure(readings: &[Reading], subject: Subject, at: i64, stale: i64) -> Option<f64> {
+        super::measure(readings, ValueKind::Gauge, subject, at, stale)
     }
 
     fn window(function: WindowFunction, seconds: u64) -> Subject {
@@ -633,21 +654,23 @@ mod tests {
         let big = (1u64 << 60) + 1;
         let data: Vec<Reading> = [(0, big), (10, big + 100), (20, 50), (30, 150)]
             .iter()
-            .map(|&(time, counter)| Reading {
-                time: time * S,
-                value: counter as f64,
-                counter: Some(counter),
-            })
+            .map(|&(time, counter)| Reading::counter(time * S, counter))
             .collect();
+        let counter = |subject, at| super::measure(&data, ValueKind::Counter, subject, at, 300 * S);
         // 100, then a reset to 50 (counted as 50), then 100.
         let at = 30 * S;
         assert_eq!(
-            measure(&data, window(WindowFunction::Increase, 60), at, 300 * S),
+            counter(window(WindowFunction::Increase, 60), at),
             Some(250.0)
         );
         assert_eq!(
-            measure(&data, window(WindowFunction::Rate, 60), at, 300 * S),
+            counter(window(WindowFunction::Rate, 60), at),
             Some(250.0 / 30.0)
+        );
+        // Read as floats, the first increase would be lost to rounding.
+        assert_eq!(
+            counter(window(WindowFunction::Increase, 60), 10 * S),
+            Some(100.0)
         );
         let gauge = readings(&[(0, 10.0), (10, 4.0)]);
         assert_eq!(

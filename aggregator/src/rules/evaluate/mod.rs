@@ -48,7 +48,9 @@ use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
 use log::LogState;
 use metric::{MetricState, evaluated_on_arrival, selects};
-use series::{BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries};
+use series::{
+    BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries, ValueKind,
+};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource};
@@ -279,7 +281,7 @@ impl Evaluator {
         );
         let mut latest = None;
         for sample in &batch.samples {
-            let Some(reading) = Reading::of(sample.time_unix_nano, sample.value) else {
+            let Some((reading, kind)) = Reading::of(sample.time_unix_nano, sample.value) else {
                 continue;
             };
             latest = latest.max(Some(reading.time));
@@ -287,7 +289,7 @@ impl Evaluator {
                 .labels
                 .iter()
                 .map(|l| (l.name.as_str(), l.value.as_str()));
-            self.observe_sample(&resource, &sample.name, labels, reading, source);
+            self.observe_sample(&resource, &sample.name, labels, reading, kind, source);
         }
         self.advance_clock(latest)
     }
@@ -307,12 +309,12 @@ impl Evaluator {
         );
         let mut latest = None;
         for sample in &batch.samples {
-            let Some(reading) = Reading::of(sample.time_unix_nano, sample.value) else {
+            let Some((reading, kind)) = Reading::of(sample.time_unix_nano, sample.value) else {
                 continue;
             };
             latest = latest.max(Some(reading.time));
             let labels = batch.labels(sample).iter().map(|l| (l.name, l.value));
-            self.observe_sample(&resource, sample.name, labels, reading, source);
+            self.observe_sample(&resource, sample.name, labels, reading, kind, source);
         }
         self.advance_clock(latest)
     }
@@ -325,6 +327,7 @@ impl Evaluator {
         name: &str,
         labels: impl Iterator<Item = (&'l str, &'l str)> + Clone,
         reading: Reading,
+        kind: ValueKind,
         source: &Source,
     ) {
         let Some(positions) = self.by_metric.get(name) else {
@@ -334,7 +337,7 @@ impl Evaluator {
         if let Some(slot) = self.store.find(id)
             && let Some(series) = self.store.get_mut(slot)
         {
-            series.insert(reading, source);
+            series.insert(reading, kind, source);
             if series.newest() == reading.time {
                 let arrivals = series.evaluated_on_arrival.iter();
                 self.arrivals
@@ -345,7 +348,7 @@ impl Evaluator {
         let labels = resource.series_labels(labels);
         let mut series = StoredSeries::new(id, name, labels, source.clone());
         self.select(&mut series, positions);
-        series.insert(reading, source);
+        series.insert(reading, kind, source);
         let selected_by = series.selected_by.clone();
         let arrivals = series.evaluated_on_arrival.clone();
         let slot = self.store.add(series);

@@ -10,32 +10,66 @@ use std::collections::{BTreeMap, VecDeque};
 use vigil_proto::v1::sample;
 use xxhash_rust::xxh3::xxh3_64;
 
-/// One sample of a series. Counters keep their exact integer so that increases
-/// stay exact past 2^53.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One sample of a series: its time and its value, the bits of an `f64` for a
+/// gauge or the exact integer of a counter (so that increases stay exact past
+/// 2^53); which of the two is the series' [`ValueKind`]. Sixteen bytes: a round
+/// streams the samples of every series it evaluates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Reading {
     pub(crate) time: i64,
-    pub(crate) value: f64,
-    pub(crate) counter: Option<u64>,
+    bits: u64,
+}
+
+/// How the readings of a series hold their values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum ValueKind {
+    #[default]
+    Gauge,
+    Counter,
 }
 
 impl Reading {
-    /// The reading of a sample's value at `time`; `None` for a missing or
-    /// non-finite value.
-    pub(crate) fn of(time: i64, value: Option<sample::Value>) -> Option<Reading> {
+    pub(crate) fn gauge(time: i64, value: f64) -> Reading {
+        Reading {
+            time,
+            bits: value.to_bits(),
+        }
+    }
+
+    pub(crate) fn counter(time: i64, count: u64) -> Reading {
+        Reading { time, bits: count }
+    }
+
+    /// The reading of a sample's value at `time`, and its kind; `None` for a
+    /// missing or non-finite value.
+    pub(crate) fn of(time: i64, value: Option<sample::Value>) -> Option<(Reading, ValueKind)> {
         match value {
-            Some(sample::Value::Gauge(value)) if value.is_finite() => Some(Reading {
-                time,
-                value,
-                counter: None,
-            }),
-            Some(sample::Value::Counter(counter)) => Some(Reading {
-                time,
-                value: counter as f64,
-                counter: Some(counter),
-            }),
+            Some(sample::Value::Gauge(value)) if value.is_finite() => {
+                Some((Reading::gauge(time, value), ValueKind::Gauge))
+            }
+            Some(sample::Value::Counter(count)) => {
+                Some((Reading::counter(time, count), ValueKind::Counter))
+            }
             _ => None,
         }
+    }
+
+    /// The value, read as `kind`.
+    pub(crate) fn value(self, kind: ValueKind) -> f64 {
+        match kind {
+            ValueKind::Gauge => f64::from_bits(self.bits),
+            ValueKind::Counter => self.bits as f64,
+        }
+    }
+
+    /// The counter's exact integer, for a reading of a counter.
+    pub(crate) fn count(self) -> u64 {
+        self.bits
+    }
+
+    /// The same value as a gauge.
+    fn to_gauge(self, kind: ValueKind) -> Reading {
+        Reading::gauge(self.time, self.value(kind))
     }
 }
 
@@ -81,6 +115,8 @@ pub(crate) struct StoredSeries {
     pub(crate) labels: BaseLabels,
     /// Sorted by time, one reading per timestamp; contiguous (see `readings()`).
     readings: VecDeque<Reading>,
+    /// How `readings` hold their values.
+    kind: ValueKind,
     /// Where the series' latest sample arrived.
     pub(crate) source: Source,
     /// The rules that select it.
@@ -98,6 +134,7 @@ impl StoredSeries {
             name: name.to_owned(),
             labels,
             readings: VecDeque::new(),
+            kind: ValueKind::default(),
             source,
             selected_by: Vec::new(),
             evaluated_on_arrival: Vec::new(),
@@ -105,9 +142,24 @@ impl StoredSeries {
         }
     }
 
-    /// Adds a sample that arrived from `source`, keeping the readings sorted and
-    /// dropping those no rule needs any more.
-    pub(crate) fn insert(&mut self, reading: Reading, source: &Source) {
+    /// Adds a sample of `kind` that arrived from `source`, keeping the readings
+    /// sorted and dropping those no rule needs any more. A series whose samples
+    /// change kind is kept as a gauge from then on.
+    pub(crate) fn insert(&mut self, reading: Reading, kind: ValueKind, source: &Source) {
+        let reading = if kind == self.kind {
+            reading
+        } else if self.readings.is_empty() {
+            self.kind = kind;
+            reading
+        } else {
+            if self.kind == ValueKind::Counter {
+                for kept in &mut self.readings {
+                    *kept = kept.to_gauge(ValueKind::Counter);
+                }
+                self.kind = ValueKind::Gauge;
+            }
+            reading.to_gauge(kind)
+        };
         match self.readings.back() {
             Some(last) if last.time < reading.time => self.readings.push_back(reading),
             None => self.readings.push_back(reading),
@@ -129,6 +181,11 @@ impl StoredSeries {
         // Rounds read the readings as one slice; the ring wraps once per
         // capacity's worth of samples, so this rarely moves anything.
         self.readings.make_contiguous();
+    }
+
+    /// How the readings hold their values.
+    pub(crate) fn kind(&self) -> ValueKind {
+        self.kind
     }
 
     /// The readings, sorted by time.
@@ -285,11 +342,7 @@ mod tests {
     use super::*;
 
     fn reading(time: i64, value: f64) -> Reading {
-        Reading {
-            time,
-            value,
-            counter: None,
-        }
+        Reading::gauge(time, value)
     }
 
     #[test]
@@ -297,12 +350,12 @@ mod tests {
         let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
         series.retention.keep = 100;
         for (time, value) in [(20, 2.0), (10, 1.0), (30, 3.0), (20, 9.0)] {
-            series.insert(reading(time, value), &Source::default());
+            series.insert(reading(time, value), ValueKind::Gauge, &Source::default());
         }
         let times: Vec<(i64, f64)> = series
             .readings()
             .iter()
-            .map(|r| (r.time, r.value))
+            .map(|r| (r.time, r.value(ValueKind::Gauge)))
             .collect();
         assert_eq!(times, [(10, 1.0), (20, 9.0), (30, 3.0)]);
     }
@@ -312,13 +365,49 @@ mod tests {
         let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
         series.retention.keep = 15;
         for time in [0, 10, 20, 30] {
-            series.insert(reading(time, 1.0), &Source::default());
+            series.insert(reading(time, 1.0), ValueKind::Gauge, &Source::default());
         }
         let times: Vec<i64> = series.readings().iter().map(|r| r.time).collect();
         assert_eq!(times, [20, 30]);
         series.retention.keep = 0;
-        series.insert(reading(40, 1.0), &Source::default());
+        series.insert(reading(40, 1.0), ValueKind::Gauge, &Source::default());
         assert_eq!(series.readings().len(), 1);
+    }
+
+    #[test]
+    fn a_reading_is_sixteen_bytes_and_a_counter_stays_exact() {
+        assert_eq!(std::mem::size_of::<Reading>(), 16);
+        let big = (1u64 << 60) + 1;
+        let (counter, kind) = Reading::of(5, Some(sample::Value::Counter(big))).unwrap();
+        assert_eq!((kind, counter.count()), (ValueKind::Counter, big));
+        let (gauge, kind) = Reading::of(5, Some(sample::Value::Gauge(-2.5))).unwrap();
+        assert_eq!((kind, gauge.value(kind)), (ValueKind::Gauge, -2.5));
+        assert_eq!(Reading::of(5, Some(sample::Value::Gauge(f64::NAN))), None);
+    }
+
+    #[test]
+    fn a_series_whose_samples_change_kind_is_kept_as_a_gauge() {
+        let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
+        series.retention.keep = 100;
+        series.insert(
+            Reading::counter(10, 7),
+            ValueKind::Counter,
+            &Source::default(),
+        );
+        assert_eq!(series.kind(), ValueKind::Counter);
+        series.insert(reading(20, 1.5), ValueKind::Gauge, &Source::default());
+        series.insert(
+            Reading::counter(30, 9),
+            ValueKind::Counter,
+            &Source::default(),
+        );
+        assert_eq!(series.kind(), ValueKind::Gauge);
+        let values: Vec<f64> = series
+            .readings()
+            .iter()
+            .map(|r| r.value(series.kind()))
+            .collect();
+        assert_eq!(values, [7.0, 1.5, 9.0]);
     }
 
     #[test]
