@@ -27,6 +27,9 @@ pub(crate) struct MetricState {
     /// The first tick the rule was evaluated at: `absent` without any series
     /// counts the silence from there.
     started: Option<i64>,
+    /// Changes whenever `members` gains or loses a series (not when an alert
+    /// changes): the group's series pass plans anew then.
+    generation: u64,
 }
 
 /// A series of the rule and its pending or firing alert.
@@ -60,6 +63,7 @@ impl MetricState {
         match self.member(slot) {
             Ok(_) => false,
             Err(position) => {
+                self.generation += 1;
                 self.members.insert(
                     position,
                     Member {
@@ -90,8 +94,50 @@ impl MetricState {
     /// stale without an alert, or its partition moved to another consumer.
     pub(crate) fn forget(&mut self, slot: Slot) {
         if let Ok(position) = self.member(slot) {
+            self.generation += 1;
             self.members.remove(position);
         }
+    }
+
+    /// See the field.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The slot of each series of the rule, with its place among them.
+    pub(crate) fn member_slots(&self) -> impl Iterator<Item = (usize, Slot)> + '_ {
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(index, member)| (index, member.slot))
+    }
+
+    /// Whether the series at `index` (of [`member_slots`](Self::member_slots))
+    /// needs evaluating at a tick: not when the rule is evaluated on arrival,
+    /// has judged the series' latest sample and holds no alert for it.
+    pub(crate) fn due_at_tick(&self, index: usize, on_arrival: bool) -> bool {
+        let member = &self.members[index];
+        !on_arrival || member.alert.is_some() || member.unevaluated
+    }
+
+    /// Steps the alert of the series at `index`, whose condition measured
+    /// `value` at `at`: the group's series pass measured it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn step_series(
+        &mut self,
+        index: usize,
+        series: &StoredSeries,
+        rule: RuleRef<'_>,
+        metric: &MetricRule,
+        at: i64,
+        value: Option<f64>,
+        out: &mut Vec<AlertEvent>,
+    ) {
+        let member = &mut self.members[index];
+        member.unevaluated = false;
+        let condition = &metric.condition;
+        let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
+        step_member(member, series, rule, at, value, holds, out);
     }
 
     /// Forgets the groups (and their alerts, without an event) whose data no
@@ -101,8 +147,9 @@ impl MetricState {
             .retain(|_, aggregate| owned(&aggregate.source));
     }
 
-    /// Evaluates every series at tick `at`. A series whose newest sample is older
-    /// than `stale_after` has no value, so its alert resolves.
+    /// Evaluates at tick `at` a rule that is not [`evaluated_series_by_series`]:
+    /// `absent`, or one with `by`/`aggregate`. A series whose newest sample is
+    /// older than `stale_after` has no value, so its alert resolves.
     pub(crate) fn evaluate(
         &mut self,
         rule: RuleRef<'_>,
@@ -134,19 +181,8 @@ impl MetricState {
                 }
                 self.evaluate_groups(rule, metric, aggregation, groups, at, out);
             }
-            (None, _) => {
-                // Without an alert, only a new sample changes the latest value,
-                // and the sample's arrival was evaluated.
-                let on_arrival = evaluated_on_arrival(metric);
-                for member in &mut self.members {
-                    if on_arrival && member.alert.is_none() && !member.unevaluated {
-                        continue;
-                    }
-                    if let Some(series) = store.get(member.slot) {
-                        evaluate_member(member, series, rule, metric, at, stale_after, out);
-                    }
-                }
-            }
+            // The group's series pass evaluates the others.
+            (None, _) => {}
         }
         // Series are kept by slot: present their events in label order.
         out[first_event..].sort_by(|a, b| label_order(&a.labels, &b.labels));
@@ -166,8 +202,9 @@ impl MetricState {
         out: &mut Vec<AlertEvent>,
     ) {
         if let (Ok(position), Some(series)) = (self.member(slot), store.get(slot)) {
-            let member = &mut self.members[position];
-            evaluate_member(member, series, rule, metric, at, stale_after, out);
+            let subject = metric.condition.subject;
+            let value = measure(series.readings(), series.kind(), subject, at, stale_after);
+            self.step_series(position, series, rule, metric, at, value, out);
         }
     }
 
@@ -284,6 +321,7 @@ impl MetricState {
         }
         self.aggregates
             .retain(|_, aggregate| aggregate.alert.is_some());
+        self.generation += 1;
         relabel(
             &mut self.unseen,
             old,
@@ -334,7 +372,7 @@ impl MetricState {
 }
 
 /// The order of alerts by their labels (sorted by name), value by value.
-fn label_order(a: &[Label], b: &[Label]) -> Ordering {
+pub(crate) fn label_order(a: &[Label], b: &[Label]) -> Ordering {
     let pairs = |labels: &[Label]| {
         labels
             .iter()
@@ -361,27 +399,11 @@ pub(crate) fn evaluated_on_arrival(metric: &MetricRule) -> bool {
     metric.aggregation.is_none() && metric.condition.subject == Subject::Value
 }
 
-/// Evaluates `metric` on one of its series at `at` and steps its alert.
-fn evaluate_member(
-    member: &mut Member,
-    series: &StoredSeries,
-    rule: RuleRef<'_>,
-    metric: &MetricRule,
-    at: i64,
-    stale_after: i64,
-    out: &mut Vec<AlertEvent>,
-) {
-    member.unevaluated = false;
-    let condition = &metric.condition;
-    let value = measure(
-        series.readings(),
-        series.kind(),
-        condition.subject,
-        at,
-        stale_after,
-    );
-    let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
-    step_member(member, series, rule, at, value, holds, out);
+/// Whether `metric` judges each series on its own (no `by`/`aggregate`, not
+/// `absent`): its group's ticks evaluate such rules series by series (see
+/// `SeriesPass`), the others rule by rule with [`MetricState::evaluate`].
+pub(crate) fn evaluated_series_by_series(metric: &MetricRule) -> bool {
+    metric.aggregation.is_none() && !matches!(metric.condition.subject, Subject::Absent(_))
 }
 
 /// One evaluation of the alert of a series; skips the work when there is no

@@ -39,6 +39,7 @@ mod dormant;
 mod log;
 mod metric;
 mod series;
+mod series_pass;
 
 use super::condition::Subject;
 use super::log_filter::{LogRecord, MessagePrefilter};
@@ -47,10 +48,11 @@ pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
 use log::LogState;
-use metric::{MetricState, evaluated_on_arrival, selects};
+use metric::{MetricState, evaluated_on_arrival, evaluated_series_by_series, selects};
 use series::{
     BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries, ValueKind,
 };
+use series_pass::SeriesPass;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource};
@@ -95,6 +97,8 @@ struct GroupState {
     evaluated_to: Option<i64>,
     /// Parallel to the group's rules.
     rules: Vec<RuleState>,
+    /// How its ticks visit the series of the rules that judge each on its own.
+    series_pass: SeriesPass,
 }
 
 #[derive(Debug)]
@@ -239,6 +243,7 @@ impl Evaluator {
                 last_tick,
                 evaluated_to,
                 rules,
+                series_pass: SeriesPass::default(),
             });
         }
         // What is left belongs to removed rules, in a stable order.
@@ -624,13 +629,39 @@ impl Evaluator {
             }
             for at in instants {
                 let tick = ticks.contains(&at);
-                for (rule, rule_state) in group.rules.iter().zip(&mut state.rules) {
+                let mut by_series = if tick {
+                    let pass = &mut state.series_pass;
+                    pass.evaluate(
+                        group,
+                        &mut state.rules,
+                        at,
+                        stale_after,
+                        &self.store,
+                        &self.journal,
+                    )
+                } else {
+                    Vec::new()
+                }
+                .into_iter()
+                .peekable();
+                for (index, (rule, rule_state)) in
+                    group.rules.iter().zip(&mut state.rules).enumerate()
+                {
                     let rule_ref = RuleRef {
                         group: &group.name,
                         rule,
                         journal: &self.journal,
                     };
                     match (&rule.kind, rule_state) {
+                        (RuleKind::Metric(metric), RuleState::Metric(_))
+                            if tick && evaluated_series_by_series(metric) =>
+                        {
+                            while let Some((_, event)) =
+                                by_series.next_if(|(rule, _)| *rule == index)
+                            {
+                                out.push(event);
+                            }
+                        }
                         (RuleKind::Metric(metric), RuleState::Metric(series)) if tick => {
                             series.evaluate(rule_ref, metric, at, stale_after, &self.store, out);
                         }
