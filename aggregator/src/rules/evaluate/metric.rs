@@ -30,6 +30,11 @@ pub(crate) struct MetricState {
     /// Changes whenever `members` gains or loses a series (not when an alert
     /// changes): the group's series pass plans anew then.
     generation: u64,
+    /// Bit `i` is set when member `i` holds an alert or is unevaluated: what a
+    /// tick must look at even when the condition does not hold. Made by the
+    /// series pass, so that it decides without reading the members, which lie
+    /// far apart in memory; `None` once members were added or removed.
+    attention: Option<Vec<u64>>,
 }
 
 /// A series of the rule and its pending or firing alert.
@@ -63,7 +68,7 @@ impl MetricState {
         match self.member(slot) {
             Ok(_) => false,
             Err(position) => {
-                self.generation += 1;
+                self.members_changed();
                 self.members.insert(
                     position,
                     Member {
@@ -81,6 +86,7 @@ impl MetricState {
     pub(crate) fn install(&mut self, slot: Slot, alert: ActiveAlert) {
         if let Ok(position) = self.member(slot) {
             self.members[position].alert = Some(Box::new(alert));
+            self.attention = None;
         }
     }
 
@@ -94,9 +100,14 @@ impl MetricState {
     /// stale without an alert, or its partition moved to another consumer.
     pub(crate) fn forget(&mut self, slot: Slot) {
         if let Ok(position) = self.member(slot) {
-            self.generation += 1;
+            self.members_changed();
             self.members.remove(position);
         }
+    }
+
+    fn members_changed(&mut self) {
+        self.generation += 1;
+        self.attention = None;
     }
 
     /// See the field.
@@ -112,32 +123,61 @@ impl MetricState {
             .map(|(index, member)| (index, member.slot))
     }
 
+    /// Makes the `attention` bits if members changed since they were made; the
+    /// series pass calls it before it visits the rule's series.
+    pub(crate) fn prepare_attention(&mut self) {
+        if self.attention.is_none() {
+            let mut bits = vec![0u64; self.members.len().div_ceil(64)];
+            for (index, member) in self.members.iter().enumerate() {
+                if member.alert.is_some() || member.unevaluated {
+                    bits[index / 64] |= 1 << (index % 64);
+                }
+            }
+            self.attention = Some(bits);
+        }
+    }
+
     /// Whether the series at `index` (of [`member_slots`](Self::member_slots))
-    /// needs evaluating at a tick: not when the rule is evaluated on arrival,
-    /// has judged the series' latest sample and holds no alert for it.
+    /// holds an alert or is unevaluated; after
+    /// [`prepare_attention`](Self::prepare_attention).
+    pub(crate) fn needs_attention(&self, index: usize) -> bool {
+        self.attention
+            .as_ref()
+            .is_none_or(|bits| bits[index / 64] & (1 << (index % 64)) != 0)
+    }
+
+    /// Whether the series at `index` needs evaluating at a tick: not when the
+    /// rule is evaluated on arrival, has judged the series' latest sample and
+    /// holds no alert for it.
     pub(crate) fn due_at_tick(&self, index: usize, on_arrival: bool) -> bool {
-        let member = &self.members[index];
-        !on_arrival || member.alert.is_some() || member.unevaluated
+        !on_arrival || self.needs_attention(index)
     }
 
     /// Steps the alert of the series at `index`, whose condition measured
-    /// `value` at `at`: the group's series pass measured it.
+    /// `value` at `at` (`holds` says whether it is true).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn step_series(
         &mut self,
         index: usize,
         series: &StoredSeries,
         rule: RuleRef<'_>,
-        metric: &MetricRule,
         at: i64,
         value: Option<f64>,
+        holds: bool,
         out: &mut Vec<AlertEvent>,
     ) {
         let member = &mut self.members[index];
         member.unevaluated = false;
-        let condition = &metric.condition;
-        let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
         step_member(member, series, rule, at, value, holds, out);
+        let alerting = member.alert.is_some();
+        if let Some(bits) = &mut self.attention {
+            let bit = 1 << (index % 64);
+            if alerting {
+                bits[index / 64] |= bit;
+            } else {
+                bits[index / 64] &= !bit;
+            }
+        }
     }
 
     /// Forgets the groups (and their alerts, without an event) whose data no
@@ -202,9 +242,16 @@ impl MetricState {
         out: &mut Vec<AlertEvent>,
     ) {
         if let (Ok(position), Some(series)) = (self.member(slot), store.get(slot)) {
-            let subject = metric.condition.subject;
-            let value = measure(series.readings(), series.kind(), subject, at, stale_after);
-            self.step_series(position, series, rule, metric, at, value, out);
+            let condition = &metric.condition;
+            let value = measure(
+                series.readings(),
+                series.kind(),
+                condition.subject,
+                at,
+                stale_after,
+            );
+            let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
+            self.step_series(position, series, rule, at, value, holds, out);
         }
     }
 
@@ -321,7 +368,7 @@ impl MetricState {
         }
         self.aggregates
             .retain(|_, aggregate| aggregate.alert.is_some());
-        self.generation += 1;
+        self.members_changed();
         relabel(
             &mut self.unseen,
             old,

@@ -40,6 +40,11 @@ impl SeriesPass {
         journal: &StateJournal,
     ) -> Vec<(usize, AlertEvent)> {
         self.plan(group, states);
+        for (state, planned) in states.iter_mut().zip(&self.planned_from) {
+            if let (RuleState::Metric(state), Some(_)) = (state, planned) {
+                state.prepare_attention();
+            }
+        }
         let mut events = Vec::new();
         let mut tagged = Vec::new();
         let mut visiting = None;
@@ -63,7 +68,8 @@ impl SeriesPass {
             let Some(series) = store.get(slot) else {
                 continue;
             };
-            let subject = metric.condition.subject;
+            let condition = &metric.condition;
+            let subject = condition.subject;
             let value = match self.measured.iter().find(|(done, _)| *done == subject) {
                 Some(&(_, value)) => value,
                 None => {
@@ -72,12 +78,17 @@ impl SeriesPass {
                     value
                 }
             };
+            let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
+            // Most series hold no alert and do not meet the condition.
+            if !holds && !state.needs_attention(index) {
+                continue;
+            }
             let rule_ref = RuleRef {
                 group: &group.name,
                 rule,
                 journal,
             };
-            state.step_series(index, series, rule_ref, metric, at, value, &mut events);
+            state.step_series(index, series, rule_ref, at, value, holds, &mut events);
             tagged.extend(events.drain(..).map(|event| (rule_index, event)));
         }
         tagged.sort_by(|(a_rule, a), (b_rule, b)| {
