@@ -78,6 +78,9 @@ pub struct Evaluator {
     by_metric: HashMap<String, Vec<RulePosition>>,
     /// The series of the metrics in `by_metric`.
     store: SeriesStore,
+    /// No stored series goes stale before this time, so ticks before it need
+    /// not look for stale series (it would read every series).
+    next_stale_check: i64,
     /// The log rules, by the dataset they read.
     log_rules: LogRules,
     /// Samples that became the newest of their series in the batch being taken
@@ -168,6 +171,7 @@ impl Evaluator {
             clock: None,
             by_metric: HashMap::new(),
             store: SeriesStore::default(),
+            next_stale_check: i64::MIN,
             log_rules: LogRules::default(),
             arrivals: Vec::new(),
             journal: StateJournal::default(),
@@ -354,6 +358,7 @@ impl Evaluator {
         let mut series = StoredSeries::new(id, name, labels, source.clone());
         self.select(&mut series, positions);
         series.insert(reading, kind, source);
+        self.next_stale_check = self.next_stale_check.min(series.stale_at());
         let selected_by = series.selected_by.clone();
         let arrivals = series.evaluated_on_arrival.clone();
         let slot = self.store.add(series);
@@ -713,13 +718,21 @@ impl Evaluator {
     /// to every rule that selects them, unless one of those rules still holds an
     /// alert for them (it resolves first, after `keep_firing_for`).
     fn forget_stale_series(&mut self, now: i64) {
+        if now < self.next_stale_check {
+            return;
+        }
         let groups = &mut self.groups;
+        let mut next_check = i64::MAX;
         self.store.retain(|slot, series| {
-            if !series.is_stale(now)
-                || series.selected_by.iter().any(|&position| {
-                    metric_state(groups, position).is_some_and(|state| state.holds_alert(slot))
-                })
-            {
+            if !series.is_stale(now) {
+                next_check = next_check.min(series.stale_at());
+                return true;
+            }
+            if series.selected_by.iter().any(|&position| {
+                metric_state(groups, position).is_some_and(|state| state.holds_alert(slot))
+            }) {
+                // Looked at again at the next tick: its alert may have resolved.
+                next_check = next_check.min(now.saturating_add(1));
                 return true;
             }
             for &position in &series.selected_by {
@@ -729,6 +742,7 @@ impl Evaluator {
             }
             false
         });
+        self.next_stale_check = next_check;
     }
 
     fn index(&mut self) {
@@ -751,6 +765,8 @@ impl Evaluator {
     /// changed: series join the rules that now select them (resuming their
     /// alerts from the state topic, if it had any).
     fn select_stored_series(&mut self) {
+        // How long series are kept may have changed.
+        self.next_stale_check = i64::MIN;
         let mut store = std::mem::take(&mut self.store);
         let mut joins = Vec::new();
         for (slot, stored) in store.iter_mut() {

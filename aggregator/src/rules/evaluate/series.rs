@@ -203,8 +203,17 @@ impl StoredSeries {
     /// Whether the series has been silent long enough at `now` to be forgotten
     /// (when no alert holds on to it).
     pub(crate) fn is_stale(&self, now: i64) -> bool {
-        !self.retention.watched_for_absence
-            && self.newest() <= now.saturating_sub(self.retention.stale_after)
+        now >= self.stale_at()
+    }
+
+    /// When the series goes stale if no sample comes; never for one an `absent`
+    /// rule watches. Only ever moves later, as samples arrive.
+    pub(crate) fn stale_at(&self) -> i64 {
+        if self.retention.watched_for_absence {
+            i64::MAX
+        } else {
+            self.newest().saturating_add(self.retention.stale_after)
+        }
     }
 }
 
