@@ -6,7 +6,7 @@
 
 use super::alert::{BaseLabels, Source};
 use crate::series_identity::{HashedMap, SeriesId, hash_labels};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use vigil_proto::v1::sample;
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -113,8 +113,11 @@ pub(crate) struct StoredSeries {
     pub(crate) name: String,
     /// Sorted by name: the resource's attributes, `host`, the sample's labels.
     pub(crate) labels: BaseLabels,
-    /// Sorted by time, one reading per timestamp; contiguous (see `readings()`).
-    readings: VecDeque<Reading>,
+    /// Sorted by time, one reading per timestamp, after the first `dropped`
+    /// (see `readings()`): dropping the oldest moves nothing until they make up
+    /// half the buffer, and the live readings are always one slice.
+    readings: Vec<Reading>,
+    dropped: usize,
     /// How `readings` hold their values.
     kind: ValueKind,
     /// Where the series' latest sample arrived.
@@ -133,7 +136,8 @@ impl StoredSeries {
             id,
             name: name.to_owned(),
             labels,
-            readings: VecDeque::new(),
+            readings: Vec::new(),
+            dropped: 0,
             kind: ValueKind::default(),
             source,
             selected_by: Vec::new(),
@@ -148,7 +152,7 @@ impl StoredSeries {
     pub(crate) fn insert(&mut self, reading: Reading, kind: ValueKind, source: &Source) {
         let reading = if kind == self.kind {
             reading
-        } else if self.readings.is_empty() {
+        } else if self.readings().is_empty() {
             self.kind = kind;
             reading
         } else {
@@ -160,11 +164,12 @@ impl StoredSeries {
             }
             reading.to_gauge(kind)
         };
-        match self.readings.back() {
-            Some(last) if last.time < reading.time => self.readings.push_back(reading),
-            None => self.readings.push_back(reading),
+        match self.readings().last() {
+            Some(last) if last.time < reading.time => self.readings.push(reading),
+            None => self.readings.push(reading),
             Some(_) => {
-                let position = self.readings.partition_point(|r| r.time < reading.time);
+                let position =
+                    self.dropped + self.readings().partition_point(|r| r.time < reading.time);
                 match self.readings.get_mut(position) {
                     Some(existing) if existing.time == reading.time => *existing = reading,
                     _ => self.readings.insert(position, reading),
@@ -175,12 +180,15 @@ impl StoredSeries {
             self.source = source.clone();
         }
         let horizon = self.newest().saturating_sub(self.retention.keep);
-        while self.readings.len() > 1 && self.readings.front().is_some_and(|r| r.time < horizon) {
-            self.readings.pop_front();
+        let live = self.readings();
+        let expired = live
+            .partition_point(|r| r.time < horizon)
+            .min(live.len() - 1);
+        self.dropped += expired;
+        if self.dropped >= self.readings.len() - self.dropped {
+            self.readings.drain(..self.dropped);
+            self.dropped = 0;
         }
-        // Rounds read the readings as one slice; the ring wraps once per
-        // capacity's worth of samples, so this rarely moves anything.
-        self.readings.make_contiguous();
     }
 
     /// How the readings hold their values.
@@ -190,14 +198,12 @@ impl StoredSeries {
 
     /// The readings, sorted by time.
     pub(crate) fn readings(&self) -> &[Reading] {
-        let (readings, wrapped) = self.readings.as_slices();
-        debug_assert!(wrapped.is_empty(), "kept contiguous by insert");
-        readings
+        &self.readings[self.dropped..]
     }
 
     /// The time of the newest sample.
     pub(crate) fn newest(&self) -> i64 {
-        self.readings.back().map_or(i64::MIN, |r| r.time)
+        self.readings.last().map_or(i64::MIN, |r| r.time)
     }
 
     /// Whether the series has been silent long enough at `now` to be forgotten
