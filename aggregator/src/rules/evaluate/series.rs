@@ -118,6 +118,9 @@ pub(crate) struct StoredSeries {
     /// half the buffer, and the live readings are always one slice.
     readings: Vec<Reading>,
     dropped: usize,
+    /// The time of the newest reading, kept here so that a sample in order is
+    /// appended without reading the buffer.
+    newest: i64,
     /// How `readings` hold their values.
     kind: ValueKind,
     /// Where the series' latest sample arrived.
@@ -138,6 +141,7 @@ impl StoredSeries {
             labels,
             readings: Vec::new(),
             dropped: 0,
+            newest: i64::MIN,
             kind: ValueKind::default(),
             source,
             selected_by: Vec::new(),
@@ -164,26 +168,28 @@ impl StoredSeries {
             }
             reading.to_gauge(kind)
         };
-        match self.readings().last() {
-            Some(last) if last.time < reading.time => self.readings.push(reading),
-            None => self.readings.push(reading),
-            Some(_) => {
-                let position =
-                    self.dropped + self.readings().partition_point(|r| r.time < reading.time);
-                match self.readings.get_mut(position) {
-                    Some(existing) if existing.time == reading.time => *existing = reading,
-                    _ => self.readings.insert(position, reading),
-                }
+        if self.newest < reading.time {
+            self.readings.push(reading);
+            self.newest = reading.time;
+        } else {
+            let position =
+                self.dropped + self.readings().partition_point(|r| r.time < reading.time);
+            match self.readings.get_mut(position) {
+                Some(existing) if existing.time == reading.time => *existing = reading,
+                _ => self.readings.insert(position, reading),
             }
         }
         if self.source != *source {
             self.source = source.clone();
         }
         let horizon = self.newest().saturating_sub(self.retention.keep);
+        // Usually one reading expires, if any: a scan from the oldest reads one
+        // cache line where a binary search would read several.
         let live = self.readings();
-        let expired = live
-            .partition_point(|r| r.time < horizon)
-            .min(live.len() - 1);
+        let expired = live[..live.len() - 1]
+            .iter()
+            .take_while(|r| r.time < horizon)
+            .count();
         self.dropped += expired;
         if self.dropped >= self.readings.len() - self.dropped {
             self.readings.drain(..self.dropped);
@@ -203,7 +209,7 @@ impl StoredSeries {
 
     /// The time of the newest sample.
     pub(crate) fn newest(&self) -> i64 {
-        self.readings.last().map_or(i64::MIN, |r| r.time)
+        self.newest
     }
 
     /// Whether the series has been silent long enough at `now` to be forgotten
