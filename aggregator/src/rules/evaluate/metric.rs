@@ -550,7 +550,15 @@ pub(crate) fn measure(
     };
     let horizon = at.saturating_sub(window);
     let samples = &readings[..end];
-    let samples = &samples[samples.partition_point(|r| r.time <= horizon)..];
+    // From the newest back: the function reads the window's samples anyway, in
+    // the order the cache fetches them, where a binary search would wait for
+    // lines far apart.
+    let in_window = samples
+        .iter()
+        .rev()
+        .take_while(|r| r.time > horizon)
+        .count();
+    let samples = &samples[samples.len() - in_window..];
     let (first, count) = (samples.first()?, samples.len() as f64);
     let values = samples.iter().map(|r| r.value(kind));
     match function {
