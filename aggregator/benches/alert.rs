@@ -1355,6 +1355,11 @@ const PROBE_RULES: &str = r#"groups:
         group_by: [host.name]
         labels: {severity: page}
         annotations: {summary: "{{ $labels.host }}: probe line"}
+      - alert: HistoryTaken
+        logs: {dataset: app, match: 'message =~ "history marker"'}
+        type: any
+        threshold: {window: 5s}
+        group_by: [host.name]
 "#;
 
 /// The stage on the in-process bus at the fleet's rate for `seconds`: 100 metric
@@ -1423,13 +1428,15 @@ async fn run_latency(seconds: u64) {
                 .expect("the bus takes the batch");
         }
     }
-    // The history is processed when a probe line published after it fires.
+    // The history is processed when a marker line published after it fires. Its
+    // own alert: a probe of the same host would otherwise fire again within the
+    // group's `group_interval`, and wait for it, as in Alertmanager.
     let marker_host = &fleet[0];
     let mut marker = corpus.batch(marker_host, 1, 0, unix_nanos_now());
     marker.lines.truncate(1);
-    marker.lines[0].message = b"latency probe 0".to_vec();
+    marker.lines[0].message = b"history marker".to_vec();
     let key = (
-        "ProbeLine".to_owned(),
+        "HistoryTaken".to_owned(),
         marker_host.resource.host_name.clone(),
     );
     probes
@@ -1548,12 +1555,19 @@ async fn run_latency(seconds: u64) {
             .filter(|(key, _)| key.0 == alert)
             .map(|(_, waiting)| waiting.len())
             .sum();
+        let missing_hosts: Vec<&str> = probes
+            .waiting
+            .iter()
+            .filter(|(key, waiting)| key.0 == alert && !waiting.is_empty())
+            .map(|(key, _)| key.1.as_str())
+            .collect();
         let figures = if total.is_empty() {
-            json!({"arrived": 0, "missing": missing})
+            json!({"arrived": 0, "missing": missing, "missing_hosts": missing_hosts})
         } else {
             json!({
                 "arrived": total.len(),
                 "missing": missing,
+                "missing_hosts": missing_hosts,
                 "p50": percentile(&total, 0.5),
                 "p99": percentile(&total, 0.99),
                 "max": total[total.len() - 1],
