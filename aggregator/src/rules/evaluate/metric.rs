@@ -5,6 +5,7 @@
 //! silent series' and the one of a metric never seen).
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
+use super::dormant::Dormant;
 use super::series::{Reading, SeriesStore, Slot, StoredSeries, ValueKind, label_value};
 use crate::rules::condition::{Subject, WindowFunction};
 use crate::rules::model::{Aggregation, LabelTest, MetricRule, RuleKind};
@@ -190,6 +191,7 @@ impl MetricState {
     /// Evaluates at tick `at` a rule that is not [`evaluated_series_by_series`]:
     /// `absent`, or one with `by`/`aggregate`. A series whose newest sample is
     /// older than `stale_after` has no value, so its alert resolves.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn evaluate(
         &mut self,
         rule: RuleRef<'_>,
@@ -197,6 +199,7 @@ impl MetricState {
         at: i64,
         stale_after: i64,
         store: &SeriesStore,
+        dormant: &mut Dormant,
         out: &mut Vec<AlertEvent>,
     ) {
         let started = *self.started.get_or_insert(at);
@@ -219,7 +222,7 @@ impl MetricState {
                         source.clone_from(&series.source);
                     }
                 }
-                self.evaluate_groups(rule, metric, aggregation, groups, at, out);
+                self.evaluate_groups(rule, metric, aggregation, groups, at, dormant, out);
             }
             // The group's series pass evaluates the others.
             (None, _) => {}
@@ -257,6 +260,7 @@ impl MetricState {
 
     /// Steps the alerts of the groups of a rule with `by`/`aggregate`, given the
     /// values of the series of each group.
+    #[allow(clippy::too_many_arguments)]
     fn evaluate_groups(
         &mut self,
         rule: RuleRef<'_>,
@@ -264,11 +268,20 @@ impl MetricState {
         aggregation: &Aggregation,
         groups: BTreeMap<BaseLabels, (Vec<f64>, Source)>,
         at: i64,
+        dormant: &mut Dormant,
         out: &mut Vec<AlertEvent>,
     ) {
         let condition = &metric.condition;
-        for labels in groups.keys() {
-            self.aggregates.entry(labels.clone()).or_default();
+        for (labels, (_, source)) in &groups {
+            if !self.aggregates.contains_key(labels) {
+                // A group seen for the first time here: its alert may have been
+                // pending or firing before a restart or a rebalance.
+                let aggregate = Aggregate {
+                    alert: dormant.resume(rule, labels, source),
+                    source: source.clone(),
+                };
+                self.aggregates.insert(labels.clone(), aggregate);
+            }
         }
         self.aggregates.retain(|labels, aggregate| {
             let value = groups.get(labels).and_then(|(values, source)| {

@@ -438,6 +438,11 @@ impl Evaluator {
             rule: &self.rules.groups[group].rules[index],
             journal: &self.journal,
         };
+        // The alerts of a rule with `by`/`aggregate` belong to its groups of
+        // series, which resume theirs when first evaluated.
+        if matches!(&rule.rule.kind, RuleKind::Metric(metric) if metric.aggregation.is_some()) {
+            return;
+        }
         if let Some(alert) = self.dormant.resume(rule, &series.labels, &series.source) {
             state.install(slot, alert);
         }
@@ -668,7 +673,8 @@ impl Evaluator {
                             }
                         }
                         (RuleKind::Metric(metric), RuleState::Metric(series)) if tick => {
-                            series.evaluate(rule_ref, metric, at, stale_after, &self.store, out);
+                            let (store, dormant) = (&self.store, &mut self.dormant);
+                            series.evaluate(rule_ref, metric, at, stale_after, store, dormant, out);
                         }
                         (RuleKind::Log(log), RuleState::Log(keys)) => {
                             keys.evaluate(rule_ref, log, at, tick, out);
