@@ -271,43 +271,18 @@ groups:
         assert!(evaluator.take_state_changes().is_empty());
     }
 
-    #[test]
-    fn a_restored_firing_alert_resumes_without_firing_again_and_resolves_once() {
+    /// A firing alert of `rules`, restored after a restart, resumes when its
+    /// series shows up again without firing a second time, and resolves once.
+    fn firing_alert_resumes_once(rules: &str) {
         let p0 = Source::new("metrics", 0);
-        let mut before = Evaluator::new(rule_set_for_test(RULES));
+        let mut before = Evaluator::new(rule_set_for_test(rules));
         let events = feed(&mut before, "h1", &p0, 0..=15, 10.0);
         assert_eq!(
             events,
             vec![(AlertStatus::Pending, 0), (AlertStatus::Firing, 10)]
         );
 
-        let mut after = restarted(compacted(before.take_state_changes()));
-        assert!(feed(&mut after, "h1", &p0, 16..=20, 10.0).is_empty());
-        let resumed = after.take_resumed();
-        assert_eq!(resumed.len(), 1);
-        assert_eq!(resumed[0].0.status(), AlertStatus::Firing);
-        assert_eq!(resumed[0].0.starts_at_unix_nano, 10 * S);
-        assert_eq!(
-            feed(&mut after, "h1", &p0, 21..=23, 1.0),
-            vec![(AlertStatus::Resolved, 21)]
-        );
-    }
-
-    #[test]
-    fn a_restored_aggregated_alert_resumes_without_firing_again() {
-        let rules = RULES.replace(
-            "for: 10s",
-            "for: 10s\n        by: [host]\n        aggregate: max",
-        );
-        let p0 = Source::new("metrics", 0);
-        let mut before = Evaluator::new(rule_set_for_test(&rules));
-        let events = feed(&mut before, "h1", &p0, 0..=15, 10.0);
-        assert_eq!(
-            events,
-            vec![(AlertStatus::Pending, 0), (AlertStatus::Firing, 10)]
-        );
-
-        let mut after = Evaluator::new(rule_set_for_test(&rules));
+        let mut after = Evaluator::new(rule_set_for_test(rules));
         for record in compacted(before.take_state_changes()) {
             after.restore(record);
         }
@@ -321,6 +296,19 @@ groups:
             feed(&mut after, "h1", &p0, 21..=23, 1.0),
             vec![(AlertStatus::Resolved, 21)]
         );
+    }
+
+    #[test]
+    fn a_restored_firing_alert_resumes_without_firing_again_and_resolves_once() {
+        firing_alert_resumes_once(RULES);
+    }
+
+    #[test]
+    fn a_restored_aggregated_alert_resumes_without_firing_again() {
+        firing_alert_resumes_once(&RULES.replace(
+            "for: 10s",
+            "for: 10s\n        by: [host]\n        aggregate: max",
+        ));
     }
 
     #[test]
