@@ -41,6 +41,7 @@ fi
 if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
     (cd "$ROOT" && cargo build --profile dist -p vigil-agent)
 fi
+link_order_coverage "$AGENT"
 
 AGENT_PORT=$(free_port)
 EXPORTER_PORT=$(free_port)

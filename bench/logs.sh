@@ -61,6 +61,7 @@ fi
 # A private copy: the shared target directory may be rebuilt while the benchmark runs.
 cp "$AGENT" "$WORK/vigil-agent"
 AGENT="$WORK/vigil-agent"
+log "$(link_order_coverage "$AGENT")"
 [[ -x "$TANSU" ]] || { log "tansu is missing at $TANSU (bash scripts/install-test-deps.sh installs it)"; exit 1; }
 if ! command -v rsyslogd >/dev/null; then
     log "installing rsyslog"

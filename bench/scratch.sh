@@ -57,3 +57,14 @@ wait_for_url() {
     echo "error: $what did not answer at $url" >&2
     exit 1
 }
+
+# Says how many of the functions agent/link-order.txt lists binary $1 has. The list
+# names them by symbol names that carry the toolchain's and the dependencies' hashes;
+# when few are found, the agent's code is no longer packed and its resident memory
+# grows (bash packaging/link-order.sh writes the list anew).
+link_order_coverage() {
+    local list="$ROOT/agent/link-order.txt" listed found
+    listed=$(grep -cv '^#' "$list")
+    found=$(comm -12 <(grep -v '^#' "$list" | sort -u) <(nm "$1" | awk 'NF == 3 { print $3 }' | sort -u) | wc -l)
+    echo "link order: $found of $listed listed functions are in $(basename "$1")"
+}
