@@ -25,8 +25,6 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_MEASURED=${BENCH_SECONDS:-180}
 WARMUP=${BENCH_WARMUP:-20}
-CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT="$CARGO_TARGET/dist/vigil-agent"
 NODE_EXPORTER=/usr/bin/prometheus-node-exporter
 
 NAME=vigil-bench-host
@@ -38,9 +36,7 @@ if [[ ! -x $NODE_EXPORTER ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         prometheus-node-exporter >"$WORK/apt.log" 2>&1
 fi
-if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
-    (cd "$ROOT" && cargo build --profile dist -p vigil-agent)
-fi
+dist_agent "${BENCH_SKIP_BUILD:-0}"
 link_order_coverage "$AGENT"
 
 AGENT_PORT=$(free_port)

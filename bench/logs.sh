@@ -35,8 +35,6 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 HELPER="$ROOT/bench/logbench.py"
 MIB=${BENCH_MIB:-256}
 TANSU=${VIGIL_TANSU_BIN:-$HOME/.cache/vigil/tansu/bin/tansu}
-CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT="$CARGO_TARGET/dist/vigil-agent"
 
 NAME=vigil-bench
 # shellcheck source=bench/scratch.sh
@@ -44,25 +42,9 @@ source "$ROOT/bench/scratch.sh"
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
-wait_tcp() {
-    local port=$1 deadline=$((SECONDS + 30))
-    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2)' "$port" 2>/dev/null; do
-        ((SECONDS < deadline)) || { log "nothing listens on port $port"; return 1; }
-        sleep 0.05
-    done
-}
-
 # --- build and tools --------------------------------------------------------
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    log "building vigil-agent (dist profile)"
-    (cd "$ROOT" && cargo build --profile dist -p vigil-agent)
-fi
-[[ -x "$AGENT" ]] || { log "$AGENT is missing"; exit 1; }
-# A private copy: the shared target directory may be rebuilt while the benchmark runs.
-cp "$AGENT" "$WORK/vigil-agent"
-AGENT="$WORK/vigil-agent"
+dist_agent "${BENCH_SKIP_BUILD:-0}"
 log "$(link_order_coverage "$AGENT")"
-[[ -x "$TANSU" ]] || { log "tansu is missing at $TANSU (bash scripts/install-test-deps.sh installs it)"; exit 1; }
 if ! command -v rsyslogd >/dev/null; then
     log "installing rsyslog"
     apt-get update -qq
@@ -88,15 +70,7 @@ for size in 100 1024; do
 done
 
 # --- broker -----------------------------------------------------------------
-BROKER_PORT=$(free_port)
-mkdir -p "$WORK/tansu"
-(cd "$WORK/tansu" && RUST_LOG=warn NO_COLOR=1 exec "$TANSU" broker \
-    --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-    --storage-engine memory://tansu/) >"$WORK/tansu.log" 2>&1 &
-PIDS+=($!)
-TANSU_PID=$!
-wait_tcp "$BROKER_PORT"
+start_tansu
 log "tansu listens on 127.0.0.1:$BROKER_PORT"
 
 RESULTS="$WORK/results.jsonl"

@@ -68,3 +68,40 @@ link_order_coverage() {
     found=$(comm -12 <(grep -v '^#' "$list" | sort -u) <(nm "$1" | awk 'NF == 3 { print $3 }' | sort -u) | wc -l)
     echo "link order: $found of $listed listed functions are in $(basename "$1")"
 }
+
+# Builds vigil-agent with the `dist` profile unless $1 is 1, then points AGENT at a
+# private copy in $WORK: the shared target directory may be rebuilt while a script runs.
+dist_agent() {
+    local built="${CARGO_TARGET_DIR:-$ROOT/target}/dist/vigil-agent"
+    if [[ ${1:-0} != 1 ]]; then
+        echo "building vigil-agent (dist profile)" >&2
+        (cd "$ROOT" && cargo build --profile dist -p vigil-agent)
+    fi
+    [[ -x $built ]] || { echo "error: $built is missing" >&2; exit 1; }
+    cp "$built" "$WORK/vigil-agent"
+    AGENT="$WORK/vigil-agent"
+}
+
+# Waits up to 30 s until something listens on loopback port $1.
+wait_tcp() {
+    local port=$1 deadline=$((SECONDS + 30))
+    until python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 0.2)' "$port" 2>/dev/null; do
+        ((SECONDS < deadline)) || { echo "error: nothing listens on port $port" >&2; exit 1; }
+        sleep 0.05
+    done
+}
+
+# Starts a private tansu broker ($TANSU, memory storage, files under $WORK/tansu) on a
+# free port; sets BROKER_PORT and TANSU_PID once it accepts connections.
+start_tansu() {
+    [[ -x $TANSU ]] || { echo "error: tansu is missing at $TANSU (bash scripts/install-test-deps.sh installs it)" >&2; exit 1; }
+    BROKER_PORT=$(free_port)
+    mkdir -p "$WORK/tansu"
+    (cd "$WORK/tansu" && RUST_LOG=warn NO_COLOR=1 exec "$TANSU" broker \
+        --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+        --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
+        --storage-engine memory://tansu/) >"$WORK/tansu.log" 2>&1 &
+    TANSU_PID=$!
+    PIDS+=("$TANSU_PID")
+    wait_tcp "$BROKER_PORT"
+}

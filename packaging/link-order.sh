@@ -25,8 +25,6 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TANSU=${VIGIL_TANSU_BIN:-$HOME/.cache/vigil/tansu/bin/tansu}
-CARGO_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-AGENT="$CARGO_TARGET/dist/vigil-agent"
 ORDER="$ROOT/agent/link-order.txt"
 LINES=5000
 
@@ -36,14 +34,7 @@ source "$ROOT/bench/scratch.sh"
 
 log() { printf '[link-order] %s\n' "$*" >&2; }
 
-if [[ "${LINK_ORDER_SKIP_BUILD:-0}" != 1 ]]; then
-    log "building vigil-agent (dist profile)"
-    (cd "$ROOT" && cargo build --profile dist -p vigil-agent)
-fi
-[[ -x "$AGENT" ]] || { log "$AGENT is missing"; exit 1; }
-cp "$AGENT" "$WORK/vigil-agent"
-AGENT="$WORK/vigil-agent"
-[[ -x "$TANSU" ]] || { log "tansu is missing at $TANSU (bash scripts/install-test-deps.sh installs it)"; exit 1; }
+dist_agent "${LINK_ORDER_SKIP_BUILD:-0}"
 if ! command -v valgrind >/dev/null; then
     log "installing valgrind"
     apt-get update -qq
@@ -67,20 +58,10 @@ wait_metric() {
     exit 1
 }
 
-BROKER_PORT=$(free_port)
-mkdir -p "$WORK/tansu"
-(cd "$WORK/tansu" && RUST_LOG=warn NO_COLOR=1 exec "$TANSU" broker \
-    --listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-    --storage-engine "memory://tansu/") >"$WORK/tansu.log" 2>&1 &
-PIDS+=("$!")
+start_tansu
 for topic in order.logs.raw order.metrics.raw; do
-    for _ in $(seq 1 100); do
-        (cd "$WORK/tansu" && RUST_LOG=warn NO_COLOR=1 "$TANSU" topic create \
-            --broker "tcp://127.0.0.1:$BROKER_PORT" --partitions 1 "$topic") \
-            >>"$WORK/tansu-cli.log" 2>&1 && break
-        sleep 0.1
-    done
+    (cd "$WORK/tansu" && RUST_LOG=warn NO_COLOR=1 "$TANSU" topic create \
+        --broker "tcp://127.0.0.1:$BROKER_PORT" --partitions 1 "$topic") >>"$WORK/tansu-cli.log" 2>&1
 done
 
 # record OUTPUT (kafka | discard): one agent run under callgrind.
