@@ -8,7 +8,6 @@
 //! invalid push reaches the stage, which keeps its last good set.
 
 use crate::rules::RuleError;
-use etcd_client::{Compare, CompareOp, DeleteOptions, Txn, TxnOp};
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use vigil_runtime::etcd::EtcdSettings;
+use vigil_runtime::etcd::{EtcdSettings, TxnWrite};
 
 /// Rule file name → YAML text.
 pub type RuleFiles = BTreeMap<String, String>;
@@ -166,28 +165,30 @@ pub async fn push_to_etcd(
     files: &RuleFiles,
 ) -> anyhow::Result<Vec<FileChange>> {
     let prefix = settings.key_prefix(section.key());
-    let mut client = settings.connect().await?;
-    let (current, revision) = EtcdSettings::read_prefix(&mut client, &prefix).await?;
+    let client = settings.connect().await?;
+    let (current, revision) = EtcdSettings::read_prefix(&client, &prefix).await?;
     let changes = compare(&current, files);
-    let operations: Vec<TxnOp> = changes
+    let writes: Vec<TxnWrite> = changes
         .iter()
-        .map(|change| match &change.after {
-            Some(text) => TxnOp::put(format!("{prefix}{}", change.name), text.as_str(), None),
-            None => TxnOp::delete(
-                format!("{prefix}{}", change.name),
-                Some(DeleteOptions::new()),
-            ),
+        .map(|change| {
+            let key = format!("{prefix}{}", change.name);
+            match &change.after {
+                Some(text) => TxnWrite::Put {
+                    key,
+                    value: text.clone(),
+                },
+                None => TxnWrite::Delete { key },
+            }
         })
         .collect();
-    if operations.is_empty() {
+    if writes.is_empty() {
         return Ok(changes);
     }
     // Apply only if nobody changed the prefix since it was read.
-    let guard = Compare::mod_revision(prefix.as_str(), CompareOp::Less, revision + 1).with_prefix();
-    let response = client
-        .txn(Txn::new().when(vec![guard]).and_then(operations))
-        .await?;
-    if !response.succeeded() {
+    if !client
+        .write_if_prefix_unchanged(&prefix, revision, &writes)
+        .await?
+    {
         anyhow::bail!("files under {prefix} changed during the push; run it again");
     }
     Ok(changes)
@@ -199,8 +200,8 @@ pub async fn read_from_etcd(
     section: Section,
 ) -> anyhow::Result<RuleFiles> {
     let prefix = settings.key_prefix(section.key());
-    let mut client = settings.connect().await?;
-    let (current, _) = EtcdSettings::read_prefix(&mut client, &prefix).await?;
+    let client = settings.connect().await?;
+    let (current, _) = EtcdSettings::read_prefix(&client, &prefix).await?;
     Ok(current)
 }
 

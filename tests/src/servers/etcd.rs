@@ -63,6 +63,46 @@ impl EtcdServer {
         self.endpoint.clone()
     }
 
+    /// Turns authentication on with `etcdctl`: a `root` user with `root_password`,
+    /// and `user` with `password`, allowed to read and write keys under `prefix` only.
+    pub fn enable_auth(&self, root_password: &str, user: &str, password: &str, prefix: &str) {
+        let etcdctl = system_binary("etcdctl", "etcd-client");
+        let role = format!("{user}-role");
+        let steps: [&[&str]; 8] = [
+            &["user", "add", &format!("root:{root_password}")],
+            &["role", "add", "root"],
+            &["user", "grant-role", "root", "root"],
+            &["role", "add", &role],
+            &[
+                "role",
+                "grant-permission",
+                &role,
+                "--prefix=true",
+                "readwrite",
+                prefix,
+            ],
+            &["user", "add", &format!("{user}:{password}")],
+            &["user", "grant-role", user, &role],
+            &["auth", "enable"],
+        ];
+        for step in steps {
+            let output = Command::new(&etcdctl)
+                .env("ETCDCTL_API", "3")
+                .arg("--endpoints")
+                .arg(&self.endpoint)
+                .args(step)
+                .output()
+                .expect("run etcdctl");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            // etcd may create the root role itself.
+            let already_there = stderr.contains("role name already exists");
+            assert!(
+                output.status.success() || already_there,
+                "etcdctl {step:?}: {stderr}"
+            );
+        }
+    }
+
     /// The last lines of etcd's log.
     pub fn log_tail(&self) -> String {
         self.process.log_tail()

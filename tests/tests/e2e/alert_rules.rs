@@ -8,6 +8,7 @@ use crate::alert_feed::{
 };
 use crate::deployment::{Deployment, metric_value, path_arg};
 use std::time::{Duration, SystemTime};
+use vigil_runtime::etcd::{EtcdClient, EtcdSettings};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::{TestServers, wait_until};
 
@@ -137,25 +138,25 @@ const INVALID_RULES_ERROR: &str =
     "storage.yaml:13:14: rule `DiskFilling`: `for`: invalid duration `two seconds`";
 
 /// Runs `work` on a runtime of its own, for the etcd client.
-fn with_etcd<T>(work: impl AsyncFnOnce(&mut etcd_client::Client) -> T) -> T {
+fn with_etcd<T>(work: impl AsyncFnOnce(&EtcdClient) -> T) -> T {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
         let endpoint = TestServers::get().etcd_endpoint();
-        let mut client = etcd_client::Client::connect([endpoint], None)
+        let client = EtcdSettings::new(endpoint, "/vigil")
+            .connect()
             .await
             .expect("connect to etcd");
-        work(&mut client).await
+        work(&client).await
     })
 }
 
 fn etcd_value(key: &str) -> String {
     with_etcd(async |client| {
-        let response = client.get(key, None).await.expect("etcd get");
-        let value = response.kvs().first().expect("the key exists").value_str();
-        value.unwrap().to_owned()
+        let value = client.get(key).await.expect("etcd get");
+        String::from_utf8(value.expect("the key exists")).expect("UTF-8")
     })
 }
 

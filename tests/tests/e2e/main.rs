@@ -11,6 +11,7 @@ mod alert_state;
 mod all_in_one;
 mod deployment;
 mod derive;
+mod etcd_client;
 mod index_dashboards;
 mod index_documents;
 mod index_setup;

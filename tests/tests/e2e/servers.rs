@@ -9,6 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::json;
+use vigil_runtime::etcd::EtcdSettings;
 use vigil_tests::elastic::ElasticClient;
 use vigil_tests::servers::{
     KafkaBroker, SNMP_SYS_NAME, SNMP_V2C_ARGS, SNMP_V3_AUTH_PASSWORD, SNMP_V3_AUTH_PRIV_ARGS,
@@ -19,14 +20,14 @@ use vigil_tests::{TestServers, unique_name, wait_until};
 #[tokio::test]
 async fn etcd_stores_and_returns_a_key() {
     let endpoint = TestServers::get().etcd_endpoint();
-    let mut client = etcd_client::Client::connect([endpoint], None)
+    let client = EtcdSettings::new(endpoint, "/smoke")
+        .connect()
         .await
         .expect("connect to etcd");
     let key = format!("/{}/greeting", unique_name("smoke"));
-    client.put(key.as_str(), "hello", None).await.expect("put");
-    let response = client.get(key.as_str(), None).await.expect("get");
-    let values: Vec<&[u8]> = response.kvs().iter().map(|kv| kv.value()).collect();
-    assert_eq!(values, vec![b"hello".as_slice()]);
+    client.put(&key, "hello", None).await.expect("put");
+    let value = client.get(&key).await.expect("get");
+    assert_eq!(value.as_deref(), Some(b"hello".as_slice()));
 }
 
 #[test]

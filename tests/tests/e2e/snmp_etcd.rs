@@ -26,11 +26,11 @@ async fn targets_and_metric_sets_follow_etcd_and_a_bad_entry_is_named() {
     let prefix = format!("/{}", unique_name("snmp-etcd"));
     let settings = EtcdSettings::new(servers.etcd_endpoint(), prefix.clone());
     let keys = settings.key_prefix("snmp");
-    let mut etcd = settings.connect().await.expect("etcd client");
+    let etcd = settings.connect().await.expect("etcd client");
     let address = servers.snmp_address();
     etcd.put(
-        format!("{keys}targets/core1"),
-        target(&address, "[system]"),
+        &format!("{keys}targets/core1"),
+        &target(&address, "[system]"),
         None,
     )
     .await
@@ -49,7 +49,7 @@ async fn targets_and_metric_sets_follow_etcd_and_a_bad_entry_is_named() {
 
     // A new target, using a metric set that is defined in etcd too.
     etcd.put(
-        format!("{keys}metric_sets/e2e"),
+        &format!("{keys}metric_sets/e2e"),
         "scalars: [{name: e2e.or_last_change, oid: 1.3.6.1.2.1.1.8.0}]",
         None,
     )
@@ -57,8 +57,8 @@ async fn targets_and_metric_sets_follow_etcd_and_a_bad_entry_is_named() {
     .unwrap();
     let added = Instant::now();
     etcd.put(
-        format!("{keys}targets/edge2"),
-        target(&address, "[e2e]"),
+        &format!("{keys}targets/edge2"),
+        &target(&address, "[e2e]"),
         None,
     )
     .await
@@ -77,7 +77,7 @@ async fn targets_and_metric_sets_follow_etcd_and_a_bad_entry_is_named() {
     // The metric set changes: its targets poll the new OIDs from then on.
     let changed = Instant::now();
     etcd.put(
-        format!("{keys}metric_sets/e2e"),
+        &format!("{keys}metric_sets/e2e"),
         "scalars: [{name: e2e.contact_uptime, oid: 1.3.6.1.2.1.1.3.0}]",
         None,
     )
@@ -96,8 +96,8 @@ async fn targets_and_metric_sets_follow_etcd_and_a_bad_entry_is_named() {
 
     // An invalid entry: named by key and field, and nothing else stops.
     etcd.put(
-        format!("{keys}targets/broken"),
-        format!("{{address: '{address}', community: public, interval: 500ms}}"),
+        &format!("{keys}targets/broken"),
+        &format!("{{address: '{address}', community: public, interval: 500ms}}"),
         None,
     )
     .await
@@ -142,9 +142,7 @@ async fn targets_and_metric_sets_follow_etcd_and_a_bad_entry_is_named() {
     );
 
     // Removing a target stops its polls.
-    etcd.delete(format!("{keys}targets/core1"), None)
-        .await
-        .unwrap();
+    etcd.delete(&format!("{keys}targets/core1")).await.unwrap();
     let removed = Instant::now();
     while !agent
         .registry

@@ -7,7 +7,6 @@
 
 use super::matcher::{Matcher, all_match};
 use chrono::{DateTime, SecondsFormat, Utc};
-use etcd_client::PutOptions;
 use serde::{Deserialize, Serialize};
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
@@ -212,26 +211,22 @@ impl SilenceStore {
 
     /// Stores `silence` with a lease that outlives its end by a day.
     pub async fn put(&self, silence: &Silence, now: DateTime<Utc>) -> anyhow::Result<()> {
-        let mut client = self.settings.connect().await?;
+        let client = self.settings.connect().await?;
         let remaining = (silence.ends_at - now).to_std().unwrap_or_default();
         let ttl = (remaining + EXPIRED_RETENTION).as_secs() as i64;
-        let lease = client.lease_grant(ttl, None).await?.id();
+        let lease = client.grant_lease(ttl).await?;
         let json = serde_json::to_string(silence)?;
         client
-            .put(
-                self.key(&silence.id),
-                json,
-                Some(PutOptions::new().with_lease(lease)),
-            )
+            .put(&self.key(&silence.id), &json, Some(lease))
             .await?;
         Ok(())
     }
 
     /// Every stored silence, the latest start first.
     pub async fn list(&self) -> anyhow::Result<Vec<Silence>> {
-        let mut client = self.settings.connect().await?;
+        let client = self.settings.connect().await?;
         let (snapshot, _) =
-            EtcdSettings::read_prefix(&mut client, &self.settings.key_prefix(SILENCES_KEY)).await?;
+            EtcdSettings::read_prefix(&client, &self.settings.key_prefix(SILENCES_KEY)).await?;
         let mut silences = parse_silences(&snapshot);
         silences.sort_by(|a, b| b.starts_at.cmp(&a.starts_at).then(a.id.cmp(&b.id)));
         Ok(silences)

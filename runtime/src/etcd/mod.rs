@@ -5,10 +5,12 @@
 //! reconnect, so a missed event can never leave a stage with a stale view, and
 //! while etcd is unreachable the last snapshot simply stays in force.
 
+mod client;
+
+pub use client::{EtcdClient, EtcdError, KeyValue, PrefixWatch, TxnWrite, WatchEvent};
+
 use crate::secret::SecretRef;
-use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, WatchOptions,
-};
+use client::ClientTls;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -81,40 +83,35 @@ impl EtcdSettings {
         format!("{}/{kind}/", self.prefix.trim_end_matches('/'))
     }
 
-    /// Connects (lazily; the first request fails if etcd is unreachable).
-    pub async fn connect(&self) -> anyhow::Result<Client> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(10))
-            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-        if let (Some(user), Some(password)) = (&self.username, &self.password) {
-            options = options.with_user(user, password.resolve()?);
-        }
-        if let Some(tls) = &self.tls {
-            let mut tls_options = TlsOptions::new();
-            if let Some(ca) = &tls.ca_file {
-                tls_options = tls_options.ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
+    /// A client for these settings; authenticates first when a user is set.
+    pub async fn connect(&self) -> anyhow::Result<EtcdClient> {
+        let password = match &self.password {
+            Some(password) => Some(password.resolve()?),
+            None => None,
+        };
+        let credentials = self.username.as_deref().zip(password.as_deref());
+        let mut tls = ClientTls::default();
+        if let Some(files) = &self.tls {
+            tls.ca_pem = files.ca_file.as_deref().map(read_tls_file).transpose()?;
+            if let (Some(cert), Some(key)) = (&files.cert_file, &files.key_file) {
+                let mut identity = read_tls_file(cert)?;
+                identity.push(b'\n');
+                identity.extend(read_tls_file(key)?);
+                tls.identity_pem = Some(identity);
             }
-            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
-                tls_options = tls_options.identity(Identity::from_pem(
-                    std::fs::read(cert)?,
-                    std::fs::read(key)?,
-                ));
-            }
-            options = options.with_tls(tls_options);
         }
-        Ok(Client::connect(&self.endpoints, Some(options)).await?)
+        Ok(EtcdClient::connect(&self.endpoints, credentials, tls).await?)
     }
 
     /// Reads every key under `prefix`, returning keys relative to it and the revision.
-    pub async fn read_prefix(client: &mut Client, prefix: &str) -> anyhow::Result<(Snapshot, i64)> {
-        let response = client
-            .get(prefix, Some(GetOptions::new().with_prefix()))
-            .await?;
-        let revision = response.header().map_or(0, |h| h.revision());
+    pub async fn read_prefix(
+        client: &EtcdClient,
+        prefix: &str,
+    ) -> Result<(Snapshot, i64), EtcdError> {
+        let (pairs, revision) = client.get_prefix(prefix).await?;
         let mut snapshot = Snapshot::new();
-        for kv in response.kvs() {
-            insert(&mut snapshot, prefix, kv.key(), kv.value());
+        for pair in pairs {
+            insert(&mut snapshot, prefix, &pair.key, &pair.value);
         }
         Ok((snapshot, revision))
     }
@@ -156,42 +153,36 @@ impl EtcdSettings {
         prefix: &str,
         sender: &watch::Sender<Option<Arc<Snapshot>>>,
     ) -> anyhow::Result<()> {
-        let mut client = self.connect().await?;
-        let (mut snapshot, revision) = Self::read_prefix(&mut client, prefix).await?;
+        let client = self.connect().await?;
+        let (mut snapshot, revision) = Self::read_prefix(&client, prefix).await?;
         sender.send_replace(Some(Arc::new(snapshot.clone())));
-        let mut stream = client
-            .watch(
-                prefix,
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision + 1),
-                ),
-            )
-            .await?;
-        while let Some(response) = stream.message().await? {
-            if response.canceled() {
-                anyhow::bail!(
-                    "watch cancelled by etcd (compacted at {})",
-                    response.compact_revision()
-                );
-            }
-            for event in response.events() {
-                let Some(kv) = event.kv() else { continue };
-                match event.event_type() {
-                    EventType::Put => insert(&mut snapshot, prefix, kv.key(), kv.value()),
-                    EventType::Delete => {
-                        let key = String::from_utf8_lossy(kv.key());
+        let mut watch = client.watch_prefix(prefix, revision + 1).await?;
+        while let Some(events) = watch.next().await? {
+            for event in &events {
+                match event {
+                    WatchEvent::Put(pair) => insert(&mut snapshot, prefix, &pair.key, &pair.value),
+                    WatchEvent::Delete { key } => {
+                        let key = String::from_utf8_lossy(key);
                         snapshot.remove(key.strip_prefix(prefix).unwrap_or(&key));
                     }
                 }
             }
-            if !response.events().is_empty() {
+            if !events.is_empty() {
                 sender.send_replace(Some(Arc::new(snapshot.clone())));
             }
         }
         anyhow::bail!("watch stream ended")
     }
+}
+
+fn read_tls_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| {
+        EtcdError::TlsFile {
+            path: path.display().to_string(),
+            detail: error.to_string(),
+        }
+        .into()
+    })
 }
 
 fn insert(snapshot: &mut Snapshot, prefix: &str, key: &[u8], value: &[u8]) {
