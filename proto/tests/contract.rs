@@ -22,14 +22,18 @@ fn regenerate() -> bool {
 /// Runs prost-build on the schema into `out`, returning the descriptor set.
 fn compile_schema(out: &Path) -> FileDescriptorSet {
     let descriptor_path = out.join("descriptors.bin");
+    // protoc comes with the build (protoc-bin-vendored), not from the machine.
+    let protoc =
+        protoc_bin_vendored::protoc_bin_path().expect("a vendored protoc for this platform");
     prost_build::Config::new()
+        .protoc_executable(protoc)
         .out_dir(out)
         .file_descriptor_set_path(&descriptor_path)
         .compile_protos(
             &[crate_dir().join("proto/vigil/v1/vigil.proto")],
             &[crate_dir().join("proto")],
         )
-        .expect("protoc compiles the schema (is protobuf-compiler installed?)");
+        .expect("protoc compiles the schema");
     FileDescriptorSet::decode(std::fs::read(descriptor_path).unwrap().as_slice()).unwrap()
 }
 
