@@ -32,7 +32,7 @@ if ((${#need[@]})); then
     "${SUDO[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
-command -v protoc >/dev/null || bash "$ROOT/scripts/install-test-deps.sh" >&2
+bash "$ROOT/scripts/install-build-deps.sh" >&2
 (cd "$ROOT" && cargo build --profile dist -q -p vigil-agent)
 AGENT="$ROOT/target/dist/vigil-agent"
 

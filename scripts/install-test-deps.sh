@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need on a fresh Debian 12 machine with Rust:
-# protoc and OpenSSL headers for the build, etcd, net-snmp's agent and tools, the
+# the build's prerequisites (C compiler, OpenSSL headers), etcd, net-snmp's agent and tools, the
 # Elasticsearch-API server noida-db (PyPI, in a venv) and the Kafka-compatible broker
 # tansu (crates.io, built once into a cache because it takes about 16 minutes).
 # Idempotent: anything already present is left alone.
@@ -22,7 +22,7 @@ as_root() {
     fi
 }
 
-# The build's own prerequisites (protoc, OpenSSL headers) come first.
+# The build's own prerequisites come first.
 bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
 
 # etcd, snmpd and the net-snmp tools for the tests; Debian's Python only if no

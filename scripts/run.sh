@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds Vigil and starts the all-in-one mode on this host: agent sources, the alert
 # stage and the index stage in one process, no Kafka, etcd or Elasticsearch needed.
-# Installs the build prerequisites (protoc, OpenSSL headers) if they are missing.
+# Installs the build prerequisites (C compiler, make, OpenSSL headers) if they are
+# missing.
 # Extra arguments go to `vigil-aggregator all-in-one` (see `--help`).
 set -euo pipefail
 
