@@ -44,7 +44,8 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 
 # --- build and tools --------------------------------------------------------
 dist_agent "${BENCH_SKIP_BUILD:-0}"
-log "$(link_order_coverage "$AGENT")"
+coverage=$(link_order_coverage "$AGENT")
+log "$coverage"
 if ! command -v rsyslogd >/dev/null; then
     log "installing rsyslog"
     apt-get update -qq

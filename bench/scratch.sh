@@ -58,15 +58,11 @@ wait_for_url() {
     exit 1
 }
 
-# Says how many of the functions agent/link-order.txt lists binary $1 has. The list
-# names them by symbol names that carry the toolchain's and the dependencies' hashes;
-# when few are found, the agent's code is no longer packed and its resident memory
-# grows (bash packaging/link-order.sh writes the list anew).
+# Says how many of the functions agent/link-order.txt lists binary $1 has, and stops
+# the benchmark when the list is stale: the agent's code would not be packed and its
+# resident memory would not be what the benchmark means to measure.
 link_order_coverage() {
-    local list="$ROOT/agent/link-order.txt" listed found
-    listed=$(grep -cv '^#' "$list")
-    found=$(comm -12 <(grep -v '^#' "$list" | sort -u) <(nm "$1" | awk 'NF == 3 { print $3 }' | sort -u) | wc -l)
-    echo "link order: $found of $listed listed functions are in $(basename "$1")"
+    bash "$ROOT/packaging/check-link-order.sh" "$1"
 }
 
 # Builds vigil-agent with the `dist` profile unless $1 is 1, then points AGENT at a

@@ -113,7 +113,15 @@ say "creating a minimal Debian 12 root in $root"
 debootstrap --variant=minbase --include=ca-certificates \
     --unpack-tarball="$base_tarball" bookworm "$root" "$mirror" >/dev/null
 echo "deb $mirror bookworm main" >"$root/etc/apt/sources.list"
+# This machine's network settings, which a new machine on the same network has too:
+# name servers, local certificate authorities (a TLS-inspecting proxy's, say) and
+# pip's configuration.
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+    cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+    chroot "$root" update-ca-certificates >/dev/null 2>&1
+fi
+[ ! -f /etc/pip.conf ] || cp /etc/pip.conf "$root/etc/pip.conf"
 
 mkdir -p "$root/proc" "$root/sys" "$root/dev"
 mount -t proc proc "$root/proc"
@@ -171,7 +179,8 @@ fi
 kill -TERM -- "-$run_pid" 2>/dev/null || true
 wait "$run_pid" || true
 say "scripts/run.sh reached the all-in-one output after $((SECONDS - started)) s:"
-sed -n '/^Vigil all-in-one/,/^metrics /p' "$log" | sed 's/^/    /'
+# Its own output, without the log lines interleaved with it.
+sed -n '/^Vigil all-in-one/,/^metrics /p' "$log" | grep -v $'\e\[' | sed 's/^/    /'
 report_installed "scripts/run.sh" "$root/.packages-base"
 
 # 2. The test servers' install, or the whole test suite, on request.

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs what building Vigil needs beyond Rust on Debian: a C compiler and make
-# (librdkafka and zstd are built from source by their -sys crates), pkg-config and
-# the OpenSSL headers (librdkafka's TLS). No protoc: the wire schema's generated
-# code is checked in, etcd is reached over its JSON gateway, and the schema test
-# uses the protoc that comes with its dev-dependency.
+# Installs what building Vigil needs beyond Rust on Debian: C and C++ compilers and
+# make (the -sys crates build librdkafka, whose configure insists on a C++ compiler,
+# and zstd from source), pkg-config, and the C library's and OpenSSL's headers
+# (librdkafka's TLS). No protoc: the wire schema's generated code is checked in,
+# etcd is reached over its JSON gateway, and the schema's contract test uses the
+# protoc that comes with its dev-dependency.
 #
-# Checks for the files the build uses, not only for packages, and installs what is
-# missing. Idempotent: does nothing when everything is present.
+# Checks for the files the build uses, not only for packages, installs what is
+# missing, and fails naming any file still missing. Idempotent.
 set -euo pipefail
 
 say() { echo "install-build-deps: $*"; }
@@ -14,6 +15,7 @@ say() { echo "install-build-deps: $*"; }
 # package → a file the build needs from it
 declare -A needed_files=(
     [gcc]=/usr/bin/gcc
+    [g++]=/usr/bin/g++
     [make]=/usr/bin/make
     [pkg-config]=/usr/bin/pkg-config
     [libssl-dev]=/usr/include/openssl/ssl.h
