@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real servers: installs what is missing,
-# checks formatting, builds the binaries the end-to-end tests start, runs
-# `cargo test --workspace` with any extra arguments passed through (e.g.
+# checks formatting and the crate graph, builds the binaries the end-to-end tests
+# start, runs `cargo test --workspace` with any extra arguments passed through (e.g.
 # `bash scripts/test.sh -- --nocapture`), then clippy and the shipped rules' tests.
 set -euo pipefail
 
@@ -18,6 +18,7 @@ export VIGIL_NOIDA_BIN="${VIGIL_NOIDA_BIN:-$VIGIL_CACHE/noida-venv/bin/noida-db}
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 cargo fmt --all -- --check
+bash scripts/check-architecture.sh
 cargo build --workspace --bins
 cargo test --workspace "$@"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -112,7 +112,7 @@ fn load(args: &Args) -> anyhow::Result<(AgentConfig, vigil_runtime::kafka::Kafka
     let config = AgentConfig::load(&args.config)?;
     let kafka = config.kafka.clone().with_context(|| {
         format!(
-            "{}: `kafka` is not set; the standalone agent ships to Kafka (without Kafka, run the all-in-one mode of vigil-aggregator)",
+            "{}: `kafka` is not set; the standalone agent ships to Kafka (without Kafka, run vigil-all-in-one)",
             args.config.display()
         )
     })?;

@@ -1,8 +1,9 @@
 //! `vigil-aggregator`: the stream stages (`derive`, `alert`, `index`), `setup` of
 //! Elasticsearch and Kibana, the rules CLI (`rules check|test|push`), the
 //! definitions CLI (`definitions check|push`),
-//! the silences CLI (`silences add|list|expire`) and the all-in-one mode. Thin: parse arguments, load
-//! configuration, build the stage, run it until SIGTERM.
+//! and the silences CLI (`silences add|list|expire`). Thin: parse arguments, load
+//! configuration, build the stage, run it until SIGTERM. (The all-in-one mode is
+//! `vigil-all-in-one`.)
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -10,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vigil_aggregator::alert::AlertStage;
 use vigil_aggregator::alert::notify::{Matcher, Silence, SilenceStore, SilenceWatch};
-use vigil_aggregator::all_in_one::{self, AllInOneOptions};
 use vigil_aggregator::config::AggregatorConfig;
 use vigil_aggregator::derive::DeriveStage;
 use vigil_aggregator::derive::definitions::DefinitionSet;
@@ -21,8 +21,8 @@ use vigil_runtime::etcd::EtcdSettings;
 use vigil_runtime::telemetry::{LogFormat, ProcessContext, init_tracing};
 
 /// Vigil's stream processors: derive rates, KPIs and aggregates, evaluate alert
-/// rules, index everything into Elasticsearch, manage rules and definitions, or
-/// run the whole pipeline on this host.
+/// rules, index everything into Elasticsearch, manage rules, definitions and
+/// silences.
 #[derive(Debug, Parser)]
 #[command(name = "vigil-aggregator", version, propagate_version = true)]
 struct Cli {
@@ -47,10 +47,6 @@ enum LogFormatArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run agent sources and the derive, alert and index stages in one process,
-    /// with no Kafka, etcd or Elasticsearch: rules and definitions from watched
-    /// folders, documents to NDJSON files, alerts printed.
-    AllInOne(AllInOneArgs),
     /// Compute rates, KPIs and windowed aggregates from raw metrics in Kafka.
     Derive(StageArgs),
     /// Evaluate alert rules over metrics and logs from Kafka and notify pagers.
@@ -145,28 +141,6 @@ struct EtcdArgs {
     /// Key prefix of this deployment; files go under `<prefix>/rules/` or `<prefix>/derive/`.
     #[arg(long, env = "VIGIL_ETCD_PREFIX", default_value = "/vigil")]
     etcd_prefix: String,
-}
-
-#[derive(Debug, Args)]
-struct AllInOneArgs {
-    /// Where checkpoints and NDJSON documents are written.
-    #[arg(long, default_value = "vigil-data")]
-    data_dir: PathBuf,
-    /// Folder of rule files, watched for changes (the shipped examples are used if it does not exist).
-    #[arg(long, default_value = "rules")]
-    rules: PathBuf,
-    /// Folder of derive definitions, watched for changes (the shipped examples are used if it does not exist).
-    #[arg(long, default_value = "derive")]
-    definitions: PathBuf,
-    /// Log file to tail (repeatable); without any, an example log is written and tailed.
-    #[arg(long = "log-file")]
-    log_files: Vec<PathBuf>,
-    /// Address of `/metrics`, `/health` and `/ready`.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    http: std::net::SocketAddr,
-    /// Seconds between host metric readings.
-    #[arg(long, default_value_t = 5)]
-    host_interval: u64,
 }
 
 #[derive(Debug, Args)]
@@ -270,18 +244,6 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::AllInOne(args) => {
-            let context = ProcessContext::start(args.http).await?;
-            let options = AllInOneOptions {
-                data_dir: args.data_dir,
-                rules_dir: args.rules,
-                definitions_dir: args.definitions,
-                log_files: args.log_files,
-                host_interval: std::time::Duration::from_secs(args.host_interval.max(1)),
-            };
-            all_in_one::run(options, context.metrics, context.health, context.shutdown).await?;
-            Ok(ExitCode::SUCCESS)
-        }
         Command::Alert(args) => {
             let Some(config) = load_stage_config(&args)? else {
                 return Ok(ExitCode::SUCCESS);

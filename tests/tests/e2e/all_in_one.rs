@@ -43,9 +43,8 @@ fn all_in_one_shows_metrics_and_alerts_and_applies_rule_edits_live() {
     let data = work.join("data");
     let definitions = Path::new(env!("CARGO_MANIFEST_DIR")).join("../derive");
     let port = free_tcp_ports(1)[0];
-    let mut command = Command::new(vigil_binary("vigil-aggregator"));
+    let mut command = Command::new(vigil_binary("vigil-all-in-one"));
     command
-        .arg("all-in-one")
         .arg("--data-dir")
         .arg(&data)
         .arg("--rules")

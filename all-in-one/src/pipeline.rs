@@ -1,4 +1,4 @@
-//! The all-in-one mode: agent sources, the derive, alert and index stages in one
+//! The all-in-one pipeline: agent sources, the derive, alert and index stages in one
 //! process on the in-process bus, with rules and derive definitions from watched
 //! folders, documents
 //! written to NDJSON files and alerts printed. The same source, rule and alert
@@ -8,11 +8,6 @@
 //! an occasional burst of ERROR lines), so a fresh machine shows logs, host
 //! metrics and alerts flowing within a minute.
 
-use crate::alert::notify::NotifyConfig;
-use crate::alert::{AlertStage, AlertStageConfig, unix_nanos};
-use crate::derive::{DeriveStage, DeriveStageConfig};
-use crate::index::{DocumentSink, IndexNames, IndexStage, IndexStageConfig, NdjsonSink};
-use crate::rule_source::RuleSource;
 use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,6 +16,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use vigil_agent::config::{HostMetricsConfig, LogFileConfig};
 use vigil_agent::{Agent, AgentConfig};
+use vigil_aggregator::alert::notify::NotifyConfig;
+use vigil_aggregator::alert::{AlertStage, AlertStageConfig, unix_nanos};
+use vigil_aggregator::derive::{DeriveStage, DeriveStageConfig};
+use vigil_aggregator::index::{DocumentSink, IndexNames, IndexStage, IndexStageConfig, NdjsonSink};
+use vigil_aggregator::rule_source::RuleSource;
 use vigil_proto::Payload;
 use vigil_proto::v1::{MetricBatch, Sample, sample};
 use vigil_runtime::{Bus, Health, SelfMetrics, Subscription};
@@ -39,22 +39,22 @@ const SHIPPED_DEFINITIONS: [(&str, &str); 1] =
 
 /// What the all-in-one mode runs on.
 #[derive(Debug, Clone)]
-pub struct AllInOneOptions {
+pub(crate) struct AllInOneOptions {
     /// Checkpoints, documents and the example log go here.
-    pub data_dir: PathBuf,
+    pub(crate) data_dir: PathBuf,
     /// Folder of rule files, watched; the shipped examples are used if it is missing.
-    pub rules_dir: PathBuf,
+    pub(crate) rules_dir: PathBuf,
     /// Folder of derive definitions, watched; the shipped examples are used if it
     /// is missing.
-    pub definitions_dir: PathBuf,
+    pub(crate) definitions_dir: PathBuf,
     /// Log files to tail; empty means "write and tail an example log".
-    pub log_files: Vec<PathBuf>,
+    pub(crate) log_files: Vec<PathBuf>,
     /// Time between host metric readings.
-    pub host_interval: Duration,
+    pub(crate) host_interval: Duration,
 }
 
 /// Runs everything until `shutdown`; the first stage that fails stops the rest.
-pub async fn run(
+pub(crate) async fn run(
     options: AllInOneOptions,
     metrics: SelfMetrics,
     health: Health,
@@ -205,7 +205,7 @@ async fn print_host_metrics(
 
 /// `metrics  web-1  load 0.42  memory available 61.0%  cpu busy 7.3%  (23 samples)`
 /// for a host metrics batch; `None` for other batches.
-pub fn host_metrics_line(
+pub(crate) fn host_metrics_line(
     batch: &MetricBatch,
     previous_cpu: &mut Option<(u64, u64)>,
 ) -> Option<String> {
