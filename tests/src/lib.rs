@@ -7,15 +7,20 @@
 //!
 //! Everything here is blocking and panics with a message that says what failed, so a
 //! test reads as a list of steps. From async tests, call it inside
-//! `tokio::task::spawn_blocking` when other tasks must keep running meanwhile.
+//! `tokio::task::spawn_blocking` when other tasks must keep running meanwhile. The
+//! exception is [`polling_agent`], which runs an agent inside the test's runtime.
 
+pub mod alert_feed;
 pub mod binaries;
 pub mod bulk_proxy;
+pub mod deployment;
 pub mod elastic;
 mod http;
 mod http_exchange;
+pub mod index_setup;
 pub mod kibana;
 pub mod names;
+pub mod polling_agent;
 pub mod ports;
 pub mod process;
 pub mod servers;

@@ -1,10 +1,10 @@
 //! Crash safety of log shipping: an agent SIGKILLed mid-stream and restarted
 //! loses no line and, thanks to content-derived document ids, duplicates none.
 
-use crate::deployment::{Deployment, metric_value};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::Duration;
+use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::{elastic, wait_until};
 

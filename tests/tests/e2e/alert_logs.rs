@@ -5,12 +5,12 @@
 //! within the allowed lateness) and the alert fires only because it counts at
 //! its own event time.
 
-use crate::alert_feed::{
-    Line, LogProducer, parse_time, rules_folder, unix_nanos, wait_for_alert, wait_for_count,
-};
-use crate::deployment::{Deployment, metric_value};
 use serde_json::json;
 use std::time::{Duration, SystemTime};
+use vigil_tests::alert_feed::{
+    Line, LogProducer, parse_time, rules_folder, unix_nanos, wait_for_alert, wait_for_count,
+};
+use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::wait_until;
 

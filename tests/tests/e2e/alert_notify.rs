@@ -5,14 +5,14 @@
 //! of one incident (fire, repeat, resolve), flapping with `keep_firing_for`,
 //! silences made with the CLI, inhibition and grouping.
 
-use crate::alert_feed::{
-    MetricFeed, alerts_with, notified_alerts, parse_time, rules_folder, unix_nanos, wait_for_alert,
-    wait_for_count,
-};
-use crate::deployment::{Deployment, metric_value};
 use serde_json::{Value, json};
 use std::time::Duration;
 use vigil_proto::labels::{ContentId, label};
+use vigil_tests::alert_feed::{
+    MetricFeed, alerts_with, notified_alerts, parse_time, rules_folder, unix_nanos, wait_for_alert,
+    wait_for_count,
+};
+use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::wait_until;
 use vigil_tests::webhook::WebhookReceiver;

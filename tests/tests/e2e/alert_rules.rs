@@ -3,12 +3,12 @@
 //! invalid rule set is refused by `rules push` and, written into etcd past it,
 //! rejected by the stage, which says why and keeps evaluating its last good set.
 
-use crate::alert_feed::{
-    MetricFeed, alerts_with, parse_time, rules_folder, unix_nanos, wait_for_alert, wait_for_count,
-};
-use crate::deployment::{Deployment, metric_value, path_arg};
 use std::time::{Duration, SystemTime};
 use vigil_runtime::etcd::{EtcdClient, EtcdSettings};
+use vigil_tests::alert_feed::{
+    MetricFeed, alerts_with, parse_time, rules_folder, unix_nanos, wait_for_alert, wait_for_count,
+};
+use vigil_tests::deployment::{Deployment, metric_value, path_arg};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::{TestServers, wait_until};
 

@@ -3,11 +3,11 @@
 //! alerts fire. Real etcd for the rules, the real broker for data and the state
 //! topic, and a webhook receiver checking what pagers would get.
 
-use crate::alert_feed::{
+use std::time::{Duration, SystemTime};
+use vigil_tests::alert_feed::{
     MetricFeed, alerts_with, parse_time, rules_folder, unix_nanos, wait_for_alert,
 };
-use crate::deployment::{Deployment, metric_value};
-use std::time::{Duration, SystemTime};
+use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::wait_until;
 

@@ -4,7 +4,6 @@
 //! partitions replays what it needs and carries on without a spiked or a missing
 //! rate.
 
-use crate::deployment::{Deployment, metric_value};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -21,6 +20,7 @@ use vigil_proto::Payload;
 use vigil_proto::labels::label;
 use vigil_proto::v1::{MetricBatch, MetricKind, Resource, Sample, ValueType, sample};
 use vigil_runtime::bus::SCHEMA_HEADER;
+use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::wait::poll_until;
 use vigil_tests::{TestServers, elastic, wait_until};

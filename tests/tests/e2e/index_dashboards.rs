@@ -6,8 +6,6 @@
 //! container metrics the agent would read from cgroups are produced by the test,
 //! in the agent's names, for the derive stage to turn into rates and percentages.
 
-use crate::deployment::{Deployment, metric_value};
-use crate::index_setup::{dashboards_dir, install_templates};
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -18,6 +16,8 @@ use std::time::Duration;
 use vigil_aggregator::index::setup::Dashboards;
 use vigil_proto::labels::label;
 use vigil_proto::v1::{MetricBatch, MetricKind, Resource, ResourceKind, Sample, sample};
+use vigil_tests::deployment::{Deployment, metric_value};
+use vigil_tests::index_setup::{dashboards_dir, install_templates};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::{TestServers, elastic, wait_until};
 

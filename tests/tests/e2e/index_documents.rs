@@ -5,8 +5,6 @@
 //! mapping goes to the dead-letter topic, alone and with the reason, while the rest
 //! of its message is indexed.
 
-use crate::deployment::{Deployment, metric_value};
-use crate::index_setup::install_templates;
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -22,6 +20,8 @@ use vigil_proto::v1::{
     AlertEvent, AlertStatus, Label, LogBatch, LogLine, LogSource, MetricBatch, MetricKind,
     Resource, ResourceKind, Sample, sample,
 };
+use vigil_tests::deployment::{Deployment, metric_value};
+use vigil_tests::index_setup::install_templates;
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::{TestServers, elastic, wait_until};
 

@@ -4,44 +4,13 @@
 //! installed and applied to new indices; every saved object of `dashboards/kibana`
 //! is posted to Kibana's import API; and a second run changes nothing.
 
-use crate::deployment::Deployment;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use vigil_tests::deployment::Deployment;
 use vigil_tests::elastic::ElasticClient;
+use vigil_tests::index_setup::{dashboards_dir, run_setup};
 use vigil_tests::kibana::KibanaStandIn;
 use vigil_tests::ports::free_tcp_ports;
-use vigil_tests::vigil_binary;
-
-/// Runs `vigil-aggregator setup --config <config>` with `args`.
-pub(crate) fn run_setup(config: &Path, args: &[&str]) -> Output {
-    Command::new(vigil_binary("vigil-aggregator"))
-        .arg("setup")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("vigil-aggregator setup runs")
-}
-
-/// Installs the templates for the indices of `config` (the test server has no
-/// lifecycle policies or data streams, so they are skipped); returns the output.
-pub(crate) fn install_templates(config: &Path) -> String {
-    let output = run_setup(config, &["--skip-unsupported", "--skip-kibana"]);
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "setup failed:\n{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-/// The repository's `dashboards/` folder.
-pub(crate) fn dashboards_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
-}
 
 /// What the server holds of the deployment's templates, by name.
 fn installed(client: &ElasticClient, deployment: &Deployment) -> BTreeMap<String, Value> {

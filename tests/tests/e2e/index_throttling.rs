@@ -4,7 +4,6 @@
 //! proxy in front of the Elasticsearch-API test server answers a quarter of the
 //! documents 429 the first time it sees them and forwards everything else.
 
-use crate::deployment::{Deployment, metric_value};
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -12,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
 use vigil_tests::bulk_proxy::BulkProxy;
+use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::{TestServers, elastic, wait_until};
 

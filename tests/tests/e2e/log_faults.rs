@@ -7,13 +7,13 @@
 //! file; fingerprint identity keeps a renamed or copied file from being read twice,
 //! and content-derived document ids absorb what is sent again after a crash.
 
-use crate::deployment::{Deployment, metric_value};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::servers::KafkaBroker;
 use vigil_tests::wait::poll_until;

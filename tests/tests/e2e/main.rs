@@ -3,13 +3,11 @@
 //! One target, one set of servers per run, one module per topic.
 
 mod agent_restart;
-mod alert_feed;
 mod alert_logs;
 mod alert_notify;
 mod alert_rules;
 mod alert_state;
 mod all_in_one;
-mod deployment;
 mod derive;
 mod etcd_client;
 mod index_dashboards;

@@ -3,13 +3,13 @@
 //! that is not a Vigil batch goes to the dead-letter topic while the data around it
 //! still flows.
 
-use crate::deployment::{Deployment, log_batch_payload, metric_value};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::process::{Command, Output};
 use std::time::Duration;
+use vigil_tests::deployment::{Deployment, log_batch_payload, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::process::new_work_dir;
 use vigil_tests::{TestServers, elastic, vigil_binary, wait_until};

@@ -1,11 +1,11 @@
 //! The whole data path on real servers: agent → Kafka → alert and index stages →
 //! Elasticsearch and a webhook, with rules pushed to etcd and changed at runtime.
 
-use crate::deployment::{Deployment, metric_value};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::time::Duration;
+use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::{elastic, wait_until};
 

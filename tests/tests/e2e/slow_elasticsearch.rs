@@ -5,13 +5,13 @@
 //! answers again; when it is stopped for 30 s in the middle of a stream of lines and
 //! started again, every line is stored exactly once.
 
-use crate::deployment::{Deployment, log_batch_payload, metric_value};
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
+use vigil_tests::deployment::{Deployment, log_batch_payload, metric_value};
 use vigil_tests::elastic::ElasticClient;
 use vigil_tests::ports::free_tcp_ports;
 use vigil_tests::servers::ElasticsearchServer;

@@ -3,11 +3,11 @@
 //! interval, and an invalid entry is reported by key and field while every other
 //! target keeps polling.
 
-use crate::snmp_scheduling::{PollingAgent, device_of, gauge, has_sample};
 use std::time::Duration;
 use tokio::time::Instant;
 use vigil_agent::config::SnmpConfig;
 use vigil_runtime::etcd::EtcdSettings;
+use vigil_tests::polling_agent::{PollingAgent, device_of, gauge, has_sample};
 use vigil_tests::{TestServers, unique_name};
 
 const INTERVAL: Duration = Duration::from_secs(2);

@@ -2,7 +2,6 @@
 //! readings and log lines produced straight to a deployment's raw topics as
 //! agents would send them, and the alerts the test receivers were notified of.
 
-use crate::deployment::{Deployment, metric_value};
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -16,25 +15,28 @@ use vigil_proto::Payload;
 use vigil_proto::labels::label;
 use vigil_proto::v1::{LogBatch, LogLine, LogSource, MetricBatch, Resource, Sample, sample};
 use vigil_runtime::bus::SCHEMA_HEADER;
-use vigil_tests::webhook::WebhookReceiver;
-use vigil_tests::{TestServers, wait_until};
+
+use crate::deployment::{Deployment, metric_value};
+use crate::webhook::WebhookReceiver;
+use crate::{TestServers, wait_until};
 
 /// How long a notification may take: a `for` of a few seconds, the evaluation
 /// tick, `group_wait` and the broker's latency under a loaded machine.
-pub(crate) const NOTIFICATION_DEADLINE: Duration = Duration::from_secs(90);
+const NOTIFICATION_DEADLINE: Duration = Duration::from_secs(90);
 
 /// Labels and gauge values of one host, as the feed sends them.
 type HostReadings = (Vec<(String, String)>, Vec<(String, f64)>);
 
 /// The labels of every sample of a host, as (name, value).
-pub(crate) type Labels<'a> = &'a [(&'a str, &'a str)];
+pub type Labels<'a> = &'a [(&'a str, &'a str)];
 
 /// Gauge readings, as (metric, value).
-pub(crate) type Gauges<'a> = &'a [(&'a str, f64)];
+pub type Gauges<'a> = &'a [(&'a str, f64)];
 
 /// Publishes gauges of some hosts every 500 ms, stamped with the time of
 /// sending, with labels and values the test changes while it runs.
-pub(crate) struct MetricFeed {
+#[derive(Debug)]
+pub struct MetricFeed {
     readings: Arc<Mutex<BTreeMap<String, HostReadings>>>,
     stop: Arc<AtomicBool>,
     rounds: Arc<AtomicU64>,
@@ -43,7 +45,7 @@ pub(crate) struct MetricFeed {
 
 impl MetricFeed {
     /// Starts publishing to `topic`; nothing is sent until a host is set.
-    pub(crate) fn start(topic: String) -> MetricFeed {
+    pub fn start(topic: String) -> MetricFeed {
         let readings = Arc::new(Mutex::new(BTreeMap::<String, HostReadings>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let rounds = Arc::new(AtomicU64::new(0));
@@ -77,13 +79,13 @@ impl MetricFeed {
 
     /// Sets the gauges of `host`, each sample labelled with `labels`, and returns
     /// once a round with them was sent, with the time before that round.
-    pub(crate) fn set(&self, host: &str, labels: Labels<'_>, values: Gauges<'_>) -> SystemTime {
+    pub fn set(&self, host: &str, labels: Labels<'_>, values: Gauges<'_>) -> SystemTime {
         self.set_all(&[(host, labels, values)])
     }
 
     /// Sets the gauges of several hosts at once, so that they go out in the same
     /// round with the same timestamp; returns like [`set`](Self::set).
-    pub(crate) fn set_all(&self, hosts: &[(&str, Labels<'_>, Gauges<'_>)]) -> SystemTime {
+    pub fn set_all(&self, hosts: &[(&str, Labels<'_>, Gauges<'_>)]) -> SystemTime {
         {
             let mut readings = self.readings.lock().unwrap();
             for (host, labels, values) in hosts {
@@ -176,14 +178,15 @@ fn send<P: Payload>(producer: &BaseProducer, topic: &str, key: &str, batch: &P) 
 
 /// One log line to produce: its event time, text and parsed fields.
 #[derive(Debug, Clone)]
-pub(crate) struct Line {
-    pub(crate) time: SystemTime,
-    pub(crate) text: String,
-    pub(crate) fields: Vec<(String, String)>,
+pub struct Line {
+    time: SystemTime,
+    text: String,
+    fields: Vec<(String, String)>,
 }
 
 impl Line {
-    pub(crate) fn at(time: SystemTime, text: &str) -> Line {
+    /// A line with `text` that happened at `time`, without parsed fields.
+    pub fn at(time: SystemTime, text: &str) -> Line {
         Line {
             time,
             text: text.to_owned(),
@@ -192,7 +195,7 @@ impl Line {
     }
 
     /// The line with the parsed field `name` set to `value`.
-    pub(crate) fn with_field(mut self, name: &str, value: &str) -> Line {
+    pub fn with_field(mut self, name: &str, value: &str) -> Line {
         self.fields.push((name.to_owned(), value.to_owned()));
         self
     }
@@ -201,16 +204,27 @@ impl Line {
 /// Produces log batches of hosts' files to a deployment's logs topic, one Kafka
 /// message per batch, each acknowledged before the next is sent; byte offsets
 /// continue per host and dataset, as an agent's would.
-pub(crate) struct LogProducer {
+pub struct LogProducer {
     topic: String,
     producer: BaseProducer,
     offsets: BTreeMap<(String, String), u64>,
     /// Batches acknowledged so far.
-    pub(crate) sent: usize,
+    pub sent: usize,
+}
+
+impl std::fmt::Debug for LogProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogProducer")
+            .field("topic", &self.topic)
+            .field("offsets", &self.offsets)
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LogProducer {
-    pub(crate) fn new(topic: String) -> LogProducer {
+    /// A producer to `topic` that has sent nothing yet.
+    pub fn new(topic: String) -> LogProducer {
         LogProducer {
             topic,
             producer: producer(),
@@ -220,7 +234,7 @@ impl LogProducer {
     }
 
     /// Sends `lines` of `host`'s file of `dataset` as one batch.
-    pub(crate) fn send(&mut self, host: &str, dataset: &str, lines: &[Line]) {
+    pub fn send(&mut self, host: &str, dataset: &str, lines: &[Line]) {
         let offset = self
             .offsets
             .entry((host.to_owned(), dataset.to_owned()))
@@ -264,12 +278,13 @@ impl LogProducer {
     }
 }
 
-pub(crate) fn unix_nanos(time: SystemTime) -> i64 {
+/// `time` in nanoseconds since the Unix epoch.
+pub fn unix_nanos(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).unwrap().as_nanos() as i64
 }
 
 /// An RFC 3339 time of a notification, in Unix nanoseconds.
-pub(crate) fn parse_time(text: &Value) -> i64 {
+pub fn parse_time(text: &Value) -> i64 {
     let text = text.as_str().unwrap_or_default();
     chrono::DateTime::parse_from_rfc3339(text)
         .unwrap_or_else(|error| panic!("`{text}` is not RFC 3339: {error}"))
@@ -278,7 +293,7 @@ pub(crate) fn parse_time(text: &Value) -> i64 {
 }
 
 /// Every alert of every Alertmanager-format body `receiver` got, oldest first.
-pub(crate) fn notified_alerts(receiver: &WebhookReceiver) -> Vec<Value> {
+pub fn notified_alerts(receiver: &WebhookReceiver) -> Vec<Value> {
     receiver
         .bodies()
         .iter()
@@ -287,7 +302,7 @@ pub(crate) fn notified_alerts(receiver: &WebhookReceiver) -> Vec<Value> {
 }
 
 /// The notified alerts with `status` whose labels include every pair of `labels`.
-pub(crate) fn alerts_with(
+pub fn alerts_with(
     receiver: &WebhookReceiver,
     status: &str,
     labels: &[(&str, &str)],
@@ -304,11 +319,7 @@ pub(crate) fn alerts_with(
 }
 
 /// Waits for a notified alert with `status` and `labels`, and returns the first.
-pub(crate) fn wait_for_alert(
-    receiver: &WebhookReceiver,
-    status: &str,
-    labels: &[(&str, &str)],
-) -> Value {
+pub fn wait_for_alert(receiver: &WebhookReceiver, status: &str, labels: &[(&str, &str)]) -> Value {
     wait_until(
         &format!("a {status} alert with {labels:?}"),
         NOTIFICATION_DEADLINE,
@@ -318,7 +329,7 @@ pub(crate) fn wait_for_alert(
 
 /// Waits until the stage on `http_port` counted at least `at_least` of the
 /// counter `name` with labels containing `label_fragment`.
-pub(crate) fn wait_for_count(http_port: u16, name: &str, label_fragment: &str, at_least: f64) {
+pub fn wait_for_count(http_port: u16, name: &str, label_fragment: &str, at_least: f64) {
     wait_until(
         &format!("{name}{{{label_fragment}}} to reach {at_least}"),
         NOTIFICATION_DEADLINE,
@@ -327,7 +338,7 @@ pub(crate) fn wait_for_count(http_port: u16, name: &str, label_fragment: &str, a
 }
 
 /// Writes `files` (name, text) into the deployment's folder `name` and returns it.
-pub(crate) fn rules_folder(
+pub fn rules_folder(
     deployment: &Deployment,
     name: &str,
     files: &[(&str, &str)],

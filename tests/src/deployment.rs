@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 use vigil_proto::v1::{LogBatch, LogLine, LogSource, Resource};
-use vigil_tests::process::new_work_dir;
-use vigil_tests::servers::KafkaBroker;
-use vigil_tests::webhook::WebhookReceiver;
-use vigil_tests::{ChildProcess, TestServers, unique_name, vigil_binary, wait_until};
+
+use crate::process::new_work_dir;
+use crate::servers::KafkaBroker;
+use crate::webhook::WebhookReceiver;
+use crate::{ChildProcess, TestServers, unique_name, vigil_binary, wait_until};
 
 /// Partitions of every topic a test creates.
 const PARTITIONS: i32 = 3;
@@ -20,15 +21,23 @@ const PARTITIONS: i32 = 3;
 const CONSUMER_PROPERTIES: &str =
     "{session.timeout.ms: '6000', max.poll.interval.ms: '10000', heartbeat.interval.ms: '1000'}";
 
+/// What one test's Vigil deployment is made of on the shared servers.
 #[derive(Debug)]
-pub(crate) struct Deployment {
-    pub(crate) prefix: String,
-    pub(crate) etcd_prefix: String,
-    pub(crate) logs_index: String,
-    pub(crate) metrics_index: String,
-    pub(crate) alerts_index: String,
-    pub(crate) work: PathBuf,
-    pub(crate) webhook: WebhookReceiver,
+pub struct Deployment {
+    /// The unique name that starts its topics, consumer groups and indices.
+    pub prefix: String,
+    /// Where its rules and settings live in etcd.
+    pub etcd_prefix: String,
+    /// The index of its log documents.
+    pub logs_index: String,
+    /// The index of its metric documents.
+    pub metrics_index: String,
+    /// The index of its alert documents.
+    pub alerts_index: String,
+    /// Its own folder for config files and data.
+    pub work: PathBuf,
+    /// The receiver its alert stage notifies.
+    pub webhook: WebhookReceiver,
     /// Bootstrap address of the broker the deployment's topics live on: the shared
     /// one, or a test's private broker that it restarts.
     kafka_bootstrap: String,
@@ -50,20 +59,20 @@ const DERIVE_TOPICS: [&str; 2] = ["metrics.partial", "dlq.derive"];
 
 impl Deployment {
     /// Creates the topics of a new deployment named after `purpose`.
-    pub(crate) fn new(purpose: &str) -> Deployment {
+    pub fn new(purpose: &str) -> Deployment {
         let servers = TestServers::get();
         Self::on_broker(purpose, servers.kafka())
     }
 
     /// Like [`new`](Self::new), with the topics on `broker`, e.g. a private one
     /// that a fault test restarts without disturbing the other tests.
-    pub(crate) fn on_broker(purpose: &str, broker: &KafkaBroker) -> Deployment {
+    pub fn on_broker(purpose: &str, broker: &KafkaBroker) -> Deployment {
         Self::with_topics(purpose, broker, &TOPICS, PARTITIONS)
     }
 
     /// Like [`new`](Self::new), with the derive stage's topics too and
     /// `partitions` partitions in every topic.
-    pub(crate) fn with_derive(purpose: &str, partitions: i32) -> Deployment {
+    pub fn with_derive(purpose: &str, partitions: i32) -> Deployment {
         let topics: Vec<&str> = TOPICS.iter().chain(&DERIVE_TOPICS).copied().collect();
         Self::with_topics(purpose, TestServers::get().kafka(), &topics, partitions)
     }
@@ -90,7 +99,8 @@ impl Deployment {
         }
     }
 
-    pub(crate) fn topic(&self, dataset_and_kind: &str) -> String {
+    /// The full name of its topic `dataset_and_kind`, e.g. `metrics.raw`.
+    pub fn topic(&self, dataset_and_kind: &str) -> String {
         format!("{}.{dataset_and_kind}", self.prefix)
     }
 
@@ -102,12 +112,12 @@ impl Deployment {
     }
 
     /// Writes the aggregator config; `http_port` serves its `/metrics`.
-    pub(crate) fn aggregator_config(&self, name: &str, http_port: u16) -> PathBuf {
+    pub fn aggregator_config(&self, name: &str, http_port: u16) -> PathBuf {
         self.aggregator_config_for(name, http_port, &TestServers::get().elasticsearch_url())
     }
 
     /// Writes the aggregator config with the index stage writing to `elasticsearch`.
-    pub(crate) fn aggregator_config_for(
+    pub fn aggregator_config_for(
         &self,
         name: &str,
         http_port: u16,
@@ -133,7 +143,7 @@ impl Deployment {
 
     /// Writes a config for the alert stage alone, notifying the test webhook
     /// through `route` (YAML of `alert.route`, receiver `test`).
-    pub(crate) fn alert_config(&self, name: &str, http_port: u16, route: &str) -> PathBuf {
+    pub fn alert_config(&self, name: &str, http_port: u16, route: &str) -> PathBuf {
         let settings = format!(
             "  allowed_lateness: 1s\n  receivers:\n    - {{type: webhook, name: test, url: '{webhook}'}}\n  route: {route}\n",
             webhook = self.webhook.url(),
@@ -144,7 +154,7 @@ impl Deployment {
     /// Writes a config for the alert stage alone with `settings`: YAML lines of
     /// the `alert` section, indented by two spaces, other than `group` and `tick`
     /// (`allowed_lateness`, `receivers`, `route`, `inhibit_rules`, ...).
-    pub(crate) fn alert_config_with(&self, name: &str, http_port: u16, settings: &str) -> PathBuf {
+    pub fn alert_config_with(&self, name: &str, http_port: u16, settings: &str) -> PathBuf {
         let text = format!(
             "{kafka}etcd:\n  endpoints: ['{etcd}']\n  prefix: '{etcd_prefix}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
              alert:\n  group: '{prefix}-alert'\n  tick: 500ms\n{settings}",
@@ -162,7 +172,7 @@ impl Deployment {
     /// `name` is also its Kafka client id, which the broker puts at the start of
     /// the instance's member id: the range assignor hands out partitions in the
     /// order of member ids, so names decide which instance gets which partitions.
-    pub(crate) fn derive_config(&self, name: &str, http_port: u16) -> PathBuf {
+    pub fn derive_config(&self, name: &str, http_port: u16) -> PathBuf {
         let definitions = self.work.join(format!("{name}-definitions"));
         std::fs::create_dir_all(&definitions).expect("definitions folder created");
         let text = format!(
@@ -176,13 +186,7 @@ impl Deployment {
     }
 
     /// Writes an agent config tailing `log` and, if asked, polling the test snmpd.
-    pub(crate) fn agent_config(
-        &self,
-        name: &str,
-        log: &Path,
-        http_port: u16,
-        snmp: bool,
-    ) -> PathBuf {
+    pub fn agent_config(&self, name: &str, log: &Path, http_port: u16, snmp: bool) -> PathBuf {
         let snmp_section = if snmp { snmp_section() } else { String::new() };
         let text = format!(
             "resource: {{id: e2e-host, host_name: e2e-host}}\n{kafka}data_dir: '{data}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
@@ -196,7 +200,7 @@ impl Deployment {
 
     /// Writes an agent config that only polls the test snmpd (as `test-switch`,
     /// every 2 s): no logs, no host metrics.
-    pub(crate) fn snmp_agent_config(&self, name: &str, http_port: u16) -> PathBuf {
+    pub fn snmp_agent_config(&self, name: &str, http_port: u16) -> PathBuf {
         let text = format!(
             "resource: {{id: e2e-host, host_name: e2e-host}}\n{kafka}data_dir: '{data}'\nhttp:\n  listen: '127.0.0.1:{http_port}'\n\
              host_metrics: {{enabled: false}}\n{snmp}",
@@ -210,12 +214,7 @@ impl Deployment {
     /// Writes an agent config that only tails logs: one `logs` entry per item of
     /// `log_entries`, each the inside of a YAML flow mapping such as
     /// `path: '/dir/app-*.log*', read_from: beginning`; host metrics are off.
-    pub(crate) fn logs_agent_config(
-        &self,
-        name: &str,
-        log_entries: &[String],
-        http_port: u16,
-    ) -> PathBuf {
+    pub fn logs_agent_config(&self, name: &str, log_entries: &[String], http_port: u16) -> PathBuf {
         let logs: String = log_entries
             .iter()
             .map(|entry| format!("  - {{{entry}}}\n"))
@@ -236,7 +235,7 @@ impl Deployment {
     }
 
     /// Starts `vigil-agent` and waits until its tailer took its positions.
-    pub(crate) fn start_agent(&self, config: &Path, http_port: u16) -> ChildProcess {
+    pub fn start_agent(&self, config: &Path, http_port: u16) -> ChildProcess {
         let mut command = Command::new(vigil_binary("vigil-agent"));
         command
             .arg("--config")
@@ -248,7 +247,7 @@ impl Deployment {
     }
 
     /// Starts `vigil-aggregator <stage>` and waits until it is ready.
-    pub(crate) fn start_stage(&self, stage: &str, config: &Path, http_port: u16) -> ChildProcess {
+    pub fn start_stage(&self, stage: &str, config: &Path, http_port: u16) -> ChildProcess {
         let mut command = Command::new(vigil_binary("vigil-aggregator"));
         command
             .arg(stage)
@@ -261,7 +260,7 @@ impl Deployment {
     }
 
     /// Runs `vigil-aggregator rules push` of `dir` to this deployment's prefix.
-    pub(crate) fn push_rules(&self, dir: &Path) {
+    pub fn push_rules(&self, dir: &Path) {
         let output = self.aggregator_cli(&["rules", "push", path_arg(dir)]);
         assert!(
             output.status.success(),
@@ -273,7 +272,7 @@ impl Deployment {
 
     /// Runs `vigil-aggregator` with `args`, then the etcd endpoint and prefix of
     /// this deployment, and returns what it did.
-    pub(crate) fn aggregator_cli(&self, args: &[&str]) -> Output {
+    pub fn aggregator_cli(&self, args: &[&str]) -> Output {
         Command::new(vigil_binary("vigil-aggregator"))
             .args(args)
             .args(["--etcd-endpoint", &TestServers::get().etcd_endpoint()])
@@ -284,7 +283,7 @@ impl Deployment {
 }
 
 /// A path as a command-line argument; the test directories are UTF-8.
-pub(crate) fn path_arg(path: &Path) -> &str {
+pub fn path_arg(path: &Path) -> &str {
     path.to_str().expect("a UTF-8 path")
 }
 
@@ -299,7 +298,7 @@ fn snmp_section() -> String {
 }
 
 /// Waits until `/ready` of a process answers 200, failing early if it exits.
-pub(crate) fn wait_for_ready(process: &mut ChildProcess, http_port: u16) {
+fn wait_for_ready(process: &mut ChildProcess, http_port: u16) {
     let url = format!("http://127.0.0.1:{http_port}/ready");
     wait_until(
         &format!("{} to become ready", process.name()),
@@ -320,7 +319,7 @@ pub(crate) fn wait_for_ready(process: &mut ChildProcess, http_port: u16) {
 
 /// The value of a counter or gauge in a process's `/metrics`, summed over labels
 /// that contain `label_fragment`.
-pub(crate) fn metric_value(http_port: u16, name: &str, label_fragment: &str) -> f64 {
+pub fn metric_value(http_port: u16, name: &str, label_fragment: &str) -> f64 {
     let text = reqwest::blocking::get(format!("http://127.0.0.1:{http_port}/metrics"))
         .and_then(|r| r.text())
         .unwrap_or_default();
@@ -331,7 +330,7 @@ pub(crate) fn metric_value(http_port: u16, name: &str, label_fragment: &str) -> 
 }
 
 /// A valid one-line log batch, encoded, for tests that produce to Kafka directly.
-pub(crate) fn log_batch_payload(text: &str, offset: u64) -> Vec<u8> {
+pub fn log_batch_payload(text: &str, offset: u64) -> Vec<u8> {
     LogBatch {
         resource: Some(Resource {
             id: "dlq-host".into(),
