@@ -2,10 +2,13 @@
 //! `1h30m`), in the notation Prometheus uses, so intervals, timeouts, `for` and
 //! windows read the same everywhere in Vigil and as in Prometheus.
 //!
+//! Also the conversions of durations and times to the nanoseconds the wire format
+//! counts in.
+//!
 //! Units are `ms`, `s`, `m`, `h`, `d` (24h) and `w` (7d), each used at most once and
 //! from the largest to the smallest; a bare `0` is zero.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 
 /// Why a text is not a duration.
@@ -113,6 +116,12 @@ pub fn format_duration(duration: Duration) -> String {
 /// when parsed, so this never saturates for durations from rule files.
 pub fn nanos(duration: Duration) -> i64 {
     i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// Nanoseconds since the Unix epoch (0 for a time before it).
+pub fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 #[cfg(test)]

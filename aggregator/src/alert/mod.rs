@@ -19,7 +19,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use state::{Record, StateStore};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
+use vigil_runtime::duration::unix_nanos;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::{AlertEvent, LogBatch};
 use vigil_proto::view::MetricBatchView;
@@ -509,12 +510,6 @@ fn status_label(name: &str) -> &'static str {
         "ALERT_STATUS_RESOLVED" => "resolved",
         _ => "unknown",
     }
-}
-
-/// Nanoseconds since the Unix epoch.
-pub fn unix_nanos(time: SystemTime) -> i64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use vigil_proto::Payload;
 use vigil_proto::v1::{AlertState, AlertStatus};
 use vigil_runtime::{Message, Publisher};
 
-use super::unix_nanos;
+use vigil_runtime::duration::unix_nanos;
 use crate::rules::Source;
 
 /// What a record read from the state topic means to this instance.

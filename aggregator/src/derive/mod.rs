@@ -26,7 +26,6 @@ pub mod window;
 
 pub(crate) use crate::series_identity::{HashedMap, SeriesId};
 
-use crate::alert::unix_nanos;
 use crate::rule_source::RuleFilesWatch;
 use definitions::DefinitionSet;
 use engine::{Closed, Engine, EngineCounts, EngineSettings};
@@ -41,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::{MetricBatch, PartialAggregateBatch};
 use vigil_proto::view::{DerivedBatchWriter, MetricBatchView};
 use vigil_proto::{Payload, Topics};
+use vigil_runtime::duration::unix_nanos;
 use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
 
 /// Settings of the derive stage.

@@ -22,7 +22,6 @@ mod model;
 mod parse;
 mod rule_tests;
 mod template;
-mod webhook;
 
 pub use condition::Condition;
 pub use error::{RuleError, RuleErrors};
@@ -37,7 +36,6 @@ pub(crate) use parse::{Checker, from_yaml};
 pub use rule_tests::{TestFailure, TestReport, run_rule_tests};
 pub use template::Template;
 pub use vigil_runtime::duration::{DurationError, format_duration, parse_duration};
-pub use webhook::alertmanager_payload;
 
 /// The rule set of one YAML text, for tests; panics with every error.
 #[cfg(test)]
