@@ -35,7 +35,9 @@ pub enum BusError {
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("kafka client configuration: {0}")]
-    Config(String),
+    Config(#[from] crate::kafka::KafkaSettingsError),
+    #[error("the task that finds where each partition begins failed: {0}")]
+    Assign(#[from] tokio::task::JoinError),
     #[error("the in-process bus is closed")]
     Closed,
     #[error("the discard bus drops every message, so there is nothing to subscribe to")]
@@ -94,9 +96,7 @@ impl Bus {
     pub fn publisher(&self) -> Result<Publisher, BusError> {
         match self {
             Self::Kafka(settings) => {
-                let config = settings
-                    .producer_config()
-                    .map_err(|error| BusError::Config(error.to_string()))?;
+                let config = settings.producer_config()?;
                 Ok(Publisher::Kafka(config.create()?))
             }
             Self::Memory(bus) => Ok(Publisher::Memory(bus.clone())),
@@ -108,9 +108,7 @@ impl Bus {
     pub fn subscribe(&self, group: &str, topics: &[String]) -> Result<Subscription, BusError> {
         match self {
             Self::Kafka(settings) => {
-                let config = settings
-                    .consumer_config(group)
-                    .map_err(|error| BusError::Config(error.to_string()))?;
+                let config = settings.consumer_config(group)?;
                 let consumer: StreamConsumer = config.create()?;
                 let names: Vec<&str> = topics.iter().map(String::as_str).collect();
                 consumer.subscribe(&names)?;
@@ -130,16 +128,13 @@ impl Bus {
     pub async fn follow(&self, topic: &str) -> Result<Follower, BusError> {
         match self {
             Self::Kafka(settings) => {
-                let mut config = settings
-                    .consumer_config("vigil-follower")
-                    .map_err(|error| BusError::Config(error.to_string()))?;
+                let mut config = settings.consumer_config("vigil-follower")?;
                 config.set("enable.auto.commit", "false");
                 let consumer: StreamConsumer = config.create()?;
                 let topic = topic.to_owned();
                 let (consumer, behind) =
                     tokio::task::spawn_blocking(move || assign_from_beginning(consumer, &topic))
-                        .await
-                        .map_err(|error| BusError::Config(error.to_string()))??;
+                        .await??;
                 Ok(Follower::Kafka {
                     consumer: Box::new(consumer),
                     behind,

@@ -1,11 +1,27 @@
 //! Kafka client settings shared by every producer and consumer: brokers, TLS, SASL
 //! and raw librdkafka properties, with the delivery guarantees Vigil relies on.
 
-use crate::secret::SecretRef;
+use crate::secret::{SecretError, SecretRef};
 use rdkafka::ClientConfig;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+/// The SASL mechanisms librdkafka is built with here.
+const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+/// Why Kafka settings cannot be used; each names its field.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSettingsError {
+    #[error("`kafka.brokers` must list at least one broker")]
+    NoBrokers,
+    #[error("`kafka.topic_prefix`: {0}")]
+    TopicPrefix(String),
+    #[error("`kafka.sasl.mechanism` is `{0}`; use one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512")]
+    SaslMechanism(String),
+    #[error("`kafka.sasl.password`: {0}")]
+    SaslPassword(#[source] SecretError),
+}
 
 /// How to reach the Kafka cluster.
 #[derive(Debug, Clone, Deserialize)]
@@ -74,24 +90,19 @@ impl KafkaSettings {
     }
 
     /// Checks what can be checked without connecting; errors name the field.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), KafkaSettingsError> {
         if self.brokers.trim().is_empty() {
-            anyhow::bail!("`kafka.brokers` must list at least one broker");
+            return Err(KafkaSettingsError::NoBrokers);
         }
         vigil_proto::Topics::new(&self.topic_prefix)
-            .map_err(|error| anyhow::anyhow!("`kafka.topic_prefix`: {error}"))?;
+            .map_err(|error| KafkaSettingsError::TopicPrefix(error.to_string()))?;
         if let Some(sasl) = &self.sasl {
-            let known = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
-            if !known.contains(&sasl.mechanism.as_str()) {
-                anyhow::bail!(
-                    "`kafka.sasl.mechanism` is `{}`; use one of {}",
-                    sasl.mechanism,
-                    known.join(", ")
-                );
+            if !SASL_MECHANISMS.contains(&sasl.mechanism.as_str()) {
+                return Err(KafkaSettingsError::SaslMechanism(sasl.mechanism.clone()));
             }
             sasl.password
                 .resolve()
-                .map_err(|error| anyhow::anyhow!("`kafka.sasl.password`: {error}"))?;
+                .map_err(KafkaSettingsError::SaslPassword)?;
         }
         Ok(())
     }
@@ -102,7 +113,7 @@ impl KafkaSettings {
     }
 
     /// Base client configuration: brokers, security, then the extra properties.
-    pub fn client_config(&self) -> anyhow::Result<ClientConfig> {
+    pub fn client_config(&self) -> Result<ClientConfig, KafkaSettingsError> {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", &self.brokers);
         let protocol = match (&self.tls, &self.sasl) {
@@ -127,14 +138,18 @@ impl KafkaSettings {
         if let Some(sasl) = &self.sasl {
             config.set("sasl.mechanism", &sasl.mechanism);
             config.set("sasl.username", &sasl.username);
-            config.set("sasl.password", sasl.password.resolve()?);
+            let password = sasl
+                .password
+                .resolve()
+                .map_err(KafkaSettingsError::SaslPassword)?;
+            config.set("sasl.password", password);
         }
         Ok(with_properties(config, &self.properties))
     }
 
     /// Producer configuration: every acknowledged message is on all in-sync
     /// replicas and retries never duplicate or reorder (acks=all, idempotence).
-    pub fn producer_config(&self) -> anyhow::Result<ClientConfig> {
+    pub fn producer_config(&self) -> Result<ClientConfig, KafkaSettingsError> {
         let mut config = ClientConfig::new();
         config
             .set("acks", "all")
@@ -150,7 +165,7 @@ impl KafkaSettings {
 
     /// Consumer configuration for `group`: offsets are stored by the stage only
     /// after it finished with a message, and committed from the stored offsets.
-    pub fn consumer_config(&self, group: &str) -> anyhow::Result<ClientConfig> {
+    pub fn consumer_config(&self, group: &str) -> Result<ClientConfig, KafkaSettingsError> {
         let mut config = ClientConfig::new();
         config
             .set("group.id", group)

@@ -99,7 +99,7 @@ pub struct ProcessContext {
 
 impl ProcessContext {
     /// Installs the signal handlers and serves the endpoints on `listen`.
-    pub async fn start(listen: SocketAddr) -> anyhow::Result<Self> {
+    pub async fn start(listen: SocketAddr) -> Result<Self, HttpListenError> {
         let context = Self {
             metrics: SelfMetrics::default(),
             health: Health::default(),
@@ -112,9 +112,21 @@ impl ProcessContext {
             context.shutdown.clone(),
         )
         .await
-        .map_err(|error| anyhow::anyhow!("cannot serve HTTP on {listen}: {error}"))?;
+        .map_err(|source| HttpListenError {
+            address: listen,
+            source,
+        })?;
         Ok(context)
     }
+}
+
+/// The HTTP endpoints could not be served.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve HTTP on {address}: {source}")]
+pub struct HttpListenError {
+    pub address: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
 }
 
 /// Serves `/metrics`, `/health` and `/ready` on `address` until `shutdown`;

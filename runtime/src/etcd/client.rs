@@ -36,6 +36,10 @@ pub enum EtcdError {
     TlsFile { path: String, detail: String },
     #[error("etcd client: {0}")]
     Setup(String),
+    #[error("`etcd.password`: {0}")]
+    Password(#[source] crate::secret::SecretError),
+    #[error("etcd watch on {prefix} ended")]
+    WatchEnded { prefix: String },
     #[error("etcd watch on {prefix} cancelled (compacted at revision {compact_revision})")]
     WatchCancelled {
         prefix: String,

@@ -19,6 +19,17 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Why etcd settings cannot be used; each names its field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdSettingsError {
+    #[error("`etcd.endpoints` must list at least one endpoint")]
+    NoEndpoints,
+    #[error("`etcd.prefix` must start with `/`, got `{0}`")]
+    RelativePrefix(String),
+    #[error("`etcd.username` and `etcd.password` go together")]
+    UserWithoutPassword,
+}
+
 /// How to reach etcd.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,15 +76,15 @@ impl EtcdSettings {
     }
 
     /// Checks what can be checked without connecting; errors name the field.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), EtcdSettingsError> {
         if self.endpoints.is_empty() {
-            anyhow::bail!("`etcd.endpoints` must list at least one endpoint");
+            return Err(EtcdSettingsError::NoEndpoints);
         }
         if !self.prefix.starts_with('/') {
-            anyhow::bail!("`etcd.prefix` must start with `/`, got `{}`", self.prefix);
+            return Err(EtcdSettingsError::RelativePrefix(self.prefix.clone()));
         }
         if self.username.is_some() != self.password.is_some() {
-            anyhow::bail!("`etcd.username` and `etcd.password` go together");
+            return Err(EtcdSettingsError::UserWithoutPassword);
         }
         Ok(())
     }
@@ -84,9 +95,9 @@ impl EtcdSettings {
     }
 
     /// A client for these settings; authenticates first when a user is set.
-    pub async fn connect(&self) -> anyhow::Result<EtcdClient> {
+    pub async fn connect(&self) -> Result<EtcdClient, EtcdError> {
         let password = match &self.password {
-            Some(password) => Some(password.resolve()?),
+            Some(password) => Some(password.resolve().map_err(EtcdError::Password)?),
             None => None,
         };
         let credentials = self.username.as_deref().zip(password.as_deref());
@@ -100,7 +111,7 @@ impl EtcdSettings {
                 tls.identity_pem = Some(identity);
             }
         }
-        Ok(EtcdClient::connect(&self.endpoints, credentials, tls).await?)
+        EtcdClient::connect(&self.endpoints, credentials, tls).await
     }
 
     /// Reads every key under `prefix`, returning keys relative to it and the revision.
@@ -152,7 +163,7 @@ impl EtcdSettings {
         &self,
         prefix: &str,
         sender: &watch::Sender<Option<Arc<Snapshot>>>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), EtcdError> {
         let client = self.connect().await?;
         let (mut snapshot, revision) = Self::read_prefix(&client, prefix).await?;
         sender.send_replace(Some(Arc::new(snapshot.clone())));
@@ -171,17 +182,16 @@ impl EtcdSettings {
                 sender.send_replace(Some(Arc::new(snapshot.clone())));
             }
         }
-        anyhow::bail!("watch stream ended")
+        Err(EtcdError::WatchEnded {
+            prefix: prefix.to_owned(),
+        })
     }
 }
 
-fn read_tls_file(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).map_err(|error| {
-        EtcdError::TlsFile {
-            path: path.display().to_string(),
-            detail: error.to_string(),
-        }
-        .into()
+fn read_tls_file(path: &std::path::Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|error| EtcdError::TlsFile {
+        path: path.display().to_string(),
+        detail: error.to_string(),
     })
 }
 
