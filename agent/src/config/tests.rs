@@ -1,0 +1,267 @@
+//! The configuration as the agent loads it at start, from YAML: defaults, every
+//! section, and errors that name the file, line and column or the field.
+
+use super::host_metrics::default_disk_exclude;
+use super::*;
+
+const FULL: &str = r#"
+resource: {id: web-1, host_name: web-1, attributes: {site: fra1}}
+kafka: {brokers: "127.0.0.1:9092", topic_prefix: vigil}
+data_dir: /var/lib/vigil-agent
+http: {listen: "127.0.0.1:9464"}
+logs:
+  - {path: /var/log/app.log, dataset: app, partial_line_timeout: 2s, multiline: {start_pattern: '^\d{4}-'}}
+  - path: /var/log/pods/**/*.log
+    exclude: ['*.1']
+    read_from: beginning
+    ignore_older: 24h
+  - {path: /var/log/syslog}
+log_batch: {max_lines: 2000, max_bytes: 786432, flush_interval: 200ms, max_line_bytes: 65536}
+host_metrics: {enabled: true, interval: 10s, proc_root: /proc}
+snmp:
+  targets:
+    - {name: core1, address: "10.0.0.1:161", version: v2c, community: {env: PATH}, interval: 30s, timeout: 2s, retries: 1, metric_sets: [system, if]}
+    - {name: edge, address: "10.0.0.3", community: public}
+"#;
+
+#[test]
+fn a_full_configuration_loads() {
+    let config = AgentConfig::from_yaml(FULL, "agent.yaml").unwrap();
+    assert_eq!(config.resource.id, "web-1");
+    assert_eq!(config.resource.attributes["site"], "fra1");
+    assert_eq!(config.kafka.unwrap().brokers, "127.0.0.1:9092");
+    assert_eq!(config.logs[2].dataset, "generic");
+    assert_eq!(config.logs[0].partial_line_timeout, Duration::from_secs(2));
+    assert_eq!(config.logs[0].read_from, ReadFrom::End);
+    assert_eq!(config.logs[0].ignore_older, None);
+    let multiline = config.logs[0].multiline.as_ref().unwrap();
+    assert_eq!(multiline.start_pattern.as_deref(), Some(r"^\d{4}-"));
+    assert_eq!(
+        (multiline.flush_timeout, multiline.max_lines),
+        (Duration::from_secs(1), 500)
+    );
+    assert_eq!(config.logs[1].exclude, ["*.1"]);
+    assert_eq!(config.logs[1].read_from, ReadFrom::Beginning);
+    assert_eq!(
+        config.logs[1].ignore_older,
+        Some(Duration::from_secs(24 * 3600))
+    );
+    assert_eq!(config.log_batch.flush_interval, Duration::from_millis(200));
+    assert_eq!(config.snmp.targets[0].interval, Duration::from_secs(30));
+    assert_eq!(
+        config.snmp.targets[1].community,
+        Some(Community::Inline("public".into()))
+    );
+    assert_eq!(
+        config.snmp.targets[1].metric_sets,
+        [MetricSet::System, MetricSet::If]
+    );
+}
+
+#[test]
+fn an_empty_file_is_a_valid_configuration_of_defaults() {
+    let config = AgentConfig::from_yaml("{}", "agent.yaml").unwrap();
+    assert!(config.kafka.is_none());
+    assert_eq!(config.resource.id, default_host_name());
+    assert_eq!(config.log_batch, LogBatchConfig::default());
+}
+
+#[test]
+fn an_unknown_key_is_named_with_file_line_and_column() {
+    let yaml = "resource: {id: a}\ndata_dir: /tmp\ncolour: blue\n";
+    let error = AgentConfig::from_yaml(yaml, "agent.yaml").unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.starts_with("agent.yaml:3:1: unknown field `colour`, expected one of"),
+        "{text}"
+    );
+    assert!(text.contains("data_dir"), "{text}");
+
+    let nested = "snmp:\n  targets:\n    - name: a\n      address: b\n      comunity: x\n";
+    let text = AgentConfig::from_yaml(nested, "/etc/vigil/agent.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        text.starts_with("/etc/vigil/agent.yaml:5:7: unknown field `comunity`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_bad_duration_is_located_and_explained() {
+    let yaml = "log_batch:\n  flush_interval: 10x\n";
+    let text = AgentConfig::from_yaml(yaml, "agent.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(text.starts_with("agent.yaml:2:"), "{text}");
+    assert!(
+        text.contains("invalid duration `10x`: unknown unit (expected ms, s, m, h, d or w)"),
+        "{text}"
+    );
+}
+
+fn invalid(yaml: &str) -> String {
+    match AgentConfig::from_yaml(yaml, "agent.yaml").unwrap_err() {
+        ConfigError::Invalid { path, cause } => {
+            assert_eq!(path, "agent.yaml");
+            cause.to_string()
+        }
+        other => panic!("expected a validation error, got {other}"),
+    }
+}
+
+#[test]
+fn invalid_values_name_the_field() {
+    let cases = [
+        (
+            "snmp: {targets: [{name: a, address: 'h:161', community: c, interval: 500ms}]}",
+            "`snmp.targets[0].interval` must be at least 1s",
+        ),
+        (
+            "snmp: {targets: [{name: a, address: 'h:161'}]}",
+            "`snmp.targets[0].community` is required with version v2c",
+        ),
+        (
+            "snmp: {targets: [{name: a, address: h, community: c}, {name: a, address: h, community: c}]}",
+            "`snmp.targets[1].name` `a` is used by another target",
+        ),
+        (
+            "snmp: {targets: [{name: a, address: h, version: v3, v3: {user: u, auth_protocol: sha}}]}",
+            "`snmp.targets[0].v3.auth_password` is required with security_level auth_priv",
+        ),
+        (
+            "snmp: {targets: [{name: a, address: h, community: {env: VIGIL_TEST_UNSET_COMMUNITY}}]}",
+            "`snmp.targets[0].community` environment variable VIGIL_TEST_UNSET_COMMUNITY is not set",
+        ),
+        (
+            "logs: [{path: relative.log}]",
+            "`logs[0].path` must be an absolute path, not `relative.log`",
+        ),
+        (
+            "logs: [{path: /a.log}, {path: /a.log}]",
+            "`logs[1].path` repeats `logs[0].path` (`/a.log`)",
+        ),
+        (
+            "logs: [{path: '/var/log/[a.log'}]",
+            "`logs[0].path` is not a valid glob: Pattern syntax error near position 9: invalid range pattern",
+        ),
+        (
+            "logs: [{path: /a.log, multiline: {start_pattern: 'a', continuation_pattern: 'b'}}]",
+            "`logs[0].multiline` needs exactly one of `start_pattern` and `continuation_pattern`",
+        ),
+        (
+            "logs: [{path: /a.log, ignore_older: 0}]",
+            "`logs[0].ignore_older` must be longer than 0s",
+        ),
+        (
+            "log_batch: {max_bytes: 4096, max_line_bytes: 4096}",
+            "`log_batch.max_line_bytes` must be between 1 and `log_batch.max_bytes` (4096) so that one line always fits in a batch",
+        ),
+        (
+            "host_metrics: {interval: 0s}",
+            "`host_metrics.interval` must be at least 1s",
+        ),
+        (
+            "kafka: {brokers: ''}",
+            "`kafka.brokers` must list at least one broker",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_eq!(invalid(yaml), expected, "{yaml}");
+    }
+}
+
+#[test]
+fn timeouts_must_fit_in_the_interval() {
+    let yaml = "snmp: {targets: [{name: a, address: h, community: c, interval: 2s, timeout: 1500ms, retries: 1}]}";
+    assert_eq!(
+        invalid(yaml),
+        "`snmp.targets[0].timeout` times (retries + 1) is 3s, longer than the interval 2s; one poll must end before the next starts"
+    );
+}
+
+#[test]
+fn host_and_container_metrics_sections_load() {
+    let yaml = "
+host_metrics:
+  interval: 15s
+  proc_root: /host/proc
+  mount_root: /host
+  disks: {include: ['sd*', 'nvme*'], partitions: true}
+  interfaces: {exclude: [lo, 'veth*']}
+  filesystems: {exclude_types: [tmpfs]}
+container_metrics: {interval: 30s, cgroup_root: /host/sys/fs/cgroup, include: [/, '/system.slice/*.service'], max_cgroups: 500}
+";
+    let config = AgentConfig::from_yaml(yaml, "agent.yaml").unwrap();
+    let host = &config.host_metrics;
+    assert_eq!(host.mount_root, Path::new("/host"));
+    assert!(host.disks.partitions);
+    assert_eq!(host.disks.exclude, default_disk_exclude());
+    let disks = host.disks.matcher().unwrap();
+    assert!(disks.selects("sda") && disks.selects("nvme0n1") && !disks.selects("vda"));
+    let interfaces = host.interfaces.matcher().unwrap();
+    assert!(interfaces.selects("eth0") && !interfaces.selects("lo"));
+    assert!(!interfaces.selects("veth12ab"));
+    assert_eq!(host.filesystems.exclude_types, ["tmpfs"]);
+    let mounts = host.filesystems.mount_points().unwrap();
+    assert!(mounts.selects("/") && mounts.selects("/srv/data"));
+    assert!(!mounts.selects("/proc/sys/fs/binfmt_misc") && !mounts.selects("/dev"));
+    let containers = &config.container_metrics;
+    assert!(containers.enabled && containers.containers);
+    assert_eq!(containers.interval, Duration::from_secs(30));
+    assert_eq!(containers.max_cgroups, 500);
+    assert_eq!(containers.include_globs().unwrap().len(), 2);
+    assert_eq!(
+        AgentConfig::from_yaml("{}", "agent.yaml")
+            .unwrap()
+            .container_metrics,
+        ContainerMetricsConfig::default()
+    );
+}
+
+#[test]
+fn invalid_host_and_container_metrics_values_name_the_field() {
+    let cases = [
+        (
+            "host_metrics: {proc_root: proc}",
+            "`host_metrics.proc_root` must be an absolute path, not `proc`",
+        ),
+        (
+            "host_metrics: {disks: {include: ['sd[']}}",
+            "`host_metrics.disks.include[0]` is not a valid glob: Pattern syntax error near position 2: invalid range pattern",
+        ),
+        (
+            "host_metrics: {interfaces: {exclude: [lo, 'eth[']}}",
+            "`host_metrics.interfaces.exclude[1]` is not a valid glob: Pattern syntax error near position 3: invalid range pattern",
+        ),
+        (
+            "host_metrics: {filesystems: {exclude_types: [tmpfs, '']}}",
+            "`host_metrics.filesystems.exclude_types[1]` must not be empty",
+        ),
+        (
+            "container_metrics: {interval: 100ms}",
+            "`container_metrics.interval` must be at least 1s",
+        ),
+        (
+            "container_metrics: {cgroup_root: sys/fs/cgroup}",
+            "`container_metrics.cgroup_root` must be an absolute path, not `sys/fs/cgroup`",
+        ),
+        (
+            "container_metrics: {include: [/, 'docker/*']}",
+            "`container_metrics.include[1]` must start with `/` (the hierarchy's root), not `docker/*`",
+        ),
+        (
+            "container_metrics: {max_cgroups: 0}",
+            "`container_metrics.max_cgroups` must be at least 1",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_eq!(invalid(yaml), expected, "{yaml}");
+    }
+}
+
+#[test]
+fn inline_communities_are_never_printed() {
+    let community = Community::Inline("s3cret".into());
+    assert!(!format!("{community:?}").contains("s3cret"));
+}
