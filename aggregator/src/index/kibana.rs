@@ -6,7 +6,7 @@
 //! multipart upload with the `kbn-xsrf` header Kibana requires. Objects keep their
 //! ids, so importing again replaces them instead of adding copies.
 
-use super::elasticsearch::{BulkClientError, ElasticsearchAuth, HttpEndpoint, snippet};
+use super::http_client::{BulkClientError, ElasticsearchAuth, HttpEndpoint, snippet};
 use reqwest::header::CONTENT_TYPE;
 use serde::Deserialize;
 use serde_json::Value;

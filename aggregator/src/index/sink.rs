@@ -1,60 +1,10 @@
-//! Document sinks: where the index stage writes its documents, Elasticsearch in a
-//! deployment or NDJSON files in the all-in-one mode, behind one `write` so the stage
-//! code is the same for both. A sink is shared by the stage's writes in flight.
+//! What a write of the index stage's documents reports, whichever sink took them
+//! (Elasticsearch's bulk API or NDJSON files): the outcome of each document, the
+//! retries it took, and the errors of a write that did not finish. Both writers
+//! answer in these terms, and the stage reads them without knowing which wrote.
 
-use super::documents::Document;
-use super::elasticsearch::{BulkClient, ElasticsearchError};
-use super::ndjson::NdjsonSink;
-use std::fmt;
+use reqwest::StatusCode;
 use thiserror::Error;
-use tokio_util::sync::CancellationToken;
-
-/// Where documents go.
-#[derive(Debug)]
-pub enum DocumentSink {
-    Elasticsearch(BulkClient),
-    Ndjson(NdjsonSink),
-}
-
-impl DocumentSink {
-    /// Writes `documents` and reports what became of each one.
-    ///
-    /// Transient failures are retried until they succeed or `shutdown` is cancelled;
-    /// the report only holds final outcomes. Documents of an `Err` may or may not have
-    /// been written, which deterministic ids make harmless when they are sent again.
-    pub async fn write(
-        &self,
-        documents: &[Document],
-        shutdown: &CancellationToken,
-    ) -> Result<WriteReport, SinkError> {
-        match self {
-            Self::Elasticsearch(client) => client.write(documents, shutdown).await,
-            Self::Ndjson(sink) => sink.write(documents).await,
-        }
-    }
-
-    /// How many writes may usefully run at once: the client's most requests in
-    /// flight, or one for files, whose lines must keep the order of the bus.
-    pub fn max_writes_in_flight(&self) -> usize {
-        match self {
-            Self::Elasticsearch(client) => client.concurrency().settings().max.max(1),
-            Self::Ndjson(_) => 1,
-        }
-    }
-}
-
-fn last_error(error: Option<&ElasticsearchError>) -> String {
-    error.map_or_else(String::new, |error| format!("; last error: {error}"))
-}
-
-impl fmt::Display for DocumentSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Elasticsearch(client) => write!(f, "Elasticsearch at {}", client.url()),
-            Self::Ndjson(sink) => write!(f, "NDJSON files in {}", sink.dir().display()),
-        }
-    }
-}
 
 /// The final outcome of one document of a write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,5 +48,46 @@ pub enum SinkError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+}
+
+fn last_error(error: Option<&ElasticsearchError>) -> String {
+    error.map_or_else(String::new, |error| format!("; last error: {error}"))
+}
+
+/// One request to Elasticsearch that failed, as a [`SinkError`] carries it; the bulk
+/// writer judges from it whether to retry and what it says about the cluster's load.
+#[derive(Debug, Error)]
+pub enum ElasticsearchError {
+    #[error("request to Elasticsearch at {url} failed: {detail}")]
+    Transport { url: String, detail: String },
+    #[error("Elasticsearch at {url} answered {status}: {snippet}")]
+    Status {
+        url: String,
+        status: StatusCode,
+        snippet: String,
+    },
+    #[error(
+        "Elasticsearch at {url} answered {status} with a body that is not a bulk response ({reason}): {snippet}"
+    )]
+    Malformed {
+        url: String,
+        status: StatusCode,
+        reason: String,
+        snippet: String,
+    },
+    #[error("Elasticsearch at {url} answered {received} bulk items for {sent} documents")]
+    ItemCount {
+        url: String,
+        sent: usize,
+        received: usize,
+    },
+    #[error(
+        "Elasticsearch at {url} asked to retry {count} documents, the first because of {reason}"
+    )]
+    DocumentsToRetry {
+        url: String,
+        count: usize,
+        reason: String,
     },
 }
