@@ -390,7 +390,7 @@ async fn run_setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
     }
     .for_indices(&names);
     let targets = SetupTargets {
-        elasticsearch: &elasticsearch,
+        elasticsearch: elasticsearch.endpoint(),
         kibana: kibana.as_ref(),
         skip_unsupported: args.skip_unsupported,
     };

@@ -60,7 +60,7 @@ pub enum BulkClientError {
 
 /// An HTTP API (Elasticsearch's or Kibana's): its base URL, client and credentials.
 #[derive(Debug)]
-pub(crate) struct HttpEndpoint {
+pub struct HttpEndpoint {
     http: reqwest::Client,
     /// Base URL, ending in `/`.
     base_url: Url,
@@ -170,7 +170,7 @@ impl HttpEndpoint {
     }
 
     /// The base URL, ending in `/`.
-    pub(crate) fn base_url(&self) -> &Url {
+    pub fn base_url(&self) -> &Url {
         &self.base_url
     }
 

@@ -113,7 +113,7 @@ impl BulkClient {
     }
 
     /// The connection to the cluster, for requests other than bulk writes.
-    pub(crate) fn endpoint(&self) -> &HttpEndpoint {
+    pub fn endpoint(&self) -> &HttpEndpoint {
         &self.endpoint
     }
 

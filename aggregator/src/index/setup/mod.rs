@@ -26,7 +26,7 @@ mod progress;
 
 pub use dashboards::Dashboards;
 
-use super::elasticsearch::BulkClient;
+use super::http_client::HttpEndpoint;
 use super::kibana::{KibanaClient, KibanaError};
 use elasticsearch_objects::install_elasticsearch_objects;
 use kibana_import::import_saved_objects;
@@ -99,7 +99,8 @@ pub struct SetupSummary {
 /// Where setup installs.
 #[derive(Debug)]
 pub struct SetupTargets<'a> {
-    pub elasticsearch: &'a BulkClient,
+    /// The Elasticsearch cluster (`BulkClient::endpoint` of the index stage's client).
+    pub elasticsearch: &'a HttpEndpoint,
     /// `None`: Kibana is not configured and its part is left out.
     pub kibana: Option<&'a KibanaClient>,
     /// Skip lifecycle policies and data streams on servers without them.
@@ -114,9 +115,13 @@ pub async fn install(
     progress: &mut dyn Write,
 ) -> Result<SetupSummary, SetupError> {
     let mut summary = SetupSummary::default();
-    writeln!(progress, "Elasticsearch at {}", targets.elasticsearch.url())?;
+    writeln!(
+        progress,
+        "Elasticsearch at {}",
+        targets.elasticsearch.base_url()
+    )?;
     install_elasticsearch_objects(
-        targets.elasticsearch.endpoint(),
+        targets.elasticsearch,
         dashboards,
         targets.skip_unsupported,
         &mut summary,

@@ -2,8 +2,8 @@
 //! a changed file is updated, and parts a server lacks fail or are skipped.
 
 use super::*;
-use crate::index::BulkClientConfig;
 use crate::index::fake_elasticsearch::FakeElasticsearch;
+use crate::index::{BulkClient, BulkClientConfig};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -53,7 +53,7 @@ async fn run(
 ) -> (Result<SetupSummary, SetupError>, String) {
     let client = BulkClient::new(BulkClientConfig::new(url)).unwrap();
     let targets = SetupTargets {
-        elasticsearch: &client,
+        elasticsearch: client.endpoint(),
         kibana: None,
         skip_unsupported,
     };
