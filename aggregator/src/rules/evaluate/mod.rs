@@ -37,9 +37,12 @@
 mod alert;
 mod dormant;
 mod log;
+mod measure;
 mod metric;
+mod reload;
 mod series;
 mod series_pass;
+mod ticks;
 
 use super::condition::Subject;
 use super::log_filter::{LogRecord, MessagePrefilter};
@@ -48,12 +51,12 @@ pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
 use log::LogState;
-use metric::{MetricState, evaluated_on_arrival, evaluated_series_by_series, selects};
+use metric::{MetricState, evaluated_on_arrival, selects};
 use series::{
     BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries, ValueKind,
 };
 use series_pass::SeriesPass;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource};
 use vigil_proto::view::MetricBatchView;
@@ -124,36 +127,6 @@ impl RuleState {
             RuleState::Log(state) => state.resolve_all(rule, at, out),
         }
     }
-
-    /// This state, carried over from `old` to the changed rule `new` of the same
-    /// group and alert name; a fresh state when the old one cannot apply.
-    fn adopt(
-        mut self,
-        old: RuleRef<'_>,
-        new: RuleRef<'_>,
-        store: &SeriesStore,
-        at: i64,
-        out: &mut Vec<AlertEvent>,
-    ) -> Self {
-        match (&mut self, &old.rule.kind, &new.rule.kind) {
-            (RuleState::Metric(state), RuleKind::Metric(before), RuleKind::Metric(after))
-                if before.metric == after.metric =>
-            {
-                state.adopt(old, new, after, store, at, out);
-                self
-            }
-            (RuleState::Log(state), RuleKind::Log(before), RuleKind::Log(after))
-                if before.group_by == after.group_by =>
-            {
-                state.adopt(old, new, at, out);
-                self
-            }
-            _ => {
-                self.resolve_all(old, at, out);
-                RuleState::new(new.rule)
-            }
-        }
-    }
 }
 
 impl Evaluator {
@@ -195,74 +168,6 @@ impl Evaluator {
     /// The evaluator's clock: the largest event time seen, in Unix nanoseconds.
     pub fn now(&self) -> Option<i64> {
         self.clock
-    }
-
-    /// Replaces the rules (hot reload), keeping state by group and alert name:
-    /// pending timers and firing alerts of rules that stay carry over, as in
-    /// Prometheus' `CopyState`, also when the rule changed. Returns the
-    /// `RESOLVED` events of firing alerts that went away: those of removed rules,
-    /// of series a changed rule no longer selects, and those whose labels changed.
-    pub fn replace_rules(&mut self, rules: RuleSet) -> Vec<AlertEvent> {
-        let at = self.clock.unwrap_or(0);
-        let mut out = Vec::new();
-        let old_rules = std::mem::replace(&mut self.rules, rules);
-        let mut old_states: HashMap<(&str, &str), (&Rule, RuleState)> = HashMap::new();
-        let mut old_groups: HashMap<&str, (Option<i64>, Option<i64>)> = HashMap::new();
-        for (group, state) in old_rules
-            .groups
-            .iter()
-            .zip(std::mem::take(&mut self.groups))
-        {
-            old_groups.insert(&group.name, (state.last_tick, state.evaluated_to));
-            for (rule, rule_state) in group.rules.iter().zip(state.rules) {
-                old_states.insert((&group.name, &rule.alert), (rule, rule_state));
-            }
-        }
-        for group in &self.rules.groups {
-            let (last_tick, evaluated_to) =
-                old_groups.remove(group.name.as_str()).unwrap_or_default();
-            let rules = group
-                .rules
-                .iter()
-                .map(|rule| {
-                    let new = RuleRef {
-                        group: &group.name,
-                        rule,
-                        journal: &self.journal,
-                    };
-                    match old_states.remove(&(group.name.as_str(), rule.alert.as_str())) {
-                        Some((old_rule, state)) => {
-                            let old = RuleRef {
-                                group: &group.name,
-                                rule: old_rule,
-                                journal: &self.journal,
-                            };
-                            state.adopt(old, new, &self.store, at, &mut out)
-                        }
-                        None => RuleState::new(rule),
-                    }
-                })
-                .collect();
-            self.groups.push(GroupState {
-                last_tick,
-                evaluated_to,
-                rules,
-                series_pass: SeriesPass::default(),
-            });
-        }
-        // What is left belongs to removed rules, in a stable order.
-        let mut removed: Vec<_> = old_states.into_iter().collect();
-        removed.sort_by(|a, b| a.0.cmp(&b.0));
-        for ((group, _), (rule, state)) in removed {
-            let rule = RuleRef {
-                group,
-                rule,
-                journal: &self.journal,
-            };
-            state.resolve_all(rule, at, &mut out);
-        }
-        self.index();
-        out
     }
 
     /// Takes in a batch of samples; returns the events of the evaluations the
@@ -597,158 +502,6 @@ impl Evaluator {
             }
         }
         events
-    }
-
-    fn advance_clock(&mut self, time: Option<i64>) -> Vec<AlertEvent> {
-        self.clock = self.clock.max(time);
-        let mut out = Vec::new();
-        if let Some(now) = self.clock {
-            self.evaluate_until(now, &mut out);
-        }
-        self.evaluate_arrivals(&mut out);
-        // Groups are evaluated one after the other; present their events in time.
-        out.sort_by_key(|event| event.evaluated_at_unix_nano);
-        out
-    }
-
-    /// Runs every group's ticks and pending line arrivals up to `now`, in time
-    /// order within each group.
-    fn evaluate_until(&mut self, now: i64, out: &mut Vec<AlertEvent>) {
-        let mut ticked = false;
-        for (group, state) in self.rules.groups.iter().zip(&mut self.groups) {
-            let interval = nanos(group.interval).max(1);
-            let stale_after = stale_after(interval);
-            let first_tick = match state.last_tick {
-                Some(last) => (last.div_euclid(interval) + 1).saturating_mul(interval),
-                None => now.div_euclid(interval) * interval,
-            };
-            let last_tick = now.div_euclid(interval) * interval;
-            let first_tick = first_tick
-                .max(last_tick.saturating_sub((MAX_CATCH_UP_TICKS - 1).saturating_mul(interval)));
-            let ticks: BTreeSet<i64> = (0..)
-                .map_while(|n: i64| {
-                    let tick = first_tick.checked_add(n.checked_mul(interval)?)?;
-                    (tick <= last_tick).then_some(tick)
-                })
-                .collect();
-            let mut instants = ticks.clone();
-            for rule_state in &state.rules {
-                if let RuleState::Log(log) = rule_state {
-                    instants.extend(log.arrival_instants().filter(|i| *i <= now));
-                }
-            }
-            for at in instants {
-                let tick = ticks.contains(&at);
-                let mut by_series = if tick {
-                    let pass = &mut state.series_pass;
-                    pass.evaluate(
-                        group,
-                        &mut state.rules,
-                        at,
-                        stale_after,
-                        &self.store,
-                        &self.journal,
-                    )
-                } else {
-                    Vec::new()
-                }
-                .into_iter()
-                .peekable();
-                for (index, (rule, rule_state)) in
-                    group.rules.iter().zip(&mut state.rules).enumerate()
-                {
-                    let rule_ref = RuleRef {
-                        group: &group.name,
-                        rule,
-                        journal: &self.journal,
-                    };
-                    match (&rule.kind, rule_state) {
-                        (RuleKind::Metric(metric), RuleState::Metric(_))
-                            if tick && evaluated_series_by_series(metric) =>
-                        {
-                            while let Some((_, event)) =
-                                by_series.next_if(|(rule, _)| *rule == index)
-                            {
-                                out.push(event);
-                            }
-                        }
-                        (RuleKind::Metric(metric), RuleState::Metric(series)) if tick => {
-                            let (store, dormant) = (&self.store, &mut self.dormant);
-                            series.evaluate(rule_ref, metric, at, stale_after, store, dormant, out);
-                        }
-                        (RuleKind::Log(log), RuleState::Log(keys)) => {
-                            keys.evaluate(rule_ref, log, at, tick, out);
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            if let Some(tick) = ticks.last() {
-                state.last_tick = Some(*tick);
-                ticked = true;
-            }
-            state.evaluated_to = state.evaluated_to.max(Some(now));
-        }
-        if ticked {
-            self.forget_stale_series(now);
-        }
-    }
-
-    /// Evaluates the rules evaluated on arrival for the series whose newest
-    /// sample just arrived, at the sample's time, or at the group's last tick for
-    /// a sample older than that tick (the tick was evaluated without it), so that
-    /// no alert steps back in time.
-    fn evaluate_arrivals(&mut self, out: &mut Vec<AlertEvent>) {
-        let mut arrivals = std::mem::take(&mut self.arrivals);
-        for ((group, index), slot, time) in arrivals.drain(..) {
-            let (rules, state) = (&self.rules.groups[group], &mut self.groups[group]);
-            let rule = &rules.rules[index];
-            let (RuleKind::Metric(metric), RuleState::Metric(series)) =
-                (&rule.kind, &mut state.rules[index])
-            else {
-                continue;
-            };
-            let rule_ref = RuleRef {
-                group: &rules.name,
-                rule,
-                journal: &self.journal,
-            };
-            let at = state.last_tick.map_or(time, |tick| tick.max(time));
-            let stale_after = stale_after(nanos(rules.interval).max(1));
-            series.evaluate_arrival(rule_ref, metric, slot, at, stale_after, &self.store, out);
-        }
-        self.arrivals = arrivals;
-    }
-
-    /// Forgets the series that have been silent for as long as makes them stale
-    /// to every rule that selects them, unless one of those rules still holds an
-    /// alert for them (it resolves first, after `keep_firing_for`).
-    fn forget_stale_series(&mut self, now: i64) {
-        if now < self.next_stale_check {
-            return;
-        }
-        let groups = &mut self.groups;
-        let mut next_check = i64::MAX;
-        self.store.retain(|slot, series| {
-            if !series.is_stale(now) {
-                next_check = next_check.min(series.stale_at());
-                return true;
-            }
-            if series.selected_by.iter().any(|&position| {
-                metric_state(groups, position).is_some_and(|state| state.holds_alert(slot))
-            }) {
-                // Looked at again at the next tick: its alert may have resolved.
-                next_check = next_check.min(now.saturating_add(1));
-                return true;
-            }
-            for &position in &series.selected_by {
-                if let Some(state) = metric_state(groups, position) {
-                    state.forget(slot);
-                }
-            }
-            false
-        });
-        self.next_stale_check = next_check;
     }
 
     fn index(&mut self) {

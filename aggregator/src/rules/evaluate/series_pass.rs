@@ -6,7 +6,8 @@
 
 use super::RuleState;
 use super::alert::{RuleRef, StateJournal};
-use super::metric::{evaluated_on_arrival, evaluated_series_by_series, label_order, measure};
+use super::measure::measure;
+use super::metric::{evaluated_on_arrival, evaluated_series_by_series, label_order};
 use super::series::{SeriesStore, Slot};
 use crate::rules::condition::Subject;
 use crate::rules::model::{Group, RuleKind};
