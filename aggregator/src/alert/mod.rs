@@ -20,11 +20,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use state::{Record, StateStore};
 use std::time::{Duration, Instant, SystemTime};
-use vigil_runtime::duration::unix_nanos;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::{AlertEvent, LogBatch};
 use vigil_proto::view::MetricBatchView;
 use vigil_proto::{Payload, Topics};
+use vigil_runtime::duration::unix_nanos;
 use vigil_runtime::{Bus, Followed, Follower, Message, Publisher, SelfMetrics, Subscription};
 
 /// How far ahead of this host's clock data may be stamped. The evaluation clock

@@ -14,8 +14,8 @@ use vigil_proto::Payload;
 use vigil_proto::v1::{AlertState, AlertStatus};
 use vigil_runtime::{Message, Publisher};
 
-use vigil_runtime::duration::unix_nanos;
 use crate::rules::Source;
+use vigil_runtime::duration::unix_nanos;
 
 /// What a record read from the state topic means to this instance.
 #[derive(Debug)]
