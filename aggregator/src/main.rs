@@ -260,7 +260,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tracing::info!(rules = %source.describe(), "alert stage starting");
             let rules = source.watch(context.shutdown.clone())?;
             let bus = Bus::Kafka(Box::new(config.kafka.clone()));
-            let mut stage_config = config.alert_stage();
+            let mut stage_config = config.alert.stage_config();
             stage_config.silences = config
                 .etcd
                 .as_ref()
@@ -286,8 +286,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             tracing::info!(definitions = %source.describe(), "derive stage starting");
             let definitions = source.watch(context.shutdown.clone())?;
             let bus = Bus::Kafka(Box::new(config.kafka.clone()));
-            let stage =
-                DeriveStage::new(&bus, definitions, config.derive_stage(), &context.metrics)?;
+            let stage = DeriveStage::new(
+                &bus,
+                definitions,
+                config.derive.stage_config(),
+                &context.metrics,
+            )?;
             context.health.set_ready(true);
             stage.run(context.shutdown).await?;
             Ok(ExitCode::SUCCESS)
@@ -299,7 +303,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let context = ProcessContext::start(config.http.listen).await?;
             let bus = Bus::Kafka(Box::new(config.kafka.clone()));
             let stage = config
-                .index_stage(&bus, &context.metrics)
+                .index_section()
+                .map_err(anyhow::Error::from)
+                .and_then(|section| Ok(section.stage(&bus, &context.metrics)?))
                 .with_context(|| args.config.display().to_string())?;
             context.health.set_ready(true);
             stage.run(context.shutdown).await?;
@@ -345,22 +351,22 @@ async fn run_setup(args: SetupArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(AggregatorConfig::load)
         .transpose()?;
-    let section = config.as_ref().filter(|config| config.index.is_some());
+    let section = config.as_ref().and_then(|config| config.index.as_ref());
     let elasticsearch = match (&args.elasticsearch_url, section) {
         (Some(url), _) => BulkClient::new(BulkClientConfig::new(url))
             .map_err(|error| anyhow::anyhow!("--elasticsearch-url: {error}"))?,
-        (None, Some(config)) => config.bulk_client()?,
+        (None, Some(section)) => section.bulk_client()?,
         (None, None) => anyhow::bail!(
             "setup needs Elasticsearch: `--config` with an `index` section, or `--elasticsearch-url`"
         ),
     };
     let names = match section {
-        Some(config) => config.index_names()?,
+        Some(section) => section.index_names(),
         None => IndexNames::default(),
     };
     names.validate()?;
     let mut kibana = match section {
-        Some(config) => config.kibana()?,
+        Some(section) => section.kibana(),
         None => None,
     };
     if let Some(url) = args.kibana_url {

@@ -14,6 +14,25 @@ pub enum ConfigFileError {
     Parse { path: String, message: String },
 }
 
+/// A setting whose value serde accepted but the program cannot use, named by its
+/// path in the file (`index.max_documents`).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("`{field}` {problem}")]
+pub struct InvalidSetting {
+    pub field: String,
+    pub problem: String,
+}
+
+impl InvalidSetting {
+    /// `field` (without backticks) and what is wrong with it.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
 /// Reads and deserializes a YAML file; errors name the file, line and column.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
     let text = std::fs::read_to_string(path).map_err(|error| ConfigFileError::Read {

@@ -8,8 +8,11 @@
 //! the data; when the input goes quiet, wall-clock time minus the allowed lateness
 //! moves it on, so windows still close and alerts still resolve.
 
+mod config;
 pub mod notify;
 mod state;
+
+pub use config::{AlertSection, AlertSectionError};
 
 use crate::rule_source::RuleFilesWatch;
 use crate::rules::{Evaluator, RuleSet, Source};

@@ -17,6 +17,7 @@
 //! like rules; a new set that fails to load is reported and the last good one
 //! stays in force.
 
+mod config;
 pub mod counter;
 pub mod definitions;
 pub mod engine;
@@ -25,6 +26,7 @@ pub mod sketch;
 pub mod window;
 
 pub(crate) use crate::series_identity::{HashedMap, SeriesId};
+pub use config::DeriveSection;
 
 use crate::rule_source::RuleFilesWatch;
 use definitions::DefinitionSet;

@@ -18,6 +18,7 @@
 //! [`DocumentSink`] and the stage on the writers.
 
 mod concurrency;
+mod config;
 mod document_sink;
 pub mod documents;
 mod elasticsearch;
@@ -32,6 +33,9 @@ mod stage;
 mod fake_elasticsearch;
 
 pub use concurrency::{AdaptiveConcurrency, ConcurrencyMetrics, ConcurrencySettings, Signal};
+pub use config::{
+    ElasticsearchSection, IndexNamesSection, IndexSection, IndexSectionError, KibanaSection,
+};
 pub use document_sink::DocumentSink;
 pub use documents::{Document, IndexNames, InvalidIndexName, MetricStream};
 pub use elasticsearch::{BulkClient, BulkClientConfig};
