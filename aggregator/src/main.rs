@@ -18,7 +18,7 @@ use vigil_aggregator::rule_source::{self, RuleFiles, RuleSource, Section};
 use vigil_aggregator::rules;
 use vigil_runtime::Bus;
 use vigil_runtime::etcd::EtcdSettings;
-use vigil_runtime::telemetry::{LogFormat, ProcessContext, init_tracing};
+use vigil_runtime::telemetry::{LogFormat, ProcessContext, run_main};
 
 /// Vigil's stream processors: derive rates, KPIs and aggregates, evaluate alert
 /// rules, index everything into Elasticsearch, manage rules, definitions and
@@ -222,24 +222,11 @@ enum RulesCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(match cli.log_format {
+    let format = match cli.log_format {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
-    });
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: the async runtime could not start: {error}");
-            return ExitCode::FAILURE;
-        }
     };
-    match runtime.block_on(run(cli.command)) {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main(format, run(cli.command))
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {

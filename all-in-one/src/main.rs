@@ -12,7 +12,7 @@ use pipeline::AllInOneOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use vigil_runtime::telemetry::{LogFormat, ProcessContext, init_tracing};
+use vigil_runtime::telemetry::{LogFormat, ProcessContext, run_main};
 
 /// Run Vigil on this host in one process: tail logs, read host metrics, derive
 /// rates and KPIs, evaluate alert rules and write every document to NDJSON files,
@@ -51,24 +51,11 @@ enum LogFormatArg {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(match cli.log_format {
+    let format = match cli.log_format {
         LogFormatArg::Text => LogFormat::Text,
         LogFormatArg::Json => LogFormat::Json,
-    });
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("error: the async runtime could not start: {error}");
-            return ExitCode::FAILURE;
-        }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    run_main(format, async { run(cli).await.map(|()| ExitCode::SUCCESS) })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

@@ -23,6 +23,31 @@ pub enum LogFormat {
     Json,
 }
 
+/// The `main` of a command-line binary: installs tracing in `format`, starts the
+/// async runtime and runs `run` on it. An error, and an async runtime that cannot
+/// start, are printed as `error: ...` (with their causes) and exit with a failure.
+pub fn run_main<E, F>(format: LogFormat, run: F) -> std::process::ExitCode
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<std::process::ExitCode, E>>,
+{
+    init_tracing(format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: the async runtime could not start: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Installs the global tracing subscriber; the filter comes from `VIGIL_LOG`
 /// (for example `info,vigil_agent=debug`), defaulting to `info`.
 pub fn init_tracing(format: LogFormat) {
