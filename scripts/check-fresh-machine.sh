@@ -136,12 +136,16 @@ git ls-files -z --cached --others --exclude-standard |
     while IFS= read -r -d '' file; do [ -e "$file" ] && printf '%s\0' "$file"; done |
     tar --null --files-from=- -cf - | tar -xf - -C "$root/root/vigil"
 
-# A login-like environment inside the root: Rust on PATH, nothing from this machine.
-root_env=(/usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 TERM=dumb
+# A command in the root as on a machine of its own: its own PID and mount namespaces,
+# so that PID 1 and /proc/1/mounts (which the agent reads) belong to the root, not
+# to this machine, and a login-like environment: Rust on PATH, nothing from here.
+root_exec=(unshare --pid --fork --mount --propagation private chroot "$root"
+    /bin/sh -c 'mount -t proc proc /proc && exec "$@"' sh
+    /usr/bin/env -i HOME=/root USER=root LANG=C.UTF-8 TERM=dumb
     PATH=/opt/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
     CARGO_HOME=/root/.cargo)
 
-in_root() { chroot "$root" "${root_env[@]}" bash -c "cd /root/vigil && $1"; }
+in_root() { "${root_exec[@]}" bash -c "cd /root/vigil && $1"; }
 
 packages() { chroot "$root" dpkg-query -W -f '${Package}\n' | sort; }
 
@@ -159,7 +163,7 @@ log="$root/root/run.log"
 say "running bash scripts/run.sh (output in $log)"
 started=$SECONDS
 # In a session of its own, so that stopping it stops everything it started.
-setsid chroot "$root" "${root_env[@]}" bash -c \
+setsid "${root_exec[@]}" bash -c \
     "cd /root/vigil && exec bash scripts/run.sh --host-interval 2" >"$log" 2>&1 &
 run_pid=$!
 wait_for_output() {
