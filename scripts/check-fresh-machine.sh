@@ -123,6 +123,10 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
 fi
 [ ! -f /etc/pip.conf ] || cp /etc/pip.conf "$root/etc/pip.conf"
 
+# The root is a mount point of its own, as `/` is on any machine (the agent lists
+# it among the file systems it measures).
+mount --bind "$root" "$root"
+mounted+=("$root")
 mkdir -p "$root/proc" "$root/sys" "$root/dev"
 mount -t proc proc "$root/proc"
 mounted+=("$root/proc")
