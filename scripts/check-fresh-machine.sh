@@ -122,6 +122,9 @@ if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
     chroot "$root" update-ca-certificates >/dev/null 2>&1
 fi
 [ ! -f /etc/pip.conf ] || cp /etc/pip.conf "$root/etc/pip.conf"
+# What a booted Debian has and debootstrap leaves out: systemd-tmpfiles makes
+# /etc/mtab (snmpd lists file systems from it).
+ln -sfn ../proc/self/mounts "$root/etc/mtab"
 
 # The root is a mount point of its own, as `/` is on any machine (the agent lists
 # it among the file systems it measures).
