@@ -2,7 +2,7 @@
 # Installs what the end-to-end tests need on a fresh Debian 12 machine with Rust:
 # the build's prerequisites (C compiler, OpenSSL headers), etcd, net-snmp's agent and tools, the
 # Elasticsearch-API server noida-db (PyPI, in a venv) and the Kafka-compatible broker
-# tansu (crates.io, built once into a cache because it takes about 16 minutes).
+# tansu (crates.io, built once into a cache because it takes about 10 minutes).
 # Idempotent: anything already present is left alone.
 set -euo pipefail
 
@@ -59,11 +59,11 @@ else
     "$NOIDA_VENV/bin/pip" install --quiet --disable-pip-version-check "noida-db==$NOIDA_VERSION"
 fi
 
-# tansu: Kafka-compatible broker from crates.io, built once (about 16 minutes) and cached.
+# tansu: Kafka-compatible broker from crates.io, built once (about 10 minutes) and cached.
 if [ -x "$TANSU_ROOT/bin/tansu" ]; then
     say "tansu already installed at $TANSU_ROOT/bin/tansu"
 else
-    say "building tansu $TANSU_VERSION into $TANSU_ROOT (takes about 16 minutes, done once)"
+    say "building tansu $TANSU_VERSION into $TANSU_ROOT (about 10 minutes on 2 cores, done once)"
     cargo install tansu --version "$TANSU_VERSION" --locked --features libsql,dynostore --root "$TANSU_ROOT"
 fi
 
