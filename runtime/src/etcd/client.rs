@@ -150,7 +150,7 @@ impl EtcdClient {
         let response: RangeResponse = self
             .call(
                 "/v3/kv/range",
-                &json!({"key": encode(prefix), "range_end": encode_bytes(&prefix_end(prefix))}),
+                &json!({"key": encode(prefix), "range_end": encode(prefix_end(prefix))}),
             )
             .await?;
         let revision = response.header.revision;
@@ -227,7 +227,7 @@ impl EtcdClient {
                 "target": "MOD",
                 "result": "LESS",
                 "key": encode(prefix),
-                "range_end": encode_bytes(&prefix_end(prefix)),
+                "range_end": encode(prefix_end(prefix)),
                 "mod_revision": (revision + 1).to_string(),
             }],
             "success": success,
@@ -244,7 +244,7 @@ impl EtcdClient {
     ) -> Result<PrefixWatch, EtcdError> {
         let request = json!({"create_request": {
             "key": encode(prefix),
-            "range_end": encode_bytes(&prefix_end(prefix)),
+            "range_end": encode(prefix_end(prefix)),
             "start_revision": start_revision.to_string(),
         }});
         let (endpoint, response) = self.send("/v3/watch", &request, None).await?;
@@ -414,11 +414,8 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
     vec![0]
 }
 
-fn encode(text: &str) -> String {
-    BASE64.encode(text)
-}
-
-fn encode_bytes(bytes: &[u8]) -> String {
+/// Keys and values travel base64-encoded (proto3's JSON mapping of bytes).
+fn encode(bytes: impl AsRef<[u8]>) -> String {
     BASE64.encode(bytes)
 }
 
