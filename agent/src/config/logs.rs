@@ -15,6 +15,11 @@ pub struct LogFileConfig {
     /// they may not exist yet. Files are found through file-system events and a
     /// rescan every few seconds.
     pub path: PathBuf,
+    /// Whether new files are found through file-system events (inotify) as well
+    /// as by the rescan; `false` for file systems that send none or send them
+    /// wrongly (NFS, some FUSE mounts), where only the rescan finds new files.
+    #[serde(default = "default_file_events")]
+    pub file_events: bool,
     /// Globs of files not to tail although `path` matches them (rotated copies one
     /// does not want, for example). Gzip-compressed files are never read.
     #[serde(default)]
@@ -111,6 +116,7 @@ impl LogFileConfig {
     pub fn new(path: impl Into<PathBuf>, dataset: impl Into<String>) -> Self {
         Self {
             path: path.into(),
+            file_events: default_file_events(),
             exclude: Vec::new(),
             read_from: ReadFrom::default(),
             ignore_older: None,
@@ -204,6 +210,10 @@ fn default_multiline_max_lines() -> usize {
 
 fn default_partial_line_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_file_events() -> bool {
+    true
 }
 
 fn default_dataset() -> String {

@@ -15,7 +15,7 @@ logs:
     exclude: ['*.1']
     read_from: beginning
     ignore_older: 24h
-  - {path: /var/log/syslog}
+  - {path: /var/log/syslog, file_events: false}
 log_batch: {max_lines: 2000, max_bytes: 786432, flush_interval: 200ms, max_line_bytes: 65536}
 host_metrics: {enabled: true, interval: 10s, proc_root: /proc}
 snmp:
@@ -31,6 +31,14 @@ fn a_full_configuration_loads() {
     assert_eq!(config.resource.attributes["site"], "fra1");
     assert_eq!(config.kafka.unwrap().brokers, "127.0.0.1:9092");
     assert_eq!(config.logs[2].dataset, "generic");
+    assert_eq!(
+        config
+            .logs
+            .iter()
+            .map(|log| log.file_events)
+            .collect::<Vec<_>>(),
+        [true, true, false]
+    );
     assert_eq!(config.logs[0].partial_line_timeout, Duration::from_secs(2));
     assert_eq!(config.logs[0].read_from, ReadFrom::End);
     assert_eq!(config.logs[0].ignore_older, None);

@@ -43,6 +43,7 @@ struct Source {
     excludes: Vec<glob::Pattern>,
     read_from: ReadFrom,
     ignore_older: Option<std::time::Duration>,
+    file_events: bool,
 }
 
 /// Finds the files of every `logs[]` entry.
@@ -69,6 +70,7 @@ impl Discovery {
                     .collect(),
                 read_from: file.read_from,
                 ignore_older: file.ignore_older,
+                file_events: file.file_events,
             })
             .collect();
         Self {
@@ -150,10 +152,10 @@ impl Discovery {
     }
 
     /// The directories whose changes may bring new files, and whether their
-    /// subdirectories matter too.
+    /// subdirectories matter too; only of the entries with `file_events`.
     pub(crate) fn watch_roots(&self) -> Vec<(PathBuf, bool)> {
         let mut roots: Vec<(PathBuf, bool)> = Vec::new();
-        for source in &self.sources {
+        for source in self.sources.iter().filter(|source| source.file_events) {
             let root = watch_root(Path::new(&source.pattern));
             if let Some(existing) = roots.iter_mut().find(|(path, _)| *path == root.0) {
                 existing.1 |= root.1;
@@ -307,6 +309,21 @@ mod tests {
         assert_eq!(
             watch_root(Path::new("/var/log/pods/**/*.log")),
             (PathBuf::from("/var/log/pods"), true)
+        );
+    }
+
+    #[test]
+    fn entries_without_file_events_are_not_watched() {
+        let mut quiet = LogFileConfig::new("/mnt/nfs/*.log", "nfs");
+        quiet.file_events = false;
+        let files = [
+            LogFileConfig::new("/var/log/app/*.log", "app"),
+            quiet,
+            LogFileConfig::new("/var/log/app/**/*.log", "nested"),
+        ];
+        assert_eq!(
+            Discovery::new(&files).watch_roots(),
+            [(PathBuf::from("/var/log/app"), true)]
         );
     }
 }

@@ -186,10 +186,14 @@ pub(crate) fn start(
 }
 
 /// Wakes the tailer on creations and renames in the directories globs may match
-/// in; without it (too many watches, a directory missing) the rescan still
-/// finds new files, later.
+/// in (of the entries with `file_events`); without it (too many watches, a
+/// directory missing, events turned off) the rescan still finds new files, later.
 fn watch(discovery: &Discovery, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::{EventKind, RecursiveMode, Watcher, event::ModifyKind};
+    let roots = discovery.watch_roots();
+    if roots.is_empty() {
+        return None;
+    }
     let handler = move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && matches!(
@@ -208,7 +212,7 @@ fn watch(discovery: &Discovery, wake: mpsc::Sender<()>) -> Option<notify::Recomm
             return None;
         }
     };
-    for (root, recursive) in discovery.watch_roots() {
+    for (root, recursive) in roots {
         let mode = if recursive {
             RecursiveMode::Recursive
         } else {
