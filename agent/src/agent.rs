@@ -230,7 +230,11 @@ mod tests {
                 attributes: [("site".to_owned(), "fra1".to_owned())].into(),
             },
             data_dir: dir.path().join("data"),
-            logs: vec![LogFileConfig::new(&log, "app")],
+            // No inotify thread racing the paused clock; the file exists already.
+            logs: vec![LogFileConfig {
+                file_events: false,
+                ..LogFileConfig::new(&log, "app")
+            }],
             host_metrics: HostMetricsConfig {
                 enabled: true,
                 interval: Duration::from_secs(10),
