@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vigil_agent::config::MetricSet;
 use vigil_agent::{Agent, AgentConfig};
+use vigil_config::duration::format_duration;
 use vigil_runtime::Bus;
-use vigil_runtime::duration::format_duration;
 use vigil_runtime::telemetry::{LogFormat, ProcessContext, init_tracing};
 
 /// Vigil's host daemon: tails log files, reads host metrics from /proc and polls

@@ -43,7 +43,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use vigil_aggregator::alert::notify::{NotifyConfig, Receiver, Route};
 use vigil_aggregator::alert::{AlertStage, AlertStageConfig};
-use vigil_aggregator::rules::{Evaluator, RuleSet, Source};
 use vigil_proto::Payload;
 use vigil_proto::labels::label;
 use vigil_proto::v1::{
@@ -51,6 +50,7 @@ use vigil_proto::v1::{
     ValueType, sample,
 };
 use vigil_proto::view::MetricBatchView;
+use vigil_rules::{Evaluator, RuleSet, Source};
 use vigil_runtime::{Bus, SelfMetrics};
 
 const SITES: [&str; 10] = [

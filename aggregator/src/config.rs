@@ -10,7 +10,7 @@ use crate::index::IndexSection;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
-use vigil_runtime::config_file::{ConfigFileError, InvalidSetting, load_yaml};
+use vigil_config::{ConfigFileError, InvalidSetting, load_yaml};
 use vigil_runtime::etcd::{EtcdSettings, EtcdSettingsError};
 use vigil_runtime::kafka::{KafkaSettings, KafkaSettingsError};
 
@@ -119,8 +119,7 @@ mod tests {
     use std::time::Duration;
 
     fn parse(text: &str) -> Result<AggregatorConfig, AggregatorConfigError> {
-        let config: AggregatorConfig =
-            vigil_runtime::config_file::parse_yaml("aggregator.yaml", text)?;
+        let config: AggregatorConfig = vigil_config::parse_yaml("aggregator.yaml", text)?;
         config.validate()?;
         Ok(config)
     }

@@ -9,5 +9,3 @@ pub mod config;
 pub mod derive;
 pub mod index;
 pub mod rule_source;
-pub mod rules;
-pub mod series_identity;

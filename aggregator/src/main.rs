@@ -15,7 +15,6 @@ use vigil_aggregator::config::AggregatorConfig;
 use vigil_aggregator::derive::DeriveStage;
 use vigil_aggregator::derive::definitions::DefinitionSet;
 use vigil_aggregator::rule_source::{self, RuleFiles, RuleSource, Section};
-use vigil_aggregator::rules;
 use vigil_runtime::Bus;
 use vigil_runtime::etcd::EtcdSettings;
 use vigil_runtime::telemetry::{LogFormat, ProcessContext, run_main};
@@ -77,7 +76,7 @@ enum SilencesCommand {
         #[arg(long = "matcher", required = true)]
         matchers: Vec<Matcher>,
         /// How long it lasts, e.g. `2h` or `1d`.
-        #[arg(long, value_parser = rules::parse_duration)]
+        #[arg(long, value_parser = vigil_rules::parse_duration)]
         duration: std::time::Duration,
         /// When it starts (RFC 3339, e.g. `2025-03-01T22:00:00Z`); now by default.
         #[arg(long, value_parser = parse_time)]
@@ -399,7 +398,7 @@ async fn run_rules_command(command: RulesCommand) -> anyhow::Result<ExitCode> {
             Ok(report_rules_check(&dir).map_or(ExitCode::FAILURE, |_| ExitCode::SUCCESS))
         }
         RulesCommand::Test { dir } => {
-            let report = rules::run_rule_tests(&dir)?;
+            let report = vigil_rules::run_rule_tests(&dir)?;
             println!("{report}");
             Ok(if report.passed() {
                 ExitCode::SUCCESS
@@ -537,7 +536,7 @@ async fn push(etcd: &EtcdArgs, section: Section, files: &RuleFiles) -> anyhow::R
 }
 
 fn report_rules_check(dir: &Path) -> Option<RuleFiles> {
-    report_check(dir, rules::RuleSet::from_files, |rules| {
+    report_check(dir, vigil_rules::RuleSet::from_files, |rules| {
         format!("{} rules", rules.rule_count())
     })
 }
@@ -545,7 +544,7 @@ fn report_rules_check(dir: &Path) -> Option<RuleFiles> {
 /// Prints the outcome of validating the files of `dir`; the files when valid.
 fn report_check<T>(
     dir: &Path,
-    validate: impl FnOnce(&RuleFiles) -> Result<T, Vec<rules::RuleError>>,
+    validate: impl FnOnce(&RuleFiles) -> Result<T, Vec<vigil_rules::RuleError>>,
     summary: impl FnOnce(&T) -> String,
 ) -> Option<RuleFiles> {
     match rule_source::check_folder(dir, validate) {

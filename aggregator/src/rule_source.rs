@@ -7,7 +7,6 @@
 //! alert stage parses as one rule set; the source never judges the rules, so an
 //! invalid push reaches the stage, which keeps its last good set.
 
-use crate::rules::RuleError;
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use vigil_rules::RuleError;
 use vigil_runtime::etcd::{EtcdSettings, TxnWrite};
 
 /// Rule file name → YAML text.

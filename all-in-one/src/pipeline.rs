@@ -21,9 +21,9 @@ use vigil_aggregator::alert::{AlertStage, AlertStageConfig};
 use vigil_aggregator::derive::{DeriveStage, DeriveStageConfig};
 use vigil_aggregator::index::{DocumentSink, IndexNames, IndexStage, IndexStageConfig, NdjsonSink};
 use vigil_aggregator::rule_source::RuleSource;
+use vigil_config::duration::unix_nanos;
 use vigil_proto::Payload;
 use vigil_proto::v1::{MetricBatch, Sample, sample};
-use vigil_runtime::duration::unix_nanos;
 use vigil_runtime::{Bus, Health, SelfMetrics, Subscription};
 
 /// The example rules shipped in `rules/`, used when the rules folder is missing.

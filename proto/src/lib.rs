@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod labels;
+pub mod series_identity;
 pub mod topics;
 pub mod view;
 

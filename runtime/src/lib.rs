@@ -6,8 +6,6 @@
 //! code runs on a fleet and in one process.
 
 pub mod bus;
-pub mod config_file;
-pub mod duration;
 pub mod etcd;
 pub mod kafka;
 pub mod secret;

@@ -20,7 +20,7 @@ pub struct ContainerMetricsConfig {
     /// so that new containers are found and gone ones dropped.
     #[serde(
         default = "default_container_metrics_interval",
-        with = "vigil_runtime::duration"
+        with = "vigil_config::duration"
     )]
     pub interval: Duration,
     /// Where the cgroup file systems are mounted; the host's /sys/fs/cgroup mounted

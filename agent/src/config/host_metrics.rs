@@ -17,7 +17,7 @@ pub struct HostMetricsConfig {
     /// Time between two collections.
     #[serde(
         default = "default_host_metrics_interval",
-        with = "vigil_runtime::duration"
+        with = "vigil_config::duration"
     )]
     pub interval: Duration,
     /// Root of the proc filesystem; a host's /proc mounted elsewhere in a container.

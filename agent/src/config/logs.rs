@@ -39,7 +39,7 @@ pub struct LogFileConfig {
     /// with the field `log.partial`; the newline that may follow makes no line.
     #[serde(
         default = "default_partial_line_timeout",
-        with = "vigil_runtime::duration"
+        with = "vigil_config::duration"
     )]
     pub partial_line_timeout: Duration,
     /// Joins the physical lines of one event (a stack trace) into one log line.
@@ -61,7 +61,7 @@ pub struct MultilineConfig {
     /// How long an event waits for more lines before it is shipped.
     #[serde(
         default = "default_multiline_flush_timeout",
-        with = "vigil_runtime::duration"
+        with = "vigil_config::duration"
     )]
     pub flush_timeout: Duration,
     /// Most physical lines in one event; a longer one is shipped in parts.
@@ -92,7 +92,7 @@ pub struct LogBatchConfig {
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
     /// How long a batch that is not full waits for more lines before it is sent.
-    #[serde(default = "default_flush_interval", with = "vigil_runtime::duration")]
+    #[serde(default = "default_flush_interval", with = "vigil_config::duration")]
     pub flush_interval: Duration,
     /// Longest line kept; the rest of a longer line is skipped and the line is
     /// flagged `truncated`. Must be smaller than `max_bytes` so a line always fits.
@@ -197,7 +197,7 @@ impl LogBatchConfig {
 fn optional_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
-    vigil_runtime::duration::deserialize(deserializer).map(Some)
+    vigil_config::duration::deserialize(deserializer).map(Some)
 }
 
 fn default_multiline_flush_timeout() -> Duration {

@@ -70,7 +70,7 @@ pub struct AgentConfig {
     /// How long shutdown waits for in-flight batches to be acknowledged before the
     /// last checkpoint is written; lines not acknowledged by then are sent again
     /// after the restart.
-    #[serde(default = "default_shutdown_timeout", with = "vigil_runtime::duration")]
+    #[serde(default = "default_shutdown_timeout", with = "vigil_config::duration")]
     pub shutdown_timeout: Duration,
 }
 

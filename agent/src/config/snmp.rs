@@ -9,8 +9,8 @@ use serde::{Deserialize, de::value::MapAccessDeserializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
+use vigil_config::duration::format_duration;
 use vigil_runtime::SecretRef;
-use vigil_runtime::duration::format_duration;
 use vigil_runtime::etcd::EtcdSettings;
 use vigil_runtime::secret::SecretError;
 
@@ -66,10 +66,10 @@ pub struct SnmpTarget {
     #[serde(default)]
     pub v3: Option<SnmpV3Config>,
     /// Time between two polls.
-    #[serde(default = "default_snmp_interval", with = "vigil_runtime::duration")]
+    #[serde(default = "default_snmp_interval", with = "vigil_config::duration")]
     pub interval: Duration,
     /// How long one request waits for its answer.
-    #[serde(default = "default_snmp_timeout", with = "vigil_runtime::duration")]
+    #[serde(default = "default_snmp_timeout", with = "vigil_config::duration")]
     pub timeout: Duration,
     /// How often a request that timed out is sent again.
     #[serde(default = "default_snmp_retries")]

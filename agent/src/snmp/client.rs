@@ -148,7 +148,7 @@ impl SnmpClient {
             target: self.target.name.clone(),
             request: request.kind(),
             oids: request.oids(),
-            timeout: vigil_runtime::duration::format_duration(self.target.timeout),
+            timeout: vigil_config::duration::format_duration(self.target.timeout),
             attempts,
             silent_when: match self.target.version {
                 SnmpVersion::V1 | SnmpVersion::V2c => "a wrong community looks the same",

@@ -108,7 +108,7 @@ impl Scheduler {
             tracing::info!(
                 target_name = %name,
                 address = %polled.target.address,
-                interval = %vigil_runtime::duration::format_duration(polled.target.interval),
+                interval = %vigil_config::duration::format_duration(polled.target.interval),
                 "SNMP target polling"
             );
             let stop = self.shutdown.child_token();

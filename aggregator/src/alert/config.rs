@@ -7,7 +7,7 @@ use super::notify::{InhibitRule, NotifyConfig, Receiver, Route};
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
-use vigil_runtime::config_file::InvalidSetting;
+use vigil_config::InvalidSetting;
 
 /// Why the `alert` section cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,10 +29,10 @@ pub struct AlertSection {
     /// Read rules from this folder (watched) instead of etcd.
     pub rules_dir: Option<PathBuf>,
     /// How often the evaluation clock moves on when no data arrives.
-    #[serde(default = "default_tick", with = "vigil_runtime::duration")]
+    #[serde(default = "default_tick", with = "vigil_config::duration")]
     pub tick: Duration,
     /// How late data may be before wall-clock time closes its windows.
-    #[serde(default = "default_lateness", with = "vigil_runtime::duration")]
+    #[serde(default = "default_lateness", with = "vigil_config::duration")]
     pub allowed_lateness: Duration,
     /// Base URL that alerts link to (`externalURL` in webhooks).
     #[serde(default)]

@@ -15,7 +15,6 @@ mod state;
 pub use config::{AlertSection, AlertSectionError};
 
 use crate::rule_source::RuleFilesWatch;
-use crate::rules::{Evaluator, RuleSet, Source};
 use notify::{Notifier, NotifyConfig, SilenceWatch};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -24,10 +23,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use state::{Record, StateStore};
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
+use vigil_config::duration::unix_nanos;
 use vigil_proto::v1::{AlertEvent, LogBatch};
 use vigil_proto::view::MetricBatchView;
 use vigil_proto::{Payload, Topics};
-use vigil_runtime::duration::unix_nanos;
+use vigil_rules::{Evaluator, RuleSet, Source};
 use vigil_runtime::{Bus, Followed, Follower, Message, Publisher, SelfMetrics, Subscription};
 
 /// How far ahead of this host's clock data may be stamped. The evaluation clock
@@ -501,8 +501,8 @@ fn check_not_ahead(latest_unix_nano: i64, limit_unix_nano: i64) -> Result<(), St
     let ahead = Duration::from_nanos((latest_unix_nano - limit_unix_nano) as u64) + MAX_CLOCK_SKEW;
     Err(format!(
         "event time is {} ahead of this host's clock (at most {} allowed); check the sender's clock",
-        vigil_runtime::duration::format_duration(Duration::from_secs(ahead.as_secs())),
-        vigil_runtime::duration::format_duration(MAX_CLOCK_SKEW)
+        vigil_config::duration::format_duration(Duration::from_secs(ahead.as_secs())),
+        vigil_config::duration::format_duration(MAX_CLOCK_SKEW)
     ))
 }
 

@@ -14,8 +14,8 @@ use vigil_proto::Payload;
 use vigil_proto::v1::{AlertState, AlertStatus};
 use vigil_runtime::{Message, Publisher};
 
-use crate::rules::Source;
-use vigil_runtime::duration::unix_nanos;
+use vigil_config::duration::unix_nanos;
+use vigil_rules::Source;
 
 /// What a record read from the state topic means to this instance.
 #[derive(Debug)]

@@ -5,7 +5,7 @@ use super::DeriveStageConfig;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
-use vigil_runtime::config_file::InvalidSetting;
+use vigil_config::InvalidSetting;
 
 /// Settings of the `derive` stage.
 #[derive(Debug, Clone, Deserialize)]
@@ -17,16 +17,16 @@ pub struct DeriveSection {
     /// Read user definitions from this folder (watched) instead of etcd.
     pub definitions_dir: Option<PathBuf>,
     /// How late a sample may be and still count in its window.
-    #[serde(default = "default_derive_lateness", with = "vigil_runtime::duration")]
+    #[serde(default = "default_derive_lateness", with = "vigil_config::duration")]
     pub allowed_lateness: Duration,
     /// How long a group window waits for the partials of other instances.
-    #[serde(default = "default_group_wait", with = "vigil_runtime::duration")]
+    #[serde(default = "default_group_wait", with = "vigil_config::duration")]
     pub group_wait: Duration,
     /// Gaps longer than this many intervals restart a counter series.
     #[serde(default = "default_max_gap_intervals")]
     pub max_gap_intervals: u32,
     /// Interval assumed for a series before it has shown its own.
-    #[serde(default = "default_series_interval", with = "vigil_runtime::duration")]
+    #[serde(default = "default_series_interval", with = "vigil_config::duration")]
     pub default_interval: Duration,
 }
 

@@ -25,12 +25,12 @@
 //! ```
 
 use super::window::Aggregate;
-use crate::rules::{Checker, LabelMatcher, RuleError, from_yaml};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use vigil_runtime::duration::parse_duration;
+use vigil_config::duration::parse_duration;
+use vigil_rules::{Checker, LabelMatcher, RuleError, from_yaml};
 
 /// The built-in definitions, always loaded before user files.
 pub const BUILT_IN: (&str, &str) = ("built-in.yaml", include_str!("built-in.yaml"));
@@ -223,12 +223,12 @@ impl DefinitionSet {
         let sources = std::iter::once((BUILT_IN.0, BUILT_IN.1, true))
             .chain(files.iter().map(|(f, t)| (f.as_str(), t.as_str(), false)));
         for (file, text, built_in) in sources {
-            file.clone_into(&mut checker.file);
+            checker.start_file(file);
             let raw: RawFile = match from_yaml(file, text) {
                 Ok(Some(raw)) => raw,
                 Ok(None) => continue,
                 Err(error) => {
-                    checker.errors.push(error);
+                    checker.report(error);
                     continue;
                 }
             };
@@ -256,11 +256,7 @@ impl DefinitionSet {
                 }
             }
         }
-        if checker.errors.is_empty() {
-            Ok(Self { definitions })
-        } else {
-            Err(checker.errors)
-        }
+        checker.finish(Self { definitions })
     }
 
     /// How many definitions are in force.

@@ -25,8 +25,8 @@ pub mod rates;
 pub mod sketch;
 pub mod window;
 
-pub(crate) use crate::series_identity::{HashedMap, SeriesId};
 pub use config::DeriveSection;
+pub(crate) use vigil_proto::series_identity::{HashedMap, SeriesId};
 
 use crate::rule_source::RuleFilesWatch;
 use definitions::DefinitionSet;
@@ -39,10 +39,10 @@ use rates::RateSettings;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
+use vigil_config::duration::unix_nanos;
 use vigil_proto::v1::{MetricBatch, PartialAggregateBatch};
 use vigil_proto::view::{DerivedBatchWriter, MetricBatchView};
 use vigil_proto::{Payload, Topics};
-use vigil_runtime::duration::unix_nanos;
 use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
 
 /// Settings of the derive stage.
@@ -263,7 +263,7 @@ impl DeriveStage {
                     let mut watermark = self.engine.watermark();
                     if last_message.elapsed() >= self.config.tick {
                         // Quiet input: wall-clock time moves the windows on.
-                        let lateness = vigil_runtime::duration::nanos(self.config.allowed_lateness);
+                        let lateness = vigil_config::duration::nanos(self.config.allowed_lateness);
                         watermark = watermark.max(unix_nanos(SystemTime::now()) - lateness);
                     }
                     let mut closed = self.engine.advance(watermark);

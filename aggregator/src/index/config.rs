@@ -10,7 +10,7 @@ use super::{
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
-use vigil_runtime::config_file::InvalidSetting;
+use vigil_config::InvalidSetting;
 use vigil_runtime::{Bus, SecretRef, SelfMetrics};
 
 /// Why the index stage or its client could not be built from the section.
@@ -41,7 +41,7 @@ pub struct IndexSection {
     #[serde(default = "default_max_bytes")]
     pub max_bytes: usize,
     /// How long to wait for more messages before sending a partial bulk request.
-    #[serde(default = "default_linger", with = "vigil_runtime::duration")]
+    #[serde(default = "default_linger", with = "vigil_config::duration")]
     pub linger: Duration,
     /// Most `_bulk` requests in flight at once; the stage starts with one and adds
     /// more while Elasticsearch keeps up.

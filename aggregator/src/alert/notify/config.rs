@@ -138,7 +138,7 @@ mod optional_duration {
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
-        vigil_runtime::duration::deserialize(deserializer).map(Some)
+        vigil_config::duration::deserialize(deserializer).map(Some)
     }
 }
 

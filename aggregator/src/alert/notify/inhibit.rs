@@ -41,7 +41,7 @@ mod tests {
     }
 
     fn rule() -> InhibitRule {
-        vigil_runtime::config_file::parse_yaml(
+        vigil_config::parse_yaml(
             "rule.yaml",
             "source_matchers: [alertname=SiteDown]\ntarget_matchers: ['severity=~warning|page']\nequal: [site]\n",
         )

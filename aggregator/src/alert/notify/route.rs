@@ -208,7 +208,7 @@ mod tests {
     use vigil_proto::labels::label;
 
     fn tree(yaml: &str) -> RouteTree {
-        let route: Route = vigil_runtime::config_file::parse_yaml("route.yaml", yaml).unwrap();
+        let route: Route = vigil_config::parse_yaml("route.yaml", yaml).unwrap();
         RouteTree::new(Some(&route), &[])
     }
 

@@ -118,8 +118,7 @@ fn event(host: &str, status: AlertStatus) -> AlertEvent {
 /// A notifier with `receivers` (YAML list), a route to `receiver` that notifies
 /// at once, and a fast retry policy.
 fn notifier(receivers: &str, receiver: &str, metrics: &SelfMetrics) -> (Notifier, Deliveries) {
-    let receivers: Vec<Receiver> =
-        vigil_runtime::config_file::parse_yaml("receivers.yaml", receivers).unwrap();
+    let receivers: Vec<Receiver> = vigil_config::parse_yaml("receivers.yaml", receivers).unwrap();
     let config = NotifyConfig {
         receivers,
         route: Some(Route {
@@ -304,7 +303,7 @@ async fn a_client_error_is_not_retried() {
 async fn a_stuck_receiver_does_not_hold_up_another() {
     let stuck = TestServer::start(Answer::Never).await;
     let mut working = TestServer::start(Answer::Statuses(&[])).await;
-    let receivers: Vec<Receiver> = vigil_runtime::config_file::parse_yaml(
+    let receivers: Vec<Receiver> = vigil_config::parse_yaml(
         "receivers.yaml",
         &format!(
             "- {{type: webhook, name: stuck, url: '{}'}}\n- {{type: webhook, name: working, url: '{}'}}",

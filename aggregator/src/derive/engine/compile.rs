@@ -128,7 +128,7 @@ impl Engine {
                 let indexes = windows
                     .iter()
                     .map(|width| {
-                        let label = vigil_runtime::duration::format_duration(*width);
+                        let label = vigil_config::duration::format_duration(*width);
                         let windows =
                             TumblingWindows::new(*width, lateness, aggregate.needs_sketch());
                         if group_by.is_empty() {

@@ -40,7 +40,7 @@ impl Engine {
                 continue;
             };
             let close_at = partial.window_end_unix_nano
-                + vigil_runtime::duration::nanos(
+                + vigil_config::duration::nanos(
                     self.settings.allowed_lateness + self.settings.group_wait,
                 );
             if close_at <= self.watermark_unix_nano {

@@ -2,11 +2,11 @@
 //! label sets, owned copies for window outputs, and the values definitions select
 //! and group by.
 
-use crate::rules::LabelMatcher;
-use crate::series_identity;
 use vigil_proto::labels::label;
+use vigil_proto::series_identity;
 use vigil_proto::v1::{Label, Resource};
 use vigil_proto::view::{LabelView, ResourceView};
+use vigil_rules::LabelMatcher;
 
 /// A hash of `labels` (except the one named `except`), in their order.
 pub(super) fn hash_labels(
@@ -57,7 +57,7 @@ pub(super) fn selected(
 ) -> bool {
     matchers
         .iter()
-        .all(|matcher| matcher.matches(label_value(labels, resource, &matcher.name)))
+        .all(|matcher| matcher.matches(label_value(labels, resource, matcher.name())))
 }
 
 /// The value of label `name`: the sample's label, else the resource attribute,

@@ -79,7 +79,7 @@ impl Engine {
     /// Drops bookkeeping of closed windows and of series not seen for longer than a
     /// gap allows.
     pub(super) fn forget_closed(&mut self, watermark: i64, wait: i64) {
-        let lateness = vigil_runtime::duration::nanos(self.settings.allowed_lateness);
+        let lateness = vigil_config::duration::nanos(self.settings.allowed_lateness);
         for offsets in self.window_offsets.values_mut() {
             *offsets = offsets.split_off(&(watermark - lateness + 1));
         }
@@ -87,7 +87,7 @@ impl Engine {
             *offsets = offsets.split_off(&(watermark - wait + 1));
         }
         let settings = &self.settings.rates;
-        let default_interval = vigil_runtime::duration::nanos(settings.default_interval);
+        let default_interval = vigil_config::duration::nanos(settings.default_interval);
         let gap_intervals = i64::from(settings.max_gap_intervals.max(1));
         let active_from = watermark.saturating_sub(PARTITION_IDLE_NANOS);
         let slowest_active = self

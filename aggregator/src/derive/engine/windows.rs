@@ -52,7 +52,7 @@ impl Engine {
             .partition_floors
             .get(&partition)
             .map_or(i64::MIN, |(_, floor)| *floor);
-        let width = vigil_runtime::duration::nanos(width).max(1);
+        let width = vigil_config::duration::nanos(width).max(1);
         time - time.rem_euclid(width) >= floor - floor.rem_euclid(width)
     }
 
@@ -211,7 +211,7 @@ impl Engine {
         }
         closed.partials = partials.into_values().collect();
 
-        let wait = vigil_runtime::duration::nanos(
+        let wait = vigil_config::duration::nanos(
             self.settings.allowed_lateness + self.settings.group_wait,
         );
         let due: Vec<(usize, u64, i64)> = self

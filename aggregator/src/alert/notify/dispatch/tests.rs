@@ -34,9 +34,9 @@ routes:
 "#;
 
 fn start(route: &str, inhibit_rules: &str) -> Harness {
-    let route: Route = vigil_runtime::config_file::parse_yaml("route.yaml", route).unwrap();
+    let route: Route = vigil_config::parse_yaml("route.yaml", route).unwrap();
     let inhibit_rules: Vec<InhibitRule> =
-        vigil_runtime::config_file::parse_yaml("inhibit.yaml", inhibit_rules).unwrap();
+        vigil_config::parse_yaml("inhibit.yaml", inhibit_rules).unwrap();
     let mut queues = HashMap::new();
     let mut receivers = HashMap::new();
     for name in ["team", "pager"] {

@@ -1,6 +1,6 @@
-//! The identity of a metric series inside the aggregator's stages: the derive
-//! and alert stages recognise each sample's series by a 64-bit hash of its
-//! resource, name and labels, computed from the decoded batch without building
+//! The identity of a metric series inside the stages that keep state per series:
+//! derive and the rules engine recognise each sample's series by a 64-bit hash of
+//! its resource, name and labels, computed from the decoded view without building
 //! owned label lists, and keep their per-series state in maps keyed by it.
 
 use std::collections::HashMap;
@@ -9,11 +9,11 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// A map whose keys are already well-mixed 64-bit hashes (series ids, label
 /// hashes): hashing them again would only cost time on the hot path.
-pub(crate) type HashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PassThroughHasher>>;
+pub type HashedMap<K, V> = HashMap<K, V, BuildHasherDefault<PassThroughHasher>>;
 
 /// Hasher for keys that are themselves a hash: the key's `u64` is the hash.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct PassThroughHasher(u64);
+pub struct PassThroughHasher(u64);
 
 impl Hasher for PassThroughHasher {
     fn finish(&self) -> u64 {
@@ -42,13 +42,13 @@ pub struct SeriesId(pub u64);
 impl SeriesId {
     /// The series of metric `name` with labels hashed to `labels_hash`
     /// ([`hash_labels`]) on the resource hashed to `resource_hash`.
-    pub(crate) fn of(resource_hash: u64, name: &str, labels_hash: u64) -> SeriesId {
+    pub fn of(resource_hash: u64, name: &str, labels_hash: u64) -> SeriesId {
         SeriesId(resource_hash ^ labels_hash.rotate_left(23) ^ xxh3_64(name.as_bytes()))
     }
 }
 
 /// A hash of label pairs in their order, using `buffer` as scratch space.
-pub(crate) fn hash_labels<'a>(
+pub fn hash_labels<'a>(
     buffer: &mut Vec<u8>,
     labels: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> u64 {

@@ -4,9 +4,9 @@
 use super::group::DEFAULT_INTERVAL;
 use super::load_dir;
 use super::log::DEFAULT_ANY_WINDOW;
-use crate::rules::error::RuleError;
-use crate::rules::model::{Group, LogTrigger, RuleKind, RuleSet};
-use crate::rules::rule_set_for_test;
+use crate::error::RuleError;
+use crate::model::{Group, LogTrigger, RuleKind, RuleSet};
+use crate::rule_set_for_test;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

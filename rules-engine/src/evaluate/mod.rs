@@ -58,9 +58,9 @@ use series::{
 use series_pass::SeriesPass;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
+use vigil_config::duration::nanos;
 use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource};
 use vigil_proto::view::MetricBatchView;
-use vigil_runtime::duration::nanos;
 
 /// Most ticks of one group evaluated when the clock jumps; earlier ticks of the
 /// jump are skipped (their samples would be stale at the later ticks anyway).

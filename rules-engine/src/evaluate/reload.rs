@@ -6,7 +6,7 @@ use super::alert::RuleRef;
 use super::series::SeriesStore;
 use super::series_pass::SeriesPass;
 use super::{Evaluator, GroupState, RuleState};
-use crate::rules::model::{Rule, RuleKind, RuleSet};
+use crate::model::{Rule, RuleKind, RuleSet};
 use std::collections::HashMap;
 use vigil_proto::v1::AlertEvent;
 

@@ -11,12 +11,12 @@
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use super::metric::relabel;
-use crate::rules::log_filter::LogRecord;
-use crate::rules::model::{LogRule, LogTrigger, MAX_REMEMBERED_VALUES};
+use crate::log_filter::LogRecord;
+use crate::model::{LogRule, LogTrigger, MAX_REMEMBERED_VALUES};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::mem::discriminant;
+use vigil_config::duration::nanos;
 use vigil_proto::v1::AlertEvent;
-use vigil_runtime::duration::nanos;
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyState {
@@ -468,7 +468,7 @@ impl LogState {
 
 fn log_rule<'a>(rule: RuleRef<'a>) -> Option<&'a LogRule> {
     match &rule.rule.kind {
-        crate::rules::model::RuleKind::Log(log) => Some(log),
-        crate::rules::model::RuleKind::Metric(_) => None,
+        crate::model::RuleKind::Log(log) => Some(log),
+        crate::model::RuleKind::Metric(_) => None,
     }
 }

@@ -3,8 +3,8 @@
 //! over its samples before the evaluation time, as Prometheus computes them.
 
 use super::series::{Reading, ValueKind};
-use crate::rules::condition::{Subject, WindowFunction};
-use vigil_runtime::duration::nanos;
+use crate::condition::{Subject, WindowFunction};
+use vigil_config::duration::nanos;
 
 /// The value the condition compares at `at`: the latest sample, or a function of
 /// the samples in `(at - window, at]`; `None` without (fresh enough) samples.

@@ -16,7 +16,7 @@ mod raw;
 
 use super::error::RuleError;
 use super::model::{Group, RuleSet};
-pub(crate) use checker::Checker;
+pub use checker::Checker;
 use raw::RawFile;
 use serde::de::DeserializeOwned;
 use serde_saphyr::Location;
@@ -102,10 +102,7 @@ fn is_rule_file(name: &str) -> bool {
 
 /// Deserializes a YAML document, or `None` when the text holds no document at all
 /// (only blank lines and comments).
-pub(crate) fn from_yaml<T: DeserializeOwned>(
-    file: &str,
-    text: &str,
-) -> Result<Option<T>, RuleError> {
+pub fn from_yaml<T: DeserializeOwned>(file: &str, text: &str) -> Result<Option<T>, RuleError> {
     let blank = text.lines().all(|line| {
         let line = line.trim();
         line.is_empty() || line.starts_with('#')

@@ -5,8 +5,8 @@
 //! reports or the rules change, rather than for every sample.
 
 use super::alert::{BaseLabels, Source};
-use crate::series_identity::{HashedMap, SeriesId, hash_labels};
 use std::collections::BTreeMap;
+use vigil_proto::series_identity::{HashedMap, SeriesId, hash_labels};
 use vigil_proto::v1::sample;
 use xxhash_rust::xxh3::xxh3_64;
 

@@ -1,7 +1,7 @@
 //! Alert rules: the rule format kept in git (`rules/*.yaml`), its parser and
 //! validator, the event-time rules engine the `alert` stage runs over metric and
-//! log batches, the Alertmanager-compatible webhook payload, and the rule unit
-//! tests CI runs before rules are pushed to etcd.
+//! log batches, and the rule unit tests CI runs before rules are pushed to etcd.
+//! The derive stage's definition files share its parser and label matchers.
 //!
 //! ```text
 //! rules/*.yaml ─► RuleSet::from_files / load_dir ─► Evaluator ◄─ MetricBatch, LogBatch
@@ -32,10 +32,10 @@ pub use model::{
     MAX_REMEMBERED_VALUES, MetricRule, Rule, RuleKind, RuleSet,
 };
 pub use parse::load_dir;
-pub(crate) use parse::{Checker, from_yaml};
+pub use parse::{Checker, from_yaml};
 pub use rule_tests::{TestFailure, TestReport, run_rule_tests};
 pub use template::Template;
-pub use vigil_runtime::duration::{DurationError, format_duration, parse_duration};
+pub use vigil_config::duration::{DurationError, format_duration, parse_duration};
 
 /// The rule set of one YAML text, for tests; panics with every error.
 #[cfg(test)]

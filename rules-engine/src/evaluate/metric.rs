@@ -8,12 +8,12 @@ use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use super::dormant::Dormant;
 use super::measure::{measure, readings_until};
 use super::series::{SeriesStore, Slot, StoredSeries, label_value};
-use crate::rules::condition::Subject;
-use crate::rules::model::{Aggregation, LabelTest, MetricRule, RuleKind};
+use crate::condition::Subject;
+use crate::model::{Aggregation, LabelTest, MetricRule, RuleKind};
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use vigil_config::duration::nanos;
 use vigil_proto::v1::{AlertEvent, Label};
-use vigil_runtime::duration::nanos;
 
 /// The series one metric rule selects and their alerts.
 #[derive(Debug, Default)]

@@ -2,7 +2,7 @@
 //! `rules/` at the repository root.
 
 use super::*;
-use crate::rules::load_dir;
+use crate::load_dir;
 
 fn repo_rules() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules")

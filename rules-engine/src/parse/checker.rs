@@ -3,32 +3,52 @@
 //! problem's location, and the checks of fields several kinds of rule share:
 //! durations, labels, annotations and label matchers.
 
-use crate::rules::error::RuleError;
-use crate::rules::log_filter::compile_regex;
-use crate::rules::model::{LabelMatcher, LabelTest};
-use crate::rules::template::Template;
+use crate::error::RuleError;
+use crate::log_filter::compile_regex;
+use crate::model::{LabelMatcher, LabelTest};
+use crate::template::Template;
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use vigil_runtime::duration::parse_duration;
+use vigil_config::duration::parse_duration;
 
 /// Validation of one file's raw structs, collecting errors instead of stopping at
 /// the first.
 #[derive(Debug, Default)]
-pub(crate) struct Checker {
+pub struct Checker {
     pub(crate) file: String,
     pub(crate) errors: Vec<RuleError>,
 }
 
 impl Checker {
-    pub(crate) fn fail<T>(&mut self, location: Location, message: impl Into<String>) -> Option<T> {
+    /// Locates the errors reported from now on in `file`.
+    pub fn start_file(&mut self, file: &str) {
+        file.clone_into(&mut self.file);
+    }
+
+    /// Adds an error found elsewhere (a file that does not parse).
+    pub fn report(&mut self, error: RuleError) {
+        self.errors.push(error);
+    }
+
+    /// `value` if nothing was reported, otherwise every error.
+    pub fn finish<T>(self, value: T) -> Result<T, Vec<RuleError>> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(self.errors)
+        }
+    }
+
+    /// Reports `message` at `location`; `None`, for the value that is not built.
+    pub fn fail<T>(&mut self, location: Location, message: impl Into<String>) -> Option<T> {
         self.errors
             .push(RuleError::at(&self.file, location, message));
         None
     }
 
     /// A duration field, or `default` when absent.
-    pub(crate) fn duration(
+    pub fn duration(
         &mut self,
         context: &str,
         field: &str,
@@ -102,7 +122,7 @@ impl Checker {
 
     /// Label conditions as written under `match:`: `value`, `"!=value"`,
     /// `"=~regex"`, `"!~regex"` (regexes anchored, as in Prometheus).
-    pub(crate) fn label_matchers(
+    pub fn label_matchers(
         &mut self,
         context: &str,
         matchers: Option<Spanned<BTreeMap<String, Spanned<String>>>>,

@@ -2,8 +2,8 @@
 //! `aggregate`) into the [`MetricRule`] the evaluator selects series with.
 
 use super::checker::{Checker, is_label_name};
-use crate::rules::condition::Condition;
-use crate::rules::model::{AggregateFunction, Aggregation, MetricRule};
+use crate::condition::Condition;
+use crate::model::{AggregateFunction, Aggregation, MetricRule};
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
 

@@ -44,11 +44,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
+use vigil_config::duration::{format_duration, nanos};
 use vigil_proto::labels::label;
 use vigil_proto::v1::{
     AlertStatus, LogBatch, LogLine, LogSource, MetricBatch, MetricKind, Resource, Sample, sample,
 };
-use vigil_runtime::duration::{format_duration, nanos};
 
 /// Step between input values when a test does not set `interval`.
 const DEFAULT_STEP: Duration = Duration::from_secs(60);

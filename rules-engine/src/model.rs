@@ -9,7 +9,7 @@ use regex::Regex;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
-use vigil_runtime::duration::format_duration;
+use vigil_config::duration::format_duration;
 
 /// All rule groups of all rule files, in file-name order then file order.
 #[derive(Debug, Clone, Default)]
@@ -313,7 +313,13 @@ pub(crate) enum LabelTest {
 }
 
 impl LabelMatcher {
-    pub(crate) fn matches(&self, value: &str) -> bool {
+    /// The label it tests.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether `value` (empty for a missing label) passes.
+    pub fn matches(&self, value: &str) -> bool {
         match &self.test {
             LabelTest::Equal(expected) => value == expected,
             LabelTest::NotEqual(expected) => value != expected,

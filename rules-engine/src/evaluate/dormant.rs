@@ -6,11 +6,11 @@
 //! series would have gone stale.
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, StateJournal, fingerprint};
-use crate::rules::model::RuleSet;
+use crate::model::RuleSet;
 use std::collections::HashMap;
 use std::time::Duration;
+use vigil_config::duration::nanos;
 use vigil_proto::v1::{AlertEvent, AlertState, AlertStatus};
-use vigil_runtime::duration::nanos;
 
 /// Restored alerts not yet resumed, by fingerprint.
 #[derive(Debug, Default)]
@@ -162,7 +162,7 @@ fn gone_after(rules: &RuleSet, state: &AlertState) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::super::{Evaluator, Source};
-    use crate::rules::rule_set_for_test;
+    use crate::rule_set_for_test;
     use std::collections::HashMap;
     use vigil_proto::labels::find;
     use vigil_proto::v1::{

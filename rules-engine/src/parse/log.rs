@@ -3,8 +3,8 @@
 
 use super::checker::Checker;
 use super::raw::{RawCardinality, RawLogs, RawNewValue, RawSpike, RawThreshold, RawTrigger};
-use crate::rules::log_filter::{FilterError, LogField, LogFilter};
-use crate::rules::model::{LogRule, LogTrigger, MAX_REMEMBERED_VALUES};
+use crate::log_filter::{FilterError, LogField, LogFilter};
+use crate::model::{LogRule, LogTrigger, MAX_REMEMBERED_VALUES};
 use serde_saphyr::{Location, Spanned};
 use std::time::Duration;
 

@@ -9,8 +9,8 @@ use super::alert::{RuleRef, StateJournal};
 use super::measure::measure;
 use super::metric::{evaluated_on_arrival, evaluated_series_by_series, label_order};
 use super::series::{SeriesStore, Slot};
-use crate::rules::condition::Subject;
-use crate::rules::model::{Group, RuleKind};
+use crate::condition::Subject;
+use crate::model::{Group, RuleKind};
 use vigil_proto::v1::AlertEvent;
 
 /// The order a group's series pass visits its rules' series in, kept until the

@@ -2,7 +2,7 @@
 //! a model-based property test of the events receivers rely on.
 
 use super::*;
-use crate::rules::rule_set_for_test;
+use crate::rule_set_for_test;
 use proptest::prelude::*;
 use vigil_proto::labels::{ContentId, find, label};
 use vigil_proto::v1::{AlertStatus, LogLine, Sample, sample};
@@ -711,7 +711,7 @@ fn log_new_value_judges_a_late_line_at_its_event_time() {
 fn log_new_value_memory_is_bounded_per_key() {
     let yaml = NEW_USER.replace("lookback: 10m", "lookback: 1w");
     let mut evaluator = Evaluator::new(rule_set_for_test(&yaml));
-    let values: Vec<String> = (0..crate::rules::MAX_REMEMBERED_VALUES)
+    let values: Vec<String> = (0..crate::MAX_REMEMBERED_VALUES)
         .map(|n| format!("user-{n}"))
         .collect();
     let lines: Vec<(i64, &str)> = values.iter().map(|v| (0, v.as_str())).collect();

@@ -10,7 +10,7 @@
 use super::lexer::{Cursor, SyntaxError, Token};
 use std::fmt;
 use std::time::Duration;
-use vigil_runtime::duration::{format_duration, parse_duration};
+use vigil_config::duration::{format_duration, parse_duration};
 
 /// A parsed condition of a metric rule.
 #[derive(Debug, Clone)]

@@ -2,11 +2,11 @@
 //! inactive -> pending -> firing -> resolved, driven by evaluations in event time,
 //! and the `AlertEvent`s it emits for the alerts topic and the pagers.
 
-use crate::rules::model::Rule;
+use crate::model::Rule;
 use std::sync::{Arc, Mutex};
+use vigil_config::duration::nanos;
 use vigil_proto::labels::{ContentId, label};
 use vigil_proto::v1::{AlertEvent, AlertState, AlertStatus, Label};
-use vigil_runtime::duration::nanos;
 
 /// Labels of a series or log group key, sorted by name: the identity of one alert
 /// of a rule.

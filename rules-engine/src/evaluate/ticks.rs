@@ -5,10 +5,10 @@
 use super::alert::RuleRef;
 use super::metric::evaluated_series_by_series;
 use super::{Evaluator, MAX_CATCH_UP_TICKS, RuleState, metric_state, stale_after};
-use crate::rules::model::RuleKind;
+use crate::model::RuleKind;
 use std::collections::BTreeSet;
+use vigil_config::duration::nanos;
 use vigil_proto::v1::AlertEvent;
-use vigil_runtime::duration::nanos;
 
 impl Evaluator {
     pub(super) fn advance_clock(&mut self, time: Option<i64>) -> Vec<AlertEvent> {

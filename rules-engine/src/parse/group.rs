@@ -4,7 +4,7 @@
 
 use super::checker::Checker;
 use super::raw::{RawGroup, RawRule, RawTrigger};
-use crate::rules::model::{Group, MetricRule, Rule, RuleKind};
+use crate::model::{Group, MetricRule, Rule, RuleKind};
 use serde_saphyr::{Location, Spanned};
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -33,7 +33,7 @@ const UNITS: [(&str, u64); 6] = [
 /// longer could not be added to one.
 const MAX_MILLIS: u64 = i64::MAX as u64 / 1_000_000;
 
-/// Serde adapter for duration fields: `#[serde(with = "vigil_runtime::duration")]`.
+/// Serde adapter for duration fields: `#[serde(with = "vigil_config::duration")]`.
 pub fn deserialize<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Duration, D::Error> {
