@@ -15,7 +15,28 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vigil_rules::RuleError;
-use vigil_runtime::etcd::{EtcdSettings, TxnWrite};
+use vigil_runtime::etcd::{EtcdError, EtcdSettings, TxnWrite};
+
+/// Why rule files could not be watched, read or pushed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleSourceError {
+    #[error("rules folder {folder}: {source}")]
+    Folder {
+        folder: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rules folder {folder}: file-system events unavailable: {source}")]
+    Watch {
+        folder: String,
+        #[source]
+        source: notify::Error,
+    },
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("files under {prefix} changed during the push; run it again")]
+    ChangedDuringPush { prefix: String },
+}
 
 /// Rule file name → YAML text.
 pub type RuleFiles = BTreeMap<String, String>;
@@ -53,7 +74,7 @@ pub enum RuleSource {
 
 impl RuleSource {
     /// Starts watching; the receiver sees every new set of files until `shutdown`.
-    pub fn watch(&self, shutdown: CancellationToken) -> anyhow::Result<RuleFilesWatch> {
+    pub fn watch(&self, shutdown: CancellationToken) -> Result<RuleFilesWatch, RuleSourceError> {
         match self {
             Self::Etcd(settings, section) => {
                 Ok(settings.watch_prefix(settings.key_prefix(section.key()), shutdown))
@@ -103,17 +124,29 @@ pub fn read_folder(dir: &Path) -> std::io::Result<RuleFiles> {
     Ok(files)
 }
 
-fn watch_folder(dir: PathBuf, shutdown: CancellationToken) -> anyhow::Result<RuleFilesWatch> {
+fn watch_folder(
+    dir: PathBuf,
+    shutdown: CancellationToken,
+) -> Result<RuleFilesWatch, RuleSourceError> {
     let (changed_sender, mut changed) = tokio::sync::mpsc::channel::<()>(1);
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
             // A full channel already means "re-read"; dropping the extra is fine.
             let _ = changed_sender.try_send(());
         }
+    })
+    .and_then(|mut watcher| {
+        watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+        Ok(watcher)
+    })
+    .map_err(|source| RuleSourceError::Watch {
+        folder: dir.display().to_string(),
+        source,
     })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
-    let initial = read_folder(&dir)
-        .map_err(|error| anyhow::anyhow!("rules folder {}: {error}", dir.display()))?;
+    let initial = read_folder(&dir).map_err(|source| RuleSourceError::Folder {
+        folder: dir.display().to_string(),
+        source,
+    })?;
     let (sender, receiver) = watch::channel(Some(Arc::new(initial)));
     tokio::spawn(async move {
         let _watcher = watcher;
@@ -163,7 +196,7 @@ pub async fn push_to_etcd(
     settings: &EtcdSettings,
     section: Section,
     files: &RuleFiles,
-) -> anyhow::Result<Vec<FileChange>> {
+) -> Result<Vec<FileChange>, RuleSourceError> {
     let prefix = settings.key_prefix(section.key());
     let client = settings.connect().await?;
     let (current, revision) = EtcdSettings::read_prefix(&client, &prefix).await?;
@@ -189,7 +222,7 @@ pub async fn push_to_etcd(
         .write_if_prefix_unchanged(&prefix, revision, &writes)
         .await?
     {
-        anyhow::bail!("files under {prefix} changed during the push; run it again");
+        return Err(RuleSourceError::ChangedDuringPush { prefix });
     }
     Ok(changes)
 }
@@ -198,7 +231,7 @@ pub async fn push_to_etcd(
 pub async fn read_from_etcd(
     settings: &EtcdSettings,
     section: Section,
-) -> anyhow::Result<RuleFiles> {
+) -> Result<RuleFiles, RuleSourceError> {
     let prefix = settings.key_prefix(section.key());
     let client = settings.connect().await?;
     let (current, _) = EtcdSettings::read_prefix(&client, &prefix).await?;
@@ -357,5 +390,17 @@ mod tests {
         };
         assert_eq!(second.keys().collect::<Vec<_>>(), ["a.yaml", "b.yaml"]);
         shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_missing_folder_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("rules");
+        let error = RuleSource::Folder(missing.clone())
+            .watch(CancellationToken::new())
+            .unwrap_err()
+            .to_string();
+        let expected = format!("rules folder {}: ", missing.display());
+        assert!(error.starts_with(&expected), "{error}");
     }
 }
