@@ -10,7 +10,7 @@ use crate::index::IndexSection;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
-use vigil_config::{ConfigFileError, InvalidSetting, load_yaml};
+use vigil_config::{ConfigFileError, InvalidSetting, parse_yaml, read_text, setting_place};
 use vigil_runtime::etcd::{EtcdSettings, EtcdSettingsError};
 use vigil_runtime::kafka::{KafkaSettings, KafkaSettingsError};
 
@@ -61,9 +61,11 @@ fn default_listen() -> SocketAddr {
 pub enum AggregatorConfigError {
     #[error(transparent)]
     File(#[from] ConfigFileError),
-    #[error("{path}: {reason}")]
+    /// A value that parsed but cannot be used, at `file:line:column` of the
+    /// setting it names (or the file alone when that setting is not written).
+    #[error("{place}: {reason}")]
     Invalid {
-        path: String,
+        place: String,
         reason: Box<AggregatorConfigError>,
     },
     #[error(transparent)]
@@ -81,11 +83,17 @@ pub enum AggregatorConfigError {
 impl AggregatorConfig {
     /// Loads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, AggregatorConfigError> {
-        let config: Self = load_yaml(path)?;
+        Self::from_yaml(&path.display().to_string(), &read_text(path)?)
+    }
+
+    /// Parses and validates `text`, read from `origin`; every error names
+    /// `origin` and, where the YAML says it, the line and column.
+    pub fn from_yaml(origin: &str, text: &str) -> Result<Self, AggregatorConfigError> {
+        let config: Self = parse_yaml(origin, text)?;
         config
             .validate()
             .map_err(|reason| AggregatorConfigError::Invalid {
-                path: path.display().to_string(),
+                place: setting_place(origin, text, &reason.to_string()),
                 reason: Box::new(reason),
             })?;
         Ok(config)
@@ -119,9 +127,7 @@ mod tests {
     use std::time::Duration;
 
     fn parse(text: &str) -> Result<AggregatorConfig, AggregatorConfigError> {
-        let config: AggregatorConfig = vigil_config::parse_yaml("aggregator.yaml", text)?;
-        config.validate()?;
-        Ok(config)
+        AggregatorConfig::from_yaml("aggregator.yaml", text)
     }
 
     #[test]
@@ -185,7 +191,7 @@ alert:
     }
 
     #[test]
-    fn malformed_notification_settings_name_the_field() {
+    fn malformed_notification_settings_name_the_field_at_its_line() {
         let error = |alert: &str| {
             parse(&format!("kafka: {{brokers: 'k:9092'}}\nalert:\n{alert}"))
                 .unwrap_err()
@@ -197,21 +203,21 @@ alert:
             error(&format!(
                 "{receivers}  route:\n    receiver: a\n    routes:\n      - {{receiver: b}}\n      - {{receiver: x}}\n"
             )),
-            "`alert.route.routes[1].receiver` names no receiver `x`"
+            "aggregator.yaml:10:20: `alert.route.routes[1].receiver` names no receiver `x`"
         );
         assert_eq!(
             error(&format!("{receivers}  route: {{group_by: [alertname]}}\n")),
-            "`alert.route.receiver` is required"
+            "aggregator.yaml:6:10: `alert.route.receiver` is required"
         );
         assert_eq!(
             error(&format!(
                 "{receivers}  route: {{receiver: a, routes: [{{group_interval: 0s}}]}}\n"
             )),
-            "`alert.route.routes[0].group_interval` must be positive"
+            "aggregator.yaml:6:50: `alert.route.routes[0].group_interval` must be positive"
         );
         assert_eq!(
             error("  receivers:\n    - {type: console}\n    - {type: console}\n"),
-            "`alert.receivers[1].name` repeats the receiver name `console`"
+            "aggregator.yaml:5:7: `alert.receivers[1].name` repeats the receiver name `console`"
         );
         assert_eq!(
             error(&format!(
@@ -222,21 +228,27 @@ alert:
     }
 
     #[test]
-    fn invalid_values_name_the_field() {
+    fn invalid_values_name_the_field_at_its_line() {
         let error = parse(
             "kafka: {brokers: 'k:9092'}\nalert:\n  receivers:\n    - {type: webhook, name: x, url: 'not a url'}\n",
         )
         .unwrap_err()
         .to_string();
-        assert_eq!(error, "`alert.receivers[0].url` is not a URL: `not a url`");
+        assert_eq!(
+            error,
+            "aggregator.yaml:4:37: `alert.receivers[0].url` is not a URL: `not a url`"
+        );
         let error = parse("kafka: {brokers: 'k:9092'}\nalert: {tick: 0s}\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(error, "`alert.tick` must be positive");
+        assert_eq!(error, "aggregator.yaml:2:15: `alert.tick` must be positive");
         let error = parse("kafka: {brokers: 'k:9092'}\nderive: {max_gap_intervals: 0}\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(error, "`derive.max_gap_intervals` must be at least 1");
+        assert_eq!(
+            error,
+            "aggregator.yaml:2:29: `derive.max_gap_intervals` must be at least 1"
+        );
         let error = parse("kafka: {brokers: 'k:9092'}\nderive: {allowed_lateness: soon}\n")
             .unwrap_err()
             .to_string();

@@ -35,11 +35,25 @@ impl InvalidSetting {
 
 /// Reads and deserializes a YAML file; errors name the file, line and column.
 pub fn load_yaml<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigFileError> {
-    let text = std::fs::read_to_string(path).map_err(|error| ConfigFileError::Read {
+    parse_yaml(&path.display().to_string(), &read_text(path)?)
+}
+
+/// The text of a configuration file; the error names it.
+pub fn read_text(path: &Path) -> Result<String, ConfigFileError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigFileError::Read {
         path: path.display().to_string(),
         reason: error.to_string(),
-    })?;
-    parse_yaml(&path.display().to_string(), &text)
+    })
+}
+
+/// `origin:line:column` of the setting `message` names first (see
+/// [`crate::locate_setting_of`]), or `origin` alone when it is not written in `text`:
+/// what a refused value's message is prefixed with.
+pub fn setting_place(origin: &str, text: &str, message: &str) -> String {
+    match crate::locate_setting_of(text, message) {
+        Some(position) => format!("{origin}:{position}"),
+        None => origin.to_owned(),
+    }
 }
 
 /// Deserializes YAML text that came from `origin` (a file name, an etcd key).
