@@ -10,7 +10,5 @@ pub mod duration;
 mod file;
 mod locate;
 
-pub use file::{
-    ConfigFileError, InvalidSetting, load_yaml, parse_yaml, read_text, setting_place,
-};
+pub use file::{ConfigFileError, InvalidSetting, load_yaml, parse_yaml, read_text, setting_place};
 pub use locate::{Position, locate, locate_setting_of};
