@@ -3,10 +3,14 @@
 //!
 //! Protobuf is lenient (unknown fields are skipped), so bytes that are not a Vigil
 //! batch can decode "successfully" into an empty message. Decoding therefore also
-//! checks the invariants every producer guarantees, so that garbage is told apart
-//! from data and sent to the dead-letter topic instead of being half-processed.
+//! checks the invariants every producer guarantees (see [`crate::limits`]), so that
+//! garbage is told apart from data and sent to the dead-letter topic instead of
+//! being half-processed, and no value a stage computes with can crash it.
 
-use crate::v1::{AlertEvent, AlertState, LogBatch, MetricBatch, PartialAggregateBatch, sample};
+use crate::limits::{self, Unset};
+use crate::v1::{
+    AlertEvent, AlertState, Label, LogBatch, MetricBatch, PartialAggregate, PartialAggregateBatch,
+};
 use prost::Message;
 use thiserror::Error;
 
@@ -64,32 +68,18 @@ impl Payload for MetricBatch {
 
     fn check(&self) -> Result<(), String> {
         let resource = self.resource.as_ref().ok_or("missing resource")?;
-        if resource.id.is_empty() {
-            return Err("empty resource id".into());
-        }
+        limits::resource(&resource.id, names(&resource.attributes))?;
         if self.samples.is_empty() {
             return Err("no samples".into());
         }
         for (index, sample) in self.samples.iter().enumerate() {
-            if sample.name.is_empty() {
-                return Err(format!("sample {index} has no name"));
-            }
-            if sample.time_unix_nano <= 0 {
-                return Err(format!(
-                    "sample {index} (`{}`) has no timestamp",
-                    sample.name
-                ));
-            }
-            match sample.value {
-                None => return Err(format!("sample {index} (`{}`) has no value", sample.name)),
-                Some(sample::Value::Gauge(value)) if !value.is_finite() => {
-                    return Err(format!(
-                        "sample {index} (`{}`) has a non-finite gauge",
-                        sample.name
-                    ));
-                }
-                Some(_) => {}
-            }
+            limits::sample(
+                index,
+                &sample.name,
+                sample.time_unix_nano,
+                sample.value.is_some(),
+                names(&sample.labels),
+            )?;
         }
         Ok(())
     }
@@ -104,9 +94,7 @@ impl Payload for LogBatch {
 
     fn check(&self) -> Result<(), String> {
         let resource = self.resource.as_ref().ok_or("missing resource")?;
-        if resource.id.is_empty() {
-            return Err("empty resource id".into());
-        }
+        limits::resource(&resource.id, names(&resource.attributes))?;
         let source = self.source.as_ref().ok_or("missing source")?;
         if source.source_id.is_empty() {
             return Err("empty source id".into());
@@ -114,13 +102,38 @@ impl Payload for LogBatch {
         if self.lines.is_empty() {
             return Err("no lines".into());
         }
-        for pair in self.lines.windows(2) {
-            if pair[1].offset < pair[0].offset + pair[0].length {
+        let mut previous: Option<(u64, u64)> = None;
+        for (index, line) in self.lines.iter().enumerate() {
+            let subject = || format!("line {index} (at offset {})", line.offset);
+            limits::time(
+                "event_time_unix_nano",
+                line.event_time_unix_nano,
+                Unset::Allowed,
+            )
+            .and_then(|()| {
+                limits::time(
+                    "observed_time_unix_nano",
+                    line.observed_time_unix_nano,
+                    Unset::Allowed,
+                )
+            })
+            .map_err(|reason| format!("{} {reason}", subject()))?;
+            let end = line.offset.checked_add(line.length).ok_or_else(|| {
+                format!(
+                    "{} has `length` {}, which ends past the largest offset a file can have",
+                    subject(),
+                    line.length
+                )
+            })?;
+            if let Some((offset, previous_end)) = previous
+                && line.offset < previous_end
+            {
                 return Err(format!(
-                    "line at offset {} overlaps the line at offset {}",
-                    pair[1].offset, pair[0].offset
+                    "line at offset {} overlaps the line at offset {offset}",
+                    line.offset
                 ));
             }
+            previous = Some((line.offset, end));
         }
         Ok(())
     }
@@ -140,7 +153,26 @@ impl Payload for AlertEvent {
         if self.fingerprint.is_empty() {
             return Err("empty fingerprint".into());
         }
-        Ok(())
+        limits::labels("label", names(&self.labels))
+            .and_then(|()| limits::labels("annotation", names(&self.annotations)))
+            .and_then(|()| {
+                limits::time(
+                    "starts_at_unix_nano",
+                    self.starts_at_unix_nano,
+                    Unset::Allowed,
+                )
+            })
+            .and_then(|()| {
+                limits::time("ends_at_unix_nano", self.ends_at_unix_nano, Unset::Allowed)
+            })
+            .and_then(|()| {
+                limits::time(
+                    "evaluated_at_unix_nano",
+                    self.evaluated_at_unix_nano,
+                    Unset::Allowed,
+                )
+            })
+            .map_err(|reason| format!("alert `{}` {reason}", self.alert))
     }
 
     fn key(&self) -> &str {
@@ -158,10 +190,40 @@ impl Payload for AlertState {
         if self.fingerprint.is_empty() {
             return Err("empty fingerprint".into());
         }
-        if self.active_at_unix_nano == 0 {
-            return Err("no time the alert became active".into());
-        }
-        Ok(())
+        let times = [
+            (
+                "active_at_unix_nano",
+                self.active_at_unix_nano,
+                Unset::Refused,
+            ),
+            (
+                "fired_at_unix_nano",
+                self.fired_at_unix_nano,
+                Unset::Allowed,
+            ),
+            (
+                "cleared_at_unix_nano",
+                self.cleared_at_unix_nano,
+                Unset::Allowed,
+            ),
+            (
+                "evaluated_at_unix_nano",
+                self.evaluated_at_unix_nano,
+                Unset::Allowed,
+            ),
+            (
+                "notified_at_unix_nano",
+                self.notified_at_unix_nano,
+                Unset::Allowed,
+            ),
+        ];
+        limits::labels("label", names(&self.labels))
+            .and_then(|()| {
+                times
+                    .into_iter()
+                    .try_for_each(|(field, value, unset)| limits::time(field, value, unset))
+            })
+            .map_err(|reason| format!("alert `{}` {reason}", self.alert))
     }
 
     fn key(&self) -> &str {
@@ -183,26 +245,8 @@ impl Payload for PartialAggregateBatch {
             if partial.definition.is_empty() {
                 return Err(format!("partial {index} names no definition"));
             }
-            if partial.window_end_unix_nano <= partial.window_start_unix_nano {
-                return Err(format!(
-                    "partial {index} (`{}`) has a window that ends before it starts",
-                    partial.definition
-                ));
-            }
-            if partial.positive_bucket_index.len() != partial.positive_bucket_count.len()
-                || partial.negative_bucket_index.len() != partial.negative_bucket_count.len()
-            {
-                return Err(format!(
-                    "partial {index} (`{}`) has sketch buckets without counts",
-                    partial.definition
-                ));
-            }
-            if !(partial.sum.is_finite() && partial.min.is_finite() && partial.max.is_finite()) {
-                return Err(format!(
-                    "partial {index} (`{}`) has a non-finite sum, min or max",
-                    partial.definition
-                ));
-            }
+            check_partial(partial)
+                .map_err(|reason| format!("partial {index} (`{}`) {reason}", partial.definition))?;
         }
         Ok(())
     }
@@ -212,10 +256,53 @@ impl Payload for PartialAggregateBatch {
     }
 }
 
+/// The names of a label set, for [`limits::labels`].
+fn names(labels: &[Label]) -> impl ExactSizeIterator<Item = &str> {
+    labels.iter().map(|label| label.name.as_str())
+}
+
+/// The checks of one partial aggregate; the reason reads after the partial's name.
+fn check_partial(partial: &PartialAggregate) -> Result<(), String> {
+    limits::time(
+        "window_start_unix_nano",
+        partial.window_start_unix_nano,
+        Unset::Allowed,
+    )?;
+    limits::time(
+        "window_end_unix_nano",
+        partial.window_end_unix_nano,
+        Unset::Allowed,
+    )?;
+    if partial.window_end_unix_nano <= partial.window_start_unix_nano {
+        return Err("has a window that ends before it starts".into());
+    }
+    if partial.positive_bucket_index.len() != partial.positive_bucket_count.len()
+        || partial.negative_bucket_index.len() != partial.negative_bucket_count.len()
+    {
+        return Err("has sketch buckets without counts".into());
+    }
+    for (field, value) in [
+        ("sum", partial.sum),
+        ("min", partial.min),
+        ("max", partial.max),
+    ] {
+        if !value.is_finite() {
+            return Err(format!("has a non-finite `{field}` ({value})"));
+        }
+    }
+    if partial.count > 0 && partial.min > partial.max {
+        return Err(format!(
+            "has `min` {} above `max` {} (with `count` {})",
+            partial.min, partial.max, partial.count
+        ));
+    }
+    limits::labels("group label", names(&partial.group))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::v1::{LogLine, LogSource, Resource, Sample};
+    use crate::v1::{LogLine, LogSource, Resource, Sample, sample};
     use proptest::prelude::*;
 
     fn resource() -> Resource {
@@ -326,6 +413,183 @@ mod tests {
         );
     }
 
+    fn partial_batch(partial: crate::v1::PartialAggregate) -> PartialAggregateBatch {
+        PartialAggregateBatch {
+            group_key: "site=ams".into(),
+            partials: vec![partial],
+            producer: "test".into(),
+        }
+    }
+
+    fn refusal<P: Payload>(batch: &P) -> String {
+        P::from_payload(&batch.to_payload())
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default()
+    }
+
+    // A partial with min above max passed the check, and derive panicked clamping
+    // a quantile to [min, max], replaying the message on every restart.
+    #[test]
+    fn a_partial_with_min_above_max_is_refused() {
+        use crate::v1::PartialAggregate;
+        let partial = PartialAggregate {
+            definition: "site.latency".into(),
+            window_start_unix_nano: 60,
+            window_end_unix_nano: 120,
+            count: 3,
+            sum: 6.0,
+            min: 5.0,
+            max: 1.0,
+            positive_bucket_index: vec![3],
+            positive_bucket_count: vec![3],
+            ..PartialAggregate::default()
+        };
+        assert_eq!(
+            refusal(&partial_batch(partial.clone())),
+            "invalid vigil.v1.PartialAggregateBatch: partial 0 (`site.latency`) has `min` 5 above `max` 1 (with `count` 3)"
+        );
+        // An empty partial's min and max mean nothing.
+        let empty = PartialAggregate {
+            count: 0,
+            sum: 0.0,
+            positive_bucket_index: vec![],
+            positive_bucket_count: vec![],
+            ..partial.clone()
+        };
+        assert_eq!(refusal(&partial_batch(empty)), "");
+        let nan = PartialAggregate {
+            max: f64::NAN,
+            ..partial.clone()
+        };
+        assert_eq!(
+            refusal(&partial_batch(nan)),
+            "invalid vigil.v1.PartialAggregateBatch: partial 0 (`site.latency`) has a non-finite `max` (NaN)"
+        );
+        let far = PartialAggregate {
+            window_end_unix_nano: i64::MAX,
+            ..partial
+        };
+        assert_eq!(
+            refusal(&partial_batch(far)),
+            "invalid vigil.v1.PartialAggregateBatch: partial 0 (`site.latency`) has `window_end_unix_nano` 9223372036854775807, after 2200-01-01 (times are nanoseconds since the Unix epoch)"
+        );
+    }
+
+    // `offset + length` of a line overflowed in the check itself.
+    #[test]
+    fn a_log_line_ending_past_the_largest_offset_is_refused() {
+        let batch = LogBatch {
+            resource: Some(resource()),
+            source: Some(LogSource {
+                source_id: "1:2".into(),
+                ..LogSource::default()
+            }),
+            lines: vec![
+                LogLine {
+                    offset: u64::MAX - 1,
+                    length: 2,
+                    ..LogLine::default()
+                },
+                LogLine {
+                    offset: 0,
+                    length: 1,
+                    ..LogLine::default()
+                },
+            ],
+        };
+        assert_eq!(
+            refusal(&batch),
+            "invalid vigil.v1.LogBatch: line 0 (at offset 18446744073709551614) has `length` 2, which ends past the largest offset a file can have"
+        );
+        let before_1970 = LogBatch {
+            lines: vec![LogLine {
+                offset: 0,
+                length: 1,
+                event_time_unix_nano: -1,
+                ..LogLine::default()
+            }],
+            ..batch
+        };
+        assert_eq!(
+            refusal(&before_1970),
+            "invalid vigil.v1.LogBatch: line 0 (at offset 0) has `event_time_unix_nano` -1, before 1970 (times are nanoseconds since the Unix epoch)"
+        );
+    }
+
+    #[test]
+    fn samples_need_a_name_a_time_since_1970_and_named_bounded_labels() {
+        let with = |change: &dyn Fn(&mut Sample)| {
+            let mut batch = metric_batch(1);
+            change(&mut batch.samples[0]);
+            refusal(&batch)
+        };
+        assert_eq!(with(&|_| {}), "");
+        assert_eq!(
+            with(&|sample| sample.name.clear()),
+            "invalid vigil.v1.MetricBatch: sample 0 has no name"
+        );
+        assert_eq!(
+            with(&|sample| sample.time_unix_nano = 0),
+            "invalid vigil.v1.MetricBatch: sample 0 (`if.in.octets`) has no `time_unix_nano` (it is 0)"
+        );
+        assert_eq!(
+            with(&|sample| sample.time_unix_nano = i64::MIN),
+            "invalid vigil.v1.MetricBatch: sample 0 (`if.in.octets`) has `time_unix_nano` -9223372036854775808, before 1970 (times are nanoseconds since the Unix epoch)"
+        );
+        assert_eq!(
+            with(&|sample| sample.labels = vec![crate::labels::label("", "x")]),
+            "invalid vigil.v1.MetricBatch: sample 0 (`if.in.octets`) has an unnamed label at position 0"
+        );
+        assert_eq!(
+            with(&|sample| sample.labels = vec![crate::labels::label("a", ""); 1_001]),
+            "invalid vigil.v1.MetricBatch: sample 0 (`if.in.octets`) has 1001 labels, more than the 1000 allowed"
+        );
+        assert_eq!(
+            with(&|sample| sample.value = Some(sample::Value::Gauge(f64::NAN))),
+            ""
+        );
+        let mut unnamed_attribute = metric_batch(1);
+        unnamed_attribute.resource.as_mut().unwrap().attributes =
+            vec![crate::labels::label("", "x")];
+        assert_eq!(
+            refusal(&unnamed_attribute),
+            "invalid vigil.v1.MetricBatch: resource `web-1` has an unnamed attribute at position 0"
+        );
+    }
+
+    #[test]
+    fn alert_times_stay_between_1970_and_2200() {
+        let event = AlertEvent {
+            alert: "Down".into(),
+            fingerprint: "f".into(),
+            starts_at_unix_nano: i64::MAX,
+            ..AlertEvent::default()
+        };
+        assert_eq!(
+            refusal(&event),
+            "invalid vigil.v1.AlertEvent: alert `Down` has `starts_at_unix_nano` 9223372036854775807, after 2200-01-01 (times are nanoseconds since the Unix epoch)"
+        );
+        let state = AlertState {
+            alert: "Down".into(),
+            fingerprint: "f".into(),
+            active_at_unix_nano: i64::MIN,
+            ..AlertState::default()
+        };
+        assert_eq!(
+            refusal(&state),
+            "invalid vigil.v1.AlertState: alert `Down` has `active_at_unix_nano` -9223372036854775808, before 1970 (times are nanoseconds since the Unix epoch)"
+        );
+        let unset = AlertState {
+            active_at_unix_nano: 0,
+            ..state
+        };
+        assert_eq!(
+            refusal(&unset),
+            "invalid vigil.v1.AlertState: alert `Down` has no `active_at_unix_nano` (it is 0)"
+        );
+    }
+
     proptest! {
         #[test]
         fn counters_round_trip_exactly(counter in any::<u64>()) {
@@ -339,6 +603,9 @@ mod tests {
             let _ = MetricBatch::from_payload(&bytes);
             let _ = LogBatch::from_payload(&bytes);
             let _ = AlertEvent::from_payload(&bytes);
+            let _ = AlertState::from_payload(&bytes);
+            let _ = PartialAggregateBatch::from_payload(&bytes);
+            let _ = crate::view::MetricBatchView::decode(&bytes);
         }
     }
 }

@@ -2,10 +2,13 @@
 //! Kafka topic names, and the codec that turns batches into message payloads.
 //!
 //! Every message on a Vigil topic is one batch of one resource, keyed by the
-//! resource id, so per-series state stays in one partition.
+//! resource id, so per-series state stays in one partition. What a message may
+//! carry (the range of its times, names, how many labels, which values) is set
+//! out in [`limits`]; both decoders refuse anything else alike.
 
 pub mod codec;
 pub mod labels;
+pub mod limits;
 pub mod series_identity;
 pub mod topics;
 pub mod view;

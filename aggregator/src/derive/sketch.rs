@@ -46,13 +46,13 @@ impl QuantileSketch {
         }
         let magnitude = value.abs();
         if magnitude < MIN_INDEXABLE {
-            self.zero_count += 1;
+            self.zero_count = self.zero_count.saturating_add(1);
         } else if value > 0.0 {
             self.positive.add(bucket_index(magnitude));
         } else {
             self.negative.add(bucket_index(magnitude));
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
     }
 
     /// Adds the values counted by `other`, as if they had been added here.
@@ -162,7 +162,7 @@ struct Buckets(Vec<(i32, u64)>);
 impl Buckets {
     fn add(&mut self, index: i32) {
         match self.0.binary_search_by_key(&index, |&(i, _)| i) {
-            Ok(position) => self.0[position].1 += 1,
+            Ok(position) => self.0[position].1 = self.0[position].1.saturating_add(1),
             Err(position) => self.0.insert(position, (index, 1)),
         }
     }

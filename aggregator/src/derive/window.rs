@@ -105,7 +105,7 @@ impl Accumulator {
         if !value.is_finite() {
             return;
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.sum += value;
         self.min = self.min.min(value);
         self.max = self.max.max(value);
@@ -135,7 +135,9 @@ impl Accumulator {
     /// (a partial from an instance that kept none).
     ///
     /// Quantiles are clamped to the exact min and max, which only brings them
-    /// closer to the truth.
+    /// closer to the truth. Min and max come from partials of other instances too,
+    /// so the clamp is one that takes any pair (NaN, or min above max) without
+    /// panicking, as `f64::clamp` would.
     pub fn value(&self, aggregate: Aggregate) -> Option<f64> {
         if self.count == 0 {
             return None;
@@ -159,7 +161,7 @@ impl Accumulator {
             .filter(|sketch| sketch.count() == self.count)?;
         sketch
             .quantile(q)
-            .map(|estimate| estimate.clamp(self.min, self.max))
+            .map(|estimate| estimate.max(self.min).min(self.max))
     }
 
     /// The partial aggregate for the repartition topic.
@@ -626,6 +628,71 @@ mod tests {
         );
         assert_eq!(windows.open_windows(), 0);
         assert_eq!(windows.oldest_open_start(), None);
+    }
+
+    /// A partial of one value in the sketch bucket of 2.0, with `min` and `max`
+    /// as given, as a hostile or broken producer may send it.
+    fn partial_with_bounds(min: f64, max: f64) -> PartialAggregate {
+        let mut partial =
+            accumulator_of(&[2.0], true).to_partial("site.latency", Vec::new(), bounds(0, 60));
+        partial.min = min;
+        partial.max = max;
+        partial
+    }
+
+    // A partial with min above max made the quantile's `f64::clamp` panic, and
+    // derive crash-looped on the message it replayed.
+    #[test]
+    fn quantiles_of_a_partial_with_min_above_max_do_not_panic() {
+        let accumulator = Accumulator::from_partial(&partial_with_bounds(5.0, 1.0));
+        assert_eq!(accumulator.value(Aggregate::P50), Some(1.0));
+        for (min, max) in [
+            (f64::NAN, 1.0),
+            (1.0, f64::NAN),
+            (f64::INFINITY, f64::NEG_INFINITY),
+            (f64::NAN, f64::NAN),
+        ] {
+            let mut merged = accumulator_of(&[3.0], true);
+            merged.merge(&Accumulator::from_partial(&partial_with_bounds(min, max)));
+            for aggregate in Aggregate::ALL {
+                let _ = merged.value(aggregate);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn no_partial_makes_an_accumulator_panic(
+            count in any::<u64>(),
+            sum in any::<f64>(),
+            min in any::<f64>(),
+            max in any::<f64>(),
+            buckets in proptest::collection::vec((any::<i32>(), any::<u64>()), 0..4),
+            zero_count in any::<u64>(),
+            added in proptest::collection::vec(any::<f64>(), 0..4),
+        ) {
+            let partial = PartialAggregate {
+                count,
+                sum,
+                min,
+                max,
+                positive_bucket_index: buckets.iter().map(|&(index, _)| index).collect(),
+                positive_bucket_count: buckets.iter().map(|&(_, count)| count).collect(),
+                negative_bucket_index: buckets.iter().map(|&(index, _)| index).collect(),
+                negative_bucket_count: buckets.iter().map(|&(_, count)| count).collect(),
+                zero_count,
+                ..partial_with_bounds(0.0, 0.0)
+            };
+            let mut accumulator = Accumulator::from_partial(&partial);
+            for &value in &added {
+                accumulator.add(value);
+            }
+            accumulator.merge(&Accumulator::from_partial(&partial));
+            for aggregate in Aggregate::ALL {
+                let _ = accumulator.value(aggregate);
+            }
+            let _ = accumulator.to_partial("site.latency", Vec::new(), bounds(0, 60));
+        }
     }
 
     proptest! {

@@ -29,7 +29,9 @@ impl Engine {
     pub fn merge_partials(&mut self, batch: &PartialAggregateBatch, partition: i32, offset: i64) {
         for partial in &batch.partials {
             let width = Duration::from_nanos(
-                (partial.window_end_unix_nano - partial.window_start_unix_nano).max(0) as u64,
+                partial
+                    .window_end_unix_nano
+                    .abs_diff(partial.window_start_unix_nano),
             );
             let found = self.group_windows.iter().position(|g| {
                 self.definitions[g.definition].definition.name == partial.definition
@@ -39,10 +41,9 @@ impl Engine {
                 self.counts.unknown_partials += 1;
                 continue;
             };
-            let close_at = partial.window_end_unix_nano
-                + vigil_config::duration::nanos(
-                    self.settings.allowed_lateness + self.settings.group_wait,
-                );
+            let close_at = partial
+                .window_end_unix_nano
+                .saturating_add(self.group_close_delay());
             if close_at <= self.watermark_unix_nano {
                 self.counts.late += 1;
                 continue;

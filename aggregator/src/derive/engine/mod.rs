@@ -201,6 +201,16 @@ impl Engine {
     pub fn watermark(&self) -> i64 {
         self.watermark_unix_nano
     }
+
+    /// How long after its end a group window is finished: the allowed lateness,
+    /// then the wait for the partials of other instances.
+    fn group_close_delay(&self) -> i64 {
+        vigil_config::duration::nanos(
+            self.settings
+                .allowed_lateness
+                .saturating_add(self.settings.group_wait),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl Engine {
                 interval_nanos: None,
             });
             if time > latest.time_unix_nano {
-                latest.interval_nanos = Some(time - latest.time_unix_nano);
+                latest.interval_nanos = Some(time.saturating_sub(latest.time_unix_nano));
             }
             latest.offset = offset;
             latest.time_unix_nano = latest.time_unix_nano.max(time);
@@ -81,10 +81,10 @@ impl Engine {
     pub(super) fn forget_closed(&mut self, watermark: i64, wait: i64) {
         let lateness = vigil_config::duration::nanos(self.settings.allowed_lateness);
         for offsets in self.window_offsets.values_mut() {
-            *offsets = offsets.split_off(&(watermark - lateness + 1));
+            *offsets = offsets.split_off(&watermark.saturating_sub(lateness).saturating_add(1));
         }
         for offsets in self.partial_offsets.values_mut() {
-            *offsets = offsets.split_off(&(watermark - wait + 1));
+            *offsets = offsets.split_off(&watermark.saturating_sub(wait).saturating_add(1));
         }
         let settings = &self.settings.rates;
         let default_interval = vigil_config::duration::nanos(settings.default_interval);

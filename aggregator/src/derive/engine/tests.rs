@@ -2,6 +2,7 @@
 //! derived samples, closed windows, merged group partials and resume offsets.
 
 use super::*;
+use crate::derive::window::{Accumulator, WindowBounds};
 use std::collections::BTreeMap;
 use vigil_proto::Payload;
 use vigil_proto::labels::{find, label};
@@ -430,4 +431,65 @@ fn a_replayed_partition_does_not_refill_windows_emitted_before() {
         closed.derived[0].samples[0].time_unix_nano,
         T0 + 120 * SECOND
     );
+}
+
+// A partial merged before any raw batch left the watermark at its start
+// (`i64::MIN`), and the stage's next tick overflowed subtracting the group wait
+// from it.
+#[test]
+fn a_tick_before_any_raw_batch_keeps_the_partials_merged() {
+    let definitions = "definitions:\n  - {name: site.load.sum, function: sum, input: host.load.1m, windows: [1m], group_by: [site]}\n";
+    let mut instance = engine_with(definitions);
+    derive(
+        &mut instance,
+        &batch(
+            "web-1",
+            &[("site", "ams")],
+            vec![gauge("host.load.1m", &[], T0 + 5 * SECOND, 1.5)],
+        ),
+        0,
+        0,
+    );
+    let partials = instance.advance(T0 + 65 * SECOND).partials;
+
+    let mut finisher = engine_with(definitions);
+    finisher.merge_partials(&partials[0], 2, 7);
+    assert!(finisher.advance(finisher.watermark()).derived.is_empty());
+    assert_eq!(finisher.resume_partial_offset(2), Some(7));
+    let finished = finisher.advance(T0 + 70 * SECOND).derived;
+    assert_eq!(value(&finished[0], "site.load.sum"), Some(1.5));
+}
+
+// Window bounds at the ends of `i64` overflowed the width and closing time of a
+// partial; the codec refuses them, but the engine must not panic on them.
+#[test]
+fn partials_with_extreme_windows_do_not_overflow() {
+    let definitions = "definitions:\n  - {name: site.load.max, function: max, input: host.load.1m, windows: [1m], group_by: [site]}\n";
+    let mut engine = engine_with(definitions);
+    let mut partial = Accumulator::new(false).to_partial(
+        "site.load.max",
+        vec![label("site", "ams")],
+        WindowBounds {
+            start_unix_nano: i64::MIN,
+            end_unix_nano: i64::MAX,
+        },
+    );
+    partial.count = 1;
+    let hostile = PartialAggregateBatch {
+        group_key: "site.load.max|site=ams".into(),
+        partials: vec![partial.clone()],
+        producer: "test".into(),
+    };
+    engine.merge_partials(&hostile, 0, 1);
+    partial.window_start_unix_nano = i64::MAX - 60 * SECOND;
+    engine.merge_partials(
+        &PartialAggregateBatch {
+            partials: vec![partial],
+            ..hostile
+        },
+        0,
+        2,
+    );
+    engine.advance(i64::MIN);
+    assert!(engine.advance(i64::MAX).derived.len() <= 1);
 }

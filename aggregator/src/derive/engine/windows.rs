@@ -53,7 +53,8 @@ impl Engine {
             .get(&partition)
             .map_or(i64::MIN, |(_, floor)| *floor);
         let width = vigil_config::duration::nanos(width).max(1);
-        time - time.rem_euclid(width) >= floor - floor.rem_euclid(width)
+        let start_of = |time: i64| time.saturating_sub(time.rem_euclid(width));
+        start_of(time) >= start_of(floor)
     }
 
     pub(super) fn add_to_series_windows(
@@ -211,13 +212,11 @@ impl Engine {
         }
         closed.partials = partials.into_values().collect();
 
-        let wait = vigil_config::duration::nanos(
-            self.settings.allowed_lateness + self.settings.group_wait,
-        );
+        let wait = self.group_close_delay();
         let due: Vec<(usize, u64, i64)> = self
             .finishing
             .keys()
-            .filter(|(_, _, end)| end + wait <= watermark)
+            .filter(|(_, _, end)| end.saturating_add(wait) <= watermark)
             .copied()
             .collect();
         for key in due {
