@@ -2,10 +2,14 @@
 //! (and `vigil-all-in-one`, with the agent's sources, on one host):
 //! `derive` (rates, KPIs and aggregates), `alert` (rules over metrics and logs,
 //! alert lifecycle, pagers), `index` (everything into Elasticsearch), the rules
-//! engine and its sources, and the stage configuration.
+//! engine and its sources, the one consume loop the three stages share, and
+//! the stage configuration.
 
 pub mod alert;
 pub mod config;
 pub mod derive;
 pub mod index;
 pub mod rule_source;
+mod stage;
+
+pub use stage::StageError;

@@ -144,11 +144,11 @@ pub(crate) async fn run(
     println!("  stop with Ctrl-C\n");
 
     let stop = shutdown.clone();
-    tasks.spawn(async move { derive.run(stop).await });
+    tasks.spawn(async move { derive.run(stop).await.map_err(anyhow::Error::from) });
     let stop = shutdown.clone();
-    tasks.spawn(async move { alert.run(stop).await });
+    tasks.spawn(async move { alert.run(stop).await.map_err(anyhow::Error::from) });
     let stop = shutdown.clone();
-    tasks.spawn(async move { index.run(stop).await });
+    tasks.spawn(async move { index.run(stop).await.map_err(anyhow::Error::from) });
     let stop = shutdown.clone();
     tasks.spawn(async move { agent.run(stop).await.map_err(anyhow::Error::from) });
     let stop = shutdown.clone();

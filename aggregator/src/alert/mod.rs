@@ -6,7 +6,10 @@
 //! to load is reported and ignored: the last good set keeps running with its
 //! pending timers and firing alerts. The clock of evaluation is the event time of
 //! the data; when the input goes quiet, wall-clock time minus the allowed lateness
-//! moves it on, so windows still close and alerts still resolve.
+//! moves it on, so windows still close and alerts still resolve. The stage runs
+//! in the loop every stage shares (`crate::stage`), with its clock-skew guard
+//! on: a batch stamped too far ahead of this host's clock is dead-lettered
+//! before it can move the clock into the future.
 
 mod config;
 pub mod notify;
@@ -14,26 +17,27 @@ mod state;
 
 pub use config::{AlertSection, AlertSectionError};
 
-use crate::rule_source::RuleFilesWatch;
-use notify::{Notifier, NotifyConfig, SilenceWatch};
+use crate::rule_source::{RuleFiles, RuleFilesWatch};
+use crate::stage::{
+    self, CommitPoint, DeadLetterKey, FirstSet, Intake, Rejection, Reload, Stage, StageError,
+    WatchedSet,
+};
+use notify::{Delivered, Notifier, NotifyConfig, SilenceWatch};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use state::{Record, StateStore};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use vigil_config::duration::unix_nanos;
-use vigil_proto::v1::{AlertEvent, LogBatch};
+use vigil_proto::v1::{AlertEvent, AlertStatus, LogBatch};
 use vigil_proto::view::MetricBatchView;
 use vigil_proto::{Payload, Topics};
-use vigil_rules::{Evaluator, RuleSet, Source};
-use vigil_runtime::{Bus, Followed, Follower, Message, Publisher, SelfMetrics, Subscription};
-
-/// How far ahead of this host's clock data may be stamped. The evaluation clock
-/// follows event time, so one batch from a host with a wrong clock would otherwise
-/// move it into the future and make every current series look stale.
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(300);
+use vigil_rules::{Evaluator, RuleError, RuleSet, Source};
+use vigil_runtime::{
+    Bus, BusError, Followed, Follower, Message, Publisher, SelfMetrics, Subscription,
+};
 
 /// Settings of the alert stage.
 #[derive(Debug, Clone)]
@@ -63,22 +67,13 @@ impl Default for AlertStageConfig {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TopicLabels {
-    topic: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: &'static str,
 }
 
 #[derive(Debug, Clone)]
 struct AlertMetrics {
-    consumed: Family<TopicLabels, Counter>,
-    dead_lettered: Family<TopicLabels, Counter>,
     events: Family<StatusLabels, Counter>,
-    reloads: Family<StatusLabels, Counter>,
-    rules_loaded: Gauge,
     partitions_owned: Gauge,
     alerts_restored: Gauge,
     series: Gauge,
@@ -87,30 +82,10 @@ struct AlertMetrics {
 impl AlertMetrics {
     fn register(metrics: &SelfMetrics) -> Self {
         Self {
-            consumed: metrics.register(
-                "alert_messages_consumed",
-                "Messages consumed, by topic",
-                Family::default(),
-            ),
-            dead_lettered: metrics.register(
-                "alert_dead_lettered",
-                "Messages that were not valid batches, sent to the dead-letter topic",
-                Family::default(),
-            ),
             events: metrics.register(
                 "alert_events",
                 "Alert state changes, by status",
                 Family::default(),
-            ),
-            reloads: metrics.register(
-                "alert_rule_reloads",
-                "Rule set reloads, by outcome (a failed reload keeps the last good set)",
-                Family::default(),
-            ),
-            rules_loaded: metrics.register(
-                "alert_rules_loaded",
-                "Rules in the running rule set",
-                Gauge::default(),
             ),
             partitions_owned: metrics.register(
                 "alert_partitions_owned",
@@ -134,10 +109,67 @@ impl AlertMetrics {
 /// The running alert stage.
 #[derive(Debug)]
 pub struct AlertStage {
-    subscription: Subscription,
+    intake: Intake,
+    rules: WatchedSet,
+    evaluation: Evaluation,
+}
+
+impl AlertStage {
+    /// Subscribes to the metric and log topics of `bus`.
+    pub fn new(
+        bus: &Bus,
+        rules: RuleFilesWatch,
+        config: AlertStageConfig,
+        metrics: &SelfMetrics,
+    ) -> Result<Self, StageError> {
+        let topics = bus.topics();
+        let inputs = [
+            topics.metrics_raw(),
+            topics.metrics_derived(),
+            topics.logs_raw(),
+        ];
+        let intake = Intake::new::<Evaluation>(bus, &config.group, &inputs, metrics).map_err(
+            |source: BusError| StageError::Bus {
+                stage: Evaluation::NAME,
+                source,
+            },
+        )?;
+        let rules = WatchedSet::new::<Evaluation>(rules, "rule", FirstSet::Awaited, metrics);
+        let (notifier, deliveries) =
+            Notifier::start(config.notify.clone(), config.silences.clone(), metrics);
+        let publisher = intake.publisher().clone();
+        let evaluation = Evaluation {
+            state: StateStore::new(topics.alert_state(), publisher.clone()),
+            publisher,
+            topics,
+            evaluator: None,
+            notifier,
+            deliveries,
+            state_follower: None,
+            bus: bus.clone(),
+            assignment: None,
+            config,
+            metrics: AlertMetrics::register(metrics),
+        };
+        Ok(Self {
+            intake,
+            rules,
+            evaluation,
+        })
+    }
+
+    /// Evaluates until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StageError> {
+        stage::run(self.evaluation, self.intake, self.rules, shutdown).await
+    }
+}
+
+/// What the alert stage does with its messages: the rules engine, the state
+/// topic and the pagers.
+#[derive(Debug)]
+struct Evaluation {
     publisher: Publisher,
     topics: Topics,
-    rules: RuleFilesWatch,
     evaluator: Option<Evaluator>,
     notifier: Notifier,
     deliveries: notify::Deliveries,
@@ -151,96 +183,124 @@ pub struct AlertStage {
     metrics: AlertMetrics,
 }
 
-impl AlertStage {
-    /// Subscribes to the metric and log topics of `bus`.
-    pub fn new(
-        bus: &Bus,
-        rules: RuleFilesWatch,
-        config: AlertStageConfig,
-        metrics: &SelfMetrics,
-    ) -> anyhow::Result<Self> {
-        let topics = bus.topics();
-        let subscription = bus.subscribe(
-            &config.group,
-            &[
-                topics.metrics_raw(),
-                topics.metrics_derived(),
-                topics.logs_raw(),
-            ],
-        )?;
-        let (notifier, deliveries) =
-            Notifier::start(config.notify.clone(), config.silences.clone(), metrics);
-        let publisher = bus.publisher()?;
-        Ok(Self {
-            subscription,
-            state: StateStore::new(topics.alert_state(), publisher.clone()),
-            publisher,
-            topics,
-            rules,
-            evaluator: None,
-            notifier,
-            deliveries,
-            state_follower: None,
-            bus: bus.clone(),
-            assignment: None,
-            config,
-            metrics: AlertMetrics::register(metrics),
-        })
+/// What the alert stage waits for besides messages.
+enum Update {
+    /// A record of the state topic, or a failure to read one.
+    State(Result<Followed, BusError>),
+    /// A notification the pagers took.
+    Delivered(Delivered),
+}
+
+impl Stage for Evaluation {
+    const NAME: &'static str = "alert";
+    const DEAD_LETTERS_BY: DeadLetterKey = DeadLetterKey::Topic;
+    type Batch<'m> = Batch<'m>;
+    type Event = Update;
+
+    async fn start(&mut self, shutdown: &CancellationToken) -> Result<(), StageError> {
+        self.restore_state(shutdown).await
     }
 
-    /// Evaluates until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.restore_state(&shutdown).await?;
-        self.wait_for_first_rules(&shutdown).await;
-        let mut tick = tokio::time::interval(self.config.tick);
-        let mut last_message = Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                changed = self.rules.changed() => {
-                    if changed.is_err() {
-                        anyhow::bail!("the rule source stopped");
-                    }
-                    self.reload().await;
-                }
-                _ = tick.tick() => {
-                    self.follow_assignment().await;
-                    if last_message.elapsed() >= self.config.tick {
-                        let now = unix_nanos(SystemTime::now()) - self.config.allowed_lateness.as_nanos() as i64;
-                        let events = self.evaluator_mut().advance_to(now);
-                        self.emit(events).await;
-                    }
-                }
-                followed = next_state(&mut self.state_follower) => self.apply_state(followed),
-                Some(delivered) = self.deliveries.recv() => {
-                    if delivered.status == vigil_proto::v1::AlertStatus::Firing {
-                        self.state.mark_notified(&delivered.fingerprint, delivered.at).await;
-                    }
-                }
-                received = self.subscription.recv() => {
-                    last_message = Instant::now();
-                    match received {
-                        Ok(message) => self.process(message).await,
-                        Err(error) => {
-                            tracing::warn!(%error, "consuming failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                    }
+    fn decode<'m>(&self, message: &'m Message) -> Result<Batch<'m>, Rejection> {
+        if message.topic == self.topics.logs_raw() {
+            Ok(Batch::Logs(LogBatch::from_payload(&message.payload)?))
+        } else {
+            Ok(Batch::Metrics(MetricBatchView::decode(&message.payload)?))
+        }
+    }
+
+    /// The evaluation clock follows event time, so data stamped in the future
+    /// would make every current series look stale.
+    fn latest_event_time(batch: &Batch<'_>) -> Option<i64> {
+        match batch {
+            Batch::Logs(batch) => batch.lines.iter().map(|l| l.event_time_unix_nano).max(),
+            Batch::Metrics(batch) => batch.samples.iter().map(|s| s.time_unix_nano).max(),
+        }
+    }
+
+    async fn process<'m>(&mut self, message: &'m Message, batch: Batch<'m>) {
+        let source = Source::new(&message.topic, message.partition);
+        let events = match batch {
+            Batch::Logs(batch) => self.evaluator_mut().observe_logs_from(&batch, &source),
+            Batch::Metrics(batch) => self.evaluator_mut().observe_metric_view(&batch, &source),
+        };
+        self.emit(events).await;
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        Some(self.config.tick)
+    }
+
+    async fn tick(&mut self, subscription: &Subscription, input_quiet: bool) {
+        self.follow_assignment(subscription).await;
+        if input_quiet {
+            let now = unix_nanos(SystemTime::now())
+                - vigil_config::duration::nanos(self.config.allowed_lateness);
+            let events = self.evaluator_mut().advance_to(now);
+            self.emit(events).await;
+        }
+    }
+
+    async fn next_event(&mut self) -> Update {
+        tokio::select! {
+            followed = next_state(&mut self.state_follower) => Update::State(followed),
+            Some(delivered) = self.deliveries.recv() => Update::Delivered(delivered),
+        }
+    }
+
+    async fn handle(&mut self, update: Update) -> Result<(), StageError> {
+        match update {
+            Update::State(followed) => self.apply_state(followed),
+            Update::Delivered(delivered) => {
+                if delivered.status == AlertStatus::Firing {
+                    self.state
+                        .mark_notified(&delivered.fingerprint, delivered.at)
+                        .await;
                 }
             }
         }
-        self.subscription.close();
         Ok(())
     }
 
+    /// Stores each message's offset once it was evaluated or dead-lettered.
+    fn commit(&mut self, subscription: &Subscription, point: CommitPoint<'_>) {
+        if let CommitPoint::Consumed { message, .. } = point
+            && let Err(error) = subscription.commit(message)
+        {
+            tracing::warn!(%error, "offset could not be stored");
+        }
+    }
+}
+
+impl Reload for Evaluation {
+    async fn reload(&mut self, files: &RuleFiles) -> Result<usize, Vec<RuleError>> {
+        let rules = RuleSet::from_files(files)?;
+        let count = rules.rule_count();
+        let events = match self.evaluator.as_mut() {
+            Some(evaluator) => evaluator.replace_rules(rules),
+            None => {
+                self.evaluator = Some(Evaluator::new(rules));
+                Vec::new()
+            }
+        };
+        self.emit(events).await;
+        Ok(count)
+    }
+}
+
+impl Evaluation {
     /// Reads the state topic up to its end before anything is evaluated, so that
     /// no alert an earlier run knew of starts over.
-    async fn restore_state(&mut self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    async fn restore_state(&mut self, shutdown: &CancellationToken) -> Result<(), StageError> {
         let topic = self.topics.alert_state();
         let mut follower =
-            self.bus.follow(&topic).await.map_err(|error| {
-                anyhow::anyhow!("reading the alert state topic `{topic}`: {error}")
-            })?;
+            self.bus
+                .follow(&topic)
+                .await
+                .map_err(|source| StageError::AlertStateUnreadable {
+                    topic: topic.clone(),
+                    source,
+                })?;
         let mut restored = 0_usize;
         loop {
             let followed = tokio::select! {
@@ -266,7 +326,7 @@ impl AlertStage {
     }
 
     /// Takes in a record of the state topic.
-    fn apply_state(&mut self, followed: Result<Followed, vigil_runtime::BusError>) {
+    fn apply_state(&mut self, followed: Result<Followed, BusError>) {
         match followed {
             Ok(Followed::Message(message)) => match self.state.read(&message) {
                 Record::Foreign(state) => self.evaluator_mut().restore(state),
@@ -285,8 +345,8 @@ impl AlertStage {
     /// back as restored (their new owner resumes them; so would this instance if
     /// they came back), and restored alerts of owned partitions whose series never
     /// showed up are ended.
-    async fn follow_assignment(&mut self) {
-        let assignment = self.subscription.assignment();
+    async fn follow_assignment(&mut self, subscription: &Subscription) {
+        let assignment = subscription.assignment();
         let owned = ownership(assignment.clone());
         if assignment != self.assignment {
             tracing::info!(partitions = ?assignment, "partition assignment changed");
@@ -310,105 +370,6 @@ impl AlertStage {
             .get_or_insert_with(|| Evaluator::new(RuleSet::default()))
     }
 
-    async fn wait_for_first_rules(&mut self, shutdown: &CancellationToken) {
-        loop {
-            if self.rules.borrow_and_update().is_some() {
-                self.reload().await;
-                return;
-            }
-            tracing::info!("waiting for the first rule set");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = self.rules.changed() => if changed.is_err() { return },
-            }
-        }
-    }
-
-    async fn reload(&mut self) {
-        let Some(files) = self.rules.borrow_and_update().clone() else {
-            return;
-        };
-        match RuleSet::from_files(&files) {
-            Ok(rules) => {
-                let count = rules.rule_count();
-                let events = match self.evaluator.as_mut() {
-                    Some(evaluator) => evaluator.replace_rules(rules),
-                    None => {
-                        self.evaluator = Some(Evaluator::new(rules));
-                        Vec::new()
-                    }
-                };
-                self.metrics.rules_loaded.set(count as i64);
-                self.metrics
-                    .reloads
-                    .get_or_create(&StatusLabels { status: "success" })
-                    .inc();
-                tracing::info!(rules = count, files = files.len(), "rule set loaded");
-                self.emit(events).await;
-            }
-            Err(errors) => {
-                self.metrics
-                    .reloads
-                    .get_or_create(&StatusLabels { status: "failure" })
-                    .inc();
-                for error in &errors {
-                    tracing::error!(%error, "invalid rule");
-                }
-                tracing::error!(
-                    errors = errors.len(),
-                    "new rule set rejected; the last good rule set stays in force"
-                );
-            }
-        }
-    }
-
-    async fn process(&mut self, message: Message) {
-        self.metrics
-            .consumed
-            .get_or_create(&TopicLabels {
-                topic: message.topic.clone(),
-            })
-            .inc();
-        let decoded = if message.topic == self.topics.logs_raw() {
-            LogBatch::from_payload(&message.payload).map(Batch::Logs)
-        } else {
-            MetricBatchView::decode(&message.payload).map(Batch::Metrics)
-        };
-        let checked = decoded
-            .map_err(|error| error.to_string())
-            .and_then(|batch| {
-                let limit = unix_nanos(SystemTime::now()) + MAX_CLOCK_SKEW.as_nanos() as i64;
-                check_not_ahead(batch.latest_event_time(), limit)?;
-                Ok(batch)
-            });
-        let source = Source::new(&message.topic, message.partition);
-        match checked {
-            Ok(Batch::Logs(batch)) => {
-                let events = self.evaluator_mut().observe_logs_from(&batch, &source);
-                self.emit(events).await;
-            }
-            Ok(Batch::Metrics(batch)) => {
-                let events = self.evaluator_mut().observe_metric_view(&batch, &source);
-                self.emit(events).await;
-            }
-            Err(reason) => self.dead_letter(&message, &reason).await,
-        }
-        if let Err(error) = self.subscription.commit(&message) {
-            tracing::warn!(%error, "offset could not be stored");
-        }
-    }
-
-    async fn dead_letter(&self, message: &Message, reason: &str) {
-        self.metrics
-            .dead_lettered
-            .get_or_create(&TopicLabels {
-                topic: message.topic.clone(),
-            })
-            .inc();
-        let topic = self.topics.dead_letter("alert");
-        self.publisher.skip_invalid(&topic, message, reason).await;
-    }
-
     /// Writes the state changes behind `events`, then publishes and notifies
     /// them, then tells the pagers of restored alerts that resumed: a firing one
     /// the pagers were told of joins its notification group quietly, one they
@@ -422,7 +383,7 @@ impl AlertStage {
         self.state.write(changes).await;
         self.publish_events(events).await;
         for (event, record) in resumed {
-            if event.status != vigil_proto::v1::AlertStatus::Firing as i32 {
+            if event.status != AlertStatus::Firing as i32 {
                 continue;
             }
             tracing::info!(alert = %event.alert, fingerprint = %event.fingerprint, notified = record.notified_at_unix_nano != 0, "firing alert resumed");
@@ -439,7 +400,7 @@ impl AlertStage {
     async fn publish_events(&self, events: Vec<AlertEvent>) {
         let topic = self.topics.alert_events();
         for event in events {
-            let status = vigil_proto::v1::AlertStatus::try_from(event.status)
+            let status = AlertStatus::try_from(event.status)
                 .unwrap_or_default()
                 .as_str_name();
             self.metrics
@@ -458,7 +419,7 @@ impl AlertStage {
 }
 
 /// The next record of the state topic; never, once following stopped.
-async fn next_state(follower: &mut Option<Follower>) -> Result<Followed, vigil_runtime::BusError> {
+async fn next_state(follower: &mut Option<Follower>) -> Result<Followed, BusError> {
     match follower {
         Some(follower) => follower.recv().await,
         None => std::future::pending().await,
@@ -483,51 +444,11 @@ enum Batch<'a> {
     Metrics(MetricBatchView<'a>),
 }
 
-impl Batch<'_> {
-    fn latest_event_time(&self) -> i64 {
-        match self {
-            Self::Logs(batch) => batch.lines.iter().map(|l| l.event_time_unix_nano).max(),
-            Self::Metrics(batch) => batch.samples.iter().map(|s| s.time_unix_nano).max(),
-        }
-        .unwrap_or_default()
-    }
-}
-
-/// Refuses event times after `limit_unix_nano`, saying by how much they are ahead.
-fn check_not_ahead(latest_unix_nano: i64, limit_unix_nano: i64) -> Result<(), String> {
-    if latest_unix_nano <= limit_unix_nano {
-        return Ok(());
-    }
-    let ahead = Duration::from_nanos((latest_unix_nano - limit_unix_nano) as u64) + MAX_CLOCK_SKEW;
-    Err(format!(
-        "event time is {} ahead of this host's clock (at most {} allowed); check the sender's clock",
-        vigil_config::duration::format_duration(Duration::from_secs(ahead.as_secs())),
-        vigil_config::duration::format_duration(MAX_CLOCK_SKEW)
-    ))
-}
-
 fn status_label(name: &str) -> &'static str {
     match name {
         "ALERT_STATUS_PENDING" => "pending",
         "ALERT_STATUS_FIRING" => "firing",
         "ALERT_STATUS_RESOLVED" => "resolved",
         _ => "unknown",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn data_from_a_clock_far_ahead_is_refused_with_the_offset() {
-        let now = 1_700_000_000_000_000_000;
-        let limit = now + MAX_CLOCK_SKEW.as_nanos() as i64;
-        assert!(check_not_ahead(now + 60_000_000_000, limit).is_ok());
-        let two_hours = 7_200_000_000_000;
-        assert_eq!(
-            check_not_ahead(now + two_hours, limit).unwrap_err(),
-            "event time is 2h ahead of this host's clock (at most 5m allowed); check the sender's clock"
-        );
     }
 }

@@ -16,6 +16,11 @@
 //! replay, never a bogus rate or a gap. Definitions come from a watched source
 //! like rules; a new set that fails to load is reported and the last good one
 //! stays in force.
+//!
+//! The stage runs in the loop every stage shares (`crate::stage`), with its
+//! clock-skew guard on: the watermark follows event time and never goes back,
+//! so a raw batch stamped more than five minutes ahead of this host's clock is
+//! dead-lettered instead of making every later sample late.
 
 mod config;
 pub mod counter;
@@ -28,7 +33,11 @@ pub mod window;
 pub use config::DeriveSection;
 pub(crate) use vigil_proto::series_identity::{HashedMap, SeriesId};
 
-use crate::rule_source::RuleFilesWatch;
+use crate::rule_source::{RuleFiles, RuleFilesWatch};
+use crate::stage::{
+    self, CommitPoint, DeadLetterKey, FirstSet, Intake, Rejection, Reload, Stage, StageError,
+    WatchedSet,
+};
 use definitions::DefinitionSet;
 use engine::{Closed, Engine, EngineCounts, EngineSettings};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -37,13 +46,15 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use rates::RateSettings;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 use vigil_config::duration::unix_nanos;
 use vigil_proto::v1::{MetricBatch, PartialAggregateBatch};
 use vigil_proto::view::{DerivedBatchWriter, MetricBatchView};
 use vigil_proto::{Payload, Topics};
-use vigil_runtime::{Bus, Message, Publisher, SelfMetrics, Subscription};
+use vigil_rules::RuleError;
+use vigil_runtime::{Bus, BusError, Message, Publisher, SelfMetrics, Subscription};
 
 /// Settings of the derive stage.
 #[derive(Debug, Clone)]
@@ -99,19 +110,10 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
-    status: &'static str,
-}
-
 #[derive(Debug, Clone)]
 struct DeriveMetrics {
-    consumed: Family<TopicLabels, Counter>,
-    dead_lettered: Family<TopicLabels, Counter>,
     published: Family<TopicLabels, Counter>,
     counter_steps: Family<OutcomeLabels, Counter>,
-    reloads: Family<StatusLabels, Counter>,
-    definitions: Gauge,
     series: Gauge,
     open_windows: Gauge,
     reported: EngineCounts,
@@ -120,16 +122,6 @@ struct DeriveMetrics {
 impl DeriveMetrics {
     fn register(metrics: &SelfMetrics) -> Self {
         Self {
-            consumed: metrics.register(
-                "derive_messages_consumed",
-                "Messages consumed, by topic",
-                Family::default(),
-            ),
-            dead_lettered: metrics.register(
-                "derive_dead_lettered",
-                "Messages that were not valid batches, sent to the dead-letter topic",
-                Family::default(),
-            ),
             published: metrics.register(
                 "derive_batches_published",
                 "Batches published, by topic",
@@ -139,16 +131,6 @@ impl DeriveMetrics {
                 "derive_counter_readings",
                 "Counter readings by outcome: rate, started, reset, gap, reboot, duplicate, out_of_order; and late samples or partials, unknown partials",
                 Family::default(),
-            ),
-            reloads: metrics.register(
-                "derive_definition_reloads",
-                "Definition set reloads, by outcome (a failed reload keeps the last good set)",
-                Family::default(),
-            ),
-            definitions: metrics.register(
-                "derive_definitions_loaded",
-                "Definitions in force, built-ins included",
-                Gauge::default(),
             ),
             series: metrics.register(
                 "derive_counter_series",
@@ -198,10 +180,63 @@ impl DeriveMetrics {
 /// The running derive stage.
 #[derive(Debug)]
 pub struct DeriveStage {
-    subscription: Subscription,
+    intake: Intake,
+    definitions: WatchedSet,
+    derivation: Derivation,
+}
+
+impl DeriveStage {
+    /// Subscribes to the raw metrics and the repartition topic of `bus`.
+    pub fn new(
+        bus: &Bus,
+        definitions: RuleFilesWatch,
+        config: DeriveStageConfig,
+        metrics: &SelfMetrics,
+    ) -> Result<Self, StageError> {
+        let topics = bus.topics();
+        let loopback_partials = matches!(bus, Bus::Memory(_));
+        let mut inputs = vec![topics.metrics_raw()];
+        if !loopback_partials {
+            inputs.push(topics.metrics_partial());
+        }
+        let intake = Intake::new::<Derivation>(bus, &config.group, &inputs, metrics).map_err(
+            |source: BusError| StageError::Bus {
+                stage: Derivation::NAME,
+                source,
+            },
+        )?;
+        let definitions =
+            WatchedSet::new::<Derivation>(definitions, "definition", FirstSet::Optional, metrics);
+        let engine = Engine::new(&DefinitionSet::built_in(), config.engine_settings());
+        let derivation = Derivation {
+            publisher: intake.publisher().clone(),
+            topics,
+            engine,
+            config,
+            metrics: DeriveMetrics::register(metrics),
+            positions: BTreeMap::new(),
+            writer: DerivedBatchWriter::default(),
+            loopback_partials,
+        };
+        Ok(Self {
+            intake,
+            definitions,
+            derivation,
+        })
+    }
+
+    /// Derives until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StageError> {
+        stage::run(self.derivation, self.intake, self.definitions, shutdown).await
+    }
+}
+
+/// What the derive stage does with its messages: the engine, and where its
+/// output goes.
+#[derive(Debug)]
+struct Derivation {
     publisher: Publisher,
     topics: Topics,
-    definitions: RuleFilesWatch,
     engine: Engine,
     config: DeriveStageConfig,
     metrics: DeriveMetrics,
@@ -215,153 +250,108 @@ pub struct DeriveStage {
     loopback_partials: bool,
 }
 
-impl DeriveStage {
-    /// Subscribes to the raw metrics and the repartition topic of `bus`.
-    pub fn new(
-        bus: &Bus,
-        definitions: RuleFilesWatch,
-        config: DeriveStageConfig,
-        metrics: &SelfMetrics,
-    ) -> anyhow::Result<Self> {
-        let topics = bus.topics();
-        let loopback_partials = matches!(bus, Bus::Memory(_));
-        let mut inputs = vec![topics.metrics_raw()];
-        if !loopback_partials {
-            inputs.push(topics.metrics_partial());
-        }
-        let subscription = bus.subscribe(&config.group, &inputs)?;
-        let engine = Engine::new(&DefinitionSet::built_in(), config.engine_settings());
-        Ok(Self {
-            subscription,
-            publisher: bus.publisher()?,
-            topics,
-            definitions,
-            engine,
-            config,
-            metrics: DeriveMetrics::register(metrics),
-            positions: BTreeMap::new(),
-            writer: DerivedBatchWriter::default(),
-            loopback_partials,
-        })
-    }
+/// A decoded input of the derive stage; raw batches are read in place.
+enum DeriveInput<'m> {
+    Metrics(MetricBatchView<'m>),
+    Partials(PartialAggregateBatch),
+}
 
-    /// Derives until `shutdown`.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.reload();
-        let mut tick = tokio::time::interval(self.config.tick);
-        let mut last_message = Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                changed = self.definitions.changed() => {
-                    if changed.is_err() {
-                        anyhow::bail!("the definition source stopped");
-                    }
-                    self.reload();
-                }
-                _ = tick.tick() => {
-                    let mut watermark = self.engine.watermark();
-                    if last_message.elapsed() >= self.config.tick {
-                        // Quiet input: wall-clock time moves the windows on.
-                        let lateness = vigil_config::duration::nanos(self.config.allowed_lateness);
-                        watermark = watermark.max(unix_nanos(SystemTime::now()) - lateness);
-                    }
-                    let mut closed = self.engine.advance(watermark);
-                    if self.loopback_partials {
-                        for batch in std::mem::take(&mut closed.partials) {
-                            self.engine.merge_partials(&batch, 0, 0);
-                        }
-                    }
-                    self.publish_closed(closed).await;
-                    self.commit_positions();
-                    self.metrics.report(&self.engine);
-                }
-                received = self.subscription.recv() => {
-                    last_message = Instant::now();
-                    match received {
-                        Ok(message) => self.process(message).await,
-                        Err(error) => {
-                            tracing::warn!(%error, "consuming failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                        }
-                    }
-                }
-            }
-        }
-        self.commit_positions();
-        self.subscription.close();
-        Ok(())
-    }
+impl Stage for Derivation {
+    const NAME: &'static str = "derive";
+    const DEAD_LETTERS_BY: DeadLetterKey = DeadLetterKey::Topic;
+    type Batch<'m> = DeriveInput<'m>;
+    type Event = Infallible;
 
-    fn reload(&mut self) {
-        let Some(files) = self.definitions.borrow_and_update().clone() else {
-            return;
-        };
-        match DefinitionSet::from_files(&files) {
-            Ok(set) => {
-                self.engine.replace_definitions(&set);
-                self.metrics.definitions.set(set.len() as i64);
-                self.metrics
-                    .reloads
-                    .get_or_create(&StatusLabels { status: "success" })
-                    .inc();
-                tracing::info!(
-                    definitions = set.len(),
-                    files = files.len(),
-                    "derive definitions loaded"
-                );
-            }
-            Err(errors) => {
-                self.metrics
-                    .reloads
-                    .get_or_create(&StatusLabels { status: "failure" })
-                    .inc();
-                for error in &errors {
-                    tracing::error!(%error, "invalid derive definition");
-                }
-                tracing::error!(
-                    errors = errors.len(),
-                    "new definition set rejected; the last good set stays in force"
-                );
-            }
-        }
-    }
-
-    async fn process(&mut self, message: Message) {
-        self.metrics
-            .consumed
-            .get_or_create(&TopicLabels {
-                topic: message.topic.clone(),
-            })
-            .inc();
+    fn decode<'m>(&self, message: &'m Message) -> Result<DeriveInput<'m>, Rejection> {
         if message.topic == self.topics.metrics_partial() {
-            match PartialAggregateBatch::from_payload(&message.payload) {
-                Ok(batch) => {
-                    self.engine
-                        .merge_partials(&batch, message.partition, message.offset);
-                }
-                Err(error) => self.dead_letter(&message, &error.to_string()).await,
-            }
+            Ok(DeriveInput::Partials(PartialAggregateBatch::from_payload(
+                &message.payload,
+            )?))
         } else {
-            match MetricBatchView::decode(&message.payload) {
-                Ok(batch) => {
-                    let derived = self.engine.derive(
-                        &batch,
-                        message.partition,
-                        message.offset,
-                        &mut self.writer,
-                    );
-                    if derived {
-                        self.publish_encoded(batch.resource.id).await;
-                    }
-                }
-                Err(error) => self.dead_letter(&message, &error.to_string()).await,
-            }
+            Ok(DeriveInput::Metrics(MetricBatchView::decode(
+                &message.payload,
+            )?))
         }
-        self.positions
-            .insert((message.topic.clone(), message.partition), message.offset);
     }
 
+    /// Raw samples move the watermark, so they are held to this host's clock;
+    /// partials come from other instances that already were.
+    fn latest_event_time(batch: &DeriveInput<'_>) -> Option<i64> {
+        match batch {
+            DeriveInput::Metrics(batch) => batch.samples.iter().map(|s| s.time_unix_nano).max(),
+            DeriveInput::Partials(_) => None,
+        }
+    }
+
+    async fn process<'m>(&mut self, message: &'m Message, batch: DeriveInput<'m>) {
+        match batch {
+            DeriveInput::Partials(batch) => {
+                self.engine
+                    .merge_partials(&batch, message.partition, message.offset);
+            }
+            DeriveInput::Metrics(batch) => {
+                let derived =
+                    self.engine
+                        .derive(&batch, message.partition, message.offset, &mut self.writer);
+                if derived {
+                    self.publish_encoded(batch.resource.id).await;
+                }
+            }
+        }
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        Some(self.config.tick)
+    }
+
+    async fn tick(&mut self, _subscription: &Subscription, input_quiet: bool) {
+        let mut watermark = self.engine.watermark();
+        if input_quiet {
+            // Quiet input: wall-clock time moves the windows on.
+            let lateness = vigil_config::duration::nanos(self.config.allowed_lateness);
+            watermark = watermark.max(unix_nanos(SystemTime::now()) - lateness);
+        }
+        let mut closed = self.engine.advance(watermark);
+        if self.loopback_partials {
+            for batch in std::mem::take(&mut closed.partials) {
+                self.engine.merge_partials(&batch, 0, 0);
+            }
+        }
+        self.publish_closed(closed).await;
+        self.metrics.report(&self.engine);
+    }
+
+    async fn next_event(&mut self) -> Infallible {
+        std::future::pending().await
+    }
+
+    async fn handle(&mut self, event: Infallible) -> Result<(), StageError> {
+        match event {}
+    }
+
+    /// Notes every message's position, and stores the resume positions on each
+    /// tick and at the end.
+    fn commit(&mut self, subscription: &Subscription, point: CommitPoint<'_>) {
+        match point {
+            CommitPoint::Consumed { message, .. } => {
+                self.positions
+                    .insert((message.topic.clone(), message.partition), message.offset);
+            }
+            CommitPoint::Ticked | CommitPoint::Stopped => self.commit_positions(subscription),
+            CommitPoint::EventHandled => {}
+        }
+    }
+}
+
+impl Reload for Derivation {
+    async fn reload(&mut self, files: &RuleFiles) -> Result<usize, Vec<RuleError>> {
+        let set = DefinitionSet::from_files(files)?;
+        self.engine.replace_definitions(&set);
+        Ok(set.len())
+    }
+}
+
+impl Derivation {
     /// Publishes the derived batch the engine wrote, keyed by its resource.
     async fn publish_encoded(&self, resource_id: &str) {
         let topic = self.topics.metrics_derived();
@@ -377,7 +367,7 @@ impl DeriveStage {
         self.count_published(topic, sent);
     }
 
-    fn count_published(&self, topic: &str, sent: Result<(), vigil_runtime::BusError>) {
+    fn count_published(&self, topic: &str, sent: Result<(), BusError>) {
         match sent {
             Ok(()) => {
                 self.metrics
@@ -404,7 +394,7 @@ impl DeriveStage {
 
     /// Stores, per partition, where a new owner must start: the earliest position
     /// the engine still needs, or past the last message processed.
-    fn commit_positions(&self) {
+    fn commit_positions(&self, subscription: &Subscription) {
         let partial_topic = self.topics.metrics_partial();
         for ((topic, partition), last) in &self.positions {
             let needed = if *topic == partial_topic {
@@ -413,21 +403,10 @@ impl DeriveStage {
                 self.engine.resume_offset(*partition)
             };
             let next = needed.map_or(last + 1, |needed| needed.min(last + 1));
-            if let Err(error) = self.subscription.commit_position(topic, *partition, next) {
+            if let Err(error) = subscription.commit_position(topic, *partition, next) {
                 tracing::debug!(%error, %topic, partition, "position not stored");
             }
         }
-    }
-
-    async fn dead_letter(&self, message: &Message, reason: &str) {
-        self.metrics
-            .dead_lettered
-            .get_or_create(&TopicLabels {
-                topic: message.topic.clone(),
-            })
-            .inc();
-        let topic = self.topics.dead_letter("derive");
-        self.publisher.skip_invalid(&topic, message, reason).await;
     }
 }
 
@@ -542,6 +521,65 @@ mod tests {
             .unwrap();
         let rate = tokio::time::timeout(Duration::from_secs(10), next_rate(&mut derived));
         assert_eq!(rate.await.expect("rates still flow"), 1_600.0);
+
+        shutdown.cancel();
+        running.await.unwrap().unwrap();
+    }
+
+    // One batch stamped a year ahead moved the watermark for good: every later
+    // sample of its series was out of order, every window reading late.
+    #[tokio::test]
+    async fn a_batch_from_a_clock_far_ahead_is_dead_lettered_and_rates_still_flow() {
+        let bus = Bus::in_memory();
+        let topics = bus.topics();
+        let mut derived = bus.subscribe("test", &[topics.metrics_derived()]).unwrap();
+        let mut dead = bus
+            .subscribe("dlq", &[topics.dead_letter("derive")])
+            .unwrap();
+        let (_files, watched) = watch::channel(Some(Arc::new(RuleFiles::new())));
+        let metrics = SelfMetrics::default();
+        let stage =
+            DeriveStage::new(&bus, watched, DeriveStageConfig::default(), &metrics).unwrap();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(stage.run(shutdown.clone()));
+        let publisher = bus.publisher().unwrap();
+        let raw = topics.metrics_raw();
+        let now = unix_nanos(SystemTime::now());
+        let year = 365 * 24 * 3_600 * SECOND;
+
+        publisher
+            .publish_batch(&raw, &port_poll(now + year, 500))
+            .await
+            .unwrap();
+        publisher
+            .publish_batch(&raw, &port_poll(now, 1_000))
+            .await
+            .unwrap();
+        publisher
+            .publish_batch(&raw, &port_poll(now + 10 * SECOND, 2_000))
+            .await
+            .unwrap();
+        let rejected = tokio::time::timeout(Duration::from_secs(10), dead.recv())
+            .await
+            .expect("the batch from the future is dead-lettered")
+            .unwrap();
+        let reason = rejected.header(vigil_runtime::bus::REASON_HEADER).unwrap();
+        assert!(
+            reason.starts_with("event time is 52w")
+                && reason.ends_with(
+                    "ahead of this host's clock (at most 5m allowed); check the sender's clock"
+                ),
+            "{reason}"
+        );
+        let rate = tokio::time::timeout(Duration::from_secs(10), next_rate(&mut derived));
+        assert_eq!(rate.await.expect("the batches after it give rates"), 800.0);
+        assert!(
+            metrics
+                .encode()
+                .contains(r#"vigil_derive_dead_lettered_total{topic="vigil.metrics.raw"} 1"#),
+            "{}",
+            metrics.encode()
+        );
 
         shutdown.cancel();
         running.await.unwrap().unwrap();

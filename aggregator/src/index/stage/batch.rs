@@ -1,15 +1,16 @@
 //! Batching in the index stage: messages from the bus become the documents of one
 //! bulk write, until the batch is full or its linger ends; a message that does not
-//! decode is kept aside for the dead-letter topic.
+//! decode is refused, for the stage loop to dead-letter.
 
-use super::{IndexStageConfig, Shared, StageTopics};
+use super::{IndexStageConfig, StageTopics};
 use crate::index::documents::{
     Document, IndexNames, MetricStream, alert_document, ingested_now, log_documents,
     metric_documents,
 };
+use crate::stage::Rejection;
 use tokio::time::Instant;
+use vigil_proto::Payload;
 use vigil_proto::v1::{AlertEvent, LogBatch, MetricBatch};
-use vigil_proto::{DecodeError, Payload};
 use vigil_runtime::Message;
 
 /// Bytes a bulk action line adds to each document, for the batch size estimate.
@@ -20,10 +21,8 @@ const ACTION_LINE_BYTES: usize = 40;
 pub(super) struct Batch {
     pub(super) messages: Vec<Message>,
     pub(super) documents: Vec<Document>,
-    /// Estimated size of the bulk request, plus the payloads of undecodable messages
-    /// (they are held until the batch is written).
+    /// Estimated size of the bulk request.
     bytes: usize,
-    pub(super) undecodable: Vec<Undecodable>,
     /// When the linger of the first message ends.
     pub(super) deadline: Option<Instant>,
     /// The linger is over: the batch goes out as soon as a write is free.
@@ -39,67 +38,24 @@ impl Batch {
         !self.messages.is_empty() && (self.lingered || self.is_full(config))
     }
 
-    pub(super) fn add(&mut self, message: Message, shared: &Shared) {
-        let origin = self.messages.len();
-        shared
-            .metrics
-            .messages_consumed
-            .get_or_create(&[("topic", message.topic.clone())])
-            .inc();
-        match documents_of(&message, origin, &shared.topics, &shared.names) {
-            Ok(documents) => {
-                self.bytes += documents
-                    .iter()
-                    .map(|d| d.body.len() + d.index.len() + d.id.len() + ACTION_LINE_BYTES)
-                    .sum::<usize>();
-                self.documents.extend(documents);
-            }
-            Err(mut undecodable) => {
-                self.bytes += message.payload.len();
-                tracing::warn!(
-                    topic = %message.topic,
-                    partition = message.partition,
-                    offset = message.offset,
-                    reason = %undecodable.reason,
-                    "message dead-lettered"
-                );
-                undecodable.origin = origin;
-                self.undecodable.push(undecodable);
-            }
-        }
+    /// Adds `message` and the documents it became.
+    pub(super) fn add(&mut self, message: Message, documents: Vec<Document>) {
+        self.bytes += documents
+            .iter()
+            .map(|d| d.body.len() + d.index.len() + d.id.len() + ACTION_LINE_BYTES)
+            .sum::<usize>();
+        self.documents.extend(documents);
         self.messages.push(message);
     }
 }
 
-/// Why a message has no documents.
-#[derive(Debug)]
-pub(super) struct Undecodable {
-    /// Position of the message in the batch.
-    pub(super) origin: usize,
-    /// Label of the `index_dead_lettered` counter.
-    pub(super) kind: &'static str,
-    pub(super) reason: String,
-}
-
-impl From<DecodeError> for Undecodable {
-    fn from(error: DecodeError) -> Self {
-        Self {
-            origin: 0,
-            kind: match error {
-                DecodeError::Protobuf { .. } | DecodeError::Malformed { .. } => "not_protobuf",
-                DecodeError::Invalid { .. } => "invalid_batch",
-            },
-            reason: error.to_string(),
-        }
-    }
-}
-
-fn documents_of(
+/// The documents of `message`, the `origin`-th of its batch.
+pub(super) fn documents_of(
     message: &Message,
     origin: usize,
     topics: &StageTopics,
     names: &IndexNames,
-) -> Result<Vec<Document>, Undecodable> {
+) -> Result<Vec<Document>, Rejection> {
     let topic = message.topic.as_str();
     let payload = &message.payload[..];
     let ingested = ingested_now();
@@ -129,8 +85,7 @@ fn documents_of(
             &ingested,
         )])
     } else {
-        Err(Undecodable {
-            origin,
+        Err(Rejection {
             kind: "unexpected_topic",
             reason: format!("the index stage does not read topic {topic}"),
         })

@@ -1,6 +1,6 @@
-//! The index stage's dead-letter topic, where the data path ends for what cannot be
-//! indexed: messages that do not decode, and records Elasticsearch refused for good,
-//! each with the reason and where it came from.
+//! The index stage's own dead letters, where the data path ends for records
+//! Elasticsearch refused for good, each with the reason and where it came from
+//! (messages that do not decode are dead-lettered by the stage loop).
 
 use super::Shared;
 use super::batch::Batch;
@@ -19,7 +19,7 @@ const MAX_DEAD_LETTER_BACKOFF: Duration = Duration::from_secs(10);
 pub(super) const DOCUMENT_ID_HEADER: &str = "vigil-document-id";
 const INDEX_HEADER: &str = "vigil-index";
 /// Header of every dead letter: `<topic>/<partition>/<offset>` of the message it came from.
-pub(super) const ORIGIN_HEADER: &str = "vigil-origin";
+const ORIGIN_HEADER: &str = "vigil-origin";
 
 /// The dead letter of a document Elasticsearch refused: its record alone in a batch
 /// of the message's type, so it can be published again as it is once the cause is
@@ -78,7 +78,6 @@ pub(super) fn rejected_record(
             (DOCUMENT_ID_HEADER, document.id.clone()),
             (INDEX_HEADER, document.index.clone()),
         ],
-        kind: "rejected",
     }
 }
 
@@ -96,7 +95,7 @@ pub(super) async fn publish_dead_letter(
         .collect();
     let mut backoff = DEAD_LETTER_BACKOFF;
     loop {
-        let topic = &shared.topics.dead_letter;
+        let topic = &shared.dead_letter_topic;
         match shared
             .publisher
             .publish(topic, &dead_letter.key, &dead_letter.payload, &headers)
@@ -115,7 +114,7 @@ pub(super) async fn publish_dead_letter(
     }
 }
 
-pub(super) fn message_key(message: &Message) -> String {
+fn message_key(message: &Message) -> String {
     message
         .key
         .as_ref()
@@ -123,7 +122,7 @@ pub(super) fn message_key(message: &Message) -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn origin_of(message: &Message) -> String {
+fn origin_of(message: &Message) -> String {
     format!("{}/{}/{}", message.topic, message.partition, message.offset)
 }
 
@@ -133,6 +132,4 @@ pub(super) struct DeadLetter {
     pub(super) key: String,
     pub(super) payload: Vec<u8>,
     pub(super) headers: Vec<(&'static str, String)>,
-    /// Label of the `index_dead_lettered` counter.
-    pub(super) kind: &'static str,
 }

@@ -1,5 +1,6 @@
-//! The index stage's self-metrics: what it consumed from the bus, wrote, found
-//! already written, dead-lettered and retried, and the bulk writer's concurrency.
+//! The index stage's self-metrics: what it wrote, found already written,
+//! dead-lettered and retried, and the bulk writer's concurrency (what it consumed
+//! is counted by the stage loop).
 
 use crate::index::document_sink::DocumentSink;
 use prometheus_client::metrics::counter::Counter;
@@ -12,18 +13,24 @@ type ByLabel = Family<[(&'static str, String); 1], Counter>;
 /// The stage's self-metrics.
 #[derive(Debug)]
 pub(super) struct IndexMetrics {
-    pub(super) messages_consumed: ByLabel,
     pub(super) documents_written: ByLabel,
     pub(super) documents_duplicate: ByLabel,
-    pub(super) dead_lettered: Family<[(&'static str, &'static str); 1], Counter>,
+    /// The stage loop's dead-letter counter, by reason: refused records count as
+    /// `rejected`.
+    pub(super) dead_lettered: ByLabel,
     pub(super) bulk_retries: Counter,
     pub(super) documents_retried: Counter,
-    pub(super) receive_errors: Counter,
     pub(super) bulk_duration: Histogram,
 }
 
 impl IndexMetrics {
-    pub(super) fn register(metrics: &SelfMetrics, sink: &DocumentSink) -> Self {
+    /// Registers the metrics of the stage and of `sink`; `dead_lettered` is the
+    /// stage loop's counter, shared.
+    pub(super) fn register(
+        metrics: &SelfMetrics,
+        sink: &DocumentSink,
+        dead_lettered: ByLabel,
+    ) -> Self {
         if let DocumentSink::Elasticsearch(client) = sink {
             let concurrency = client.concurrency().metrics();
             metrics.register(
@@ -43,11 +50,6 @@ impl IndexMetrics {
             );
         }
         Self {
-            messages_consumed: metrics.register(
-                "index_messages_consumed",
-                "Messages the index stage consumed, by topic",
-                ByLabel::default(),
-            ),
             documents_written: metrics.register(
                 "index_documents_written",
                 "Documents the index stage stored, by index",
@@ -58,11 +60,7 @@ impl IndexMetrics {
                 "Documents that were already stored (redeliveries answered with 409), by index",
                 ByLabel::default(),
             ),
-            dead_lettered: metrics.register(
-                "index_dead_lettered",
-                "Messages and refused records the index stage sent to its dead-letter topic, by reason",
-                Family::default(),
-            ),
+            dead_lettered,
             bulk_retries: metrics.register(
                 "index_bulk_retries",
                 "Bulk requests sent again after a transient failure",
@@ -71,11 +69,6 @@ impl IndexMetrics {
             documents_retried: metrics.register(
                 "index_documents_retried",
                 "Documents sent again after a 429, a 5xx or a failed request",
-                Counter::default(),
-            ),
-            receive_errors: metrics.register(
-                "index_receive_errors",
-                "Errors consuming from the bus (broker unreachable, poll interval exceeded)",
                 Counter::default(),
             ),
             bulk_duration: metrics.register(

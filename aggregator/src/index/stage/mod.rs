@@ -13,13 +13,17 @@
 //!
 //! Writes finish in any order, but a partition's position is committed only up to
 //! the first message not yet finished: every record before a committed position is
-//! in Elasticsearch or in the dead-letter topic. A crash redelivers what was not
-//! committed, and deterministic document ids turn the redelivery into 409s instead
-//! of duplicates.
+//! in Elasticsearch or was handed to the dead-letter topic (a message that does
+//! not decode is dropped, with an error logged, if even that topic refuses it). A
+//! crash redelivers what was not committed, and deterministic document ids turn
+//! the redelivery into 409s instead of duplicates.
 //!
-//! This module holds the consume loop and the commits; `batch` gathers messages into
-//! documents, `write` writes a batch and `dead_letter` publishes what cannot be
-//! indexed, `positions` tracks what may be committed, and `metrics` counts.
+//! The stage runs in the loop every stage shares (`crate::stage`), which
+//! consumes, dead-letters what does not decode and waits without fetching while
+//! every write is busy. This module holds what is the index stage's own:
+//! `batch` gathers messages into documents, `write` writes a batch and
+//! `dead_letter` publishes the records Elasticsearch refused, `positions` tracks
+//! what may be committed, and `metrics` counts.
 
 mod batch;
 mod dead_letter;
@@ -28,8 +32,11 @@ mod positions;
 mod write;
 
 use super::document_sink::DocumentSink;
-use super::documents::{IndexNames, InvalidIndexName};
-use batch::Batch;
+use super::documents::{Document, IndexNames, InvalidIndexName};
+use crate::stage::{
+    self, CommitPoint, DeadLetterKey, Intake, NoWatchedSet, Rejection, Stage, StageError,
+};
+use batch::{Batch, documents_of};
 use metrics::IndexMetrics;
 use positions::Positions;
 use std::sync::Arc;
@@ -38,11 +45,8 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use vigil_runtime::{Bus, BusError, Publisher, SelfMetrics, Subscription};
+use vigil_runtime::{Bus, BusError, Message, Publisher, SelfMetrics, Subscription};
 use write::{WriteOutcome, write_batch};
-
-/// Pause after a failed receive, so a broken connection does not spin.
-const RECEIVE_RETRY_PAUSE: Duration = Duration::from_millis(200);
 
 /// Settings of the index stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,24 +85,22 @@ pub enum IndexStageError {
     Bus(#[from] BusError),
 }
 
-/// Topic names the stage reads and writes.
+/// Topic names the stage reads.
 #[derive(Debug)]
 struct StageTopics {
     logs: String,
     metrics_raw: String,
     metrics_derived: String,
     alert_events: String,
-    dead_letter: String,
 }
 
 /// Writes everything on the data topics to a document sink.
 #[derive(Debug)]
 pub struct IndexStage {
-    subscription: Subscription,
+    intake: Intake,
     /// What the writes in flight share.
     shared: Arc<Shared>,
     config: IndexStageConfig,
-    positions: Positions,
 }
 
 /// What every write of the stage needs.
@@ -106,6 +108,8 @@ pub struct IndexStage {
 struct Shared {
     publisher: Publisher,
     topics: StageTopics,
+    /// Where refused records go.
+    dead_letter_topic: String,
     sink: DocumentSink,
     names: IndexNames,
     metrics: IndexMetrics,
@@ -133,42 +137,39 @@ impl IndexStage {
         if config.max_bytes == 0 {
             return Err(IndexStageError::NotPositive { field: "max_bytes" });
         }
-        let topics = bus.topics();
+        let bus_topics = bus.topics();
         let topics = StageTopics {
-            logs: topics.logs_raw(),
-            metrics_raw: topics.metrics_raw(),
-            metrics_derived: topics.metrics_derived(),
-            alert_events: topics.alert_events(),
-            dead_letter: topics.dead_letter("index"),
+            logs: bus_topics.logs_raw(),
+            metrics_raw: bus_topics.metrics_raw(),
+            metrics_derived: bus_topics.metrics_derived(),
+            alert_events: bus_topics.alert_events(),
         };
-        let subscription = bus.subscribe(
-            &config.group,
-            &[
-                topics.logs.clone(),
-                topics.metrics_raw.clone(),
-                topics.metrics_derived.clone(),
-                topics.alert_events.clone(),
-            ],
-        )?;
-        let metrics = IndexMetrics::register(metrics, &sink);
+        let inputs = [
+            topics.logs.clone(),
+            topics.metrics_raw.clone(),
+            topics.metrics_derived.clone(),
+            topics.alert_events.clone(),
+        ];
+        let intake = Intake::new::<Indexing>(bus, &config.group, &inputs, metrics)?;
+        let metrics = IndexMetrics::register(metrics, &sink, intake.dead_lettered().clone());
         Ok(Self {
-            subscription,
             shared: Arc::new(Shared {
-                publisher: bus.publisher()?,
+                publisher: intake.publisher().clone(),
                 topics,
+                dead_letter_topic: bus_topics.dead_letter(Indexing::NAME),
                 sink,
                 names,
                 metrics,
             }),
+            intake,
             config,
-            positions: Positions::default(),
         })
     }
 
     /// Indexes until `shutdown` (or until the in-process bus closes), then writes the
     /// batch in hand, waits for the writes in flight and commits what they finished.
     /// Returns an error only when the sink refuses writes for good.
-    pub async fn run(mut self, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StageError> {
         let max_writes = self.shared.sink.max_writes_in_flight();
         tracing::info!(
             sink = %self.shared.sink,
@@ -176,103 +177,171 @@ impl IndexStage {
             max_writes,
             "index stage running"
         );
-        let (done_sender, mut done) = mpsc::channel::<Written>(max_writes);
-        let mut writes = 0usize;
-        let mut batch = Batch::default();
-        let mut failure = None;
-        loop {
-            if writes < max_writes && batch.is_ready(&self.config) {
-                self.dispatch(std::mem::take(&mut batch), &done_sender, &shutdown);
-                writes += 1;
-                continue;
-            }
-            let full = batch.is_full(&self.config);
-            if full && writes >= max_writes {
-                // Every write is busy and the batch cannot grow: wait for one to
-                // finish while polling the group without fetching.
-                let finished = self
-                    .subscription
-                    .while_busy(async {
-                        tokio::select! {
-                            biased;
-                            () = shutdown.cancelled() => None,
-                            finished = done.recv() => finished,
-                        }
-                    })
-                    .await;
-                let Some(finished) = finished else { break };
-                writes -= 1;
-                if let Err(error) = self.finish(finished) {
-                    failure = Some(error);
-                    break;
-                }
-                continue;
-            }
-            let linger = batch.deadline.filter(|_| !batch.lingered);
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                Some(finished) = done.recv(), if writes > 0 => {
-                    writes -= 1;
-                    if let Err(error) = self.finish(finished) {
-                        failure = Some(error);
-                        break;
-                    }
-                }
-                () = sleep_until(linger), if linger.is_some() => batch.lingered = true,
-                received = self.subscription.recv(), if !full => match received {
-                    Ok(message) => {
-                        self.positions.received(&message);
-                        batch.deadline.get_or_insert_with(|| Instant::now() + self.config.linger);
-                        batch.add(message, &self.shared);
-                    }
-                    Err(BusError::Closed) => {
-                        tracing::info!("the in-process bus closed");
-                        break;
-                    }
-                    Err(error) => {
-                        self.shared.metrics.receive_errors.inc();
-                        tracing::warn!(%error, "receiving from the bus failed");
-                        tokio::time::sleep(RECEIVE_RETRY_PAUSE).await;
-                    }
-                },
-            }
-        }
-
-        // Stop reading; write what is in hand and let the writes in flight end.
-        if failure.is_none() && !batch.messages.is_empty() {
-            if writes >= max_writes
-                && let Some(finished) = done.recv().await
-            {
-                writes -= 1;
-                failure = self.finish(finished).err();
-            }
-            if failure.is_none() {
-                self.dispatch(batch, &done_sender, &shutdown);
-                writes += 1;
-            }
-        }
-        while writes > 0 {
-            let Some(finished) = done.recv().await else {
-                break;
-            };
-            writes -= 1;
-            if let Err(error) = self.finish(finished)
-                && failure.is_none()
-            {
-                failure = Some(error);
-            }
-        }
-        self.subscription.close();
+        let (done_sender, done) = mpsc::channel(max_writes);
+        let indexing = Indexing {
+            shared: self.shared,
+            config: self.config,
+            positions: Positions::default(),
+            batch: Batch::default(),
+            writes: 0,
+            max_writes,
+            done_sender,
+            done,
+            shutdown: shutdown.clone(),
+        };
+        let ended = stage::run(indexing, self.intake, NoWatchedSet, shutdown).await;
         tracing::info!("index stage stopped");
-        failure.map_or(Ok(()), Err)
+        ended
+    }
+}
+
+/// What the index stage does with its messages: batches, writes in flight, and
+/// the positions they allow to commit.
+#[derive(Debug)]
+struct Indexing {
+    shared: Arc<Shared>,
+    config: IndexStageConfig,
+    positions: Positions,
+    /// The batch being gathered.
+    batch: Batch,
+    /// Writes in flight, and how many may be.
+    writes: usize,
+    max_writes: usize,
+    /// Where the writes say they ended.
+    done_sender: mpsc::Sender<Written>,
+    done: mpsc::Receiver<Written>,
+    /// Stops the retries of writes in flight.
+    shutdown: CancellationToken,
+}
+
+/// What the index stage waits for besides messages.
+#[derive(Debug)]
+enum IndexEvent {
+    /// A write ended.
+    Written(Written),
+    /// The linger of the batch being gathered is over.
+    Lingered,
+}
+
+impl Stage for Indexing {
+    const NAME: &'static str = "index";
+    const DEAD_LETTERS_BY: DeadLetterKey = DeadLetterKey::Reason;
+    type Batch<'m> = Vec<Document>;
+    type Event = IndexEvent;
+
+    fn decode(&self, message: &Message) -> Result<Vec<Document>, Rejection> {
+        let origin = self.batch.messages.len();
+        documents_of(message, origin, &self.shared.topics, &self.shared.names)
+    }
+
+    /// Everything is indexed, whatever its time.
+    fn latest_event_time(_documents: &Vec<Document>) -> Option<i64> {
+        None
+    }
+
+    async fn process(&mut self, message: &Message, documents: Vec<Document>) {
+        self.positions.received(message);
+        let linger = self.config.linger;
+        self.batch
+            .deadline
+            .get_or_insert_with(|| Instant::now() + linger);
+        self.batch.add(message.clone(), documents);
+        self.dispatch_ready();
+    }
+
+    async fn next_event(&mut self) -> IndexEvent {
+        let linger = self.batch.deadline.filter(|_| !self.batch.lingered);
+        tokio::select! {
+            biased;
+            Some(written) = self.done.recv(), if self.writes > 0 => IndexEvent::Written(written),
+            () = sleep_until(linger), if linger.is_some() => IndexEvent::Lingered,
+            else => std::future::pending().await,
+        }
+    }
+
+    async fn handle(&mut self, event: IndexEvent) -> Result<(), StageError> {
+        match event {
+            IndexEvent::Written(written) => {
+                self.writes -= 1;
+                self.finish(written)?;
+            }
+            IndexEvent::Lingered => self.batch.lingered = true,
+        }
+        self.dispatch_ready();
+        Ok(())
+    }
+
+    /// A full batch waits for a write to be free; meanwhile nothing is fetched.
+    fn accepts_messages(&self) -> bool {
+        !self.batch.is_full(&self.config)
+    }
+
+    /// Commits, per partition, up to the first message not finished: a
+    /// dead-lettered message is finished at once, the others when their write is.
+    fn commit(&mut self, subscription: &Subscription, point: CommitPoint<'_>) {
+        match point {
+            CommitPoint::Consumed {
+                message,
+                dead_lettered: true,
+            } => {
+                self.positions.received(message);
+                self.positions
+                    .completed(&message.topic, message.partition, message.offset);
+            }
+            CommitPoint::Consumed { .. } | CommitPoint::Ticked => return,
+            CommitPoint::EventHandled | CommitPoint::Stopped => {}
+        }
+        for (topic, partition, next) in self.positions.take_moved() {
+            // A partition taken away by a rebalance cannot be committed here; its new
+            // owner consumes the messages again and the ids make that harmless.
+            if let Err(error) = subscription.commit_position(&topic, partition, next) {
+                tracing::warn!(
+                    %topic,
+                    partition,
+                    offset = next,
+                    %error,
+                    "position could not be committed"
+                );
+            }
+        }
+    }
+
+    /// Writes the batch in hand (unless the stage failed) and waits for every
+    /// write in flight.
+    async fn drain(&mut self, failed: bool) -> Result<(), StageError> {
+        let mut outcome = Ok(());
+        if !failed && !self.batch.messages.is_empty() {
+            if self.writes >= self.max_writes {
+                outcome = self.finish_next().await;
+            }
+            if outcome.is_ok() {
+                let batch = std::mem::take(&mut self.batch);
+                self.dispatch(batch);
+            }
+        }
+        while self.writes > 0 {
+            let finished = self.finish_next().await;
+            outcome = outcome.and(finished);
+        }
+        outcome
+    }
+}
+
+impl Indexing {
+    /// Starts writing the batch being gathered if it is ready and a write is free.
+    fn dispatch_ready(&mut self) {
+        if self.writes < self.max_writes && self.batch.is_ready(&self.config) {
+            let batch = std::mem::take(&mut self.batch);
+            self.dispatch(batch);
+        }
     }
 
     /// Starts writing `batch`; its end comes back on `done`.
-    fn dispatch(&self, batch: Batch, done: &mpsc::Sender<Written>, shutdown: &CancellationToken) {
+    fn dispatch(&mut self, batch: Batch) {
         let shared = Arc::clone(&self.shared);
-        let done = done.clone();
-        let shutdown = shutdown.clone();
+        let done = self.done_sender.clone();
+        let shutdown = self.shutdown.clone();
+        self.writes += 1;
         tokio::spawn(async move {
             let outcome = write_batch(&shared, &batch, &shutdown).await;
             let positions = batch
@@ -285,35 +354,25 @@ impl IndexStage {
         });
     }
 
-    /// Takes a finished write into account and commits the positions it allows.
-    fn finish(&mut self, written: Written) -> anyhow::Result<()> {
+    /// Waits for the next write to end and takes it into account.
+    async fn finish_next(&mut self) -> Result<(), StageError> {
+        // The stage holds a sender, so the channel stays open.
+        let Some(written) = self.done.recv().await else {
+            return Ok(());
+        };
+        self.writes -= 1;
+        self.finish(written)
+    }
+
+    /// Takes a finished write into account: its messages may be committed.
+    fn finish(&mut self, written: Written) -> Result<(), StageError> {
         match written.outcome {
             WriteOutcome::Done => {}
             WriteOutcome::Abandoned => return Ok(()),
             WriteOutcome::Failed(error) => return Err(error),
         }
-        let mut touched: Vec<(&str, i32)> = Vec::new();
         for (topic, partition, offset) in &written.positions {
             self.positions.completed(topic, *partition, *offset);
-            if !touched.contains(&(topic.as_str(), *partition)) {
-                touched.push((topic, *partition));
-            }
-        }
-        for (topic, partition) in touched {
-            let Some(next) = self.positions.position_to_commit(topic, partition) else {
-                continue;
-            };
-            // A partition taken away by a rebalance cannot be committed here; its new
-            // owner consumes the messages again and the ids make that harmless.
-            if let Err(error) = self.subscription.commit_position(topic, partition, next) {
-                tracing::warn!(
-                    %topic,
-                    partition,
-                    offset = next,
-                    %error,
-                    "position could not be committed"
-                );
-            }
         }
         Ok(())
     }
@@ -328,6 +387,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// A write that ended, and the positions of its messages.
+#[derive(Debug)]
 struct Written {
     positions: Vec<(String, i32, i64)>,
     outcome: WriteOutcome,

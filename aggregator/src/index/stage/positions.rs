@@ -1,7 +1,7 @@
 //! Commit positions of the index stage: which messages from the bus are finished
 //! (indexed or dead-lettered), so a partition's position moves only past those.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use vigil_runtime::Message;
 
 /// Positions of the messages received, per partition, and which are finished: what
@@ -9,6 +9,8 @@ use vigil_runtime::Message;
 #[derive(Debug, Default)]
 pub(super) struct Positions {
     partitions: HashMap<(String, i32), PartitionPositions>,
+    /// Partitions with messages finished since their position was last looked at.
+    touched: BTreeSet<(String, i32)>,
 }
 
 #[derive(Debug, Default)]
@@ -44,11 +46,24 @@ impl Positions {
             }
         }
         positions.highest_finished = positions.highest_finished.max(Some(offset));
+        self.touched.insert((topic.to_owned(), partition));
+    }
+
+    /// The positions to commit of the partitions whose messages finished since the
+    /// last call, where they moved.
+    pub(super) fn take_moved(&mut self) -> Vec<(String, i32, i64)> {
+        std::mem::take(&mut self.touched)
+            .into_iter()
+            .filter_map(|(topic, partition)| {
+                let next = self.position_to_commit(&topic, partition)?;
+                Some((topic, partition, next))
+            })
+            .collect()
     }
 
     /// The position to commit for a partition, if it moved: the first offset not
     /// finished, so everything before it is.
-    pub(super) fn position_to_commit(&mut self, topic: &str, partition: i32) -> Option<i64> {
+    fn position_to_commit(&mut self, topic: &str, partition: i32) -> Option<i64> {
         let positions = self.partitions.get_mut(&(topic.to_owned(), partition))?;
         let after_finished = positions.highest_finished? + 1;
         let next = match positions.pending.first_key_value() {

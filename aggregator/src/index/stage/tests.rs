@@ -75,7 +75,7 @@ fn start_stage(
     Subscription,
     SelfMetrics,
     CancellationToken,
-    tokio::task::JoinHandle<anyhow::Result<()>>,
+    tokio::task::JoinHandle<Result<(), StageError>>,
 ) {
     let bus = Bus::in_memory();
     let self_metrics = SelfMetrics::default();

@@ -1,47 +1,34 @@
 //! Writing one batch of the index stage: its documents go to the sink, what the sink
-//! refused and what did not decode go to the dead-letter topic, and the outcome is
-//! counted, before the stage may commit the batch's messages.
+//! refused goes to the dead-letter topic, and the outcome is counted, before the
+//! stage may commit the batch's messages.
 
 use super::Shared;
 use super::batch::Batch;
-use super::dead_letter::{
-    DeadLetter, ORIGIN_HEADER, message_key, origin_of, publish_dead_letter, rejected_record,
-};
+use super::dead_letter::{publish_dead_letter, rejected_record};
 use crate::index::sink::{Outcome, SinkError};
+use crate::stage::StageError;
 use std::collections::HashMap;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use vigil_runtime::bus::REASON_HEADER;
 
 /// How the write of a batch ended.
+#[derive(Debug)]
 pub(super) enum WriteOutcome {
     /// Every record of the batch is in the sink or in the dead-letter topic.
     Done,
     /// Shutdown came first; nothing of the batch may be committed.
     Abandoned,
     /// The sink refused the write for good; the stage stops.
-    Failed(anyhow::Error),
+    Failed(StageError),
 }
 
-/// Writes the documents of `batch`, dead-letters what cannot be indexed, and counts.
+/// Writes the documents of `batch`, dead-letters what the sink refused, and counts.
 pub(super) async fn write_batch(
     shared: &Shared,
     batch: &Batch,
     shutdown: &CancellationToken,
 ) -> WriteOutcome {
     let mut dead_letters = Vec::new();
-    for undecodable in &batch.undecodable {
-        let message = &batch.messages[undecodable.origin];
-        dead_letters.push(DeadLetter {
-            key: message_key(message),
-            payload: message.payload.to_vec(),
-            headers: vec![
-                (REASON_HEADER, undecodable.reason.clone()),
-                (ORIGIN_HEADER, origin_of(message)),
-            ],
-            kind: undecodable.kind,
-        });
-    }
     if !batch.documents.is_empty() {
         let started = Instant::now();
         let report = match shared.sink.write(&batch.documents, shutdown).await {
@@ -54,12 +41,12 @@ pub(super) async fn write_batch(
                 );
                 return WriteOutcome::Abandoned;
             }
-            Err(error) => {
-                return WriteOutcome::Failed(anyhow::Error::new(error).context(format!(
-                    "writing {} documents to {}",
-                    batch.documents.len(),
-                    shared.sink
-                )));
+            Err(source) => {
+                return WriteOutcome::Failed(StageError::IndexWrite {
+                    documents: batch.documents.len(),
+                    sink: shared.sink.to_string(),
+                    source,
+                });
             }
         };
         let metrics = &shared.metrics;
@@ -99,7 +86,7 @@ pub(super) async fn write_batch(
         shared
             .metrics
             .dead_lettered
-            .get_or_create(&[("reason", dead_letter.kind)])
+            .get_or_create(&[("reason", "rejected".to_owned())])
             .inc();
     }
     WriteOutcome::Done
