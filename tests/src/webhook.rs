@@ -1,13 +1,18 @@
 //! A webhook receiver that records what Vigil's alert notifier posts.
 //!
 //! A tiny HTTP/1.1 server on a free loopback port: it answers every request with the
-//! configured status (200 unless told otherwise) and keeps each request's body, so a
-//! test can assert on the alerts that were sent, and on retries after a failure.
+//! configured status (200 unless told otherwise) and keeps each request's body and
+//! the status it got, so a test can assert on the alerts that were sent, and on
+//! retries after a failure.
+//!
+//! It also stands in for a receiver in an outage: a real PagerDuty, Slack or
+//! webhook server cannot be made to answer 500 or 429 with a `Retry-After` on
+//! demand, so [`WebhookReceiver::respond_with`] and
+//! [`WebhookReceiver::respond_with_retry_after`] switch it into failing and back.
 
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU16, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -29,6 +34,8 @@ pub struct ReceivedRequest {
     pub body: Value,
     /// When the whole request had been read.
     pub received_at: SystemTime,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 /// An HTTP server on 127.0.0.1 recording every request; it stops with the process.
@@ -43,7 +50,15 @@ pub struct WebhookReceiver {
 #[derive(Debug)]
 struct ReceiverState {
     requests: Mutex<Vec<ReceivedRequest>>,
-    response_status: AtomicU16,
+    answer: Mutex<Answer>,
+}
+
+/// How the receiver answers for now.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    /// The value of a `Retry-After` header, if one is sent.
+    retry_after: Option<String>,
 }
 
 impl WebhookReceiver {
@@ -57,7 +72,10 @@ impl WebhookReceiver {
             .port();
         let state = Arc::new(ReceiverState {
             requests: Mutex::new(Vec::new()),
-            response_status: AtomicU16::new(200),
+            answer: Mutex::new(Answer {
+                status: 200,
+                retry_after: None,
+            }),
         });
         let accepting_state = Arc::clone(&state);
         thread::Builder::new()
@@ -88,22 +106,46 @@ impl WebhookReceiver {
             .collect()
     }
 
+    /// The bodies of the requests answered with a 2xx status, oldest first.
+    pub fn accepted_bodies(&self) -> Vec<Value> {
+        self.lock_requests()
+            .iter()
+            .filter(|request| (200..300).contains(&request.status))
+            .map(|request| request.body.clone())
+            .collect()
+    }
+
     /// All requests received so far, oldest first.
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.lock_requests().clone()
     }
 
-    /// Answers every later request with `status`, e.g. 503 to test retries.
+    /// Answers every later request with `status`, e.g. 500 for an outage and
+    /// 200 again when it ends.
     pub fn respond_with(&self, status: u16) {
-        self.state.response_status.store(status, Ordering::SeqCst);
+        *lock(&self.state.answer) = Answer {
+            status,
+            retry_after: None,
+        };
+    }
+
+    /// Answers every later request with `status` and a `Retry-After` header of
+    /// `retry_after`: delay-seconds such as `1`, or an HTTP date.
+    pub fn respond_with_retry_after(&self, status: u16, retry_after: &str) {
+        *lock(&self.state.answer) = Answer {
+            status,
+            retry_after: Some(retry_after.to_owned()),
+        };
     }
 
     fn lock_requests(&self) -> MutexGuard<'_, Vec<ReceivedRequest>> {
-        self.state
-            .requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state.requests)
     }
+}
+
+/// The data behind `mutex`, also after a panicking test thread held it.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Serves requests on one keep-alive connection until the client closes it.
@@ -111,16 +153,19 @@ fn serve_connection(connection: TcpStream, state: &ReceiverState) -> io::Result<
     connection.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut writer = connection.try_clone()?;
     let mut reader = BufReader::new(connection);
-    while let Some(request) = read_request(&mut reader)? {
-        let status = state.response_status.load(Ordering::SeqCst);
-        state
-            .requests
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(request);
+    while let Some(mut request) = read_request(&mut reader)? {
+        let Answer {
+            status,
+            retry_after,
+        } = lock(&state.answer).clone();
+        request.status = status;
+        lock(&state.requests).push(request);
+        let retry_after = retry_after
+            .map(|value| format!("retry-after: {value}\r\n"))
+            .unwrap_or_default();
         write!(
             writer,
-            "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}",
+            "HTTP/1.1 {status} {}\r\ncontent-type: application/json\r\n{retry_after}content-length: 2\r\n\r\n{{}}",
             reason_phrase(status)
         )?;
         writer.flush()?;
@@ -183,6 +228,7 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Option<ReceivedRequest>
         headers,
         body,
         received_at: SystemTime::now(),
+        status: 0,
     }))
 }
 
@@ -259,9 +305,34 @@ mod tests {
             receiver.bodies(),
             vec![json!({"alert": "first"}), json!({"alert": "second"})]
         );
+        assert_eq!(receiver.accepted_bodies(), vec![json!({"alert": "first"})]);
         let requests = receiver.requests();
         assert_eq!(requests[0].method, "POST");
         assert_eq!(requests[0].path, "/webhook");
+        assert_eq!([requests[0].status, requests[1].status], [200, 503]);
+    }
+
+    #[test]
+    fn fails_with_a_retry_after_until_told_to_recover() {
+        let receiver = WebhookReceiver::start();
+        let post = || {
+            with_client(|http| {
+                let response = http
+                    .post(receiver.url())
+                    .json(&json!({}))
+                    .send()
+                    .expect("post to the webhook receiver");
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .map(|value| value.to_str().unwrap().to_owned());
+                (response.status().as_u16(), retry_after)
+            })
+        };
+        receiver.respond_with_retry_after(429, "1");
+        assert_eq!(post(), (429, Some("1".to_owned())));
+        receiver.respond_with(200);
+        assert_eq!(post(), (200, None));
     }
 
     #[test]

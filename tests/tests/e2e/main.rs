@@ -16,6 +16,7 @@ mod index_setup;
 mod index_throttling;
 mod log_faults;
 mod malformed;
+mod notify_outage;
 mod pipeline;
 mod servers;
 mod slow_elasticsearch;

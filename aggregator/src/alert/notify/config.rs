@@ -155,24 +155,55 @@ pub struct InhibitRule {
     pub equal: Vec<String>,
 }
 
-/// How a receiver retries a failed delivery: exponential backoff up to a cap.
+/// How a notification that failed is tried again: when the receiver named a
+/// time (`Retry-After`), then; otherwise after an exponential backoff with
+/// jitter. Tries go on until the receiver accepts, or the notification is no
+/// longer needed (its alerts resolved, or the group changed and a newer one
+/// replaces it); a refusal that would only repeat (a 4xx other than 408 and 429,
+/// a body over the receiver's limit) is not tried again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
-    /// Tries in all, the first included.
-    pub attempts: u32,
-    /// Wait before the second try; doubled before each further one.
+    /// Wait after the first failure; doubled after each further one.
     pub first_backoff: Duration,
-    /// Longest wait between two tries.
+    /// Longest wait between two tries of the backoff.
     pub max_backoff: Duration,
+    /// Longest `Retry-After` honoured: a receiver asking for more is tried
+    /// again after this, so that one bad header cannot hold pages for days.
+    pub max_retry_after: Duration,
 }
+
+/// The least wait after a `Retry-After`: one of zero, or a date past, would
+/// otherwise have the notifier try again as fast as the receiver answers.
+pub(crate) const MIN_RETRY_AFTER: Duration = Duration::from_millis(100);
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            attempts: 6,
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(300),
         }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait after `failures` failed tries in a row (one or more) when the
+    /// receiver named no time: `first_backoff` doubled per further failure up to
+    /// `max_backoff`, less a random part of up to half of it (`jitter` in
+    /// `[0, 1)`), so that groups failing together do not all try again at once.
+    pub(crate) fn backoff(&self, failures: u32, jitter: f64) -> Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        let full = self
+            .first_backoff
+            .saturating_mul(1 << doublings)
+            .min(self.max_backoff);
+        full.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 2.0)
+    }
+
+    /// The wait a receiver asked for, within `max_retry_after` and no less
+    /// than [`MIN_RETRY_AFTER`].
+    pub(crate) fn retry_after(&self, asked: Duration) -> Duration {
+        asked.max(MIN_RETRY_AFTER).min(self.max_retry_after)
     }
 }
 

@@ -2,12 +2,14 @@
 //! Alertmanager would. Events go through a routing tree into aggregation groups
 //! (`dispatch`), leave out what silences and inhibition rules mute, and reach
 //! receivers (PagerDuty, Slack, an Alertmanager-compatible webhook, the console),
-//! each on its own queue and task with retries (`deliver`).
+//! each on its own queue and task (`deliver`); a notification that fails is
+//! tried again until the receiver accepts it or it is no longer needed.
 //!
 //! The stage hands over events with [`Notifier::notify`], re-seeds alerts that
 //! were already notified before a restart with [`Notifier::restore`], and learns
-//! from [`Deliveries`] when a notification about an event has finished, so it can
-//! persist what was delivered.
+//! from [`Deliveries`] when the receivers accepted a notification about an
+//! event, so it can persist what was delivered (and nothing else: a page lost
+//! to an outage is sent again after a restart).
 
 mod config;
 mod deliver;
@@ -30,12 +32,15 @@ pub use config::{
 };
 pub use dispatch::Delivered;
 pub use matcher::{Matcher, MatcherError};
-pub use silence::{Silence, SilenceState, SilenceStore, SilenceWatch, parse_silences};
+pub use silence::{
+    Silence, SilenceError, SilenceState, SilenceStore, SilenceWatch, parse_silences,
+};
 pub use text::console_line;
 
 use deliver::{Delivery, http_client};
-use dispatch::{Command, DispatchMetrics, Dispatcher, ReceiverQueue};
+use dispatch::{Command, DispatchMetrics, Dispatcher, FailureLabels, ReceiverQueue};
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -46,14 +51,14 @@ use tokio::sync::mpsc;
 use vigil_proto::v1::AlertEvent;
 use vigil_runtime::SelfMetrics;
 
-/// Notifications one receiver may have waiting; beyond, new ones are dropped and
-/// counted rather than holding up the dispatcher.
+/// Notifications one receiver may have waiting (at most one per group); beyond,
+/// a group tries again later rather than holding up the dispatcher.
 const RECEIVER_QUEUE: usize = 1024;
 
 /// Events the dispatcher may have waiting before `notify` waits.
 const COMMAND_QUEUE: usize = 4096;
 
-/// Reports of finished deliveries, one per alert event.
+/// Reports of delivered alert events, one per event the receivers accepted.
 pub type Deliveries = mpsc::UnboundedReceiver<Delivered>;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,12 +80,14 @@ impl Notifier {
         silences: Option<SilenceWatch>,
         metrics: &SelfMetrics,
     ) -> (Self, Deliveries) {
+        let retries = metrics.register(
+            "alert_notification_retries",
+            "Tries of notifications that failed and will be repeated, by receiver and reason \
+             (server_error, rate_limited, timeout, connection, secret, queue_full)",
+            Family::<FailureLabels, Counter>::default(),
+        );
         let dispatch_metrics = DispatchMetrics {
-            notifications: metrics.register(
-                "alert_notifications",
-                "Notifications, by receiver and outcome (sent, failed, rejected, dropped)",
-                Family::default(),
-            ),
+            retries: retries.clone(),
             muted: metrics.register(
                 "alert_notifications_muted",
                 "Alert events not notified, by reason (silenced, inhibited)",
@@ -92,14 +99,30 @@ impl Notifier {
                 Family::default(),
             ),
         };
+        let notifications = metrics.register(
+            "alert_notifications",
+            "Notifications finished, by receiver and outcome (sent, failed)",
+            Family::default(),
+        );
+        let failures = metrics.register(
+            "alert_notifications_failed",
+            "Notifications the receiver refused for good, by receiver and reason \
+             (client_error, too_large, unexpected_status)",
+            Family::<FailureLabels, Counter>::default(),
+        );
         let depths = metrics.register(
             "alert_notification_queue_depth",
             "Notifications waiting for their receiver",
             Family::<ReceiverLabels, Gauge>::default(),
         );
+        let retrying = metrics.register(
+            "alert_notifications_retrying",
+            "Groups whose notification failed and waits to be tried again, by receiver",
+            Family::<ReceiverLabels, Gauge>::default(),
+        );
         let durations = metrics.register(
             "alert_notification_duration_seconds",
-            "Time to deliver one notification, retries included, by receiver",
+            "Time of one try at a notification, by receiver",
             Family::<ReceiverLabels, Histogram, fn() -> Histogram>::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.005, 4.0, 9))
             }),
@@ -119,14 +142,16 @@ impl Notifier {
                     sender,
                     send_resolved: receiver.send_resolved(),
                     depth: depth.clone(),
+                    retrying: retrying.get_or_create(&labels).clone(),
                 },
             );
             let delivery = Delivery {
                 receiver: receiver.clone(),
                 http: http.clone(),
                 external_url: config.external_url.clone(),
-                retry: config.retry,
-                notifications: dispatch_metrics.notifications.clone(),
+                notifications: notifications.clone(),
+                failures: failures.clone(),
+                retries: retries.clone(),
                 duration: durations.get_or_create(&labels).clone(),
                 depth,
             };
@@ -140,6 +165,7 @@ impl Notifier {
             config.inhibit_rules,
             queues,
             delivered,
+            config.retry,
             dispatch_metrics,
         );
         tokio::spawn(dispatcher.run(pending, finished, silences));

@@ -4,7 +4,9 @@
 //! alerts fires (repeated triggers update the incident), `resolve` once all are
 //! resolved. The `dedup_key` is a hash of the group key, which depends only on
 //! the routing tree and the group's labels, so it is the same after a restart
-//! and the resolve closes the incident the trigger opened.
+//! and the resolve closes the incident the trigger opened. An event over the
+//! API's size limit loses its custom details, as with Alertmanager, so that the
+//! page still goes out.
 
 use super::dispatch::Notification;
 use super::text::{firing_count, title};
@@ -15,6 +17,9 @@ use vigil_proto::v1::{AlertStatus, Label};
 
 /// Longest `summary` PagerDuty accepts.
 const MAX_SUMMARY_CHARS: usize = 1024;
+
+/// Largest event the Events API takes, in bytes, counted as Alertmanager does.
+pub(crate) const MAX_EVENT_BYTES: usize = 512_000;
 
 /// The dedup key of a group: 32 hex digits of a 128-bit hash of its group key.
 pub(crate) fn dedup_key(group_key: &str) -> String {
@@ -76,7 +81,18 @@ pub(crate) fn event(routing_key: &str, notification: &Notification, external_url
     if !external_url.is_empty() {
         body["client_url"] = Value::String(external_url.to_owned());
     }
+    if encoded_len(&body) > MAX_EVENT_BYTES {
+        body["payload"]["custom_details"] = json!({
+            "error": format!(
+                "custom details left out: the event was over PagerDuty's limit of {MAX_EVENT_BYTES} bytes"
+            ),
+        });
+    }
     body
+}
+
+fn encoded_len(body: &Value) -> usize {
+    serde_json::to_vec(body).map_or(0, |bytes| bytes.len())
 }
 
 /// PagerDuty's severities pass through; Vigil's `page` is `critical`; anything
@@ -96,4 +112,49 @@ fn object(labels: &[Label]) -> Value {
         .map(|l| (l.name.clone(), Value::String(l.value.clone())))
         .collect();
     Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::notify::route::GroupId;
+    use std::collections::BTreeMap;
+    use vigil_proto::labels::label;
+    use vigil_proto::v1::AlertEvent;
+
+    fn notification(description: &str) -> Notification {
+        let alert = AlertEvent {
+            labels: vec![label("alertname", "HostDown"), label("host", "web-1")],
+            annotations: vec![label("description", description)],
+            status: AlertStatus::Firing as i32,
+            ..AlertEvent::default()
+        };
+        Notification {
+            receiver: "oncall".into(),
+            group: GroupId {
+                route: 0,
+                labels: BTreeMap::new(),
+            },
+            group_key: "{}:{}".into(),
+            group_labels: BTreeMap::new(),
+            alerts: vec![alert],
+        }
+    }
+
+    #[test]
+    fn an_event_over_the_size_limit_still_pages_without_its_details() {
+        let small = event("KEY", &notification("short"), "");
+        assert_eq!(small["payload"]["custom_details"]["num_firing"], 1);
+
+        let huge = event("KEY", &notification(&"x".repeat(MAX_EVENT_BYTES)), "");
+        assert!(encoded_len(&huge) <= MAX_EVENT_BYTES);
+        assert_eq!(huge["event_action"], "trigger");
+        assert_eq!(huge["payload"]["source"], "web-1");
+        assert!(
+            huge["payload"]["custom_details"]["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("custom details left out")
+        );
+    }
 }

@@ -15,13 +15,30 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::Label;
-use vigil_runtime::etcd::{EtcdSettings, Snapshot};
+use vigil_runtime::etcd::{EtcdError, EtcdSettings, Snapshot};
 
 /// The key below the deployment prefix.
 pub(crate) const SILENCES_KEY: &str = "silences";
 
 /// How long an expired silence stays in etcd before its lease removes it.
 const EXPIRED_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// Why a silence could not be stored, listed or expired.
+#[derive(Debug, thiserror::Error)]
+pub enum SilenceError {
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
+    #[error("silence `{id}` could not be written as JSON: {source}")]
+    Encode {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("no silence `{id}`")]
+    NotFound { id: String },
+    #[error("silence `{id}` already expired at {ended}")]
+    AlreadyExpired { id: String, ended: String },
+}
 
 /// One silence, as stored in etcd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -210,12 +227,15 @@ impl SilenceStore {
     }
 
     /// Stores `silence` with a lease that outlives its end by a day.
-    pub async fn put(&self, silence: &Silence, now: DateTime<Utc>) -> anyhow::Result<()> {
+    pub async fn put(&self, silence: &Silence, now: DateTime<Utc>) -> Result<(), SilenceError> {
+        let json = serde_json::to_string(silence).map_err(|source| SilenceError::Encode {
+            id: silence.id.clone(),
+            source,
+        })?;
         let client = self.settings.connect().await?;
         let remaining = (silence.ends_at - now).to_std().unwrap_or_default();
         let ttl = (remaining + EXPIRED_RETENTION).as_secs() as i64;
         let lease = client.grant_lease(ttl).await?;
-        let json = serde_json::to_string(silence)?;
         client
             .put(&self.key(&silence.id), &json, Some(lease))
             .await?;
@@ -223,7 +243,7 @@ impl SilenceStore {
     }
 
     /// Every stored silence, the latest start first.
-    pub async fn list(&self) -> anyhow::Result<Vec<Silence>> {
+    pub async fn list(&self) -> Result<Vec<Silence>, SilenceError> {
         let client = self.settings.connect().await?;
         let (snapshot, _) =
             EtcdSettings::read_prefix(&client, &self.settings.key_prefix(SILENCES_KEY)).await?;
@@ -233,18 +253,18 @@ impl SilenceStore {
     }
 
     /// Ends silence `id` at `now`; it stays listed as expired until its lease ends.
-    pub async fn expire(&self, id: &str, now: DateTime<Utc>) -> anyhow::Result<Silence> {
+    pub async fn expire(&self, id: &str, now: DateTime<Utc>) -> Result<Silence, SilenceError> {
         let mut silence = self
             .list()
             .await?
             .into_iter()
             .find(|silence| silence.id == id)
-            .ok_or_else(|| anyhow::anyhow!("no silence `{id}`"))?;
+            .ok_or_else(|| SilenceError::NotFound { id: id.to_owned() })?;
         if silence.state(now) == SilenceState::Expired {
-            anyhow::bail!(
-                "silence `{id}` already expired at {}",
-                silence.ends_at.to_rfc3339_opts(SecondsFormat::Secs, true)
-            );
+            return Err(SilenceError::AlreadyExpired {
+                id: id.to_owned(),
+                ended: silence.ends_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            });
         }
         silence.ends_at = now;
         silence.starts_at = silence.starts_at.min(now);
@@ -346,5 +366,41 @@ mod tests {
         let parsed = parse_silences(&snapshot);
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].id, good.id);
+    }
+
+    #[tokio::test]
+    async fn a_store_without_etcd_says_which_request_failed() {
+        // A port nothing listens on once the listener is gone.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = SilenceStore::new(EtcdSettings::new(
+            format!("http://127.0.0.1:{port}"),
+            "/vigil",
+        ));
+        let error = store.expire("6f1c0b9e", Utc::now()).await.unwrap_err();
+        assert!(matches!(error, SilenceError::Etcd(_)), "{error:?}");
+        assert!(
+            error.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn store_errors_name_the_silence() {
+        let missing = SilenceError::NotFound {
+            id: "6f1c0b9e".into(),
+        };
+        assert_eq!(missing.to_string(), "no silence `6f1c0b9e`");
+        let expired = SilenceError::AlreadyExpired {
+            id: "6f1c0b9e".into(),
+            ended: "2025-03-01T12:00:00Z".into(),
+        };
+        assert_eq!(
+            expired.to_string(),
+            "silence `6f1c0b9e` already expired at 2025-03-01T12:00:00Z"
+        );
     }
 }
