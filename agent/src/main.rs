@@ -63,6 +63,9 @@ fn main() -> ExitCode {
     if args.check_config {
         return match load(&args) {
             Ok((config, _)) => {
+                for warning in config.snmp.warnings() {
+                    eprintln!("warning: {}: {warning}", args.config.display());
+                }
                 print!("{}", summary(&args, &config));
                 ExitCode::SUCCESS
             }
@@ -150,6 +153,19 @@ fn summary(args: &Args, config: &AgentConfig) -> String {
         text += "host metrics: off\n";
     }
     text += &format!("snmp: {} target(s)\n", config.snmp.targets.len());
+    for (name, credential) in &config.snmp.credentials {
+        let networks = credential.allowed_networks.as_ref().map_or_else(
+            || "any address".to_owned(),
+            |networks| {
+                let networks: Vec<String> = networks.iter().map(ToString::to_string).collect();
+                networks.join(", ")
+            },
+        );
+        text += &format!(
+            "  credential {name} ({}) may be sent to {networks}\n",
+            credential.version
+        );
+    }
     if let Some(etcd) = &config.snmp.etcd {
         text += &format!(
             "snmp: targets from etcd {} under {}\n",
@@ -159,11 +175,14 @@ fn summary(args: &Args, config: &AgentConfig) -> String {
     }
     for target in &config.snmp.targets {
         let sets: Vec<&str> = target.metric_sets.iter().map(MetricSet::name).collect();
+        let credential = match &target.credential {
+            Some(name) => format!("credential {name}"),
+            None => target.version.unwrap_or_default().to_string(),
+        };
         text += &format!(
-            "  {} at {} ({}, every {}, sets {})\n",
+            "  {} at {} ({credential}, every {}, sets {})\n",
             target.name,
             target.address,
-            target.version,
             format_duration(target.interval),
             sets.join(", ")
         );

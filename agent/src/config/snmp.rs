@@ -1,6 +1,11 @@
 //! The `snmp` section: the devices the SNMP poller polls (from the file or from
-//! etcd), how it reaches each (version, community or v3 security, timeout,
-//! retries), how often, and which metric sets each poll asks for.
+//! etcd), the credentials it reaches them with (version, community or v3
+//! security, and the networks each may be sent to), how often, and which metric
+//! sets each poll asks for.
+//!
+//! Credentials live only here, in the agent's own file, by name; a target names
+//! one. Targets in etcd must: whoever can write the etcd prefix chooses addresses,
+//! and must never choose which local secret the agent reads nor where it sends it.
 
 use super::errors::subfield;
 use super::{InvalidConfig, MetricSet, MetricSetDefinition};
@@ -8,6 +13,8 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
 use std::time::Duration;
 use vigil_config::duration::format_duration;
 use vigil_runtime::SecretRef;
@@ -18,6 +25,10 @@ use vigil_runtime::secret::SecretError;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SnmpConfig {
+    /// How devices are reached, by name: the only place that says which
+    /// community or v3 keys the agent sends, and to which networks.
+    #[serde(default)]
+    pub credentials: BTreeMap<String, SnmpCredential>,
     /// Devices to poll, each on its own schedule; used when `etcd` is not set.
     #[serde(default)]
     pub targets: Vec<SnmpTarget>,
@@ -26,7 +37,8 @@ pub struct SnmpConfig {
     pub metric_sets: BTreeMap<String, MetricSetDefinition>,
     /// Where targets (and more metric sets) live instead: keys
     /// `<prefix>/snmp/targets/<name>` and `<prefix>/snmp/metric_sets/<name>`,
-    /// watched, so that changes take effect without a restart.
+    /// watched, so that changes take effect without a restart. Targets there name
+    /// one of `credentials` and carry no secrets of their own.
     #[serde(default)]
     pub etcd: Option<EtcdSettings>,
     /// Polls running at the same time, over all targets; a poll waits for a free
@@ -38,12 +50,56 @@ pub struct SnmpConfig {
 impl Default for SnmpConfig {
     fn default() -> Self {
         Self {
+            credentials: BTreeMap::new(),
             targets: Vec::new(),
             metric_sets: BTreeMap::new(),
             etcd: None,
             max_polls_in_flight: default_max_polls_in_flight(),
         }
     }
+}
+
+/// How devices are reached: a protocol version with its community or v3
+/// security, and the networks these may be sent to.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SnmpCredential {
+    /// Protocol version.
+    #[serde(default)]
+    pub version: SnmpVersion,
+    /// v1 or v2c community: `{file: ...}` or `{env: ...}` (or, discouraged, a
+    /// plain string).
+    #[serde(default)]
+    pub community: Option<Community>,
+    /// v3 user-based security.
+    #[serde(default)]
+    pub v3: Option<SnmpV3Config>,
+    /// Networks (CIDR) the devices of this credential are in: a target whose
+    /// address resolves elsewhere is refused before anything is sent, so that a
+    /// wrong or hostile target address cannot collect the community. Any
+    /// address when left out.
+    #[serde(default)]
+    pub allowed_networks: Option<Vec<IpNetwork>>,
+}
+
+/// The credential a target is polled with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetCredential {
+    /// One of `snmp.credentials`, by name.
+    Named {
+        name: String,
+        credential: SnmpCredential,
+    },
+    /// The target's own `version`, `community` or `v3` (configuration file only).
+    Own(SnmpCredential),
+}
+
+/// An IP network in CIDR notation, `10.0.0.0/8` or `2001:db8::/32`; a bare
+/// address is the network of that one host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNetwork {
+    address: IpAddr,
+    prefix_len: u8,
 }
 
 /// One device polled over SNMP.
@@ -56,13 +112,19 @@ pub struct SnmpTarget {
     pub name: String,
     /// `host:port` (or `host`, meaning port 161) of the device's SNMP agent.
     pub address: String,
-    /// Protocol version.
+    /// Which of `snmp.credentials` the device is polled with; required in etcd.
     #[serde(default)]
-    pub version: SnmpVersion,
-    /// v1 or v2c community: a plain string, or `{file: ...}` / `{env: ...}`.
+    pub credential: Option<String>,
+    /// Protocol version of a target without `credential` (default v2c); with
+    /// one, the credential's version applies and this may only repeat it.
+    #[serde(default)]
+    pub version: Option<SnmpVersion>,
+    /// v1 or v2c community of a target without `credential`, in the
+    /// configuration file only: a plain string, or `{file: ...}` / `{env: ...}`.
     #[serde(default)]
     pub community: Option<Community>,
-    /// v3 user-based security.
+    /// v3 user-based security of a target without `credential`, in the
+    /// configuration file only.
     #[serde(default)]
     pub v3: Option<SnmpV3Config>,
     /// Time between two polls.
@@ -236,13 +298,46 @@ impl<'de> Deserialize<'de> for Community {
 }
 
 impl SnmpTarget {
-    /// A v2c target with everything but name, address and community defaulted.
+    /// A target polled with the credential called `credential`, everything but
+    /// name and address defaulted.
+    pub fn with_credential(
+        name: impl Into<String>,
+        address: impl Into<String>,
+        credential: impl Into<String>,
+    ) -> Self {
+        Self {
+            credential: Some(credential.into()),
+            ..Self::unsecured(name.into(), address.into())
+        }
+    }
+
+    /// A v2c target with its own community, everything but name and address
+    /// defaulted.
     pub fn v2c(name: impl Into<String>, address: impl Into<String>, community: Community) -> Self {
         Self {
-            name: name.into(),
-            address: address.into(),
-            version: SnmpVersion::V2c,
+            version: Some(SnmpVersion::V2c),
             community: Some(community),
+            ..Self::unsecured(name.into(), address.into())
+        }
+    }
+
+    /// A v3 target with its own security, everything but name and address
+    /// defaulted.
+    pub fn v3(name: impl Into<String>, address: impl Into<String>, v3: SnmpV3Config) -> Self {
+        Self {
+            version: Some(SnmpVersion::V3),
+            v3: Some(v3),
+            ..Self::unsecured(name.into(), address.into())
+        }
+    }
+
+    fn unsecured(name: String, address: String) -> Self {
+        Self {
+            name,
+            address,
+            credential: None,
+            version: None,
+            community: None,
             v3: None,
             interval: default_snmp_interval(),
             timeout: default_snmp_timeout(),
@@ -254,13 +349,22 @@ impl SnmpTarget {
         }
     }
 
-    /// A v3 target with everything but name, address and security defaulted.
-    pub fn v3(name: impl Into<String>, address: impl Into<String>, v3: SnmpV3Config) -> Self {
-        Self {
-            version: SnmpVersion::V3,
-            community: None,
-            v3: Some(v3),
-            ..Self::v2c(name, address, Community::Inline(String::new()))
+    /// `address` with port 161 if it names none.
+    pub fn address_with_port(&self) -> String {
+        let address = self.address.as_str();
+        let has_port = match address.rsplit_once(':') {
+            // A bare IPv6 address has colons but no port; `[v6]:port` has both.
+            Some((host, port)) => {
+                port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+            }
+            None => false,
+        };
+        if has_port {
+            address.to_owned()
+        } else if address.contains(':') && !address.starts_with('[') {
+            format!("[{address}]:161")
+        } else {
+            format!("{address}:161")
         }
     }
 
@@ -310,25 +414,69 @@ impl SnmpTarget {
         if self.values_per_request == 0 || self.values_per_request > 1000 {
             return invalid("values_per_request", "must be between 1 and 1000".into());
         }
-        match (self.version, &self.community, &self.v3) {
-            (SnmpVersion::V1 | SnmpVersion::V2c, Some(community), None) => community
-                .resolve()
-                .map(drop)
-                .map_err(|error| InvalidConfig::field(subfield(field, "community"), error)),
-            (SnmpVersion::V1 | SnmpVersion::V2c, None, _) => invalid(
-                "community",
-                format!("is required with version {}", self.version),
-            ),
-            (SnmpVersion::V1 | SnmpVersion::V2c, Some(_), Some(_)) => {
-                invalid("v3", "is only allowed with version v3".into())
+        if self.credential.is_some() {
+            for (name, given) in [
+                ("community", self.community.is_some()),
+                ("v3", self.v3.is_some()),
+            ] {
+                if given {
+                    return invalid(
+                        name,
+                        "cannot be given with `credential`, which says how the device is reached"
+                            .into(),
+                    );
+                }
             }
-            (SnmpVersion::V3, Some(_), _) => invalid(
-                "community",
-                "is only allowed with versions v1 and v2c".into(),
-            ),
-            (SnmpVersion::V3, None, None) => invalid("v3", "is required with version v3".into()),
-            (SnmpVersion::V3, None, Some(v3)) => v3.validate(&subfield(field, "v3")),
+            return Ok(());
         }
+        self.own_credential().validate(field)
+    }
+
+    /// The credential this target is polled with: the one it names out of
+    /// `credentials`, or its own. Refuses a name that is not defined, a `version`
+    /// the credential contradicts, and an IP address outside the credential's
+    /// `allowed_networks`; `field` names the target as in [`Self::validate`].
+    pub fn credential_in(
+        &self,
+        field: &str,
+        credentials: &BTreeMap<String, SnmpCredential>,
+    ) -> Result<TargetCredential, InvalidConfig> {
+        let Some(name) = &self.credential else {
+            return Ok(TargetCredential::Own(self.own_credential()));
+        };
+        let Some(credential) = credentials.get(name) else {
+            return Err(InvalidConfig::field(
+                subfield(field, "credential"),
+                format!(
+                    "`{name}` is not one of the agent's `snmp.credentials` ({})",
+                    credential_names(credentials)
+                ),
+            ));
+        };
+        if let Some(version) = self.version
+            && version != credential.version
+        {
+            return Err(InvalidConfig::field(
+                subfield(field, "version"),
+                format!(
+                    "is {version}, but credential `{name}` is {}; leave `version` out, the credential sets it",
+                    credential.version
+                ),
+            ));
+        }
+        let named = TargetCredential::Named {
+            name: name.clone(),
+            credential: credential.clone(),
+        };
+        if let Ok(socket) = self.address_with_port().parse::<SocketAddr>()
+            && let Some(refusal) = named.refusal(socket.ip())
+        {
+            return Err(InvalidConfig::field(
+                subfield(field, "address"),
+                format!("`{}` is {refusal}", self.address),
+            ));
+        }
+        Ok(named)
     }
 
     /// Checks that every metric set the target lists is built in or `is_defined`.
@@ -351,6 +499,178 @@ impl SnmpTarget {
             }
         }
         Ok(())
+    }
+
+    /// The target's own `version`, `community` and `v3` as a credential sent
+    /// anywhere.
+    fn own_credential(&self) -> SnmpCredential {
+        SnmpCredential {
+            version: self.version.unwrap_or_default(),
+            community: self.community.clone(),
+            v3: self.v3.clone(),
+            allowed_networks: None,
+        }
+    }
+}
+
+/// The names of `credentials`, for messages.
+fn credential_names(credentials: &BTreeMap<String, SnmpCredential>) -> String {
+    if credentials.is_empty() {
+        "none is defined".to_owned()
+    } else {
+        credentials
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl SnmpCredential {
+    /// Checks version, community or v3 settings and networks; `field` names the
+    /// credential (or the target that carries its own).
+    fn validate(&self, field: &str) -> Result<(), InvalidConfig> {
+        let invalid =
+            |name: &str, problem: String| Err(InvalidConfig::field(subfield(field, name), problem));
+        if self.allowed_networks.as_ref().is_some_and(Vec::is_empty) {
+            return invalid(
+                "allowed_networks",
+                "must list at least one network; leave it out to allow any address".into(),
+            );
+        }
+        match (self.version, &self.community, &self.v3) {
+            (SnmpVersion::V1 | SnmpVersion::V2c, Some(community), None) => community
+                .resolve()
+                .map(drop)
+                .map_err(|error| InvalidConfig::field(subfield(field, "community"), error)),
+            (SnmpVersion::V1 | SnmpVersion::V2c, None, _) => invalid(
+                "community",
+                format!("is required with version {}", self.version),
+            ),
+            (SnmpVersion::V1 | SnmpVersion::V2c, Some(_), Some(_)) => {
+                invalid("v3", "is only allowed with version v3".into())
+            }
+            (SnmpVersion::V3, Some(_), _) => invalid(
+                "community",
+                "is only allowed with versions v1 and v2c".into(),
+            ),
+            (SnmpVersion::V3, None, None) => invalid("v3", "is required with version v3".into()),
+            (SnmpVersion::V3, None, Some(v3)) => v3.validate(&subfield(field, "v3")),
+        }
+    }
+}
+
+impl TargetCredential {
+    /// The version, community or v3 security and networks.
+    pub fn credential(&self) -> &SnmpCredential {
+        match self {
+            Self::Named { credential, .. } | Self::Own(credential) => credential,
+        }
+    }
+
+    /// Why this credential must not be sent to `address`, if it must not: an
+    /// address outside the `allowed_networks` of a named credential.
+    pub fn refusal(&self, address: IpAddr) -> Option<String> {
+        let Self::Named { name, credential } = self else {
+            return None;
+        };
+        let networks = credential.allowed_networks.as_ref()?;
+        if networks.iter().any(|network| network.contains(address)) {
+            return None;
+        }
+        let networks: Vec<String> = networks.iter().map(IpNetwork::to_string).collect();
+        Some(format!(
+            "outside the `allowed_networks` of credential `{name}` ({})",
+            networks.join(", ")
+        ))
+    }
+}
+
+impl IpNetwork {
+    /// Whether `address` is in this network; an IPv4-mapped IPv6 address counts as
+    /// the IPv4 address it maps.
+    pub fn contains(&self, address: IpAddr) -> bool {
+        let differing = match (self.address, address.to_canonical()) {
+            // IPv4's 32 bits moved to the top, where IPv6's prefix bits are.
+            (IpAddr::V4(network), IpAddr::V4(address)) => {
+                u128::from(u32::from(network) ^ u32::from(address)) << 96
+            }
+            (IpAddr::V6(network), IpAddr::V6(address)) => u128::from(network) ^ u128::from(address),
+            _ => return false,
+        };
+        // The prefix's bits are the top ones: only they must be equal.
+        differing
+            .checked_shr(128 - u32::from(self.prefix_len))
+            .unwrap_or(0)
+            == 0
+    }
+
+    /// The address with every bit past the prefix cleared.
+    fn first_address(&self) -> IpAddr {
+        match self.address {
+            IpAddr::V4(address) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(address) & mask).into())
+            }
+            IpAddr::V6(address) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix_len))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(address) & mask).into())
+            }
+        }
+    }
+}
+
+impl FromStr for IpNetwork {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (address, prefix_len) = match text.split_once('/') {
+            Some((address, prefix_len)) => (address, Some(prefix_len)),
+            None => (text, None),
+        };
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| format!("`{text}` is not a network such as `10.0.0.0/8`"))?;
+        let bits = if address.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix_len {
+            None => bits,
+            Some(prefix_len) => prefix_len
+                .parse::<u8>()
+                .ok()
+                .filter(|&prefix_len| prefix_len <= bits)
+                .ok_or_else(|| {
+                    format!("`{text}`: the prefix length must be a number from 0 to {bits}")
+                })?,
+        };
+        let network = Self {
+            address,
+            prefix_len,
+        };
+        let first = network.first_address();
+        if first != address {
+            return Err(format!(
+                "`{text}` has bits set past its prefix length; the network is `{first}/{prefix_len}`"
+            ));
+        }
+        Ok(network)
+    }
+}
+
+impl fmt::Display for IpNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNetwork {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(de::Error::custom)
     }
 }
 
@@ -402,7 +722,7 @@ impl SnmpV3Config {
 }
 
 impl SnmpConfig {
-    /// Checks targets, metric set definitions and their references.
+    /// Checks credentials, targets, metric set definitions and their references.
     pub(super) fn validate(&self) -> Result<(), InvalidConfig> {
         if self.max_polls_in_flight == 0 {
             return Err(InvalidConfig::field(
@@ -421,6 +741,15 @@ impl SnmpConfig {
                 ));
             }
         }
+        for (name, credential) in &self.credentials {
+            if name.trim().is_empty() {
+                return Err(InvalidConfig::field(
+                    "snmp.credentials",
+                    "names must not be empty",
+                ));
+            }
+            credential.validate(&format!("snmp.credentials.{name}"))?;
+        }
         for (name, definition) in &self.metric_sets {
             let field = format!("snmp.metric_sets.{name}");
             if MetricSet::BUILT_IN.contains(&name.as_str()) {
@@ -435,6 +764,7 @@ impl SnmpConfig {
         for (index, target) in self.targets.iter().enumerate() {
             let field = format!("snmp.targets[{index}]");
             target.validate(&field)?;
+            target.credential_in(&field, &self.credentials)?;
             target.check_metric_sets(&field, |name| self.metric_sets.contains_key(name))?;
             if !names.insert(&target.name) {
                 return Err(InvalidConfig::field(
@@ -444,6 +774,43 @@ impl SnmpConfig {
             }
         }
         Ok(())
+    }
+
+    /// What a valid configuration allows but should not do, one message each,
+    /// naming the field: communities written into the file, and (with etcd)
+    /// credentials that the targets there may send to any address.
+    pub fn warnings(&self) -> Vec<String> {
+        let credentials = self
+            .credentials
+            .iter()
+            .map(|(name, credential)| (format!("snmp.credentials.{name}"), &credential.community));
+        let targets = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(index, target)| (format!("snmp.targets[{index}]"), &target.community));
+        let mut warnings: Vec<String> = credentials
+            .chain(targets)
+            .filter(|(_, community)| matches!(community, Some(Community::Inline(_))))
+            .map(|(field, _)| {
+                format!(
+                    "`{field}.community` is given inline in the configuration file; prefer `{{file: ...}}` or `{{env: ...}}`"
+                )
+            })
+            .collect();
+        if self.etcd.is_some() {
+            warnings.extend(
+                self.credentials
+                    .iter()
+                    .filter(|(_, credential)| credential.allowed_networks.is_none())
+                    .map(|(name, _)| {
+                        format!(
+                            "`snmp.credentials.{name}` has no `allowed_networks`: whoever can write the etcd targets can have it sent to any address"
+                        )
+                    }),
+            );
+        }
+        warnings
     }
 }
 

@@ -8,6 +8,10 @@
 //! privacy (with Blumenthal or Reeder key extension). 3DES and the AES variants of
 //! RFC 7860 beyond these are not supported by `snmp2`, nor is SNMP over TCP.
 //!
+//! Before a session opens, the address is resolved once and checked against the
+//! credential's `allowed_networks`; the session is bound to that checked address,
+//! so nothing (not even a v3 discovery) goes anywhere else.
+//!
 //! A session is kept across polls (for v3 that keeps the discovered engine id,
 //! boots and time). After a timeout or any error the session is dropped and the
 //! next attempt opens a fresh socket, so that a late reply to an abandoned request
@@ -17,9 +21,11 @@ use super::PollError;
 use super::samples::{Column, SnmpValue};
 use crate::config::{
     AuthProtocol, PrivProtocol, SecurityLevel, SnmpTarget, SnmpV3Config, SnmpVersion,
+    TargetCredential,
 };
 use snmp2::{AsyncSession, Oid, v3};
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use vigil_runtime::secret::SecretError;
 
 /// How often one attempt repeats a request the v3 agent answered with fresh engine
@@ -76,14 +82,20 @@ const NO_SUCH_NAME: u32 = 2;
 enum AttemptError {
     Secret(&'static str, SecretError),
     Connect(std::io::Error),
+    /// The address resolved to this IP, where the credential must not go.
+    NotAllowed(IpAddr, String),
     Snmp(snmp2::Error),
-    Status { status: u32, index: u32 },
+    Status {
+        status: u32,
+        index: u32,
+    },
     InvalidOid,
 }
 
 /// Talks to one target.
 pub(crate) struct SnmpClient {
     target: SnmpTarget,
+    credential: TargetCredential,
     session: Option<AsyncSession>,
     next_request_id: i32,
 }
@@ -98,9 +110,10 @@ impl std::fmt::Debug for SnmpClient {
 }
 
 impl SnmpClient {
-    pub(crate) fn new(target: SnmpTarget) -> Self {
+    pub(crate) fn new(target: SnmpTarget, credential: TargetCredential) -> Self {
         Self {
             target,
+            credential,
             session: None,
             next_request_id: 1,
         }
@@ -108,6 +121,10 @@ impl SnmpClient {
 
     pub(crate) fn target(&self) -> &SnmpTarget {
         &self.target
+    }
+
+    fn version(&self) -> SnmpVersion {
+        self.credential.credential().version
     }
 
     /// Sends `request` until it is answered, at most `retries + 1` times, each
@@ -132,6 +149,7 @@ impl SnmpClient {
                         error,
                         PollError::Authentication { .. }
                             | PollError::Secret { .. }
+                            | PollError::AddressNotAllowed { .. }
                             | PollError::ErrorStatus { .. }
                     ) {
                         return Err(error);
@@ -150,7 +168,7 @@ impl SnmpClient {
             oids: request.oids(),
             timeout: vigil_config::duration::format_duration(self.target.timeout),
             attempts,
-            silent_when: match self.target.version {
+            silent_when: match self.version() {
                 SnmpVersion::V1 | SnmpVersion::V2c => "a wrong community looks the same",
                 SnmpVersion::V3 => "a wrong privacy password looks the same",
             },
@@ -174,7 +192,7 @@ impl SnmpClient {
                         status: NO_SUCH_NAME,
                         index,
                         ..
-                    }) if self.target.version == SnmpVersion::V1
+                    }) if self.version() == SnmpVersion::V1
                         && (1..=chunk.len()).contains(&(index as usize)) =>
                     {
                         chunk.remove(index as usize - 1);
@@ -208,7 +226,7 @@ impl SnmpClient {
                 .iter()
                 .filter_map(|&position| cursors[position].as_deref())
                 .collect();
-            let varbinds = if self.target.version == SnmpVersion::V1 {
+            let varbinds = if self.version() == SnmpVersion::V1 {
                 match self.request(Request::Next(cursor_oids[0])).await {
                     Err(PollError::ErrorStatus {
                         status: NO_SUCH_NAME,
@@ -222,7 +240,7 @@ impl SnmpClient {
                 self.request(Request::Bulk(&cursor_oids, repetitions as u32))
                     .await?
             };
-            let active = if self.target.version == SnmpVersion::V1 {
+            let active = if self.version() == SnmpVersion::V1 {
                 &active[..1]
             } else {
                 &active[..]
@@ -301,13 +319,33 @@ impl SnmpClient {
         Err(AttemptError::Snmp(snmp2::Error::AuthUpdated))
     }
 
+    /// The address to send to: the target's, resolved, if the credential may go
+    /// there.
+    async fn destination(&self) -> Result<SocketAddr, AttemptError> {
+        let address = tokio::net::lookup_host(self.target.address_with_port())
+            .await
+            .map_err(AttemptError::Connect)?
+            .next()
+            .ok_or_else(|| {
+                AttemptError::Connect(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "the name resolves to no address",
+                ))
+            })?;
+        match self.credential.refusal(address.ip()) {
+            Some(refusal) => Err(AttemptError::NotAllowed(address.ip(), refusal)),
+            None => Ok(address),
+        }
+    }
+
     /// Opens a session; for v3 also discovers the agent's engine.
     async fn connect(&mut self) -> Result<AsyncSession, AttemptError> {
-        let address = with_default_port(&self.target.address);
+        let address = self.destination().await?;
         let request_id = self.next_request_id;
         // Each session starts at a fresh id, far from the previous one's.
         self.next_request_id = self.next_request_id.wrapping_add(1 << 20);
-        match (self.target.version, &self.target.v3) {
+        let credential = self.credential.credential();
+        match (credential.version, &credential.v3) {
             (SnmpVersion::V3, Some(config)) => {
                 let security = security(config)?;
                 let mut session = AsyncSession::new_v3(address, request_id, security)
@@ -317,8 +355,7 @@ impl SnmpClient {
                 Ok(session)
             }
             (version, _) => {
-                let community = self
-                    .target
+                let community = credential
                     .community
                     .as_ref()
                     .map_or(Ok(String::new()), |community| community.resolve())
@@ -335,9 +372,10 @@ impl SnmpClient {
 
     fn poll_error(&self, request: Request<'_>, error: AttemptError) -> PollError {
         let target = self.target.name.clone();
-        let is_v3 = self.target.version == SnmpVersion::V3;
+        let credential = self.credential.credential();
+        let is_v3 = credential.version == SnmpVersion::V3;
         let user = || {
-            self.target
+            credential
                 .v3
                 .as_ref()
                 .map(|v3| v3.user.clone())
@@ -353,6 +391,12 @@ impl SnmpClient {
                 target,
                 address: self.target.address.clone(),
                 cause: source,
+            },
+            AttemptError::NotAllowed(resolved, refusal) => PollError::AddressNotAllowed {
+                target,
+                address: self.target.address.clone(),
+                resolved,
+                refusal,
             },
             AttemptError::Snmp(snmp2::Error::AuthFailure(kind)) => PollError::Authentication {
                 target,
@@ -442,36 +486,9 @@ fn oid(arcs: &[u64]) -> Option<Oid<'static>> {
     Oid::from(arcs).ok()
 }
 
-/// `address` with port 161 if it names none.
-fn with_default_port(address: &str) -> String {
-    let has_port = match address.rsplit_once(':') {
-        // A bare IPv6 address has colons but no port; `[v6]:port` has both.
-        Some((host, port)) => {
-            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
-        }
-        None => false,
-    };
-    if has_port {
-        address.to_owned()
-    } else if address.contains(':') && !address.starts_with('[') {
-        format!("[{address}]:161")
-    } else {
-        format!("{address}:161")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_get_the_snmp_port_when_they_name_none() {
-        assert_eq!(with_default_port("10.0.0.1"), "10.0.0.1:161");
-        assert_eq!(with_default_port("10.0.0.1:1161"), "10.0.0.1:1161");
-        assert_eq!(with_default_port("core1.example"), "core1.example:161");
-        assert_eq!(with_default_port("::1"), "[::1]:161");
-        assert_eq!(with_default_port("[::1]:1161"), "[::1]:1161");
-    }
 
     #[test]
     fn requests_name_their_oids() {

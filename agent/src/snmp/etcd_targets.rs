@@ -5,11 +5,17 @@
 //!
 //! Each entry stands alone: an invalid one is rejected with a message naming its
 //! key and field, and if it was valid before, its last good version stays in
-//! force; every other entry keeps polling. While etcd is unreachable the watch
+//! force; every other entry keeps polling.
+//!
+//! A target in etcd names one of the credentials of the agent's configuration
+//! file and carries no `community` or `v3` of its own: whoever can write the
+//! prefix chooses the address, and would otherwise have the agent read a local
+//! secret file or variable of their choice and send it there. Such an entry is
+//! refused before anything in it is resolved. While etcd is unreachable the watch
 //! keeps the last snapshot, so the last configuration keeps running.
 
 use super::scheduler::{PolledTarget, Scheduler};
-use crate::config::{MetricSet, MetricSetDefinition, SnmpTarget};
+use crate::config::{MetricSet, MetricSetDefinition, SnmpCredential, SnmpTarget, TargetCredential};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use tokio_util::sync::CancellationToken;
@@ -19,10 +25,11 @@ const TARGETS: &str = "targets/";
 const METRIC_SETS: &str = "metric_sets/";
 
 /// Follows the SNMP keys in etcd until `shutdown`, applying each new snapshot;
-/// `file_sets` are the metric sets of the configuration file, which etcd's may
-/// replace.
+/// `credentials` are those of the configuration file, which targets name, and
+/// `file_sets` its metric sets, which etcd's may replace.
 pub(crate) async fn follow(
     settings: &EtcdSettings,
+    credentials: &BTreeMap<String, SnmpCredential>,
     file_sets: &BTreeMap<String, MetricSetDefinition>,
     scheduler: &mut Scheduler,
     shutdown: &CancellationToken,
@@ -30,7 +37,7 @@ pub(crate) async fn follow(
     let prefix = settings.key_prefix("snmp");
     tracing::info!(%prefix, endpoints = ?settings.endpoints, "SNMP targets come from etcd");
     let mut snapshots = settings.watch_prefix(prefix.clone(), shutdown.clone());
-    let mut entries = EtcdEntries::new(prefix, file_sets.clone());
+    let mut entries = EtcdEntries::new(prefix, credentials.clone(), file_sets.clone());
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -66,19 +73,26 @@ struct UpdateReport {
 struct EtcdEntries {
     /// The watched prefix, e.g. `/vigil/snmp/`, to name keys in full.
     prefix: String,
+    /// The credentials of the configuration file, which targets name.
+    credentials: BTreeMap<String, SnmpCredential>,
     file_sets: BTreeMap<String, MetricSetDefinition>,
     /// Last good metric set of each key, by set name.
     sets: BTreeMap<String, MetricSetDefinition>,
-    /// Last good target of each key, by relative key.
-    targets: BTreeMap<String, SnmpTarget>,
+    /// Last good target of each key, with its credential, by relative key.
+    targets: BTreeMap<String, (SnmpTarget, TargetCredential)>,
     /// Rejected entries by full key, with their messages.
     rejected: BTreeMap<String, String>,
 }
 
 impl EtcdEntries {
-    fn new(prefix: String, file_sets: BTreeMap<String, MetricSetDefinition>) -> Self {
+    fn new(
+        prefix: String,
+        credentials: BTreeMap<String, SnmpCredential>,
+        file_sets: BTreeMap<String, MetricSetDefinition>,
+    ) -> Self {
         Self {
             prefix,
+            credentials,
             file_sets,
             sets: BTreeMap::new(),
             targets: BTreeMap::new(),
@@ -142,36 +156,39 @@ impl EtcdEntries {
                 if target.name.is_empty() {
                     key_name.clone_into(&mut target.name);
                 }
+                refuse_own_credential(&target, &self.credentials)?;
                 target
                     .validate("")
-                    .and_then(|()| {
-                        target.check_metric_sets("", |name| definitions.contains_key(name))
+                    .and_then(|()| target.credential_in("", &self.credentials))
+                    .and_then(|credential| {
+                        target
+                            .check_metric_sets("", |name| definitions.contains_key(name))
+                            .map(|()| (target, credential))
                     })
-                    .map(|()| target)
                     .map_err(|error| error.to_string())
             });
-            let parsed = parsed.and_then(|target| match names.get(&target.name) {
+            let parsed = parsed.and_then(|(target, credential)| match names.get(&target.name) {
                 Some(other) => Err(format!(
                     "`name` `{}` is used by the target at `{}{other}`",
                     target.name, self.prefix
                 )),
-                None => Ok(target),
+                None => Ok((target, credential)),
             });
             match parsed {
-                Ok(target) => {
+                Ok((target, credential)) => {
                     names.insert(target.name.clone(), key);
-                    self.targets.insert(key.clone(), target);
+                    self.targets.insert(key.clone(), (target, credential));
                 }
                 Err(problem) => {
                     // The last good version stays only while its sets still exist.
-                    let kept = self.targets.get(key).is_some_and(|target| {
+                    let kept = self.targets.get(key).is_some_and(|(target, _)| {
                         target
                             .check_metric_sets("", |name| definitions.contains_key(name))
                             .is_ok()
                             && !names.contains_key(&target.name)
                     });
                     if kept {
-                        if let Some(target) = self.targets.get(key) {
+                        if let Some((target, _)) = self.targets.get(key) {
                             names.insert(target.name.clone(), key);
                         }
                     } else {
@@ -211,9 +228,42 @@ impl EtcdEntries {
         let definitions = self.definitions();
         self.targets
             .values()
-            .map(|target| PolledTarget::new(target.clone(), &definitions))
+            .map(|(target, credential)| {
+                PolledTarget::new(target.clone(), credential.clone(), &definitions)
+            })
             .collect()
     }
+}
+
+/// Refuses a target that brings its own `community` or `v3`, or names no
+/// credential: a target in etcd is polled only with one of `credentials`.
+fn refuse_own_credential(
+    target: &SnmpTarget,
+    credentials: &BTreeMap<String, SnmpCredential>,
+) -> Result<(), String> {
+    let names = if credentials.is_empty() {
+        "the agent's configuration defines none under `snmp.credentials`".to_owned()
+    } else {
+        let names: Vec<&str> = credentials.keys().map(String::as_str).collect();
+        format!(
+            "one of the agent's `snmp.credentials`: {}",
+            names.join(", ")
+        )
+    };
+    for (field, given) in [
+        ("community", target.community.is_some()),
+        ("v3", target.v3.is_some()),
+    ] {
+        if given {
+            return Err(format!(
+                "`{field}` is refused: targets in etcd carry no secrets nor references to them; name a `credential` instead ({names})"
+            ));
+        }
+    }
+    if target.credential.is_none() {
+        return Err(format!("`credential` is required ({names})"));
+    }
+    Ok(())
 }
 
 /// `text` as YAML (JSON is YAML too); errors name the line, column and field.
@@ -238,12 +288,34 @@ fn parse<T: DeserializeOwned>(text: &str) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Community, SnmpVersion};
+    use vigil_runtime::SecretRef;
 
     fn snapshot(entries: &[(&str, &str)]) -> Snapshot {
         entries
             .iter()
             .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
             .collect()
+    }
+
+    /// Entries under `/v/snmp/` of an agent with the credentials `c` (v2c) and
+    /// `lan` (v2c, 10.0.0.0/8 only).
+    fn entries() -> EtcdEntries {
+        let community = SnmpCredential {
+            version: SnmpVersion::V2c,
+            community: Some(Community::Secret(SecretRef {
+                file: Some("/etc/vigil/snmp-community".into()),
+                env: None,
+            })),
+            v3: None,
+            allowed_networks: None,
+        };
+        let lan = SnmpCredential {
+            allowed_networks: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            ..community.clone()
+        };
+        let credentials = BTreeMap::from([("c".to_owned(), community), ("lan".to_owned(), lan)]);
+        EtcdEntries::new("/v/snmp/".into(), credentials, BTreeMap::new())
     }
 
     fn names(entries: &EtcdEntries) -> Vec<String> {
@@ -256,11 +328,11 @@ mod tests {
 
     #[test]
     fn targets_are_named_by_their_key_and_may_use_etcd_metric_sets() {
-        let mut entries = EtcdEntries::new("/v/snmp/".into(), BTreeMap::new());
+        let mut entries = entries();
         let report = entries.update(&snapshot(&[
             (
                 "targets/core1",
-                "{address: '10.0.0.1', community: public, metric_sets: [if, chassis]}",
+                "{address: '10.0.0.1', credential: c, metric_sets: [if, chassis]}",
             ),
             (
                 "metric_sets/chassis",
@@ -273,19 +345,19 @@ mod tests {
 
     #[test]
     fn an_invalid_entry_is_rejected_by_key_and_field_and_the_last_good_version_stays() {
-        let mut entries = EtcdEntries::new("/v/snmp/".into(), BTreeMap::new());
-        let good = "{address: h, community: c, interval: 10s, timeout: 1s}";
+        let mut entries = entries();
+        let good = "{address: h, credential: c, interval: 10s, timeout: 1s}";
         entries.update(&snapshot(&[("targets/a", good), ("targets/b", good)]));
         let report = entries.update(&snapshot(&[
             (
                 "targets/a",
-                "{address: h, community: c, interval: 500ms, timeout: 100ms}",
+                "{address: h, credential: c, interval: 500ms, timeout: 100ms}",
             ),
             ("targets/b", good),
             ("targets/c", "{address: h, comunity: c}"),
             (
                 "targets/d",
-                "{address: h, community: c, metric_sets: [nope]}",
+                "{address: h, credential: c, metric_sets: [nope]}",
             ),
             ("stray", "x"),
         ]));
@@ -302,7 +374,7 @@ mod tests {
                 ),
                 (
                     "/v/snmp/targets/c".to_owned(),
-                    "etcd key `/v/snmp/targets/c`: line 1, column 14: unknown field `comunity`, expected one of name, address, version, community, v3, interval, timeout, retries, metric_sets, max_repetitions, values_per_request, labels".to_owned()
+                    "etcd key `/v/snmp/targets/c`: line 1, column 14: unknown field `comunity`, expected one of name, address, credential, version, community, v3, interval, timeout, retries, metric_sets, max_repetitions, values_per_request, labels".to_owned()
                 ),
                 (
                     "/v/snmp/targets/d".to_owned(),
@@ -322,9 +394,9 @@ mod tests {
 
     #[test]
     fn a_removed_metric_set_takes_its_targets_along() {
-        let mut entries = EtcdEntries::new("/v/snmp/".into(), BTreeMap::new());
+        let mut entries = entries();
         let set = "tables: [{columns: [{name: x, oid: 1.3.6.1.4.1.1.1}]}]";
-        let target = "{address: h, community: c, metric_sets: [custom]}";
+        let target = "{address: h, credential: c, metric_sets: [custom]}";
         entries.update(&snapshot(&[
             ("targets/t", target),
             ("metric_sets/custom", set),
@@ -337,15 +409,117 @@ mod tests {
 
     #[test]
     fn two_keys_cannot_name_the_same_target() {
-        let mut entries = EtcdEntries::new("/v/snmp/".into(), BTreeMap::new());
+        let mut entries = entries();
         let report = entries.update(&snapshot(&[
-            ("targets/a", "{name: x, address: h, community: c}"),
-            ("targets/b", "{name: x, address: h, community: c}"),
+            ("targets/a", "{name: x, address: h, credential: c}"),
+            ("targets/b", "{name: x, address: h, credential: c}"),
         ]));
         assert_eq!(
             report.newly_rejected[0].1,
             "etcd key `/v/snmp/targets/b`: `name` `x` is used by the target at `/v/snmp/targets/a`"
         );
         assert_eq!(names(&entries), ["x"]);
+    }
+
+    // Regression: an etcd target could say `community: {file: ...}` (or `{env:
+    // ...}`, or `v3` keys) and any address, and the agent read that local secret
+    // and sent it there in the clear.
+    #[test]
+    fn an_etcd_target_cannot_bring_its_own_community_or_v3_keys() {
+        let mut entries = entries();
+        let report = entries.update(&snapshot(&[
+            (
+                "targets/file",
+                "{address: '192.0.2.66:161', community: {file: /nonexistent/vigil-secret}}",
+            ),
+            ("targets/env", "{address: h, community: {env: HOME}}"),
+            ("targets/inline", "{address: h, community: public}"),
+            (
+                "targets/v3",
+                "{address: h, version: v3, v3: {user: u, auth_protocol: sha, auth_password: {file: /etc/vigil/v3.auth}}}",
+            ),
+            (
+                "targets/both",
+                "{address: h, credential: c, community: {env: HOME}}",
+            ),
+            ("targets/none", "{address: h}"),
+            ("targets/good", "{address: h, credential: c}"),
+        ]));
+        let refused = |field: &str| {
+            format!(
+                "`{field}` is refused: targets in etcd carry no secrets nor references to them; name a `credential` instead (one of the agent's `snmp.credentials`: c, lan)"
+            )
+        };
+        let expected: Vec<(String, String)> = [
+            ("both", refused("community")),
+            ("env", refused("community")),
+            ("file", refused("community")),
+            ("inline", refused("community")),
+            (
+                "none",
+                "`credential` is required (one of the agent's `snmp.credentials`: c, lan)"
+                    .to_owned(),
+            ),
+            ("v3", refused("v3")),
+        ]
+        .into_iter()
+        .map(|(key, problem)| {
+            let key = format!("/v/snmp/targets/{key}");
+            let message = format!("etcd key `{key}`: {problem}");
+            (key, message)
+        })
+        .collect();
+        assert_eq!(report.newly_rejected, expected);
+        assert_eq!(names(&entries), ["good"]);
+        assert!(matches!(
+            &entries.targets["targets/good"].1,
+            TargetCredential::Named { name, .. } if name == "c"
+        ));
+
+        // A target that was good keeps its last good version, credential and all.
+        let report = entries.update(&snapshot(&[(
+            "targets/good",
+            "{address: '192.0.2.66', community: {file: /etc/vigil/snmp-community}}",
+        )]));
+        assert_eq!(
+            report.newly_rejected[0].1,
+            format!(
+                "etcd key `/v/snmp/targets/good`: {}; its previous version stays in force",
+                refused("community")
+            )
+        );
+        assert_eq!(entries.targets["targets/good"].0.address, "h");
+        assert_eq!(entries.targets["targets/good"].0.community, None);
+    }
+
+    #[test]
+    fn an_etcd_target_names_a_defined_credential_within_its_networks() {
+        let mut entries = entries();
+        let report = entries.update(&snapshot(&[
+            (
+                "targets/inside",
+                "{address: '10.1.2.3:161', credential: lan}",
+            ),
+            ("targets/outside", "{address: '192.0.2.7', credential: lan}"),
+            ("targets/unknown", "{address: h, credential: core}"),
+            (
+                "targets/version",
+                "{address: h, credential: c, version: v1}",
+            ),
+            ("targets/same", "{address: h, credential: c, version: v2c}"),
+        ]));
+        assert_eq!(
+            report
+                .newly_rejected
+                .iter()
+                .map(|(_, message)| message.as_str())
+                .collect::<Vec<_>>(),
+            [
+                "etcd key `/v/snmp/targets/outside`: `address` `192.0.2.7` is outside the `allowed_networks` of credential `lan` (10.0.0.0/8)",
+                "etcd key `/v/snmp/targets/unknown`: `credential` `core` is not one of the agent's `snmp.credentials` (c, lan)",
+                "etcd key `/v/snmp/targets/version`: `version` is v1, but credential `c` is v2c; leave `version` out, the credential sets it",
+            ]
+        );
+        assert_eq!(names(&entries), ["inside", "same"]);
     }
 }

@@ -1,6 +1,7 @@
 //! The SNMP poller: a source of the metrics data path. Targets come from etcd
 //! (watched, so that added, changed and removed targets take effect without a
-//! restart) or from the configuration file; the [`scheduler`] polls each on its own
+//! restart) or from the configuration file, and are polled with a credential of
+//! the configuration file, never one of their own from etcd; the [`scheduler`] polls each on its own
 //! schedule, a bounded number at a time, so that a device that does not answer
 //! never delays another. Each poll becomes one `MetricBatch` of the device on the
 //! raw metrics topic, with `system.uptime.ticks`, `snmp.up` and
@@ -13,7 +14,9 @@ mod poll_metrics;
 mod samples;
 mod scheduler;
 
-use crate::config::{InvalidConfig, MetricSetDefinition, SnmpConfig, SnmpTarget};
+use crate::config::{
+    InvalidConfig, MetricSetDefinition, SnmpConfig, SnmpCredential, SnmpTarget, TargetCredential,
+};
 use crate::self_metrics::AgentMetrics;
 use client::{SnmpClient, VarBind};
 use metric_sets::{
@@ -23,6 +26,7 @@ pub(crate) use poll_metrics::SnmpMetrics;
 use samples::{Measurement, label_value, measurement, snmp_sample};
 use scheduler::{PolledTarget, Scheduler};
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 use thiserror::Error;
 use tokio::time::Instant;
@@ -45,6 +49,16 @@ pub enum PollError {
         target: String,
         field: &'static str,
         cause: SecretError,
+    },
+    #[error(
+        "target `{target}`: {address} resolves to {resolved}, {refusal}; nothing was sent to it"
+    )]
+    AddressNotAllowed {
+        target: String,
+        address: String,
+        resolved: IpAddr,
+        /// Which credential, and the networks it may go to.
+        refusal: String,
     },
     #[error("target `{target}`: no socket for {address}: {cause}")]
     Connect {
@@ -111,6 +125,7 @@ impl PollError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::InvalidTarget { .. } | Self::Secret { .. } => "config",
+            Self::AddressNotAllowed { .. } => "address_not_allowed",
             Self::Connect { .. } => "connect",
             Self::Timeout { .. } => "timeout",
             Self::Authentication { .. } => "authentication",
@@ -122,9 +137,11 @@ impl PollError {
 
 /// Polls `target` once with a fresh session: every configured metric set (defined
 /// sets looked up in `definitions`), plus `snmp.up` (1) and
-/// `snmp.poll.duration.seconds`.
+/// `snmp.poll.duration.seconds`. A target that names a credential finds it in
+/// `credentials`.
 pub async fn poll_once(
     target: &SnmpTarget,
+    credentials: &BTreeMap<String, SnmpCredential>,
     definitions: &BTreeMap<String, MetricSetDefinition>,
 ) -> Result<MetricBatch, PollError> {
     let invalid = |cause| PollError::InvalidTarget {
@@ -132,10 +149,13 @@ pub async fn poll_once(
         cause,
     };
     target.validate("target").map_err(invalid)?;
+    let credential = target
+        .credential_in("target", credentials)
+        .map_err(invalid)?;
     target
         .check_metric_sets("target", |name| definitions.contains_key(name))
         .map_err(invalid)?;
-    let mut poller = TargetPoller::new(target.clone(), definitions);
+    let mut poller = TargetPoller::new(target.clone(), credential, definitions);
     let started = Instant::now();
     let time = crate::unix_nanos(SystemTime::now());
     let samples = poller.poll(time).await?;
@@ -152,10 +172,14 @@ struct TargetPoller {
 }
 
 impl TargetPoller {
-    fn new(target: SnmpTarget, definitions: &BTreeMap<String, MetricSetDefinition>) -> Self {
+    fn new(
+        target: SnmpTarget,
+        credential: TargetCredential,
+        definitions: &BTreeMap<String, MetricSetDefinition>,
+    ) -> Self {
         Self {
             plan: PollPlan::new(&target.metric_sets, definitions),
-            client: SnmpClient::new(target),
+            client: SnmpClient::new(target, credential),
             sys_name: None,
         }
     }
@@ -302,22 +326,39 @@ pub(crate) struct PollOutput {
 }
 
 /// Polls the targets of `config` until `shutdown`: those in etcd when
-/// `config.etcd` is set (following every change), the file's otherwise.
+/// `config.etcd` is set (following every change), the file's otherwise. What the
+/// configuration allows but should not do is logged first.
 pub(crate) async fn run(config: SnmpConfig, output: PollOutput, shutdown: CancellationToken) {
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     let mut scheduler = Scheduler::new(config.max_polls_in_flight, output, shutdown.clone());
     match &config.etcd {
         Some(etcd) => {
-            etcd_targets::follow(etcd, &config.metric_sets, &mut scheduler, &shutdown).await;
+            etcd_targets::follow(
+                etcd,
+                &config.credentials,
+                &config.metric_sets,
+                &mut scheduler,
+                &shutdown,
+            )
+            .await;
         }
         None => {
-            let definitions = std::sync::Arc::new(config.metric_sets.clone());
-            scheduler.apply(
-                config
-                    .targets
-                    .iter()
-                    .map(|target| PolledTarget::new(target.clone(), &definitions))
-                    .collect(),
-            );
+            let mut targets = Vec::new();
+            for (index, target) in config.targets.iter().enumerate() {
+                match target.credential_in(&format!("snmp.targets[{index}]"), &config.credentials) {
+                    Ok(credential) => targets.push(PolledTarget::new(
+                        target.clone(),
+                        credential,
+                        &config.metric_sets,
+                    )),
+                    Err(error) => {
+                        tracing::error!(target_name = %target.name, %error, "SNMP target not polled");
+                    }
+                }
+            }
+            scheduler.apply(targets);
             shutdown.cancelled().await;
         }
     }
@@ -327,9 +368,10 @@ pub(crate) async fn run(config: SnmpConfig, output: PollOutput, shutdown: Cancel
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Community, MetricSet};
+    use crate::config::{Community, IpNetwork, MetricSet, SnmpVersion};
     use samples::SnmpValue;
     use vigil_proto::labels::find;
+    use vigil_runtime::SecretRef;
 
     #[test]
     fn uptime_and_sys_name_come_from_one_get() {
@@ -357,7 +399,8 @@ mod tests {
         let mut target =
             SnmpTarget::v2c("core1", "10.0.0.1:161", Community::Inline("public".into()));
         target.labels.insert("site".into(), "fra1".into());
-        let mut poller = TargetPoller::new(target, &BTreeMap::new());
+        let credential = target.credential_in("", &BTreeMap::new()).unwrap();
+        let mut poller = TargetPoller::new(target, credential, &BTreeMap::new());
         poller.sys_name = Some("core1.fra1".into());
         let batch = poller.finish(Vec::new(), false, Duration::from_millis(1500), 7);
         let resource = batch.resource.unwrap();
@@ -394,7 +437,9 @@ mod tests {
         target.timeout = Duration::from_millis(50);
         target.retries = 1;
         target.metric_sets = vec![MetricSet::System];
-        let error = poll_once(&target, &BTreeMap::new()).await.unwrap_err();
+        let error = poll_once(&target, &BTreeMap::new(), &BTreeMap::new())
+            .await
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "target `mute` did not answer GET of 1.3.6.1.2.1.1.3.0, 1.3.6.1.2.1.1.5.0 within 50ms (2 attempts; a wrong community looks the same)"
@@ -405,7 +450,9 @@ mod tests {
     async fn an_invalid_target_is_refused_before_polling() {
         let mut target = SnmpTarget::v2c("x", "127.0.0.1:1", Community::Inline("c".into()));
         target.metric_sets.clear();
-        let error = poll_once(&target, &BTreeMap::new()).await.unwrap_err();
+        let error = poll_once(&target, &BTreeMap::new(), &BTreeMap::new())
+            .await
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "target `x` is invalid: `target.metric_sets` must name at least one of system, if, host_resources, ucd or a defined set"
@@ -416,10 +463,92 @@ mod tests {
     async fn an_undefined_metric_set_is_refused_naming_it() {
         let mut target = SnmpTarget::v2c("x", "127.0.0.1:1", Community::Inline("c".into()));
         target.metric_sets = vec![MetricSet::named("chassis")];
-        let error = poll_once(&target, &BTreeMap::new()).await.unwrap_err();
+        let error = poll_once(&target, &BTreeMap::new(), &BTreeMap::new())
+            .await
+            .unwrap_err();
         assert_eq!(
             error.to_string(),
             "target `x` is invalid: `target.metric_sets[0]` `chassis` is neither built in (system, if, host_resources, ucd) nor defined"
         );
+    }
+
+    /// A v2c credential whose community is in a file, sent only to `network`.
+    fn credential_for(network: &str, community_file: &std::path::Path) -> SnmpCredential {
+        SnmpCredential {
+            version: SnmpVersion::V2c,
+            community: Some(Community::Secret(SecretRef {
+                file: Some(community_file.to_owned()),
+                env: None,
+            })),
+            v3: None,
+            allowed_networks: Some(vec![network.parse::<IpNetwork>().unwrap()]),
+        }
+    }
+
+    /// What `socket` received within a short wait.
+    fn received(socket: &std::net::UdpSocket) -> Option<Vec<u8>> {
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buffer = [0; 2048];
+        let (length, _) = socket.recv_from(&mut buffer).ok()?;
+        Some(buffer[..length].to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_named_credential_is_sent_only_where_its_networks_allow() {
+        let dir = tempfile::tempdir().unwrap();
+        let community_file = dir.path().join("community");
+        std::fs::write(&community_file, "l0cal-s3cret\n").unwrap();
+        let credentials = BTreeMap::from([
+            (
+                "loopback".to_owned(),
+                credential_for("127.0.0.1/32", &community_file),
+            ),
+            (
+                "lan".to_owned(),
+                credential_for("10.0.0.0/8", &community_file),
+            ),
+        ]);
+        let device = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = device.local_addr().unwrap().port();
+        let mut target =
+            SnmpTarget::with_credential("inside", format!("127.0.0.1:{port}"), "loopback");
+        target.timeout = Duration::from_millis(50);
+        target.retries = 0;
+        target.metric_sets = vec![MetricSet::System];
+        let error = poll_once(&target, &credentials, &BTreeMap::new())
+            .await
+            .unwrap_err();
+        assert!(matches!(error, PollError::Timeout { .. }), "{error}");
+        let request = received(&device).expect("a request to the allowed address");
+        assert!(
+            request.windows(12).any(|window| window == b"l0cal-s3cret"),
+            "the request carries the credential's community"
+        );
+
+        // A name that resolves outside the credential's networks: refused before
+        // anything is sent, naming target and credential.
+        let mut target = SnmpTarget {
+            name: "outside".into(),
+            address: format!("localhost:{port}"),
+            credential: Some("lan".into()),
+            ..target
+        };
+        target.retries = 2;
+        let error = poll_once(&target, &credentials, &BTreeMap::new())
+            .await
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("target `outside`: localhost:{port} resolves to ")),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(", outside the `allowed_networks` of credential `lan` (10.0.0.0/8); nothing was sent to it"),
+            "{message}"
+        );
+        assert_eq!(error.reason(), "address_not_allowed");
+        assert_eq!(received(&device), None);
     }
 }

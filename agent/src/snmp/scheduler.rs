@@ -5,7 +5,7 @@
 //! changed) and stops tasks, leaving unchanged targets polling undisturbed.
 
 use super::{PollOutput, TargetPoller};
-use crate::config::{MetricSet, MetricSetDefinition, SnmpTarget};
+use crate::config::{MetricSet, MetricSetDefinition, SnmpTarget, TargetCredential};
 use crate::self_metrics::PollOutcome;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -16,18 +16,21 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-/// A target with the definitions of the metric sets it uses: what decides whether
-/// a running task must be restarted.
+/// A target with its credential and the definitions of the metric sets it uses:
+/// what decides whether a running task must be restarted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PolledTarget {
     target: SnmpTarget,
+    credential: TargetCredential,
     definitions: BTreeMap<String, MetricSetDefinition>,
 }
 
 impl PolledTarget {
-    /// `target` with the definitions of its defined sets out of `definitions`.
+    /// `target` polled with `credential`, with the definitions of its defined sets
+    /// out of `definitions`.
     pub(crate) fn new(
         target: SnmpTarget,
+        credential: TargetCredential,
         definitions: &BTreeMap<String, MetricSetDefinition>,
     ) -> Self {
         let definitions = target
@@ -42,6 +45,7 @@ impl PolledTarget {
             .collect();
         Self {
             target,
+            credential,
             definitions,
         }
     }
@@ -108,6 +112,7 @@ impl Scheduler {
             tracing::info!(
                 target_name = %name,
                 address = %polled.target.address,
+                credential = polled.target.credential.as_deref().unwrap_or("(its own)"),
                 interval = %vigil_config::duration::format_duration(polled.target.interval),
                 "SNMP target polling"
             );
@@ -154,7 +159,7 @@ async fn poll_forever(
     let mut ticker =
         tokio::time::interval_at(Instant::now() + first_poll_delay(&target), target.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut poller = TargetPoller::new(target.clone(), &polled.definitions);
+    let mut poller = TargetPoller::new(target.clone(), polled.credential, &polled.definitions);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -254,6 +259,11 @@ mod tests {
         target
     }
 
+    fn polled(target: SnmpTarget) -> PolledTarget {
+        let credential = target.credential_in("", &BTreeMap::new()).unwrap();
+        PolledTarget::new(target, credential, &BTreeMap::new())
+    }
+
     #[tokio::test]
     async fn applying_a_list_starts_changes_and_stops_targets() {
         let bus = Bus::in_memory();
@@ -270,9 +280,8 @@ mod tests {
         let shutdown = CancellationToken::new();
         let mut scheduler = Scheduler::new(4, output, shutdown.clone());
         let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let definitions = BTreeMap::new();
-        let a = PolledTarget::new(silent_target("a", &socket), &definitions);
-        let b = PolledTarget::new(silent_target("b", &socket), &definitions);
+        let a = polled(silent_target("a", &socket));
+        let b = polled(silent_target("b", &socket));
         scheduler.apply(vec![a.clone(), b]);
         let mut seen = std::collections::BTreeSet::new();
         while seen.len() < 2 {
@@ -289,7 +298,7 @@ mod tests {
 
         let mut changed = silent_target("a", &socket);
         changed.retries = 1;
-        scheduler.apply(vec![a.clone(), PolledTarget::new(changed, &definitions)]);
+        scheduler.apply(vec![a.clone(), polled(changed)]);
         assert_eq!(scheduler.running.len(), 1, "b removed, a replaced");
         assert_ne!(scheduler.running["a"].task.id(), task_of_a);
         let task_of_a = scheduler.running["a"].task.id();

@@ -1,25 +1,26 @@
 //! SNMP polling against a real net-snmp agent: v1, v2c and v3 authPriv GETs of
-//! scalars, the IF-MIB walk with interface names joined as labels, the
-//! HOST-RESOURCES and UCD sets under the host metric names, a defined metric set, a
-//! clear error for a wrong v3 password, a timeout that names the silent target and
-//! the message for a reply that is not SNMP.
+//! scalars (v3 also through a named credential), the IF-MIB walk with interface
+//! names joined as labels, the HOST-RESOURCES and UCD sets under the host metric
+//! names, a defined metric set, a clear error for a wrong v3 password, a timeout
+//! that names the silent target, the message for a reply that is not SNMP, and the
+//! warning `--check-config` gives for a community written inline.
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;
 use std::time::Duration;
 use vigil_agent::config::{
     AuthProtocol, Community, MetricSet, MetricSetDefinition, PrivProtocol, SecurityLevel,
-    SnmpTarget, SnmpV3Config, SnmpVersion,
+    SnmpCredential, SnmpTarget, SnmpV3Config, SnmpVersion,
 };
 use vigil_agent::poll_once;
 use vigil_proto::labels::find;
 use vigil_proto::v1::{MetricBatch, ValueType, sample};
 use vigil_runtime::SecretRef;
-use vigil_tests::TestServers;
 use vigil_tests::process::new_work_dir;
 use vigil_tests::servers::{
     SNMP_SYS_NAME, SNMP_V3_AUTH_PASSWORD, SNMP_V3_PRIV_PASSWORD, SNMP_V3_USER,
 };
+use vigil_tests::{TestServers, vigil_binary};
 
 fn secret_file(name: &str, value: &str) -> SecretRef {
     let path = new_work_dir("snmp-secrets").join(name);
@@ -27,6 +28,18 @@ fn secret_file(name: &str, value: &str) -> SecretRef {
     SecretRef {
         file: Some(path),
         env: None,
+    }
+}
+
+fn v3_security(auth_password: &str) -> SnmpV3Config {
+    SnmpV3Config {
+        user: SNMP_V3_USER.into(),
+        security_level: SecurityLevel::AuthPriv,
+        auth_protocol: Some(AuthProtocol::Sha),
+        auth_password: Some(secret_file("auth", auth_password)),
+        priv_protocol: Some(PrivProtocol::Aes),
+        priv_password: Some(secret_file("priv", SNMP_V3_PRIV_PASSWORD)),
+        context_name: None,
     }
 }
 
@@ -38,15 +51,7 @@ fn v3_target(name: &str, auth_password: &str) -> SnmpTarget {
         ..SnmpTarget::v3(
             name,
             TestServers::get().snmp_address(),
-            SnmpV3Config {
-                user: SNMP_V3_USER.into(),
-                security_level: SecurityLevel::AuthPriv,
-                auth_protocol: Some(AuthProtocol::Sha),
-                auth_password: Some(secret_file("auth", auth_password)),
-                priv_protocol: Some(PrivProtocol::Aes),
-                priv_password: Some(secret_file("priv", SNMP_V3_PRIV_PASSWORD)),
-                context_name: None,
-            },
+            v3_security(auth_password),
         )
     }
 }
@@ -82,7 +87,7 @@ async fn v2c_polls_scalars_and_walks_interfaces() {
             Community::Inline(servers.snmp_community().into()),
         )
     };
-    let batch = poll_once(&target, &BTreeMap::new())
+    let batch = poll_once(&target, &BTreeMap::new(), &BTreeMap::new())
         .await
         .expect("v2c poll");
     assert_system_and_interfaces(&batch, "switch-v2c");
@@ -93,6 +98,7 @@ async fn v3_auth_priv_polls_scalars_and_walks_interfaces() {
     let batch = poll_once(
         &v3_target("switch-v3", SNMP_V3_AUTH_PASSWORD),
         &BTreeMap::new(),
+        &BTreeMap::new(),
     )
     .await
     .expect("v3 authPriv poll");
@@ -100,9 +106,37 @@ async fn v3_auth_priv_polls_scalars_and_walks_interfaces() {
 }
 
 #[tokio::test]
+async fn v3_auth_priv_polls_through_a_named_credential() {
+    let credentials = BTreeMap::from([(
+        "secure".to_owned(),
+        SnmpCredential {
+            version: SnmpVersion::V3,
+            community: None,
+            v3: Some(v3_security(SNMP_V3_AUTH_PASSWORD)),
+            allowed_networks: Some(vec!["127.0.0.0/8".parse().unwrap()]),
+        },
+    )]);
+    let target = SnmpTarget {
+        metric_sets: vec![MetricSet::System, MetricSet::If],
+        timeout: Duration::from_millis(500),
+        retries: 0,
+        ..SnmpTarget::with_credential(
+            "switch-v3-named",
+            TestServers::get().snmp_address(),
+            "secure",
+        )
+    };
+    let batch = poll_once(&target, &credentials, &BTreeMap::new())
+        .await
+        .expect("v3 authPriv poll with the credential `secure`");
+    assert_system_and_interfaces(&batch, "switch-v3-named");
+}
+
+#[tokio::test]
 async fn a_wrong_v3_password_is_an_authentication_error_naming_the_target() {
     let error = poll_once(
         &v3_target("switch-wrong-pass", "not-the-password"),
+        &BTreeMap::new(),
         &BTreeMap::new(),
     )
     .await
@@ -127,7 +161,7 @@ async fn a_silent_target_times_out_with_its_name() {
             Community::Inline("public".into()),
         )
     };
-    let message = poll_once(&target, &BTreeMap::new())
+    let message = poll_once(&target, &BTreeMap::new(), &BTreeMap::new())
         .await
         .expect_err("no answer")
         .to_string();
@@ -156,10 +190,12 @@ fn samples_named<'a>(batch: &'a MetricBatch, name: &str) -> Vec<&'a vigil_proto:
 #[tokio::test]
 async fn v1_walks_interfaces_with_getnext() {
     let target = SnmpTarget {
-        version: SnmpVersion::V1,
+        version: Some(SnmpVersion::V1),
         ..v2c_target("switch-v1", vec![MetricSet::System, MetricSet::If])
     };
-    let batch = poll_once(&target, &BTreeMap::new()).await.expect("v1 poll");
+    let batch = poll_once(&target, &BTreeMap::new(), &BTreeMap::new())
+        .await
+        .expect("v1 poll");
     assert_system_and_interfaces(&batch, "switch-v1");
     // v1 has no Counter64: the 32-bit ifTable counters stand in.
     let loopback_in = samples_named(&batch, "if.in.octets")[0];
@@ -170,6 +206,7 @@ async fn v1_walks_interfaces_with_getnext() {
 async fn interfaces_carry_packets_errors_speed_and_status() {
     let batch = poll_once(
         &v2c_target("switch-if", vec![MetricSet::If]),
+        &BTreeMap::new(),
         &BTreeMap::new(),
     )
     .await
@@ -200,7 +237,9 @@ async fn interfaces_carry_packets_errors_speed_and_status() {
 #[tokio::test]
 async fn host_resources_and_ucd_use_the_host_metric_names() {
     let target = v2c_target("server-hr", vec![MetricSet::HostResources, MetricSet::Ucd]);
-    let batch = poll_once(&target, &BTreeMap::new()).await.expect("poll");
+    let batch = poll_once(&target, &BTreeMap::new(), &BTreeMap::new())
+        .await
+        .expect("poll");
     let root = samples_named(&batch, "host.fs.size_bytes")
         .into_iter()
         .find(|s| find(&s.labels, "mountpoint") == Some("/"))
@@ -246,7 +285,9 @@ async fn a_defined_metric_set_reads_scalars_and_joins_table_labels() {
     .expect("definition");
     let definitions = BTreeMap::from([("e2e".to_owned(), definition)]);
     let target = v2c_target("switch-defined", vec![MetricSet::named("e2e")]);
-    let batch = poll_once(&target, &definitions).await.expect("poll");
+    let batch = poll_once(&target, &BTreeMap::new(), &definitions)
+        .await
+        .expect("poll");
     assert_eq!(samples_named(&batch, "e2e.or_last_change").len(), 1);
     let mtu = samples_named(&batch, "e2e.if.mtu")
         .into_iter()
@@ -271,7 +312,7 @@ async fn a_reply_that_is_not_snmp_is_a_protocol_error_naming_the_target() {
         retries: 0,
         ..SnmpTarget::v2c("broken-device", address, Community::Inline("public".into()))
     };
-    let message = poll_once(&target, &BTreeMap::new())
+    let message = poll_once(&target, &BTreeMap::new(), &BTreeMap::new())
         .await
         .expect_err("garbage is no answer")
         .to_string();
@@ -281,4 +322,35 @@ async fn a_reply_that_is_not_snmp_is_a_protocol_error_naming_the_target() {
         ),
         "{message}"
     );
+}
+
+#[test]
+fn check_config_warns_of_a_community_written_inline() {
+    let dir = new_work_dir("snmp-check-config");
+    let path = dir.join("agent.yaml");
+    std::fs::write(
+        &path,
+        "kafka: {brokers: '127.0.0.1:9092'}\nsnmp:\n  credentials:\n    core: {community: public}\n  targets:\n    - {name: core1, address: '10.0.0.1', credential: core}\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(vigil_binary("vigil-agent"))
+        .args(["--check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("vigil-agent runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!(
+            "warning: {}: `snmp.credentials.core.community` is given inline in the configuration file; prefer `{{file: ...}}` or `{{env: ...}}`",
+            path.display()
+        )
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("core1 at 10.0.0.1 (credential core, every 30s"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("public"), "{stdout}");
 }
