@@ -1,13 +1,22 @@
-//! Log checkpoints: for every file instance tailed, identified by the fingerprint of
-//! its first line, up to which byte its lines were acknowledged by the bus. The
-//! tailer resumes from here after a restart, so a line is neither lost nor sent
-//! twice, also when the file was renamed or copied (copytruncate) meanwhile.
+//! Log checkpoints: for every file instance tailed, the source id its lines
+//! carry, what is known of its first bytes (its head, by which it is recognised)
+//! and up to which byte its lines were acknowledged by the bus. The tailer resumes
+//! from here after a restart, so a line is neither lost nor sent twice, also when
+//! the file was renamed or copied (copytruncate) meanwhile.
 //!
 //! The file is written atomically (a temporary file in the same directory,
 //! `sync_all`, `rename`) in a versioned format, so that a crash mid-write never
 //! leaves a half-written checkpoint and a later release can still read this one.
-//! A file too short to have a fingerprint yet is remembered by path, device and
-//! inode instead; version 1 (which knew only those) is still read that way.
+//! A file too short to be recognised yet (no complete line) is remembered by
+//! path, device and inode instead; version 1 (which knew only those) is still
+//! read that way.
+//!
+//! Version 2 knew a file by the hash of its first line alone, which files with
+//! the same header line share. Its entries are read as instances whose head is
+//! that first line: each keeps its source id and offset for the file at the same
+//! device and inode whose first line is unchanged, and its head is completed the
+//! first time that file is read. A copy made while the agent was stopped for the
+//! upgrade is not recognised as such and is read from its beginning.
 
 use crate::self_metrics::AgentMetrics;
 use serde::{Deserialize, Serialize};
@@ -26,39 +35,101 @@ const FILE_NAME: &str = "checkpoints.json";
 /// so that the checkpoint file does not grow with every rotation.
 const MAX_SOURCES_PER_PATH: usize = 4;
 
-/// Bytes at most that make up a fingerprint.
-pub(crate) const FINGERPRINT_BYTES: usize = 1024;
+/// Bytes at most of a head: once a file holds this many, its head is complete and
+/// recognises it wherever it is (a copy, a rename).
+pub(crate) const HEAD_BYTES: usize = 1024;
 
-/// A hash of a file's first line (with its newline), or of its first
-/// `FINGERPRINT_BYTES` if that line is longer: it names the content, so a renamed
-/// or copied file keeps it and a new file in a reused inode does not.
+/// The id of one file instance, as `LogSource.source_id` carries it (in hex):
+/// downstream, document ids are derived from it and the line's offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct Fingerprint(pub(crate) u64);
+pub(crate) struct SourceId(pub(crate) u64);
 
-impl Fingerprint {
-    /// The fingerprint of a file starting with `head`, or `None` while `head` holds
-    /// neither a newline nor `FINGERPRINT_BYTES` bytes (the file is too short yet).
-    pub(crate) fn of_head(head: &[u8]) -> Option<Self> {
-        let head = &head[..head.len().min(FINGERPRINT_BYTES)];
-        let end = match memchr::memchr(b'\n', head) {
-            Some(newline) => newline + 1,
-            None if head.len() == FINGERPRINT_BYTES => FINGERPRINT_BYTES,
-            None => return None,
-        };
-        Some(Self(xxhash_rust::xxh3::xxh3_64(&head[..end])))
+impl SourceId {
+    /// The id in hex, as lines and the checkpoint file carry it.
+    pub(crate) fn hex(self) -> String {
+        format!("{:016x}", self.0)
     }
 
-    /// The `LogSource.source_id` of lines of this content: the hash in hex.
-    pub(crate) fn source_id(self) -> String {
-        format!("{:016x}", self.0)
+    fn parse(hex: &str) -> Option<Self> {
+        u64::from_str_radix(hex, 16)
+            .ok()
+            .filter(|_| hex.len() == 16)
+            .map(Self)
     }
 }
 
-/// Identity of one file instance: its content's fingerprint, and where it lives
-/// now (device and inode) to notice cheaply that a path leads to another file.
+/// What is known of a file's first bytes: the file is recognised by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// The hash of the file's first `len` bytes; `len` is `HEAD_BYTES` once the
+    /// file holds that many, all of the file before.
+    Bytes { len: u16, hash: u64 },
+    /// The hash of the file's first line with its newline (or of its first
+    /// `HEAD_BYTES` if that line is longer), as format 2 recorded it; replaced by
+    /// `Bytes` the first time the file is read again.
+    FirstLine(u64),
+}
+
+impl Head {
+    /// The head of a file starting with `prefix`: of its first `HEAD_BYTES` at most.
+    pub(crate) fn of(prefix: &[u8]) -> Self {
+        let prefix = &prefix[..prefix.len().min(HEAD_BYTES)];
+        Self::Bytes {
+            len: prefix.len() as u16,
+            hash: xxhash_rust::xxh3::xxh3_64(prefix),
+        }
+    }
+
+    /// Whether the head is complete: no other file starts with the same bytes
+    /// unless it is a copy (or its first `HEAD_BYTES` are the same text).
+    pub(crate) fn is_complete(self) -> bool {
+        matches!(self, Self::Bytes { len, .. } if usize::from(len) == HEAD_BYTES)
+    }
+
+    /// Bytes of the file the head covers; 0 for a first-line head, whose length
+    /// is not known.
+    fn len(self) -> usize {
+        match self {
+            Self::Bytes { len, .. } => usize::from(len),
+            Self::FirstLine(_) => 0,
+        }
+    }
+
+    /// Whether a file starting with `prefix` (its first `HEAD_BYTES`, or all of it
+    /// if shorter) has this head.
+    pub(crate) fn matches(self, prefix: &[u8]) -> bool {
+        match self {
+            Self::Bytes { len, hash } => prefix
+                .get(..usize::from(len))
+                .is_some_and(|bytes| xxhash_rust::xxh3::xxh3_64(bytes) == hash),
+            Self::FirstLine(hash) => {
+                let prefix = &prefix[..prefix.len().min(HEAD_BYTES)];
+                let end = match memchr::memchr(b'\n', prefix) {
+                    Some(newline) => newline + 1,
+                    None if prefix.len() == HEAD_BYTES => HEAD_BYTES,
+                    None => return false,
+                };
+                xxhash_rust::xxh3::xxh3_64(&prefix[..end]) == hash
+            }
+        }
+    }
+
+    /// The more informative of two heads of one file: the one covering more bytes.
+    pub(crate) fn longer(self, other: Self) -> Self {
+        if other.len() > self.len() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+/// Identity of one file instance: the id its lines carry, its head, and where it
+/// lives now (device and inode) to tell a rename from a stranger at the same path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FileIdentity {
-    pub(crate) fingerprint: Fingerprint,
+    pub(crate) source: SourceId,
+    pub(crate) head: Head,
     pub(crate) device: u64,
     pub(crate) inode: u64,
 }
@@ -71,6 +142,16 @@ pub(crate) struct Position {
     pub(crate) offset: u64,
 }
 
+/// A file instance the store knows, with where it was last read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Known {
+    pub(crate) path: PathBuf,
+    pub(crate) position: Position,
+    /// Its content left the file at the recorded device and inode (that file was
+    /// truncated or written again): it lives on only in a copy, if anywhere.
+    pub(crate) detached: bool,
+}
+
 /// The on-disk format, tagged with its version.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "version")]
@@ -80,6 +161,12 @@ enum CheckpointFile {
     #[serde(rename = "2")]
     V2 {
         files: Vec<FileCheckpointV2>,
+        #[serde(default)]
+        unidentified: Vec<UnidentifiedV2>,
+    },
+    #[serde(rename = "3")]
+    V3 {
+        files: Vec<FileCheckpointV3>,
         #[serde(default)]
         unidentified: Vec<UnidentifiedV2>,
     },
@@ -98,19 +185,41 @@ struct FileCheckpointV1 {
     offset: u64,
 }
 
+/// A file entry of format 2, frozen as released: its `source_id` is the hash of
+/// the file's first line.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileCheckpointV2 {
-    /// Where the file was last read, for people and for pruning.
     path: PathBuf,
-    /// The fingerprint in hex, as lines of this file carry it.
     source_id: String,
     device: u64,
     inode: u64,
     offset: u64,
 }
 
-/// A file without a fingerprint yet.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCheckpointV3 {
+    /// Where the file was last read, for people, for pruning and to tell whether
+    /// the original of a copy was truncated.
+    path: PathBuf,
+    /// The id its lines carry, in hex.
+    source_id: String,
+    /// Bytes the head covers; absent for a first-line head taken over from
+    /// format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head_bytes: Option<u16>,
+    /// The hash of the head, in hex.
+    head_hash: String,
+    device: u64,
+    inode: u64,
+    offset: u64,
+    /// The content left the file at `device` and `inode`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    detached: bool,
+}
+
+/// A file without a complete line yet (formats 2 and 3).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UnidentifiedV2 {
@@ -148,6 +257,10 @@ pub(crate) struct CheckpointStore {
     /// first time, and files already present start where `read_from` says.
     first_start: bool,
     state: Arc<Mutex<StoreState>>,
+    /// Held while the file is written: writes from several threads (the periodic
+    /// writer, a reader recording a new instance) neither share the temporary
+    /// file nor land out of order.
+    writing: Arc<Mutex<()>>,
 }
 
 /// One remembered file instance.
@@ -157,9 +270,11 @@ struct Entry {
     position: Position,
     /// When it last changed, in store generations: pruning keeps the newest.
     changed: u64,
+    /// The content left the file at the recorded location.
+    detached: bool,
 }
 
-/// A position of a file without fingerprint: too short yet, or from version 1.
+/// A position of a file without a complete line: too short yet, or from version 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct UnidentifiedEntry {
     device: u64,
@@ -169,8 +284,8 @@ struct UnidentifiedEntry {
 
 #[derive(Debug, Default)]
 struct StoreState {
-    sources: BTreeMap<Fingerprint, Entry>,
-    /// Files without fingerprint by path; replaced by a fingerprinted entry once
+    sources: BTreeMap<SourceId, Entry>,
+    /// Files without a complete line by path; replaced by an identified entry once
     /// the same file (same device and inode) has one.
     unidentified: BTreeMap<PathBuf, UnidentifiedEntry>,
     /// Bumped on every change, so the writer knows whether there is anything new.
@@ -214,6 +329,7 @@ impl CheckpointStore {
             file,
             first_start: first_start || problem.is_some(),
             state: Arc::new(Mutex::new(state)),
+            writing: Arc::default(),
         };
         Ok((store, problem))
     }
@@ -229,12 +345,25 @@ impl CheckpointStore {
         self.first_start
     }
 
-    /// The acknowledged position of the file instance with `fingerprint`, if any.
-    pub(crate) fn get(&self, fingerprint: Fingerprint) -> Option<Position> {
-        self.lock()
+    /// The known file instances whose head a file starting with `prefix` (its
+    /// first `HEAD_BYTES`, or all of it if shorter) has, the most recently
+    /// changed first.
+    pub(crate) fn matching(&self, prefix: &[u8]) -> Vec<Known> {
+        let state = self.lock();
+        let mut found: Vec<&Entry> = state
             .sources
-            .get(&fingerprint)
-            .map(|entry| entry.position)
+            .values()
+            .filter(|entry| entry.position.identity.head.matches(prefix))
+            .collect();
+        found.sort_by_key(|entry| std::cmp::Reverse(entry.changed));
+        found
+            .into_iter()
+            .map(|entry| Known {
+                path: entry.path.clone(),
+                position: entry.position,
+                detached: entry.detached,
+            })
+            .collect()
     }
 
     /// The position most recently recorded for a file read at `path`.
@@ -256,8 +385,8 @@ impl CheckpointStore {
             || state.sources.values().any(|entry| entry.path == path)
     }
 
-    /// The offset recorded for a file without fingerprint at `path`, if the file
-    /// there is still that one.
+    /// The offset recorded for a file without a complete line at `path`, if the
+    /// file there is still that one.
     pub(crate) fn unidentified_offset(&self, path: &Path, device: u64, inode: u64) -> Option<u64> {
         self.lock()
             .unidentified
@@ -266,7 +395,7 @@ impl CheckpointStore {
             .map(|entry| entry.offset)
     }
 
-    /// Records a file at `path` that has no fingerprint yet, read up to `offset`.
+    /// Records a file at `path` that has no complete line yet, read up to `offset`.
     pub(crate) fn set_unidentified(&self, path: &Path, device: u64, inode: u64, offset: u64) {
         let entry = UnidentifiedEntry {
             device,
@@ -281,14 +410,21 @@ impl CheckpointStore {
     }
 
     /// Records that everything before `position` of the file read at `path` was
-    /// acknowledged.
+    /// acknowledged. The head kept is the longer of the recorded and the given one:
+    /// both describe the same instance. An instance detached from a file stays so
+    /// when a late acknowledgement of that file arrives.
     pub(crate) fn set(&self, path: &Path, position: Position) {
         let mut state = self.lock();
-        let unchanged = state
-            .sources
-            .get(&position.identity.fingerprint)
-            .is_some_and(|entry| entry.position == position && entry.path == path);
         let identity = position.identity;
+        let mut position = position;
+        let mut detached = false;
+        if let Some(entry) = state.sources.get(&identity.source) {
+            position.identity.head = entry.position.identity.head.longer(identity.head);
+            detached = entry.detached && same_location(entry.position.identity, identity);
+        }
+        let unchanged = state.sources.get(&identity.source).is_some_and(|entry| {
+            entry.position == position && entry.path == path && entry.detached == detached
+        });
         let superseded = state
             .unidentified
             .get(path)
@@ -300,19 +436,86 @@ impl CheckpointStore {
             state.generation += 1;
             let changed = state.generation;
             state.sources.insert(
-                position.identity.fingerprint,
+                identity.source,
                 Entry {
                     path: path.to_owned(),
                     position,
                     changed,
+                    detached,
                 },
             );
         }
     }
 
+    /// Records what more is known of the head of the instance `source`, if the
+    /// store knows it; its position stays. Returns whether anything changed.
+    pub(crate) fn extend_head(&self, source: SourceId, head: Head) -> bool {
+        let mut state = self.lock();
+        let Some(entry) = state.sources.get_mut(&source) else {
+            return false;
+        };
+        let longer = entry.position.identity.head.longer(head);
+        if longer == entry.position.identity.head {
+            return false;
+        }
+        entry.position.identity.head = longer;
+        state.generation += 1;
+        true
+    }
+
+    /// Records that the content of the instance `identity` left its file (it was
+    /// truncated or written again), unless the instance was since read elsewhere.
+    pub(crate) fn detach(&self, identity: FileIdentity) {
+        let mut state = self.lock();
+        let Some(entry) = state.sources.get_mut(&identity.source) else {
+            return;
+        };
+        if !entry.detached && same_location(entry.position.identity, identity) {
+            entry.detached = true;
+            state.generation += 1;
+        }
+    }
+
+    /// Records that every instance recorded at `device` and `inode` but `keep`
+    /// left that file: it holds other content now.
+    pub(crate) fn detach_all_at(&self, device: u64, inode: u64, keep: Option<SourceId>) {
+        let mut state = self.lock();
+        let mut changed = false;
+        for (source, entry) in &mut state.sources {
+            let identity = entry.position.identity;
+            if Some(*source) != keep
+                && !entry.detached
+                && identity.device == device
+                && identity.inode == inode
+            {
+                entry.detached = true;
+                changed = true;
+            }
+        }
+        if changed {
+            state.generation += 1;
+        }
+    }
+
+    /// Records a new file instance read at `path` from `position` and writes the
+    /// checkpoints at once, before any line carries its source id: an id that
+    /// cannot be derived again from the file must survive a crash. Blocking.
+    pub(crate) fn record_new(
+        &self,
+        path: &Path,
+        position: Position,
+    ) -> Result<(), CheckpointError> {
+        self.set(path, position);
+        self.write_if_changed().map(drop)
+    }
+
     /// Writes the checkpoints if they changed since the last write; returns whether
     /// it wrote. Blocking: call from a blocking thread.
     pub(crate) fn write_if_changed(&self) -> Result<bool, CheckpointError> {
+        let _writing = self
+            .writing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let (snapshot, generation) = {
             let mut state = self.lock();
             if state.generation == state.written_generation && self.file.exists() {
@@ -334,22 +537,26 @@ impl CheckpointStore {
     }
 }
 
+fn same_location(a: FileIdentity, b: FileIdentity) -> bool {
+    (a.device, a.inode) == (b.device, b.inode)
+}
+
 /// Keeps the `MAX_SOURCES_PER_PATH` most recently changed entries of every path.
-fn prune(sources: &mut BTreeMap<Fingerprint, Entry>) {
-    let mut by_path: BTreeMap<&Path, Vec<(u64, Fingerprint)>> = BTreeMap::new();
-    for (fingerprint, entry) in sources.iter() {
+fn prune(sources: &mut BTreeMap<SourceId, Entry>) {
+    let mut by_path: BTreeMap<&Path, Vec<(u64, SourceId)>> = BTreeMap::new();
+    for (source, entry) in sources.iter() {
         by_path
             .entry(&entry.path)
             .or_default()
-            .push((entry.changed, *fingerprint));
+            .push((entry.changed, *source));
     }
     let mut stale = Vec::new();
     for entries in by_path.values_mut() {
         entries.sort_unstable_by(|a, b| b.cmp(a));
-        stale.extend(entries.iter().skip(MAX_SOURCES_PER_PATH).map(|(_, f)| *f));
+        stale.extend(entries.iter().skip(MAX_SOURCES_PER_PATH).map(|(_, s)| *s));
     }
-    for fingerprint in stale {
-        sources.remove(&fingerprint);
+    for source in stale {
+        sources.remove(&source);
     }
 }
 
@@ -400,12 +607,22 @@ fn encode(state: &StoreState) -> Result<Vec<u8>, serde_json::Error> {
     let files = state
         .sources
         .values()
-        .map(|entry| FileCheckpointV2 {
-            path: entry.path.clone(),
-            source_id: entry.position.identity.fingerprint.source_id(),
-            device: entry.position.identity.device,
-            inode: entry.position.identity.inode,
-            offset: entry.position.offset,
+        .map(|entry| {
+            let identity = entry.position.identity;
+            let (head_bytes, head_hash) = match identity.head {
+                Head::Bytes { len, hash } => (Some(len), hash),
+                Head::FirstLine(hash) => (None, hash),
+            };
+            FileCheckpointV3 {
+                path: entry.path.clone(),
+                source_id: identity.source.hex(),
+                head_bytes,
+                head_hash: SourceId(head_hash).hex(),
+                device: identity.device,
+                inode: identity.inode,
+                offset: entry.position.offset,
+                detached: entry.detached,
+            }
         })
         .collect();
     let unidentified = state
@@ -419,7 +636,7 @@ fn encode(state: &StoreState) -> Result<Vec<u8>, serde_json::Error> {
         })
         .collect();
     // Fails only for a path that is not UTF-8.
-    serde_json::to_vec_pretty(&CheckpointFile::V2 {
+    serde_json::to_vec_pretty(&CheckpointFile::V3 {
         files,
         unidentified,
     })
@@ -444,76 +661,110 @@ fn read_checkpoint_file(file: &Path) -> Result<StoreState, CheckpointError> {
         reason,
         moved_to: String::new(),
     };
+    let hex = |path: &Path, field: &str, value: &str| {
+        SourceId::parse(value).ok_or_else(|| {
+            corrupt(format!(
+                "entry for {} has {field} `{value}`, not 16 hexadecimal digits",
+                path.display()
+            ))
+        })
+    };
     let mut state = StoreState::default();
-    match serde_json::from_slice(&bytes).map_err(|error| corrupt(error.to_string()))? {
-        CheckpointFile::V1 { files } => {
-            for entry in files {
-                if format!("{}:{}", entry.device, entry.inode) != entry.source_id {
-                    return Err(corrupt(format!(
-                        "entry for {} has source_id {} but device {} and inode {}",
-                        entry.path.display(),
-                        entry.source_id,
-                        entry.device,
-                        entry.inode
-                    )));
-                }
-                state.unidentified.insert(
-                    entry.path,
-                    UnidentifiedEntry {
-                        device: entry.device,
-                        inode: entry.inode,
-                        offset: entry.offset,
-                    },
-                );
-            }
-        }
-        CheckpointFile::V2 {
-            files,
-            unidentified,
-        } => {
-            for entry in unidentified {
-                state.unidentified.insert(
-                    entry.path,
-                    UnidentifiedEntry {
-                        device: entry.device,
-                        inode: entry.inode,
-                        offset: entry.offset,
-                    },
-                );
-            }
-            for (changed, entry) in (0..).zip(files) {
-                let fingerprint = u64::from_str_radix(&entry.source_id, 16)
-                    .ok()
-                    .filter(|_| entry.source_id.len() == 16)
-                    .map(Fingerprint)
-                    .ok_or_else(|| {
-                        corrupt(format!(
-                            "entry for {} has source_id `{}`, not a 16-digit hexadecimal fingerprint",
+    let (files, unidentified) =
+        match serde_json::from_slice(&bytes).map_err(|error| corrupt(error.to_string()))? {
+            CheckpointFile::V1 { files } => {
+                for entry in files {
+                    if format!("{}:{}", entry.device, entry.inode) != entry.source_id {
+                        return Err(corrupt(format!(
+                            "entry for {} has source_id {} but device {} and inode {}",
                             entry.path.display(),
-                            entry.source_id
-                        ))
-                    })?;
-                let position = Position {
-                    identity: FileIdentity {
-                        fingerprint,
+                            entry.source_id,
+                            entry.device,
+                            entry.inode
+                        )));
+                    }
+                    state.unidentified.insert(
+                        entry.path,
+                        UnidentifiedEntry {
+                            device: entry.device,
+                            inode: entry.inode,
+                            offset: entry.offset,
+                        },
+                    );
+                }
+                return Ok(state);
+            }
+            CheckpointFile::V2 {
+                files,
+                unidentified,
+            } => {
+                let mut known = Vec::new();
+                for entry in files {
+                    let fingerprint = hex(&entry.path, "source_id", &entry.source_id)?;
+                    let identity = FileIdentity {
+                        source: fingerprint,
+                        head: Head::FirstLine(fingerprint.0),
                         device: entry.device,
                         inode: entry.inode,
-                    },
-                    offset: entry.offset,
-                };
-                state.sources.insert(
-                    fingerprint,
-                    Entry {
-                        path: entry.path,
-                        position,
-                        changed,
-                    },
-                );
+                    };
+                    known.push((entry.path, identity, entry.offset, false));
+                }
+                (known, unidentified)
             }
-            state.generation = state.sources.len() as u64;
-            state.written_generation = state.generation;
-        }
+            CheckpointFile::V3 {
+                files,
+                unidentified,
+            } => {
+                let mut known = Vec::new();
+                for entry in files {
+                    let source = hex(&entry.path, "source_id", &entry.source_id)?;
+                    let hash = hex(&entry.path, "head_hash", &entry.head_hash)?.0;
+                    let head = match entry.head_bytes {
+                        Some(len) if (1..=HEAD_BYTES).contains(&usize::from(len)) => {
+                            Head::Bytes { len, hash }
+                        }
+                        Some(len) => {
+                            return Err(corrupt(format!(
+                                "entry for {} has head_bytes {len}, not 1 to {HEAD_BYTES}",
+                                entry.path.display()
+                            )));
+                        }
+                        None => Head::FirstLine(hash),
+                    };
+                    let identity = FileIdentity {
+                        source,
+                        head,
+                        device: entry.device,
+                        inode: entry.inode,
+                    };
+                    known.push((entry.path, identity, entry.offset, entry.detached));
+                }
+                (known, unidentified)
+            }
+        };
+    for entry in unidentified {
+        state.unidentified.insert(
+            entry.path,
+            UnidentifiedEntry {
+                device: entry.device,
+                inode: entry.inode,
+                offset: entry.offset,
+            },
+        );
     }
+    for (changed, (path, identity, offset, detached)) in (0..).zip(files) {
+        state.sources.insert(
+            identity.source,
+            Entry {
+                path,
+                position: Position { identity, offset },
+                changed,
+                detached,
+            },
+        );
+    }
+    state.generation = state.sources.len() as u64;
+    state.written_generation = state.generation;
     Ok(state)
 }
 
@@ -537,10 +788,11 @@ fn write_atomically(file: &Path, contents: &[u8]) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn position(fingerprint: u64, inode: u64, offset: u64) -> Position {
+    fn position(source: u64, inode: u64, offset: u64) -> Position {
         Position {
             identity: FileIdentity {
-                fingerprint: Fingerprint(fingerprint),
+                source: SourceId(source),
+                head: Head::of(b"time,level,message\n"),
                 device: 8,
                 inode,
             },
@@ -560,7 +812,14 @@ mod tests {
 
         let (reopened, _) = CheckpointStore::open(dir.path()).unwrap();
         assert!(!reopened.is_first_start());
-        assert_eq!(reopened.get(Fingerprint(1)), Some(position(1, 42, 1234)));
+        assert_eq!(
+            reopened.matching(b"time,level,message\n1,INFO,x\n"),
+            [Known {
+                path: "/var/log/a.log".into(),
+                position: position(1, 42, 1234),
+                detached: false,
+            }]
+        );
         assert_eq!(
             reopened.latest_at(Path::new("/var/log/a.log")),
             Some(position(1, 42, 1234))
@@ -593,10 +852,14 @@ mod tests {
         store.write_if_changed().unwrap();
         let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(value["version"], "2");
-        assert_eq!(value["files"][0]["source_id"], "0000000000000abc");
-        assert_eq!(value["files"][0]["inode"], 7);
-        assert_eq!(value["files"][0]["offset"], 10);
+        assert_eq!(value["version"], "3");
+        let file = &value["files"][0];
+        assert_eq!(file["source_id"], "0000000000000abc");
+        assert_eq!(file["head_bytes"], 19);
+        let hash = xxhash_rust::xxh3::xxh3_64(b"time,level,message\n");
+        assert_eq!(file["head_hash"], format!("{hash:016x}"));
+        assert_eq!(file["inode"], 7);
+        assert_eq!(file["offset"], 10);
     }
 
     #[test]
@@ -622,7 +885,98 @@ mod tests {
     }
 
     #[test]
-    fn a_file_without_fingerprint_is_remembered_by_path() {
+    fn version_2_entries_keep_their_source_id_with_their_first_line_as_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_line = xxhash_rust::xxh3::xxh3_64(b"time,level,message\n");
+        std::fs::write(
+            dir.path().join(FILE_NAME),
+            format!(
+                r#"{{"version":"2","files":[{{"path":"/a.csv","source_id":"{first_line:016x}","device":8,"inode":7,"offset":30}}],"unidentified":[]}}"#
+            ),
+        )
+        .unwrap();
+        let (store, problem) = CheckpointStore::open(dir.path()).unwrap();
+        assert!(problem.is_none(), "{problem:?}");
+        let taken_over = Position {
+            identity: FileIdentity {
+                source: SourceId(first_line),
+                head: Head::FirstLine(first_line),
+                device: 8,
+                inode: 7,
+            },
+            offset: 30,
+        };
+        assert_eq!(
+            store.matching(b"time,level,message\n1,INFO,x\n"),
+            [Known {
+                path: "/a.csv".into(),
+                position: taken_over,
+                detached: false,
+            }]
+        );
+        assert!(store.matching(b"time,level\n").is_empty());
+        assert!(store.matching(b"time,level,message").is_empty());
+
+        // Read again, the file's head replaces its first line; the format moves on.
+        let mut read_again = taken_over;
+        read_again.identity.head = Head::of(b"time,level,message\n1,INFO,x\n");
+        store.set(Path::new("/a.csv"), read_again);
+        store.write_if_changed().unwrap();
+        let (reopened, _) = CheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.latest_at(Path::new("/a.csv")), Some(read_again));
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(text.contains(r#""version": "3""#), "{text}");
+    }
+
+    #[test]
+    fn a_first_line_head_carried_over_survives_a_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = CheckpointStore::open(dir.path()).unwrap();
+        let mut legacy = position(5, 7, 30);
+        legacy.identity.head = Head::FirstLine(5);
+        store.set(Path::new("/a.csv"), legacy);
+        store.write_if_changed().unwrap();
+        let (reopened, _) = CheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.latest_at(Path::new("/a.csv")), Some(legacy));
+    }
+
+    #[test]
+    fn the_recorded_head_only_grows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = CheckpointStore::open(dir.path()).unwrap();
+        let path = Path::new("/a.csv");
+        let short = position(1, 7, 19);
+        store.set(path, short);
+        let longer = Head::of(b"time,level,message\n1,INFO,x\n");
+        store.extend_head(SourceId(1), longer);
+        assert_eq!(store.latest_at(path).unwrap().identity.head, longer);
+        // An acknowledgement of a batch read before the head grew keeps it.
+        let mut acknowledged = short;
+        acknowledged.offset = 28;
+        store.set(path, acknowledged);
+        let latest = store.latest_at(path).unwrap();
+        assert_eq!((latest.identity.head, latest.offset), (longer, 28));
+        // Nothing is known of an instance the store does not hold.
+        store.extend_head(SourceId(2), longer);
+        assert!(store.matching(b"time,level,message\n1,INFO,x\n").len() == 1);
+    }
+
+    #[test]
+    fn a_new_instance_is_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = CheckpointStore::open(dir.path()).unwrap();
+        store
+            .record_new(Path::new("/a.csv"), position(9, 7, 0))
+            .unwrap();
+        let (reopened, _) = CheckpointStore::open(dir.path()).unwrap();
+        assert_eq!(
+            reopened.latest_at(Path::new("/a.csv")),
+            Some(position(9, 7, 0))
+        );
+    }
+
+    #[test]
+    fn a_file_without_a_complete_line_is_remembered_by_path() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = CheckpointStore::open(dir.path()).unwrap();
         store.set_unidentified(Path::new("/empty.log"), 8, 3, 0);
@@ -636,20 +990,22 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_is_found_by_its_fingerprint_and_old_instances_are_pruned() {
+    fn old_instances_of_a_path_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = CheckpointStore::open(dir.path()).unwrap();
-        for fingerprint in 0..10 {
-            store.set(Path::new("/a.log"), position(fingerprint, fingerprint, 5));
+        for source in 0..10 {
+            store.set(Path::new("/a.log"), position(source, source, 5));
         }
         store.set(Path::new("/a.log.1"), position(100, 3, 7));
         store.write_if_changed().unwrap();
         let (reopened, _) = CheckpointStore::open(dir.path()).unwrap();
-        assert_eq!(reopened.get(Fingerprint(100)), Some(position(100, 3, 7)));
-        let kept: Vec<u64> = (0..10)
-            .filter(|&f| reopened.get(Fingerprint(f)).is_some())
+        let mut kept: Vec<u64> = reopened
+            .matching(b"time,level,message\n")
+            .iter()
+            .map(|known| known.position.identity.source.0)
             .collect();
-        assert_eq!(kept, [6, 7, 8, 9]);
+        kept.sort_unstable();
+        assert_eq!(kept, [6, 7, 8, 9, 100]);
         assert_eq!(
             reopened.latest_at(Path::new("/a.log")),
             Some(position(9, 9, 5))
@@ -668,7 +1024,10 @@ mod tests {
         store.write_if_changed().unwrap();
         let (reopened, problem) = CheckpointStore::open(dir.path()).unwrap();
         assert!(problem.is_none());
-        assert_eq!(reopened.get(Fingerprint(1)), Some(position(1, 7, 20)));
+        assert_eq!(
+            reopened.latest_at(Path::new("/a.log")),
+            Some(position(1, 7, 20))
+        );
     }
 
     #[test]
@@ -676,7 +1035,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join(FILE_NAME),
-            b"{\"version\":\"2\",\"files\":[{",
+            b"{\"version\":\"3\",\"files\":[{",
         )
         .unwrap();
         let (store, problem) = CheckpointStore::open(dir.path()).unwrap();
@@ -700,26 +1059,53 @@ mod tests {
     }
 
     #[test]
-    fn an_unknown_version_is_corrupt_not_silently_empty() {
+    fn a_head_of_impossible_length_is_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join(FILE_NAME);
-        std::fs::write(&file, b"{\"version\":\"3\",\"files\":[]}").unwrap();
+        std::fs::write(
+            &file,
+            br#"{"version":"3","files":[{"path":"/a.log","source_id":"0000000000000001","head_bytes":2000,"head_hash":"0000000000000002","device":8,"inode":7,"offset":10}]}"#,
+        )
+        .unwrap();
         let error = read_checkpoint_file(&file).err().unwrap().to_string();
-        assert!(error.contains("unknown variant `3`"), "{error}");
+        assert!(
+            error.contains("entry for /a.log has head_bytes 2000, not 1 to 1024"),
+            "{error}"
+        );
     }
 
     #[test]
-    fn fingerprints_wait_for_a_newline_or_enough_bytes() {
-        assert_eq!(Fingerprint::of_head(b""), None);
-        assert_eq!(Fingerprint::of_head(b"short"), None);
-        let line = Fingerprint::of_head(b"first\n").unwrap();
-        assert_eq!(Fingerprint::of_head(b"first\nsecond\n"), Some(line));
-        assert_ne!(Fingerprint::of_head(b"other\n"), Some(line));
-        let long = vec![b'x'; FINGERPRINT_BYTES - 1];
-        assert_eq!(Fingerprint::of_head(&long), None);
-        let mut longer = vec![b'x'; FINGERPRINT_BYTES + 10];
-        let full = Fingerprint::of_head(&longer).unwrap();
-        longer.push(b'\n');
-        assert_eq!(Fingerprint::of_head(&longer), Some(full));
+    fn an_unknown_version_is_corrupt_not_silently_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join(FILE_NAME);
+        std::fs::write(&file, b"{\"version\":\"4\",\"files\":[]}").unwrap();
+        let error = read_checkpoint_file(&file).err().unwrap().to_string();
+        assert!(error.contains("unknown variant `4`"), "{error}");
+    }
+
+    #[test]
+    fn heads_cover_the_first_kibibyte_and_first_line_heads_the_first_line() {
+        let csv = b"time,level,message\n1,INFO,x\n";
+        let head = Head::of(csv);
+        assert!(head.matches(csv));
+        assert!(head.matches(&[&csv[..], b"2,INFO,y\n"].concat()));
+        assert!(!head.matches(b"time,level,message\n1,INFO,y\n"));
+        assert!(!head.matches(&csv[..20]), "a file shorter than the head");
+        assert!(!head.is_complete());
+
+        let long = vec![b'x'; HEAD_BYTES + 10];
+        let complete = Head::of(&long);
+        assert!(complete.is_complete());
+        assert_eq!(complete, Head::of(&long[..HEAD_BYTES]));
+        assert_eq!(head.longer(complete), complete);
+        assert_eq!(complete.longer(head), complete);
+
+        let first_line = Head::FirstLine(xxhash_rust::xxh3::xxh3_64(b"time,level,message\n"));
+        assert!(first_line.matches(csv));
+        assert!(!first_line.matches(b"time,level,message"), "no newline yet");
+        assert!(!first_line.matches(b"other\n"));
+        assert_eq!(first_line.longer(head), head);
+        let long_line = Head::FirstLine(xxhash_rust::xxh3::xxh3_64(&long[..HEAD_BYTES]));
+        assert!(long_line.matches(&long));
     }
 }

@@ -1,8 +1,18 @@
 //! One open log file: reads what was appended, splits it into lines and encodes the
-//! lines into `LogBatch`es ready for the bus. The file is known by the fingerprint of
-//! its first line, which names its source downstream and finds its checkpoint, also
-//! after a rename or a copy. Truncation (the file shrank below the read position, or
-//! its first line changed) restarts at offset 0 as a new source.
+//! lines into `LogBatch`es ready for the bus. Truncation (the file shrank below the
+//! read position, or its first bytes changed) restarts at offset 0 as a new
+//! instance.
+//!
+//! A file is recognised by its head: its first bytes, 1 KiB once it holds that
+//! many. A complete head names the content, so a renamed file and a copy
+//! (copytruncate) resume at the checkpoint of the instance they continue, and a
+//! file first read with a complete head gets the hash of it as source id (a copy
+//! derives the same id, with or without checkpoint). A shorter head (a header line,
+//! a banner, a few lines) is not distinctive: it recognises its instance only in
+//! the same file (device and inode), or in a copy once the original was truncated
+//! or written again; a file first read that short gets a new source id, unique to
+//! it, recorded in the checkpoint file before any line carries it. So files with
+//! the same first line are distinct sources.
 //!
 //! Everything here is blocking file I/O on an owned handle; the follower runs it on
 //! a blocking thread and keeps the async side free.
@@ -10,13 +20,16 @@
 use super::lines::{LineSplitter, RawLine};
 use super::multiline::{Joiner, MultilineRule};
 use super::wire::{BatchEncoder, EncodedBatch, WireLine};
-use crate::checkpoint::{CheckpointStore, FINGERPRINT_BYTES, FileIdentity, Fingerprint, Position};
+use crate::checkpoint::{
+    CheckpointStore, FileIdentity, HEAD_BYTES, Head, Known, Position, SourceId,
+};
 use crate::config::LogBatchConfig;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 use vigil_proto::v1::{LogSource, Resource};
@@ -101,19 +114,157 @@ pub(crate) fn location_at(path: &Path) -> std::io::Result<Option<Location>> {
     }
 }
 
-/// The fingerprint of the open `file`, read without moving its position; `None`
-/// while it is too short to have one.
-fn read_fingerprint(file: &File) -> std::io::Result<Option<Fingerprint>> {
-    let mut head = [0; FINGERPRINT_BYTES];
+/// The first `HEAD_BYTES` of the open `file` (all of it if shorter), read without
+/// moving its position.
+fn read_prefix(file: &File) -> std::io::Result<Vec<u8>> {
+    let mut prefix = vec![0; HEAD_BYTES];
     let mut filled = 0;
-    while filled < head.len() {
-        let read = file.read_at(&mut head[filled..], filled as u64)?;
+    while filled < prefix.len() {
+        let read = file.read_at(&mut prefix[filled..], filled as u64)?;
         if read == 0 {
             break;
         }
         filled += read;
     }
-    Ok(Fingerprint::of_head(&head[..filled]))
+    prefix.truncate(filled);
+    Ok(prefix)
+}
+
+/// Whether a file starting with `prefix` can be identified: it holds a complete
+/// line or a complete head. Before, its lines wait.
+fn is_identifiable(prefix: &[u8]) -> bool {
+    prefix.len() >= HEAD_BYTES || memchr::memchr(b'\n', prefix).is_some()
+}
+
+/// The known instance that the file at `location`, `size` bytes long and starting
+/// with `prefix`, continues, with the position to resume at; `None` for a new one.
+///
+/// A complete head recognises its instance anywhere; a shorter one in the same
+/// file, or elsewhere once its content left that file (the copy of a
+/// copytruncate). An instance in the same file whose checkpoint lies past the end
+/// was truncated: what the file holds now is another one.
+fn known_instance(
+    checkpoints: &CheckpointStore,
+    path: &Path,
+    prefix: &[u8],
+    location: Location,
+    size: u64,
+) -> Option<Position> {
+    let mut best: Option<(u8, Known)> = None;
+    for known in checkpoints.matching(prefix) {
+        let identity = known.position.identity;
+        let here = location_of(identity) == location;
+        if here && (known.detached || known.position.offset > size) {
+            continue;
+        }
+        let rank = match (here, identity.head.is_complete()) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, true) => 2,
+            (false, false)
+                if matches!(identity.head, Head::Bytes { .. })
+                    && (known.detached || was_rewritten(&known)) =>
+            {
+                3
+            }
+            (false, false) => continue,
+        };
+        // Matches come newest first: the first of the best rank wins.
+        if best.as_ref().is_none_or(|(best, _)| rank < *best) {
+            best = Some((rank, known));
+        }
+    }
+    let (_, known) = best?;
+    let mut position = known.position;
+    if position.offset > size {
+        tracing::info!(
+            path = %path.display(),
+            copy_of = %known.path.display(),
+            checkpoint = position.offset,
+            size,
+            "copy is shorter than its original's checkpoint; reading it from the beginning"
+        );
+        position.offset = 0;
+    }
+    position.identity.device = location.device;
+    position.identity.inode = location.inode;
+    Some(position)
+}
+
+/// Whether the file `known` was last read from is still at its path but no longer
+/// starts with its head: it was truncated, and maybe written again.
+fn was_rewritten(known: &Known) -> bool {
+    let Ok(file) = File::open(&known.path) else {
+        return false;
+    };
+    let still_there = file
+        .metadata()
+        .is_ok_and(|metadata| Location::of(&metadata) == location_of(known.position.identity));
+    still_there
+        && read_prefix(&file).is_ok_and(|prefix| !known.position.identity.head.matches(&prefix))
+}
+
+fn location_of(identity: FileIdentity) -> Location {
+    Location {
+        device: identity.device,
+        inode: identity.inode,
+    }
+}
+
+/// Tells apart the new source ids made in one process within one clock tick.
+static NEW_SOURCES: AtomicU64 = AtomicU64::new(0);
+
+/// The identity of a new instance at `location` starting with `prefix`, and
+/// whether it must be recorded before use.
+///
+/// A complete head names the content: its hash is the source id, which a copy
+/// derives again. A shorter head is shared by files with the same first lines,
+/// and by the next content of a file truncated and written again: such an
+/// instance gets an id of its own, from its location and the time, which cannot
+/// be derived again and so must be recorded before any line carries it.
+fn new_identity(prefix: &[u8], location: Location) -> (FileIdentity, bool) {
+    let head = Head::of(prefix);
+    let (source, unique) = match head {
+        Head::Bytes { hash, .. } if head.is_complete() => (SourceId(hash), false),
+        _ => {
+            let mut seed = Vec::with_capacity(32);
+            seed.extend_from_slice(&location.device.to_le_bytes());
+            seed.extend_from_slice(&location.inode.to_le_bytes());
+            seed.extend_from_slice(&crate::unix_nanos(SystemTime::now()).to_le_bytes());
+            seed.extend_from_slice(&NEW_SOURCES.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+            (SourceId(xxhash_rust::xxh3::xxh3_64(&seed)), true)
+        }
+    };
+    let identity = FileIdentity {
+        source,
+        head,
+        device: location.device,
+        inode: location.inode,
+    };
+    (identity, unique)
+}
+
+/// What becomes of bytes just read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// They are lines of the instance read (or wait for it to be identified).
+    Lines,
+    /// The file no longer starts as the instance read: it was truncated and
+    /// written again.
+    Rewritten,
+    /// They were read before a known instance was resumed elsewhere in the file.
+    Skipped,
+}
+
+/// What identifying the content being read decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Identified {
+    /// Not yet: the file holds no complete line.
+    NotYet,
+    /// Lines are read on from here.
+    HereOn,
+    /// A known instance, resumed at this offset: what was read is dropped.
+    ResumeAt(u64),
 }
 
 /// An open file being read line by line.
@@ -122,10 +273,15 @@ pub(crate) struct FileTail {
     template: Arc<SourceTemplate>,
     file: File,
     location: Location,
-    /// Known once the file holds a newline or `FINGERPRINT_BYTES`; lines wait for it.
-    fingerprint: Option<Fingerprint>,
-    /// The first bytes read from offset 0 while the fingerprint is not known.
+    /// Known once the file holds a complete line or a complete head; lines wait
+    /// for it.
+    identity: Option<FileIdentity>,
+    /// The first bytes read from offset 0 while the content is not identified.
     head: Vec<u8>,
+    /// Where reading the current content started: a new instance identified later
+    /// starts there.
+    content_start: u64,
+    checkpoints: CheckpointStore,
     splitter: LineSplitter,
     joiner: Joiner,
     /// Multiline records completed by one read, kept to spare allocations.
@@ -141,9 +297,9 @@ pub(crate) struct FileTail {
 }
 
 impl FileTail {
-    /// Opens the file of `template.path` and positions it at its checkpoint, or as
-    /// `start` says if it has none; returns the tail and, when the file has a
-    /// fingerprint, the position it starts at.
+    /// Opens the file of `template.path` and positions it at the checkpoint of the
+    /// instance it continues, or as `start` says if it is new; returns the tail
+    /// and, once the file is identified, the position it starts at.
     pub(crate) fn open(
         template: Arc<SourceTemplate>,
         start: StartAt,
@@ -154,53 +310,62 @@ impl FileTail {
         let metadata = file.metadata()?;
         let location = Location::of(&metadata);
         let size = metadata.len();
-        let fingerprint = read_fingerprint(&file)?;
-        let checkpoint = fingerprint
-            .and_then(|fingerprint| checkpoints.get(fingerprint))
-            .map(|position| position.offset)
-            .or_else(|| {
-                checkpoints.unidentified_offset(&template.path, location.device, location.inode)
-            });
-        let offset = match checkpoint {
-            Some(offset) if offset <= size => offset,
-            Some(offset) => {
-                tracing::info!(
-                    path = %template.path.display(),
-                    checkpoint = offset,
-                    size,
-                    "file was truncated since the checkpoint; reading it from the beginning"
-                );
-                0
-            }
-            None => match start {
-                StartAt::Beginning => 0,
-                StartAt::End => start_of_incomplete_tail(&mut file, size)?,
-                StartAt::At(offset) => offset.min(size),
+        let prefix = read_prefix(&file)?;
+        let identifiable = is_identifiable(&prefix);
+        let known = identifiable
+            .then(|| known_instance(checkpoints, &template.path, &prefix, location, size))
+            .flatten();
+        let offset = match known {
+            Some(position) => position.offset,
+            None => match checkpoints.unidentified_offset(
+                &template.path,
+                location.device,
+                location.inode,
+            ) {
+                Some(offset) if offset <= size => offset,
+                _ => match start {
+                    StartAt::Beginning => 0,
+                    StartAt::End => start_of_incomplete_tail(&mut file, size)?,
+                    StartAt::At(offset) => offset.min(size),
+                },
             },
         };
+        let position = match known {
+            Some(position) => Some(position),
+            None if identifiable => {
+                let (identity, unique) = new_identity(&prefix, location);
+                let position = Position { identity, offset };
+                if unique {
+                    checkpoints
+                        .record_new(&template.path, position)
+                        .map_err(std::io::Error::other)?;
+                }
+                Some(position)
+            }
+            None => {
+                checkpoints.set_unidentified(&template.path, location.device, location.inode, 0);
+                None
+            }
+        };
+        checkpoints.detach_all_at(
+            location.device,
+            location.inode,
+            position.map(|position| position.identity.source),
+        );
         file.seek(SeekFrom::Start(offset))?;
         let splitter = if offset > 0 && !follows_newline(&file, offset)? {
             LineSplitter::after_partial(limits.max_line_bytes, offset)
         } else {
             LineSplitter::new(limits.max_line_bytes, offset)
         };
-        if fingerprint.is_none() {
-            checkpoints.set_unidentified(&template.path, location.device, location.inode, 0);
-        }
-        let position = fingerprint.map(|fingerprint| Position {
-            identity: FileIdentity {
-                fingerprint,
-                device: location.device,
-                inode: location.inode,
-            },
-            offset,
-        });
         let tail = Self {
             template,
             file,
             location,
-            fingerprint,
+            identity: position.map(|position| position.identity),
             head: Vec::new(),
+            content_start: offset,
+            checkpoints: checkpoints.clone(),
             splitter,
             joiner: Joiner::new(limits.max_line_bytes),
             records: Vec::new(),
@@ -269,27 +434,32 @@ impl FileTail {
         let template = Arc::clone(&self.template);
         let mut records = std::mem::take(&mut self.records);
         while out.len() - batches_before < max_batches {
+            let chunk_start = self.splitter.next_offset();
             let read = self.file.read(buffer)?;
             if read == 0 {
                 progress.at_end = true;
                 break;
             }
-            if let Some(fingerprint) = self.fingerprint
-                && read_fingerprint(&self.file)? != Some(fingerprint)
-            {
-                // Rewritten since it was fingerprinted: these bytes belong to
-                // another source, which starts at offset 0.
-                tracing::info!(
-                    path = %self.template.path.display(),
-                    "file was truncated and written again; reading it from the beginning"
-                );
-                self.restart_from_zero(out)?;
-                continue;
+            match self.check_chunk(&buffer[..read], chunk_start, out) {
+                Ok(Chunk::Lines) => {}
+                Ok(Chunk::Rewritten) => {
+                    // Rewritten since it was identified: these bytes belong to
+                    // another instance, which starts at offset 0.
+                    tracing::info!(
+                        path = %self.template.path.display(),
+                        "file was truncated and written again; reading it from the beginning"
+                    );
+                    self.restart_from_zero(out)?;
+                    continue;
+                }
+                Ok(Chunk::Skipped) => continue,
+                Err(error) => {
+                    // Read again once the error is gone.
+                    self.file.seek(SeekFrom::Start(chunk_start))?;
+                    return Err(error);
+                }
             }
             progress.bytes += read as u64;
-            if self.fingerprint.is_none() {
-                self.learn_fingerprint(&buffer[..read])?;
-            }
             let observed = crate::unix_nanos(SystemTime::now());
             let mut raw_lines = Vec::new();
             self.splitter
@@ -312,14 +482,62 @@ impl FileTail {
         Ok(progress)
     }
 
-    /// At the end of the file: whether its first line changed since it was
-    /// fingerprinted, that is it was truncated and written again past the read
-    /// position. Then reading restarts at offset 0, as a new source.
-    pub(crate) fn restart_if_rewritten(&mut self, out: &mut Vec<Emitted>) -> std::io::Result<()> {
-        let Some(fingerprint) = self.fingerprint else {
-            return Ok(());
+    /// What to do with `chunk`, just read at `chunk_start`: identifies the content
+    /// if it is not yet, and checks that the file still starts as identified.
+    fn check_chunk(
+        &mut self,
+        chunk: &[u8],
+        chunk_start: u64,
+        out: &mut Vec<Emitted>,
+    ) -> std::io::Result<Chunk> {
+        if self.identity.is_none() {
+            match self.identify(chunk, chunk_start, out)? {
+                Identified::NotYet => return Ok(Chunk::Lines),
+                Identified::HereOn => {}
+                Identified::ResumeAt(offset) => {
+                    self.seek_to(offset)?;
+                    return Ok(Chunk::Skipped);
+                }
+            }
+        }
+        Ok(if self.still_starts_the_same()? {
+            Chunk::Lines
+        } else {
+            Chunk::Rewritten
+        })
+    }
+
+    /// Whether the file still starts with the head of the instance read; learns
+    /// more of the head while it is shorter than `HEAD_BYTES`. A head that short
+    /// is written to the checkpoint file before lines beyond it are sent: after
+    /// a crash, another file with the same first bytes is then not taken for an
+    /// instance whose lines it would overwrite downstream.
+    fn still_starts_the_same(&mut self) -> std::io::Result<bool> {
+        let Some(identity) = &mut self.identity else {
+            return Ok(true);
         };
-        if read_fingerprint(&self.file)? != Some(fingerprint) {
+        let prefix = read_prefix(&self.file)?;
+        if !identity.head.matches(&prefix) {
+            return Ok(false);
+        }
+        let head = identity.head.longer(Head::of(&prefix));
+        if head != identity.head {
+            let was_complete = identity.head.is_complete();
+            identity.head = head;
+            if self.checkpoints.extend_head(identity.source, head) && !was_complete {
+                self.checkpoints
+                    .write_if_changed()
+                    .map_err(std::io::Error::other)?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// At the end of the file: whether its first bytes changed since it was
+    /// identified, that is it was truncated and written again past the read
+    /// position. Then reading restarts at offset 0, as a new instance.
+    pub(crate) fn restart_if_rewritten(&mut self, out: &mut Vec<Emitted>) -> std::io::Result<()> {
+        if !self.still_starts_the_same()? {
             tracing::info!(
                 path = %self.template.path.display(),
                 "file was truncated and written again; reading it from the beginning"
@@ -338,7 +556,7 @@ impl FileTail {
         {
             self.push(&record, crate::unix_nanos(SystemTime::now()), now, out);
         }
-        if self.splitter.has_partial() && self.fingerprint.is_some() {
+        if self.splitter.has_partial() && self.identity.is_some() {
             let next = self.splitter.next_offset();
             match self.partial_since {
                 Some((offset, since)) if offset == next => {
@@ -386,27 +604,22 @@ impl FileTail {
         progress
     }
 
-    /// Moves the batch in progress, if any, to `out`. Lines wait while the file has
-    /// no fingerprint (a partial line of a file too short for one).
+    /// Moves the batch in progress, if any, to `out`. Lines wait while the file is
+    /// not identified (a partial line of a file too short for that).
     pub(crate) fn take_batch(&mut self, out: &mut Vec<Emitted>) {
-        let Some(fingerprint) = self.fingerprint else {
+        let Some(identity) = self.identity else {
             return;
         };
         if self.encoder.is_empty() {
             return;
         }
-        let identity = FileIdentity {
-            fingerprint,
-            device: self.location.device,
-            inode: self.location.inode,
-        };
         let end = Position {
             identity,
             offset: self.encoder.end(),
         };
         let source = LogSource {
             path: self.template.path.display().to_string(),
-            source_id: fingerprint.source_id(),
+            source_id: identity.source.hex(),
             device: identity.device,
             inode: identity.inode,
             dataset: self.template.dataset.clone(),
@@ -428,30 +641,89 @@ impl FileTail {
             );
         }
         self.take_batch(out);
+        if let Some(identity) = self.identity {
+            self.checkpoints.detach(identity);
+        }
         self.encoder.clear();
         self.batch_started = None;
         self.partial_since = None;
         self.file.seek(SeekFrom::Start(0))?;
         self.splitter = LineSplitter::new(self.limits.max_line_bytes, 0);
-        self.fingerprint = None;
+        self.identity = None;
         self.head.clear();
+        self.content_start = 0;
         Ok(())
     }
 
-    /// Collects the first bytes of a file read from offset 0 (the `read` bytes in
-    /// the buffer come next) until they make its fingerprint.
-    fn learn_fingerprint(&mut self, read: &[u8]) -> std::io::Result<()> {
-        if self.splitter.next_offset() == self.head.len() as u64 {
-            let wanted = (FINGERPRINT_BYTES - self.head.len()).min(read.len());
-            self.head.extend_from_slice(&read[..wanted]);
-            self.fingerprint = Fingerprint::of_head(&self.head);
+    /// Moves reading to `offset` of the same content, dropping what was read and
+    /// not sent (nothing was, before the content was identified).
+    fn seek_to(&mut self, offset: u64) -> std::io::Result<()> {
+        self.file.seek(SeekFrom::Start(offset))?;
+        self.splitter = if offset > 0 && !follows_newline(&self.file, offset)? {
+            LineSplitter::after_partial(self.limits.max_line_bytes, offset)
         } else {
-            self.fingerprint = read_fingerprint(&self.file)?;
-        }
-        if self.fingerprint.is_some() {
-            self.head = Vec::new();
-        }
+            LineSplitter::new(self.limits.max_line_bytes, offset)
+        };
+        self.joiner = Joiner::new(self.limits.max_line_bytes);
+        self.partial_since = None;
         Ok(())
+    }
+
+    /// Identifies the content being read, with `chunk` the bytes just read at
+    /// `chunk_start`: from its first bytes (collected from what is read from
+    /// offset 0, so that they are the bytes the lines come from), as a known
+    /// instance or a new one. Marks where the instance's checkpoint may move.
+    fn identify(
+        &mut self,
+        chunk: &[u8],
+        chunk_start: u64,
+        out: &mut Vec<Emitted>,
+    ) -> std::io::Result<Identified> {
+        let prefix = if chunk_start == self.head.len() as u64 && self.head.len() < HEAD_BYTES {
+            let wanted = (HEAD_BYTES - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..wanted]);
+            self.head.clone()
+        } else {
+            read_prefix(&self.file)?
+        };
+        if !is_identifiable(&prefix) {
+            return Ok(Identified::NotYet);
+        }
+        let size = self.file.metadata()?.len();
+        let path = &self.template.path;
+        let (identity, identified) =
+            match known_instance(&self.checkpoints, path, &prefix, self.location, size) {
+                Some(position) => {
+                    out.push(Emitted::Mark(position));
+                    let identified = if position.offset == self.content_start {
+                        Identified::HereOn
+                    } else {
+                        Identified::ResumeAt(position.offset)
+                    };
+                    (position.identity, identified)
+                }
+                None => {
+                    let (identity, unique) = new_identity(&prefix, self.location);
+                    if unique {
+                        let position = Position {
+                            identity,
+                            offset: self.content_start,
+                        };
+                        self.checkpoints
+                            .record_new(path, position)
+                            .map_err(std::io::Error::other)?;
+                    }
+                    (identity, Identified::HereOn)
+                }
+            };
+        self.checkpoints.detach_all_at(
+            self.location.device,
+            self.location.inode,
+            Some(identity.source),
+        );
+        self.identity = Some(identity);
+        self.head = Vec::new();
+        Ok(identified)
     }
 
     fn push(&mut self, raw: &RawLine<'_>, observed: i64, now: Instant, out: &mut Vec<Emitted>) {
@@ -570,8 +842,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "old 1\nold 2\nhalf").unwrap();
+        let (_store_dir, checkpoints) = store();
         let (mut tail, position) =
-            FileTail::open(template(&path), StartAt::End, limits(), &store().1).unwrap();
+            FileTail::open(template(&path), StartAt::End, limits(), &checkpoints).unwrap();
         assert_eq!(position.unwrap().offset, 12);
         std::fs::OpenOptions::new()
             .append(true)
@@ -593,8 +866,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "1\n2\n3\n4\n").unwrap();
+        let (_store_dir, checkpoints) = store();
         let (mut tail, _) =
-            FileTail::open(template(&path), StartAt::Beginning, limits(), &store().1).unwrap();
+            FileTail::open(template(&path), StartAt::Beginning, limits(), &checkpoints).unwrap();
         let mut out = Vec::new();
         tail.read(8, Instant::now(), &mut out).unwrap();
         assert_eq!(
@@ -610,7 +884,7 @@ mod tests {
         small.max_lines = 100;
         small.max_bytes = 40;
         let (mut tail, _) =
-            FileTail::open(template(&path), StartAt::Beginning, small, &store().1).unwrap();
+            FileTail::open(template(&path), StartAt::Beginning, small, &checkpoints).unwrap();
         let mut out = Vec::new();
         tail.read(8, Instant::now(), &mut out).unwrap();
         tail.take_batch(&mut out);
@@ -626,8 +900,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "1\n").unwrap();
+        let (_store_dir, checkpoints) = store();
         let (mut tail, _) =
-            FileTail::open(template(&path), StartAt::Beginning, limits(), &store().1).unwrap();
+            FileTail::open(template(&path), StartAt::Beginning, limits(), &checkpoints).unwrap();
         let start = Instant::now();
         let mut out = Vec::new();
         tail.read(8, start, &mut out).unwrap();

@@ -287,7 +287,7 @@ impl Shipper {
                 self.metrics.log_lines_sent.inc_by(entry.lines);
                 self.metrics.log_bytes_sent.inc_by(entry.bytes);
                 if let Some(previous) = newest
-                    && previous.identity.fingerprint != entry.end.identity.fingerprint
+                    && previous.identity.source != entry.end.identity.source
                 {
                     self.checkpoints.set(&self.path, previous);
                 }
