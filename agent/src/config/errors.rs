@@ -8,17 +8,13 @@ use thiserror::Error;
 /// The configuration could not be loaded.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("{path}: {cause}")]
-    Read { path: String, cause: std::io::Error },
-    #[error("{path}:{line}:{column}: {message}")]
-    Syntax {
-        path: String,
-        line: u64,
-        column: u64,
-        message: String,
-    },
-    #[error("{path}: {cause}")]
-    Invalid { path: String, cause: InvalidConfig },
+    /// Not readable, or not YAML of the agent's configuration.
+    #[error(transparent)]
+    File(#[from] vigil_config::ConfigFileError),
+    /// A value that parsed but cannot be used, at `file:line:column` of the
+    /// setting it names (or the file alone when that setting is not written).
+    #[error("{place}: {cause}")]
+    Invalid { place: String, cause: InvalidConfig },
 }
 
 /// A value the types accept but the agent cannot work with; the message names the

@@ -21,8 +21,8 @@ pub(crate) use globs::NameMatcher;
 pub use host_metrics::{DiskSelection, FilesystemSelection, HostMetricsConfig, InterfaceSelection};
 pub use logs::{LogBatchConfig, LogFileConfig, MultilineConfig, ReadFrom};
 pub use snmp::{
-    AuthProtocol, Community, PrivProtocol, SecurityLevel, SnmpConfig, SnmpTarget, SnmpV3Config,
-    SnmpVersion,
+    AuthProtocol, Community, IpNetwork, PrivProtocol, SecurityLevel, SnmpConfig, SnmpCredential,
+    SnmpTarget, SnmpV3Config, SnmpVersion, TargetCredential,
 };
 pub use snmp_metric_sets::{
     LabelColumn, MetricSet, MetricSetDefinition, NumericOid, ScalarMetric, TableMetrics,
@@ -136,35 +136,17 @@ impl Default for HttpConfig {
 impl AgentConfig {
     /// Reads, parses and validates the YAML file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            cause: source,
-        })?;
+        let text = vigil_config::read_text(path)?;
         Self::from_yaml(&text, &path.display().to_string())
     }
 
     /// Parses and validates YAML `text`; `source_name` (usually the file path)
-    /// prefixes every error.
+    /// prefixes every error, with the line and column where the YAML says it.
     pub fn from_yaml(text: &str, source_name: &str) -> Result<Self, ConfigError> {
-        let config: Self = serde_saphyr::from_str(text).map_err(|error| {
-            let (line, column) = error
-                .location()
-                .map_or((0, 0), |location| (location.line(), location.column()));
-            let mut message = error.without_snippet().to_string();
-            let suffix = format!(" at line {line}, column {column}");
-            if let Some(stripped) = message.strip_suffix(&suffix) {
-                message = stripped.to_owned();
-            }
-            ConfigError::Syntax {
-                path: source_name.to_owned(),
-                line,
-                column,
-                message,
-            }
-        })?;
-        config.validate().map_err(|source| ConfigError::Invalid {
-            path: source_name.to_owned(),
-            cause: source,
+        let config: Self = vigil_config::parse_yaml(source_name, text)?;
+        config.validate().map_err(|cause| ConfigError::Invalid {
+            place: vigil_config::setting_place(source_name, text, &cause.to_string()),
+            cause,
         })?;
         Ok(config)
     }

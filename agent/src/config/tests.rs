@@ -110,8 +110,8 @@ fn a_bad_duration_is_located_and_explained() {
 
 fn invalid(yaml: &str) -> String {
     match AgentConfig::from_yaml(yaml, "agent.yaml").unwrap_err() {
-        ConfigError::Invalid { path, cause } => {
-            assert_eq!(path, "agent.yaml");
+        ConfigError::Invalid { place, cause } => {
+            assert!(place.starts_with("agent.yaml"), "{place}");
             cause.to_string()
         }
         other => panic!("expected a validation error, got {other}"),
@@ -272,4 +272,186 @@ fn invalid_host_and_container_metrics_values_name_the_field() {
 fn inline_communities_are_never_printed() {
     let community = Community::Inline("s3cret".into());
     assert!(!format!("{community:?}").contains("s3cret"));
+}
+
+const CREDENTIALS: &str = r#"
+snmp:
+  credentials:
+    core:
+      community: {env: PATH}
+      allowed_networks: [10.0.0.0/8, "2001:db8::/32"]
+    secure:
+      version: v3
+      v3: {user: vigil, auth_protocol: sha, auth_password: {env: PATH}, priv_protocol: aes, priv_password: {env: PATH}}
+  targets:
+    - {name: core1, address: "10.0.0.1:161", credential: core}
+    - {name: r2, address: "router2.example", credential: secure, version: v3}
+"#;
+
+#[test]
+fn snmp_credentials_are_defined_once_and_named_by_targets() {
+    let config = AgentConfig::from_yaml(CREDENTIALS, "agent.yaml").unwrap();
+    let snmp = &config.snmp;
+    let core = &snmp.credentials["core"];
+    assert_eq!(core.version, SnmpVersion::V2c);
+    let networks: Vec<String> = core
+        .allowed_networks
+        .iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(networks, ["10.0.0.0/8", "2001:db8::/32"]);
+    assert_eq!(snmp.credentials["secure"].version, SnmpVersion::V3);
+    assert_eq!(snmp.targets[0].credential.as_deref(), Some("core"));
+    assert_eq!(
+        snmp.targets[1]
+            .credential_in("", &snmp.credentials)
+            .unwrap(),
+        TargetCredential::Named {
+            name: "secure".into(),
+            credential: snmp.credentials["secure"].clone(),
+        }
+    );
+    assert!(snmp.warnings().is_empty(), "{:?}", snmp.warnings());
+}
+
+#[test]
+fn invalid_snmp_credentials_and_references_name_the_field() {
+    let cases = [
+        (
+            "snmp: {credentials: {core: {community: {env: PATH}, allowed_networks: []}}}",
+            "`snmp.credentials.core.allowed_networks` must list at least one network; leave it out to allow any address",
+        ),
+        (
+            "snmp: {credentials: {core: {version: v1}}}",
+            "`snmp.credentials.core.community` is required with version v1",
+        ),
+        (
+            "snmp: {credentials: {core: {community: {env: VIGIL_TEST_UNSET_COMMUNITY}}}}",
+            "`snmp.credentials.core.community` environment variable VIGIL_TEST_UNSET_COMMUNITY is not set",
+        ),
+        (
+            "snmp: {credentials: {secure: {version: v3, v3: {user: u, auth_protocol: sha}}}}",
+            "`snmp.credentials.secure.v3.auth_password` is required with security_level auth_priv",
+        ),
+        (
+            "snmp: {credentials: {core: {community: c}}, targets: [{name: a, address: h, credential: nope}]}",
+            "`snmp.targets[0].credential` `nope` is not one of the agent's `snmp.credentials` (core)",
+        ),
+        (
+            "snmp: {targets: [{name: a, address: h, credential: core}]}",
+            "`snmp.targets[0].credential` `core` is not one of the agent's `snmp.credentials` (none is defined)",
+        ),
+        (
+            "snmp: {credentials: {core: {community: c}}, targets: [{name: a, address: h, credential: core, community: {env: PATH}}]}",
+            "`snmp.targets[0].community` cannot be given with `credential`, which says how the device is reached",
+        ),
+        (
+            "snmp: {credentials: {core: {community: c}}, targets: [{name: a, address: h, credential: core, version: v3}]}",
+            "`snmp.targets[0].version` is v3, but credential `core` is v2c; leave `version` out, the credential sets it",
+        ),
+        (
+            "snmp: {credentials: {core: {community: c, allowed_networks: [10.0.0.0/8]}}, targets: [{name: a, address: '192.0.2.1:161', credential: core}]}",
+            "`snmp.targets[0].address` `192.0.2.1:161` is outside the `allowed_networks` of credential `core` (10.0.0.0/8)",
+        ),
+        (
+            "snmp: {credentials: {core: {community: c, allowed_networks: ['2001:db8::/32']}}, targets: [{name: a, address: '::1', credential: core}]}",
+            "`snmp.targets[0].address` `::1` is outside the `allowed_networks` of credential `core` (2001:db8::/32)",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        assert_eq!(invalid(yaml), expected, "{yaml}");
+    }
+}
+
+#[test]
+fn a_bad_snmp_network_is_located_and_explained() {
+    let cases = [
+        (
+            "10.0.0.1/8",
+            "`10.0.0.1/8` has bits set past its prefix length; the network is `10.0.0.0/8`",
+        ),
+        (
+            "10.0.0.0/33",
+            "`10.0.0.0/33`: the prefix length must be a number from 0 to 32",
+        ),
+        ("lan", "`lan` is not a network such as `10.0.0.0/8`"),
+    ];
+    for (network, expected) in cases {
+        let yaml = format!(
+            "snmp:\n  credentials:\n    core:\n      community: c\n      allowed_networks: ['{network}']\n"
+        );
+        let text = AgentConfig::from_yaml(&yaml, "agent.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(text.starts_with("agent.yaml:5:"), "{text}");
+        assert!(text.contains(expected), "{text}");
+    }
+}
+
+#[test]
+fn snmp_networks_contain_their_addresses() {
+    let contains = |network: &str, address: &str| {
+        network
+            .parse::<IpNetwork>()
+            .unwrap()
+            .contains(address.parse().unwrap())
+    };
+    assert!(contains("10.0.0.0/8", "10.255.0.1"));
+    assert!(!contains("10.0.0.0/8", "11.0.0.1"));
+    assert!(contains("10.0.0.0/8", "::ffff:10.1.2.3"));
+    assert!(contains("192.0.2.7", "192.0.2.7"));
+    assert!(!contains("192.0.2.7", "192.0.2.8"));
+    assert!(contains("0.0.0.0/0", "203.0.113.9"));
+    assert!(!contains("0.0.0.0/0", "2001:db8::1"));
+    assert!(contains("2001:db8::/32", "2001:db8:ffff::1"));
+    assert!(!contains("2001:db8::/32", "2001:db9::1"));
+    assert!(contains("::/0", "::1"));
+    assert!(!contains("::1/128", "127.0.0.1"));
+}
+
+#[test]
+fn snmp_addresses_get_port_161_when_they_name_none() {
+    let with_port =
+        |address: &str| SnmpTarget::with_credential("t", address, "c").address_with_port();
+    assert_eq!(with_port("10.0.0.1"), "10.0.0.1:161");
+    assert_eq!(with_port("10.0.0.1:1161"), "10.0.0.1:1161");
+    assert_eq!(with_port("core1.example"), "core1.example:161");
+    assert_eq!(with_port("::1"), "[::1]:161");
+    assert_eq!(with_port("[::1]:1161"), "[::1]:1161");
+}
+
+#[test]
+fn inline_snmp_communities_and_unrestricted_credentials_are_warned_about() {
+    let yaml = "
+snmp:
+  credentials:
+    core: {community: public}
+  targets:
+    - {name: a, address: h, community: public}
+    - {name: b, address: h, community: {env: PATH}}
+";
+    let config = AgentConfig::from_yaml(yaml, "agent.yaml").unwrap();
+    assert_eq!(
+        config.snmp.warnings(),
+        [
+            "`snmp.credentials.core.community` is given inline in the configuration file; prefer `{file: ...}` or `{env: ...}`",
+            "`snmp.targets[0].community` is given inline in the configuration file; prefer `{file: ...}` or `{env: ...}`",
+        ]
+    );
+
+    let yaml = "
+snmp:
+  credentials:
+    core: {community: {env: PATH}}
+    lan: {community: {env: PATH}, allowed_networks: [10.0.0.0/8]}
+  etcd: {endpoints: ['http://127.0.0.1:2379']}
+";
+    let config = AgentConfig::from_yaml(yaml, "agent.yaml").unwrap();
+    assert_eq!(
+        config.snmp.warnings(),
+        [
+            "`snmp.credentials.core` has no `allowed_networks`: whoever can write the etcd targets can have it sent to any address"
+        ]
+    );
 }

@@ -61,6 +61,26 @@ fn aggregator_config_with_an_unknown_key_names_the_key_and_file() {
     );
 }
 
+#[test]
+fn agent_config_with_a_value_out_of_range_names_its_line_and_field() {
+    assert_config_refused(
+        "vigil-agent",
+        &["--check-config", "--config"],
+        "kafka: {brokers: '127.0.0.1:9092'}\nlog_batch:\n  max_lines: 0\n",
+        "3:14: `log_batch.max_lines` must be at least 1",
+    );
+}
+
+#[test]
+fn aggregator_config_with_a_value_out_of_range_names_its_line_and_field() {
+    assert_config_refused(
+        "vigil-aggregator",
+        &["index", "--check-config", "--config"],
+        "kafka: {brokers: 'k:9092'}\nindex:\n  elasticsearch: {url: 'http://127.0.0.1:9200'}\n  max_documents: 0\n",
+        "4:18: `index.max_documents` must be positive",
+    );
+}
+
 /// Runs `<kind> check` (`rules` or `definitions`) on a folder holding `files`,
 /// asserts that it failed, and returns what it printed on standard error.
 fn check_errors(kind: &str, purpose: &str, files: &[(&str, &str)]) -> String {
