@@ -11,22 +11,26 @@ mod container_metrics;
 mod errors;
 mod globs;
 mod host_metrics;
+mod ip_network;
 mod logs;
 mod snmp;
 mod snmp_metric_sets;
+mod spool;
 
 pub use container_metrics::ContainerMetricsConfig;
 pub use errors::{ConfigError, InvalidConfig};
 pub(crate) use globs::NameMatcher;
 pub use host_metrics::{DiskSelection, FilesystemSelection, HostMetricsConfig, InterfaceSelection};
+pub use ip_network::IpNetwork;
 pub use logs::{LogBatchConfig, LogFileConfig, MultilineConfig, ReadFrom};
 pub use snmp::{
-    AuthProtocol, Community, IpNetwork, PrivProtocol, SecurityLevel, SnmpConfig, SnmpCredential,
-    SnmpTarget, SnmpV3Config, SnmpVersion, TargetCredential,
+    AuthProtocol, Community, PrivProtocol, SecurityLevel, SnmpConfig, SnmpCredential, SnmpTarget,
+    SnmpV3Config, SnmpVersion, TargetCredential,
 };
 pub use snmp_metric_sets::{
     LabelColumn, MetricSet, MetricSetDefinition, NumericOid, ScalarMetric, TableMetrics,
 };
+pub use spool::SpoolConfig;
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -46,9 +50,14 @@ pub struct AgentConfig {
     /// the all-in-one mode leaves it out and runs on its in-process bus.
     #[serde(default)]
     pub kafka: Option<KafkaSettings>,
-    /// Directory for the agent's state: the log checkpoints live here.
+    /// Directory for the agent's state: the log checkpoints and the metric spool
+    /// live here.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// How much disk metric batches may take under `data_dir` while Kafka cannot
+    /// take them.
+    #[serde(default)]
+    pub spool: SpoolConfig,
     /// The self-observability endpoint (`/metrics`, `/health`, `/ready`).
     #[serde(default)]
     pub http: HttpConfig,
@@ -104,6 +113,7 @@ impl Default for AgentConfig {
             resource: ResourceConfig::default(),
             kafka: None,
             data_dir: default_data_dir(),
+            spool: SpoolConfig::default(),
             http: HttpConfig::default(),
             logs: Vec::new(),
             log_batch: LogBatchConfig::default(),
@@ -170,6 +180,7 @@ impl AgentConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(InvalidConfig::field("data_dir", "must not be empty"));
         }
+        self.spool.validate()?;
         let mut seen_paths = BTreeMap::new();
         for (index, log) in self.logs.iter().enumerate() {
             if !log.path.is_absolute() {

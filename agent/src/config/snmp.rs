@@ -8,13 +8,12 @@
 //! and must never choose which local secret the agent reads nor where it sends it.
 
 use super::errors::subfield;
-use super::{InvalidConfig, MetricSet, MetricSetDefinition};
+use super::{InvalidConfig, IpNetwork, MetricSet, MetricSetDefinition};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::time::Duration;
 use vigil_config::duration::format_duration;
 use vigil_runtime::SecretRef;
@@ -92,14 +91,6 @@ pub enum TargetCredential {
     },
     /// The target's own `version`, `community` or `v3` (configuration file only).
     Own(SnmpCredential),
-}
-
-/// An IP network in CIDR notation, `10.0.0.0/8` or `2001:db8::/32`; a bare
-/// address is the network of that one host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNetwork {
-    address: IpAddr,
-    prefix_len: u8,
 }
 
 /// One device polled over SNMP.
@@ -583,94 +574,6 @@ impl TargetCredential {
             "outside the `allowed_networks` of credential `{name}` ({})",
             networks.join(", ")
         ))
-    }
-}
-
-impl IpNetwork {
-    /// Whether `address` is in this network; an IPv4-mapped IPv6 address counts as
-    /// the IPv4 address it maps.
-    pub fn contains(&self, address: IpAddr) -> bool {
-        let differing = match (self.address, address.to_canonical()) {
-            // IPv4's 32 bits moved to the top, where IPv6's prefix bits are.
-            (IpAddr::V4(network), IpAddr::V4(address)) => {
-                u128::from(u32::from(network) ^ u32::from(address)) << 96
-            }
-            (IpAddr::V6(network), IpAddr::V6(address)) => u128::from(network) ^ u128::from(address),
-            _ => return false,
-        };
-        // The prefix's bits are the top ones: only they must be equal.
-        differing
-            .checked_shr(128 - u32::from(self.prefix_len))
-            .unwrap_or(0)
-            == 0
-    }
-
-    /// The address with every bit past the prefix cleared.
-    fn first_address(&self) -> IpAddr {
-        match self.address {
-            IpAddr::V4(address) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                IpAddr::V4((u32::from(address) & mask).into())
-            }
-            IpAddr::V6(address) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix_len))
-                    .unwrap_or(0);
-                IpAddr::V6((u128::from(address) & mask).into())
-            }
-        }
-    }
-}
-
-impl FromStr for IpNetwork {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let (address, prefix_len) = match text.split_once('/') {
-            Some((address, prefix_len)) => (address, Some(prefix_len)),
-            None => (text, None),
-        };
-        let address: IpAddr = address
-            .parse()
-            .map_err(|_| format!("`{text}` is not a network such as `10.0.0.0/8`"))?;
-        let bits = if address.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match prefix_len {
-            None => bits,
-            Some(prefix_len) => prefix_len
-                .parse::<u8>()
-                .ok()
-                .filter(|&prefix_len| prefix_len <= bits)
-                .ok_or_else(|| {
-                    format!("`{text}`: the prefix length must be a number from 0 to {bits}")
-                })?,
-        };
-        let network = Self {
-            address,
-            prefix_len,
-        };
-        let first = network.first_address();
-        if first != address {
-            return Err(format!(
-                "`{text}` has bits set past its prefix length; the network is `{first}/{prefix_len}`"
-            ));
-        }
-        Ok(network)
-    }
-}
-
-impl fmt::Display for IpNetwork {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.address, self.prefix_len)
-    }
-}
-
-impl<'de> Deserialize<'de> for IpNetwork {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer)?
-            .parse()
-            .map_err(de::Error::custom)
     }
 }
 
