@@ -7,18 +7,21 @@
 //! delivery. Consuming hands out owned messages; a stage calls `commit` once it is
 //! done with one, and only committed positions survive a restart.
 
+use crate::health::Connection;
 use crate::kafka::KafkaSettings;
 use bytes::Bytes;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use vigil_proto::{Payload, Topics};
 
 /// Header naming the protobuf message type of a payload.
@@ -145,7 +148,57 @@ impl Bus {
             Self::Discard => Err(BusError::Discard),
         }
     }
+
+    /// Keeps `connection` saying whether Kafka answers: every
+    /// [`PROBE_INTERVAL`] a metadata request for `topic` goes to the cluster, on
+    /// a producer of its own, and the connection is up while one is answered
+    /// within [`PROBE_TIMEOUT`]. Runs until `shutdown`. The in-process and
+    /// discard buses have no connection to lose: they are up at once.
+    pub fn watch_connection(
+        &self,
+        connection: Connection,
+        topic: &str,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
+        let Self::Kafka(settings) = self else {
+            connection.set_up();
+            return Ok(());
+        };
+        let producer: FutureProducer = settings.producer_config()?.create()?;
+        let brokers = settings.brokers.clone();
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let client = producer.clone();
+                let topic = topic.clone();
+                let answered = tokio::task::spawn_blocking(move || {
+                    client
+                        .client()
+                        .fetch_metadata(Some(&topic), PROBE_TIMEOUT)
+                        .map(|_| ())
+                })
+                .await;
+                match answered {
+                    Ok(Ok(())) => connection.set_up(),
+                    Ok(Err(error)) => {
+                        connection.set_down(format!("no metadata from {brokers}: {error}"));
+                    }
+                    Err(error) => connection.set_down(format!("metadata request failed: {error}")),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(PROBE_INTERVAL) => {}
+                }
+            }
+        });
+        Ok(())
+    }
 }
+
+/// How often [`Bus::watch_connection`] asks Kafka whether it answers.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long Kafka has to answer [`Bus::watch_connection`].
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How long metadata and watermark requests of a [`Follower`] may take.
 const FOLLOW_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -647,6 +700,42 @@ mod tests {
         assert!(futures::poll!(&mut blocked).is_pending());
         slow.recv().await.unwrap();
         blocked.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_kafka_that_does_not_answer_is_reported_down_with_why() {
+        let health = crate::Health::default();
+        let settings = KafkaSettings::for_brokers("127.0.0.1:1");
+        let shutdown = CancellationToken::new();
+        Bus::Kafka(Box::new(settings))
+            .watch_connection(health.connection("kafka"), "t", shutdown.clone())
+            .unwrap();
+        health.set_ready(true);
+        let reason = loop {
+            match health.readiness() {
+                crate::health::Readiness::Down(down) if down[0].1 != "not connected yet" => {
+                    break down[0].clone();
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        };
+        assert_eq!(reason.0, "kafka");
+        assert!(
+            reason.1.starts_with("no metadata from 127.0.0.1:1: "),
+            "{}",
+            reason.1
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_in_process_bus_is_always_connected() {
+        let health = crate::Health::default();
+        Bus::in_memory()
+            .watch_connection(health.connection("kafka"), "t", CancellationToken::new())
+            .unwrap();
+        health.set_ready(true);
+        assert!(health.is_ready());
     }
 
     #[tokio::test]

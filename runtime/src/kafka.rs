@@ -21,6 +21,12 @@ pub enum KafkaSettingsError {
     SaslMechanism(String),
     #[error("`kafka.sasl.password`: {0}")]
     SaslPassword(#[source] SecretError),
+    #[error("`kafka.{field}` must be between 1 and {max}, not {value}")]
+    ProducerQueue {
+        field: &'static str,
+        value: u64,
+        max: u64,
+    },
 }
 
 /// How to reach the Kafka cluster.
@@ -43,6 +49,16 @@ pub struct KafkaSettings {
     /// Extra librdkafka properties for producers only.
     #[serde(default)]
     pub producer_properties: BTreeMap<String, String>,
+    /// Most KiB of messages a producer holds before Kafka acknowledged them
+    /// (librdkafka's `queue.buffering.max.kbytes`); a full queue makes
+    /// publishers wait. The default keeps a producer well inside the agent
+    /// unit's `MemoryMax` (librdkafka's own default is 1 GiB).
+    #[serde(default = "default_producer_queue_kbytes")]
+    pub producer_queue_kbytes: u64,
+    /// Most messages a producer holds before Kafka acknowledged them
+    /// (`queue.buffering.max.messages`).
+    #[serde(default = "default_producer_queue_messages")]
+    pub producer_queue_messages: u64,
     /// Extra librdkafka properties for consumers only (e.g. `session.timeout.ms`).
     #[serde(default)]
     pub consumer_properties: BTreeMap<String, String>,
@@ -75,6 +91,20 @@ fn default_topic_prefix() -> String {
     "vigil".to_owned()
 }
 
+/// 64 MiB: room for several seconds of a busy host's batches while a broker
+/// fails over, and an eighth of the agent unit's `MemoryMax`.
+fn default_producer_queue_kbytes() -> u64 {
+    64 * 1024
+}
+
+fn default_producer_queue_messages() -> u64 {
+    100_000
+}
+
+/// The largest values librdkafka takes for the producer queue bounds.
+const MAX_QUEUE_KBYTES: u64 = 2_147_483_647;
+const MAX_QUEUE_MESSAGES: u64 = 2_147_483_647;
+
 impl KafkaSettings {
     /// Settings for `brokers` with everything else defaulted.
     pub fn for_brokers(brokers: impl Into<String>) -> Self {
@@ -85,6 +115,8 @@ impl KafkaSettings {
             sasl: None,
             properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
+            producer_queue_kbytes: default_producer_queue_kbytes(),
+            producer_queue_messages: default_producer_queue_messages(),
             consumer_properties: BTreeMap::new(),
         }
     }
@@ -103,6 +135,23 @@ impl KafkaSettings {
             sasl.password
                 .resolve()
                 .map_err(KafkaSettingsError::SaslPassword)?;
+        }
+        let bounds = [
+            (
+                "producer_queue_kbytes",
+                self.producer_queue_kbytes,
+                MAX_QUEUE_KBYTES,
+            ),
+            (
+                "producer_queue_messages",
+                self.producer_queue_messages,
+                MAX_QUEUE_MESSAGES,
+            ),
+        ];
+        for (field, value, max) in bounds {
+            if !(1..=max).contains(&value) {
+                return Err(KafkaSettingsError::ProducerQueue { field, value, max });
+            }
         }
         Ok(())
     }
@@ -148,7 +197,8 @@ impl KafkaSettings {
     }
 
     /// Producer configuration: every acknowledged message is on all in-sync
-    /// replicas and retries never duplicate or reorder (acks=all, idempotence).
+    /// replicas and retries never duplicate or reorder (acks=all, idempotence),
+    /// and what waits for acknowledgement is bounded.
     pub fn producer_config(&self) -> Result<ClientConfig, KafkaSettingsError> {
         let mut config = ClientConfig::new();
         config
@@ -156,7 +206,15 @@ impl KafkaSettings {
             .set("enable.idempotence", "true")
             .set("compression.type", "lz4")
             .set("linger.ms", "10")
-            .set("message.timeout.ms", "60000");
+            .set("message.timeout.ms", "60000")
+            .set(
+                "queue.buffering.max.kbytes",
+                self.producer_queue_kbytes.to_string(),
+            )
+            .set(
+                "queue.buffering.max.messages",
+                self.producer_queue_messages.to_string(),
+            );
         Ok(with_properties(
             merge(config, self.client_config()?),
             &self.producer_properties,
@@ -213,6 +271,27 @@ mod tests {
         assert_eq!(config.get("enable.idempotence"), Some("true"));
         assert_eq!(config.get("linger.ms"), Some("50"));
         assert_eq!(config.get("security.protocol"), Some("plaintext"));
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("65536"));
+        assert_eq!(config.get("queue.buffering.max.messages"), Some("100000"));
+    }
+
+    #[test]
+    fn the_producer_queue_is_bounded_as_configured() {
+        let mut settings = KafkaSettings::for_brokers("127.0.0.1:9092");
+        settings.producer_queue_kbytes = 16 * 1024;
+        settings.producer_queue_messages = 5_000;
+        settings.validate().unwrap();
+        let config = settings.producer_config().unwrap();
+        assert_eq!(config.get("queue.buffering.max.kbytes"), Some("16384"));
+        assert_eq!(config.get("queue.buffering.max.messages"), Some("5000"));
+        config
+            .create::<rdkafka::producer::BaseProducer>()
+            .expect("librdkafka takes the bounds");
+        settings.producer_queue_kbytes = 0;
+        assert_eq!(
+            settings.validate().unwrap_err().to_string(),
+            "`kafka.producer_queue_kbytes` must be between 1 and 2147483647, not 0"
+        );
     }
 
     #[test]

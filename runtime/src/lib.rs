@@ -7,11 +7,13 @@
 
 pub mod bus;
 pub mod etcd;
+pub mod health;
 pub mod kafka;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use bus::{Bus, BusError, Followed, Follower, Message, Publisher, Subscription};
+pub use health::{Connection, Health};
 pub use secret::SecretRef;
-pub use telemetry::{Health, SelfMetrics};
+pub use telemetry::SelfMetrics;

@@ -1,7 +1,8 @@
 //! Self-observability of every Vigil process: structured logs via tracing,
 //! Prometheus self-metrics, and the HTTP endpoints `/metrics`, `/health` (alive)
-//! and `/ready` (sources and sinks connected).
+//! and `/ready` (started, and every connection up; see [`crate::health`]).
 
+use crate::health::{Health, Readiness};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -9,7 +10,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::{Metric, Registry};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -91,22 +91,6 @@ impl SelfMetrics {
     }
 }
 
-/// Readiness of a process: false until its stages report they are running.
-#[derive(Debug, Clone, Default)]
-pub struct Health {
-    ready: Arc<AtomicBool>,
-}
-
-impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-}
-
 #[derive(Clone)]
 struct EndpointState {
     metrics: SelfMetrics,
@@ -130,6 +114,11 @@ impl ProcessContext {
             health: Health::default(),
             shutdown: crate::shutdown::on_signal(),
         };
+        context.metrics.register(
+            "connection_up",
+            "Whether the peer answered the last check (1) or not (0), by peer",
+            context.health.connection_gauges(),
+        );
         serve_http(
             listen,
             context.metrics.clone(),
@@ -191,11 +180,19 @@ async fn metrics_handler(State(state): State<EndpointState>) -> impl IntoRespons
     )
 }
 
+/// 200 `ready`, or 503 with `starting` or one line per connection that is down:
+/// `kafka down: <why>`.
 async fn ready_handler(State(state): State<EndpointState>) -> impl IntoResponse {
-    if state.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    match state.health.readiness() {
+        Readiness::Ready => (StatusCode::OK, "ready\n".to_owned()),
+        Readiness::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_owned()),
+        Readiness::Down(peers) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            peers
+                .iter()
+                .map(|(peer, reason)| format!("{peer} down: {reason}\n"))
+                .collect(),
+        ),
     }
 }
 
@@ -211,5 +208,38 @@ mod tests {
         counter.inc_by(3);
         let text = metrics.encode();
         assert!(text.contains("vigil_lines_read_total 3"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn ready_answers_503_naming_the_connection_that_is_down() {
+        let health = Health::default();
+        let kafka = health.connection("kafka");
+        health.set_ready(true);
+        let shutdown = CancellationToken::new();
+        let address = serve_http(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SelfMetrics::default(),
+            health,
+            shutdown.clone(),
+        )
+        .await
+        .unwrap();
+        let ready = || async {
+            let response = reqwest::get(format!("http://{address}/ready"))
+                .await
+                .unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        };
+        kafka.set_down("no metadata from k:9092: timed out");
+        assert_eq!(
+            ready().await,
+            (
+                503,
+                "kafka down: no metadata from k:9092: timed out\n".to_owned()
+            )
+        );
+        kafka.set_up();
+        assert_eq!(ready().await, (200, "ready\n".to_owned()));
+        shutdown.cancel();
     }
 }
