@@ -33,7 +33,7 @@ pub use config::{
 pub use dispatch::Delivered;
 pub use matcher::{Matcher, MatcherError};
 pub use silence::{
-    Silence, SilenceError, SilenceState, SilenceStore, SilenceWatch, parse_silences,
+    InvalidSilence, Silence, SilenceError, SilenceState, SilenceStore, SilenceWatch, parse_silences,
 };
 pub use text::console_line;
 

@@ -40,6 +40,22 @@ pub enum SilenceError {
     AlreadyExpired { id: String, ended: String },
 }
 
+/// Why a silence is refused before it is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSilence {
+    #[error(
+        "a silence needs at least one matcher that does not match an empty label, \
+         such as `alertname=HostDown`"
+    )]
+    MatchesEverything,
+    #[error("the duration of a silence must be positive")]
+    NoDuration,
+    #[error("a silence needs an author")]
+    NoAuthor,
+    #[error("the duration of a silence is too long")]
+    TooLong,
+}
+
 /// One silence, as stored in etcd.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,24 +100,20 @@ impl Silence {
         duration: Duration,
         created_by: String,
         comment: String,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, InvalidSilence> {
         if !matchers.iter().any(|matcher| !matcher.matches_value("")) {
-            return Err(
-                "a silence needs at least one matcher that does not match an empty label, \
-                 such as `alertname=HostDown`"
-                    .to_owned(),
-            );
+            return Err(InvalidSilence::MatchesEverything);
         }
         if duration.is_zero() {
-            return Err("the duration of a silence must be positive".to_owned());
+            return Err(InvalidSilence::NoDuration);
         }
         if created_by.trim().is_empty() {
-            return Err("a silence needs an author".to_owned());
+            return Err(InvalidSilence::NoAuthor);
         }
         let ends_at = chrono::Duration::from_std(duration)
             .ok()
             .and_then(|length| starts_at.checked_add_signed(length))
-            .ok_or_else(|| "the duration of a silence is too long".to_owned())?;
+            .ok_or(InvalidSilence::TooLong)?;
         Ok(Self {
             id: random_id(),
             matchers,
@@ -345,7 +357,12 @@ mod tests {
             String::new(),
         )
         .unwrap_err();
-        assert!(error.starts_with("a silence needs at least one matcher that does not match"));
+        assert_eq!(error, InvalidSilence::MatchesEverything);
+        assert!(
+            error
+                .to_string()
+                .starts_with("a silence needs at least one matcher that does not match")
+        );
     }
 
     #[test]
