@@ -1,6 +1,8 @@
 //! The aggregator's configuration file: where Kafka and etcd are, the HTTP endpoint,
 //! and one section per stage (`derive`, `alert`, `index`), each defined, validated
-//! and turned into its stage's settings by its stage. Deserialized strictly
+//! and turned into its stage's settings by its stage. Each stage runs as a process
+//! of its own from the same file, so each serves its endpoints on its own address
+//! (`<stage>.http.listen`, else the shared `http.listen`, else a port per stage). Deserialized strictly
 //! (unknown keys are errors naming the key, file, line and column), then validated
 //! with errors that name the field.
 
@@ -22,9 +24,9 @@ pub struct AggregatorConfig {
     pub kafka: KafkaSettings,
     /// etcd, where rules are kept (required by `alert` unless `alert.rules_dir` is set).
     pub etcd: Option<EtcdSettings>,
-    /// The HTTP endpoint with `/metrics`, `/health` and `/ready`.
-    #[serde(default)]
-    pub http: HttpSection,
+    /// The HTTP endpoint with `/metrics`, `/health` and `/ready` of every stage
+    /// without one of its own.
+    pub http: Option<HttpSection>,
     /// The `derive` stage.
     #[serde(default)]
     pub derive: DeriveSection,
@@ -40,21 +42,50 @@ pub struct AggregatorConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Address of `/metrics`, `/health` and `/ready`.
-    #[serde(default = "default_listen")]
     pub listen: SocketAddr,
 }
 
-impl Default for HttpSection {
-    fn default() -> Self {
-        Self {
-            listen: default_listen(),
+/// The stream stages, each a process of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageName {
+    Derive,
+    Alert,
+    Index,
+}
+
+impl StageName {
+    /// The stage's section and command name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Derive => "derive",
+            Self::Alert => "alert",
+            Self::Index => "index",
+        }
+    }
+
+    /// Where the stage listens when the file says nothing: ports 9465, 9466 and
+    /// 9467 on loopback, so the three stages can run on one host as they are.
+    fn default_listen(self) -> SocketAddr {
+        let port = match self {
+            Self::Derive => 9465,
+            Self::Alert => 9466,
+            Self::Index => 9467,
+        };
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// The field of the stage's own address.
+    fn own_listen_field(self) -> &'static str {
+        match self {
+            Self::Derive => "derive.http.listen",
+            Self::Alert => "alert.http.listen",
+            Self::Index => "index.http.listen",
         }
     }
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9465))
-}
+/// The field the top-level address is written in.
+const SHARED_LISTEN_FIELD: &str = "http.listen";
 
 /// Why an aggregator configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +109,18 @@ pub enum AggregatorConfigError {
     Alert(#[from] AlertSectionError),
     #[error("the index stage needs an `index` section")]
     NoIndexSection,
+    /// Two stages would listen on one address, so the second to start could not.
+    #[error(
+        "`{field}` is {address}, where the {other_stage} stage listens too (`{other_field}`{other_place}): each stage runs as a process of its own and needs an address of its own"
+    )]
+    SharedListen {
+        field: &'static str,
+        address: SocketAddr,
+        other_stage: &'static str,
+        other_field: &'static str,
+        /// Where `other_field` is written, as ` at file:line:column`, once known.
+        other_place: String,
+    },
 }
 
 impl AggregatorConfig {
@@ -90,12 +133,23 @@ impl AggregatorConfig {
     /// `origin` and, where the YAML says it, the line and column.
     pub fn from_yaml(origin: &str, text: &str) -> Result<Self, AggregatorConfigError> {
         let config: Self = parse_yaml(origin, text)?;
-        config
-            .validate()
-            .map_err(|reason| AggregatorConfigError::Invalid {
+        config.validate().map_err(|mut reason| {
+            if let AggregatorConfigError::SharedListen {
+                other_field,
+                other_place,
+                ..
+            } = &mut reason
+            {
+                *other_place = match vigil_config::locate(text, other_field) {
+                    Some(position) => format!(" at {origin}:{position}"),
+                    None => ", its default".to_owned(),
+                };
+            }
+            AggregatorConfigError::Invalid {
                 place: setting_place(origin, text, &reason.to_string()),
                 reason: Box::new(reason),
-            })?;
+            }
+        })?;
         Ok(config)
     }
 
@@ -109,6 +163,74 @@ impl AggregatorConfig {
         self.alert.validate()?;
         if let Some(index) = &self.index {
             index.validate()?;
+        }
+        self.validate_listen_addresses()
+    }
+
+    /// The stages this file configures: `derive` and `alert` always (their
+    /// sections have defaults), `index` with its section.
+    fn stages(&self) -> Vec<StageName> {
+        let mut stages = vec![StageName::Derive, StageName::Alert];
+        if self.index.is_some() {
+            stages.push(StageName::Index);
+        }
+        stages
+    }
+
+    /// The stage's own `http` section, if it has one.
+    fn own_http(&self, stage: StageName) -> Option<&HttpSection> {
+        match stage {
+            StageName::Derive => self.derive.http.as_ref(),
+            StageName::Alert => self.alert.http.as_ref(),
+            StageName::Index => self.index.as_ref().and_then(|index| index.http.as_ref()),
+        }
+    }
+
+    /// Where `stage` serves `/metrics`, `/health` and `/ready`: its own
+    /// `<stage>.http.listen`, else the shared `http.listen`, else its default port.
+    pub fn listen(&self, stage: StageName) -> SocketAddr {
+        self.own_http(stage)
+            .or(self.http.as_ref())
+            .map_or_else(|| stage.default_listen(), |http| http.listen)
+    }
+
+    /// The field `stage`'s address comes from.
+    pub fn listen_field(&self, stage: StageName) -> &'static str {
+        match (self.own_http(stage), &self.http) {
+            (Some(_), _) => stage.own_listen_field(),
+            (None, Some(_)) => SHARED_LISTEN_FIELD,
+            (None, None) => stage.own_listen_field(),
+        }
+    }
+
+    /// Refuses two stages on one address when one of them names it in its own
+    /// section: run from this file on one host, the second could not listen.
+    /// Stages that all take the shared `http.listen` are left alone: that is a
+    /// file for hosts that run one stage each. Port 0 (any free port) never clashes.
+    fn validate_listen_addresses(&self) -> Result<(), AggregatorConfigError> {
+        let stages = self.stages();
+        for (position, &stage) in stages.iter().enumerate() {
+            let address = self.listen(stage);
+            if address.port() == 0 {
+                continue;
+            }
+            for &other in &stages[..position] {
+                let own = self.own_http(stage).is_some() || self.own_http(other).is_some();
+                if own && self.listen(other) == address {
+                    let (named, other) = if self.own_http(stage).is_some() {
+                        (stage, other)
+                    } else {
+                        (other, stage)
+                    };
+                    return Err(AggregatorConfigError::SharedListen {
+                        field: self.listen_field(named),
+                        address,
+                        other_stage: other.as_str(),
+                        other_field: self.listen_field(other),
+                        other_place: String::new(),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -135,7 +257,65 @@ mod tests {
         let config = parse("kafka: {brokers: 'k:9092'}\n").unwrap();
         assert_eq!(config.alert.group, "vigil-alert");
         assert_eq!(config.alert.tick, Duration::from_secs(1));
-        assert_eq!(config.http.listen.port(), 9465);
+        assert_eq!(config.listen(StageName::Derive).port(), 9465);
+        assert_eq!(config.listen(StageName::Alert).port(), 9466);
+        assert_eq!(config.listen(StageName::Index).port(), 9467);
+    }
+
+    #[test]
+    fn each_stage_listens_on_its_own_address_before_the_shared_one() {
+        let config = parse(
+            "kafka: {brokers: 'k:9092'}\nhttp: {listen: '0.0.0.0:9000'}\nalert:\n  http: {listen: '0.0.0.0:9001'}\nindex:\n  elasticsearch: {url: 'http://es:9200'}\n  http: {listen: '0.0.0.0:9002'}\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen(StageName::Derive).port(), 9000);
+        assert_eq!(config.listen_field(StageName::Derive), "http.listen");
+        assert_eq!(config.listen(StageName::Alert).port(), 9001);
+        assert_eq!(config.listen_field(StageName::Alert), "alert.http.listen");
+        assert_eq!(config.listen(StageName::Index).port(), 9002);
+    }
+
+    #[test]
+    fn stages_that_all_take_the_shared_address_are_left_alone() {
+        let config = parse(
+            "kafka: {brokers: 'k:9092'}\nhttp: {listen: '0.0.0.0:9000'}\nindex:\n  elasticsearch: {url: 'http://es:9200'}\n",
+        )
+        .unwrap();
+        assert_eq!(config.listen(StageName::Index).port(), 9000);
+    }
+
+    #[test]
+    fn two_stages_on_one_address_are_refused_naming_both_places() {
+        let error = parse(
+            "kafka: {brokers: 'k:9092'}\nderive:\n  http: {listen: '0.0.0.0:9465'}\nalert:\n  http: {listen: '0.0.0.0:9465'}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "aggregator.yaml:5:18: `alert.http.listen` is 0.0.0.0:9465, where the derive stage listens too (`derive.http.listen` at aggregator.yaml:3:18): each stage runs as a process of its own and needs an address of its own"
+        );
+        let error = parse(
+            "kafka: {brokers: 'k:9092'}\nhttp: {listen: '127.0.0.1:9000'}\nindex:\n  elasticsearch: {url: 'http://es:9200'}\n  http: {listen: '127.0.0.1:9000'}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            error,
+            "aggregator.yaml:5:18: `index.http.listen` is 127.0.0.1:9000, where the derive stage listens too (`http.listen` at aggregator.yaml:2:16): each stage runs as a process of its own and needs an address of its own"
+        );
+        let error =
+            parse("kafka: {brokers: 'k:9092'}\nderive: {http: {listen: '127.0.0.1:9466'}}\n")
+                .unwrap_err()
+                .to_string();
+        assert_eq!(
+            error,
+            "aggregator.yaml:2:25: `derive.http.listen` is 127.0.0.1:9466, where the alert stage listens too (`alert.http.listen`, its default): each stage runs as a process of its own and needs an address of its own"
+        );
+        parse(
+            "kafka: {brokers: 'k:9092'}\nderive: {http: {listen: '127.0.0.1:0'}}\nalert: {http: {listen: '127.0.0.1:0'}}\n",
+        )
+        .expect("port 0 is any free port");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use vigil_aggregator::alert::AlertStage;
 use vigil_aggregator::alert::notify::{Matcher, Silence, SilenceStore, SilenceWatch};
-use vigil_aggregator::config::AggregatorConfig;
+use vigil_aggregator::config::{AggregatorConfig, StageName};
 use vigil_aggregator::derive::DeriveStage;
 use vigil_aggregator::derive::definitions::DefinitionSet;
 use vigil_aggregator::rule_source::{self, RuleFiles, RuleSource, Section};
@@ -242,10 +242,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     args.config.display()
                 ),
             };
-            let context = ProcessContext::start(config.http.listen).await?;
+            let bus = Bus::Kafka(Box::new(config.kafka.clone()));
+            let context = start_process(&args, &config, StageName::Alert, &bus).await?;
             tracing::info!(rules = %source.describe(), "alert stage starting");
             let rules = source.watch(context.shutdown.clone())?;
-            let bus = Bus::Kafka(Box::new(config.kafka.clone()));
             let mut stage_config = config.alert.stage_config();
             stage_config.silences = config
                 .etcd
@@ -268,10 +268,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     args.config.display()
                 ),
             };
-            let context = ProcessContext::start(config.http.listen).await?;
+            let bus = Bus::Kafka(Box::new(config.kafka.clone()));
+            let context = start_process(&args, &config, StageName::Derive, &bus).await?;
             tracing::info!(definitions = %source.describe(), "derive stage starting");
             let definitions = source.watch(context.shutdown.clone())?;
-            let bus = Bus::Kafka(Box::new(config.kafka.clone()));
             let stage = DeriveStage::new(
                 &bus,
                 definitions,
@@ -286,12 +286,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let Some(config) = load_stage_config(&args)? else {
                 return Ok(ExitCode::SUCCESS);
             };
-            let context = ProcessContext::start(config.http.listen).await?;
             let bus = Bus::Kafka(Box::new(config.kafka.clone()));
+            let context = start_process(&args, &config, StageName::Index, &bus).await?;
             let stage = config
                 .index_section()
                 .map_err(anyhow::Error::from)
-                .and_then(|section| Ok(section.stage(&bus, &context.metrics)?))
+                .and_then(|section| {
+                    section.bulk_client()?.watch_connection(
+                        context.health.connection("elasticsearch"),
+                        context.shutdown.clone(),
+                    );
+                    Ok(section.stage(&bus, &context.metrics)?)
+                })
                 .with_context(|| args.config.display().to_string())?;
             context.health.set_ready(true);
             stage.run(context.shutdown).await?;
@@ -302,6 +308,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Silences(command) => run_silences_command(command).await,
         Command::Definitions(command) => run_definitions_command(command).await,
     }
+}
+
+/// Serves the endpoints of `stage` on its address and keeps its `/ready` saying
+/// whether Kafka answers.
+async fn start_process(
+    args: &StageArgs,
+    config: &AggregatorConfig,
+    stage: StageName,
+    bus: &Bus,
+) -> anyhow::Result<ProcessContext> {
+    let context = ProcessContext::start(config.listen(stage))
+        .await
+        .with_context(|| {
+            format!(
+                "{}: `{}`",
+                args.config.display(),
+                config.listen_field(stage)
+            )
+        })?;
+    bus.watch_connection(
+        context.health.connection("kafka"),
+        &bus.topics().metrics_raw(),
+        context.shutdown.clone(),
+    )?;
+    Ok(context)
 }
 
 /// Loads the stage configuration; `None` when only a check was asked for.

@@ -45,6 +45,9 @@ pub struct AlertSection {
     /// Alerts that mute others while they fire.
     #[serde(default)]
     pub inhibit_rules: Vec<InhibitRule>,
+    /// This stage's own `/metrics`, `/health` and `/ready` address, instead of
+    /// the top-level `http.listen`.
+    pub http: Option<crate::config::HttpSection>,
 }
 
 impl Default for AlertSection {
@@ -58,6 +61,7 @@ impl Default for AlertSection {
             receivers: Vec::new(),
             route: None,
             inhibit_rules: Vec::new(),
+            http: None,
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct DeriveSection {
     /// Interval assumed for a series before it has shown its own.
     #[serde(default = "default_series_interval", with = "vigil_config::duration")]
     pub default_interval: Duration,
+    /// This stage's own `/metrics`, `/health` and `/ready` address, instead of
+    /// the top-level `http.listen`.
+    pub http: Option<crate::config::HttpSection>,
 }
 
 impl Default for DeriveSection {
@@ -39,6 +42,7 @@ impl Default for DeriveSection {
             group_wait: default_group_wait(),
             max_gap_intervals: default_max_gap_intervals(),
             default_interval: default_series_interval(),
+            http: None,
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct IndexSection {
     pub max_in_flight: usize,
     /// Kibana, where `setup` imports the saved objects of `dashboards/kibana`.
     pub kibana: Option<KibanaSection>,
+    /// This stage's own `/metrics`, `/health` and `/ready` address, instead of
+    /// the top-level `http.listen`.
+    pub http: Option<crate::config::HttpSection>,
 }
 
 fn default_max_bytes() -> usize {

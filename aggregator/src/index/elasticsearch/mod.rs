@@ -23,6 +23,7 @@
 
 mod bulk_request;
 mod bulk_response;
+mod health;
 
 use super::concurrency::{AdaptiveConcurrency, ConcurrencySettings, Signal};
 use super::documents::Document;
