@@ -25,9 +25,10 @@ as_root() {
 # The build's own prerequisites come first.
 bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
 
-# etcd, snmpd and the net-snmp tools for the tests; Debian's Python only if no
-# Python that can make a venv is on PATH.
-debian_packages=(etcd-server etcd-client snmpd snmp)
+# etcd, snmpd and the net-snmp tools for the tests, systemd for reviewing the
+# units with systemd-analyze; Debian's Python only if no Python that can make a
+# venv is on PATH.
+debian_packages=(etcd-server etcd-client snmpd snmp systemd)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     debian_packages+=(python3 python3-venv)
 fi

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real servers: installs what is missing,
-# checks formatting and the crate graph, builds the binaries the end-to-end tests
-# start, runs `cargo test --workspace` with any extra arguments passed through (e.g.
-# `bash scripts/test.sh -- --nocapture`), then clippy and the shipped rules' tests.
+# checks formatting, the crate graph and the systemd units' hardening, builds the
+# binaries the end-to-end tests start, runs `cargo test --workspace` with any extra
+# arguments passed through (e.g. `bash scripts/test.sh -- --nocapture`), then
+# clippy and the shipped rules' tests.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,6 +20,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 cargo fmt --all -- --check
 bash scripts/check-architecture.sh
+bash packaging/check-units.sh
 cargo build --workspace --bins
 cargo test --workspace "$@"
 cargo clippy --workspace --all-targets -- -D warnings
