@@ -15,6 +15,7 @@ pub mod binaries;
 pub mod bulk_proxy;
 pub mod deployment;
 pub mod elastic;
+pub mod hostile;
 mod http;
 mod http_exchange;
 pub mod index_setup;
