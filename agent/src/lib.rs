@@ -18,6 +18,15 @@ mod self_metrics;
 pub mod snmp;
 mod tailer;
 
+/// Entry points of the fuzz targets in `fuzz/` into the agent's parsers of
+/// outside input that are internal to it: the log line splitter, the multiline
+/// joiner and the handling of SNMP replies. Not an interface to build on.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::snmp::fuzzing::snmp_reply_samples;
+    pub use crate::tailer::fuzzing::{Line, Multiline, Splitter};
+}
+
 pub use agent::{Agent, AgentError};
 pub use checkpoint::CheckpointError;
 pub use config::AgentConfig;

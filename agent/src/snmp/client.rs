@@ -23,7 +23,7 @@ use crate::config::{
     AuthProtocol, PrivProtocol, SecurityLevel, SnmpTarget, SnmpV3Config, SnmpVersion,
     TargetCredential,
 };
-use snmp2::{AsyncSession, Oid, v3};
+use snmp2::{AsyncSession, Oid, Varbinds, v3};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use vigil_runtime::secret::SecretError;
@@ -245,26 +245,9 @@ impl SnmpClient {
             } else {
                 &active[..]
             };
-            let mut progressed = false;
-            for (position, (oid, value)) in varbinds.into_iter().enumerate() {
-                let column = active[position % active.len()];
-                let Some(cursor) = &cursors[column] else {
-                    continue;
-                };
-                let prefix = &columns[column];
-                let in_column = oid.len() > prefix.len() && oid.starts_with(prefix);
-                let ended = matches!(value, SnmpValue::EndOfMibView);
-                // An agent that does not move forward would make the walk loop.
-                if !in_column || ended || oid <= *cursor {
-                    cursors[column] = None;
-                    continue;
-                }
-                rows[column].insert(oid[prefix.len()..].to_vec(), value);
-                cursors[column] = Some(oid);
-                total_rows += 1;
-                progressed = true;
-            }
-            if !progressed {
+            let added = file_walked_rows(columns, active, varbinds, &mut cursors, &mut rows);
+            total_rows += added;
+            if added == 0 {
                 for &column in active {
                     cursors[column] = None;
                 }
@@ -305,12 +288,7 @@ impl SnmpClient {
                             index: pdu.error_index,
                         });
                     }
-                    return Ok(pdu
-                        .varbinds
-                        .filter_map(|(oid, value)| {
-                            Some((oid.iter()?.collect(), SnmpValue::from_wire(&value)))
-                        })
-                        .collect());
+                    return Ok(answer_varbinds(pdu.varbinds));
                 }
                 Err(snmp2::Error::AuthUpdated) => {}
                 Err(error) => return Err(AttemptError::Snmp(error)),
@@ -480,6 +458,45 @@ fn security(config: &SnmpV3Config) -> Result<v3::Security, AttemptError> {
         security = security.with_context_name(context);
     }
     Ok(security)
+}
+
+/// The varbinds of an answer, owned; one whose OID has no arcs is left out.
+pub(crate) fn answer_varbinds(varbinds: Varbinds<'_>) -> Vec<VarBind> {
+    varbinds
+        .filter_map(|(oid, value)| Some((oid.iter()?.collect(), SnmpValue::from_wire(&value))))
+        .collect()
+}
+
+/// Files the varbinds of one walk answer under the columns `active` asked for
+/// (by turns, as GETBULK answers), moving each column's cursor to its last row;
+/// a column whose answer left it, ended it or did not move forward is done (its
+/// cursor is `None`). Returns how many rows were added.
+pub(crate) fn file_walked_rows(
+    columns: &[Vec<u64>],
+    active: &[usize],
+    varbinds: Vec<VarBind>,
+    cursors: &mut [Option<Vec<u64>>],
+    rows: &mut [Column],
+) -> usize {
+    let mut added = 0;
+    for (position, (oid, value)) in varbinds.into_iter().enumerate() {
+        let column = active[position % active.len()];
+        let Some(cursor) = &cursors[column] else {
+            continue;
+        };
+        let prefix = &columns[column];
+        let in_column = oid.len() > prefix.len() && oid.starts_with(prefix);
+        let ended = matches!(value, SnmpValue::EndOfMibView);
+        // An agent that does not move forward would make the walk loop.
+        if !in_column || ended || oid <= *cursor {
+            cursors[column] = None;
+            continue;
+        }
+        rows[column].insert(oid[prefix.len()..].to_vec(), value);
+        cursors[column] = Some(oid);
+        added += 1;
+    }
+    added
 }
 
 fn oid(arcs: &[u64]) -> Option<Oid<'static>> {

@@ -9,6 +9,7 @@
 
 mod client;
 mod etcd_targets;
+pub(crate) mod fuzzing;
 mod metric_sets;
 mod poll_metrics;
 mod samples;

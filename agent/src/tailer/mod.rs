@@ -20,6 +20,7 @@
 
 mod discovery;
 mod file;
+pub(crate) mod fuzzing;
 mod lines;
 mod multiline;
 mod shipper;
