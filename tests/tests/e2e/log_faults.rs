@@ -2,10 +2,13 @@
 //! both ways (rename and copytruncate), the agent SIGKILLed three times and the
 //! broker restarted, and still exactly one intact document per line in the index.
 //!
+//! Every file and every generation starts with the same header line, as W3C or
+//! CSV logs do, so a file is told from another by more than its first line.
 //! The agent tails a glob that matches the live files and their rotated
 //! generations, so lines written just before a rotation are read from the rotated
-//! file; fingerprint identity keeps a renamed or copied file from being read twice,
-//! and content-derived document ids absorb what is sent again after a crash.
+//! file; recognising a file by its first bytes keeps a renamed or copied file
+//! from being read twice, and content-derived document ids absorb what is sent
+//! again after a crash.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,6 +40,8 @@ const BROKER_RESTART_AT: usize = 120_000;
 const INDEX_DEADLINE: Duration = Duration::from_secs(300);
 /// Missing or duplicated lines listed per file when the test fails.
 const SAMPLE: usize = 10;
+/// The first line of every file and generation, the same in all of them.
+const HEADER: &str = "#Fields: date time s-ip cs-method cs-uri-stem sc-status time-taken";
 
 /// How a file is rotated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,19 +66,30 @@ struct AppLog {
     written: usize,
     /// Generations rotated away so far.
     generations: usize,
+    /// Header lines written, one per generation.
+    headers: usize,
 }
 
 impl AppLog {
     fn create(dir: &Path, number: usize) -> AppLog {
         let live = dir.join(format!("app-{number}.log"));
         let writer = Self::open(&live);
-        AppLog {
+        let mut log = AppLog {
             number,
             live,
             writer,
             written: 0,
             generations: 0,
-        }
+            headers: 0,
+        };
+        log.write_header();
+        log
+    }
+
+    /// Starts a generation with the header line all files share.
+    fn write_header(&mut self) {
+        writeln!(self.writer, "{HEADER}").expect("header written");
+        self.headers += 1;
     }
 
     /// Opens (creating) `path` for appending, so that writes after a truncation
@@ -124,6 +140,7 @@ impl AppLog {
                 self.writer.get_ref().set_len(0).expect("log truncated");
             }
         }
+        self.write_header();
     }
 
     fn flush(&mut self) {
@@ -219,6 +236,8 @@ fn rotated_files_agent_kills_and_a_broker_restart_lose_and_duplicate_no_line() {
     }
     logs.iter_mut().for_each(AppLog::flush);
     assert!(agent.is_some(), "the agent runs at the end");
+    let headers: usize = logs.iter().map(|log| log.headers).sum();
+    let documents = LINES + headers;
     eprintln!(
         "log_faults: {LINES} lines written in {:.1?}",
         started.elapsed()
@@ -228,7 +247,7 @@ fn rotated_files_agent_kills_and_a_broker_restart_lose_and_duplicate_no_line() {
     // server is asked once everything seems there (a count refreshes the index,
     // which is slow on a large index of the test server).
     let indexed = poll_until(INDEX_DEADLINE, || {
-        (metric_value(index_port, "vigil_index_documents_written", "") >= LINES as f64)
+        (metric_value(index_port, "vigil_index_documents_written", "") >= documents as f64)
             .then_some(())
     });
     if indexed.is_some() {
@@ -240,10 +259,11 @@ fn rotated_files_agent_kills_and_a_broker_restart_lose_and_duplicate_no_line() {
         hits.len(),
         started.elapsed()
     );
-    let report = Diagnosis::of(&hits, &expected);
+    let report = Diagnosis::of(&hits, &expected, headers);
     assert!(
-        report.is_clean() && hits.len() == LINES,
-        "expected exactly {LINES} documents, one per line; found {}:\n{report}\
+        report.is_clean() && hits.len() == documents,
+        "expected exactly {documents} documents, one per line ({headers} of them \
+         header lines); found {}:\n{report}\
          pipeline: {}\nagent log: {}",
         hits.len(),
         pipeline_metrics(agent_port, index_port),
@@ -298,14 +318,24 @@ struct Diagnosis {
     duplicated: BTreeMap<usize, Vec<(usize, Vec<String>)>>,
     /// Indexed messages that are no line the test wrote.
     unexpected: Vec<String>,
+    /// Header lines indexed, and written.
+    headers: (usize, usize),
 }
 
 impl Diagnosis {
-    fn of(hits: &[Value], expected: &BTreeSet<String>) -> Diagnosis {
+    fn of(hits: &[Value], expected: &BTreeSet<String>, headers: usize) -> Diagnosis {
+        let mut diagnosis = Diagnosis {
+            headers: (0, headers),
+            ..Diagnosis::default()
+        };
         let mut copies: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for hit in hits {
             let source = &hit["_source"];
             let message = source["message"].as_str().unwrap_or_default();
+            if message == HEADER {
+                diagnosis.headers.0 += 1;
+                continue;
+            }
             let path = source["log"]["file"]["path"]
                 .as_str()
                 .or(source["log.file.path"].as_str())
@@ -317,7 +347,6 @@ impl Diagnosis {
                 .or_default()
                 .push(format!("{path}@{offset} (id {id})"));
         }
-        let mut diagnosis = Diagnosis::default();
         for text in expected {
             if !copies.contains_key(text.as_str()) {
                 let (file, seq) = parse_line(text).expect("expected lines parse");
@@ -340,7 +369,10 @@ impl Diagnosis {
     }
 
     fn is_clean(&self) -> bool {
-        self.missing.is_empty() && self.duplicated.is_empty() && self.unexpected.is_empty()
+        self.missing.is_empty()
+            && self.duplicated.is_empty()
+            && self.unexpected.is_empty()
+            && self.headers.0 == self.headers.1
     }
 }
 
@@ -358,6 +390,11 @@ impl std::fmt::Display for Diagnosis {
                 &duplicated[..duplicated.len().min(SAMPLE)],
             )?;
         }
+        writeln!(
+            f,
+            "{} header lines indexed of {} written",
+            self.headers.0, self.headers.1
+        )?;
         writeln!(
             f,
             "{} unexpected messages, e.g. {:?}",
