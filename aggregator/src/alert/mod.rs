@@ -10,9 +10,14 @@
 //! in the loop every stage shares (`crate::stage`), with its clock-skew guard
 //! on: a batch stamped too far ahead of this host's clock is dead-lettered
 //! before it can move the clock into the future.
+//!
+//! Events and state records leave through a bounded outbox that retries them
+//! while Kafka is away and counts what it has to drop; the state topic is
+//! followed for as long as the stage runs, a failed read retried after a backoff.
 
 mod config;
 pub mod notify;
+mod outbox;
 mod state;
 
 pub use config::{AlertSection, AlertSectionError};
@@ -23,6 +28,7 @@ use crate::stage::{
     WatchedSet,
 };
 use notify::{Delivered, Notifier, NotifyConfig, SilenceWatch};
+use outbox::{Outbox, Outgoing};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -35,9 +41,14 @@ use vigil_proto::v1::{AlertEvent, AlertStatus, LogBatch};
 use vigil_proto::view::MetricBatchView;
 use vigil_proto::{Payload, Topics};
 use vigil_rules::{Evaluator, RuleError, RuleSet, Source};
-use vigil_runtime::{
-    Bus, BusError, Followed, Follower, Message, Publisher, SelfMetrics, Subscription,
-};
+use vigil_runtime::{Bus, BusError, Followed, Follower, Message, SelfMetrics, Subscription};
+
+/// How long a stopping stage waits for Kafka to take the records still queued.
+const OUTBOX_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+/// Wait before reading the state topic again after a failed read; doubles up to
+/// [`MAX_FOLLOW_BACKOFF`].
+const INITIAL_FOLLOW_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Settings of the alert stage.
 #[derive(Debug, Clone)]
@@ -76,6 +87,8 @@ struct AlertMetrics {
     events: Family<StatusLabels, Counter>,
     partitions_owned: Gauge,
     alerts_restored: Gauge,
+    state_records_followed: Counter,
+    state_follow_errors: Counter,
     series: Gauge,
 }
 
@@ -96,6 +109,16 @@ impl AlertMetrics {
                 "alert_state_records_read",
                 "Alert state records read from the state topic at start",
                 Gauge::default(),
+            ),
+            state_records_followed: metrics.register(
+                "alert_state_records_followed",
+                "Alert state records read from the state topic after the start",
+                Counter::default(),
+            ),
+            state_follow_errors: metrics.register(
+                "alert_state_follow_errors",
+                "Failed reads of the state topic (each retried after a backoff)",
+                Counter::default(),
             ),
             series: metrics.register(
                 "alert_series",
@@ -137,10 +160,15 @@ impl AlertStage {
         let rules = WatchedSet::new::<Evaluation>(rules, "rule", FirstSet::Awaited, metrics);
         let (notifier, deliveries) =
             Notifier::start(config.notify.clone(), config.silences.clone(), metrics);
-        let publisher = intake.publisher().clone();
+        let outbox = Outbox::start(
+            intake.publisher().clone(),
+            topics.clone(),
+            outbox::QUEUE_CAPACITY,
+            metrics,
+        );
         let evaluation = Evaluation {
-            state: StateStore::new(topics.alert_state(), publisher.clone()),
-            publisher,
+            state: StateStore::new(outbox.clone()),
+            outbox,
             topics,
             evaluator: None,
             notifier,
@@ -168,14 +196,14 @@ impl AlertStage {
 /// topic and the pagers.
 #[derive(Debug)]
 struct Evaluation {
-    publisher: Publisher,
+    outbox: Outbox,
     topics: Topics,
     evaluator: Option<Evaluator>,
     notifier: Notifier,
     deliveries: notify::Deliveries,
     state: StateStore,
-    /// Reads the state topic; `None` once it failed (logged).
-    state_follower: Option<Follower>,
+    /// Reads the state topic; `None` until the state was restored.
+    state_follower: Option<StateFollower>,
     bus: Bus,
     /// The partitions owned when last looked; `None`: all of them.
     assignment: Option<Vec<(String, i32)>>,
@@ -243,22 +271,27 @@ impl Stage for Evaluation {
 
     async fn next_event(&mut self) -> Update {
         tokio::select! {
-            followed = next_state(&mut self.state_follower) => Update::State(followed),
+            followed = next_state(self.state_follower.as_mut()) => Update::State(followed),
             Some(delivered) = self.deliveries.recv() => Update::Delivered(delivered),
         }
     }
 
     async fn handle(&mut self, update: Update) -> Result<(), StageError> {
         match update {
-            Update::State(followed) => self.apply_state(followed),
+            Update::State(followed) => self.follow_state(followed),
             Update::Delivered(delivered) => {
                 if delivered.status == AlertStatus::Firing {
                     self.state
-                        .mark_notified(&delivered.fingerprint, delivered.at)
-                        .await;
+                        .mark_notified(&delivered.fingerprint, delivered.at);
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Gives Kafka a last chance to take the queued events and state records.
+    async fn drain(&mut self, _failed: bool) -> Result<(), StageError> {
+        self.outbox.flush(OUTBOX_FLUSH_DEADLINE).await;
         Ok(())
     }
 
@@ -314,18 +347,19 @@ impl Evaluation {
                     self.apply_state(Ok(Followed::Message(message)));
                 }
                 Err(error) => {
+                    self.metrics.state_follow_errors.inc();
                     tracing::warn!(%error, %topic, "reading the alert state failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::time::sleep(INITIAL_FOLLOW_BACKOFF).await;
                 }
             }
         }
         tracing::info!(records = restored, %topic, "alert state read");
         self.metrics.alerts_restored.set(restored as i64);
-        self.state_follower = Some(follower);
+        self.state_follower = Some(StateFollower::new(follower));
         Ok(())
     }
 
-    /// Takes in a record of the state topic.
+    /// Takes in a record of the state topic read while restoring.
     fn apply_state(&mut self, followed: Result<Followed, BusError>) {
         match followed {
             Ok(Followed::Message(message)) => match self.state.read(&message) {
@@ -335,10 +369,25 @@ impl Evaluation {
             },
             Ok(Followed::CaughtUp) => {}
             Err(error) => {
-                tracing::warn!(%error, "following the alert state failed; following stops");
-                self.state_follower = None;
+                self.metrics.state_follow_errors.inc();
+                let retry_in = self
+                    .state_follower
+                    .as_ref()
+                    .and_then(|follower| follower.retry_at)
+                    .map_or(INITIAL_FOLLOW_BACKOFF, |at| {
+                        at.saturating_duration_since(tokio::time::Instant::now())
+                    });
+                tracing::warn!(%error, ?retry_in, "following the alert state failed; retrying");
             }
         }
+    }
+
+    /// Takes in a record of the state topic read while following it.
+    fn follow_state(&mut self, followed: Result<Followed, BusError>) {
+        if let Ok(Followed::Message(_)) = &followed {
+            self.metrics.state_records_followed.inc();
+        }
+        self.apply_state(followed);
     }
 
     /// Notices partitions that moved: the alerts of series that left are handed
@@ -398,7 +447,6 @@ impl Evaluation {
     }
 
     async fn publish_events(&self, events: Vec<AlertEvent>) {
-        let topic = self.topics.alert_events();
         for event in events {
             let status = AlertStatus::try_from(event.status)
                 .unwrap_or_default()
@@ -410,19 +458,58 @@ impl Evaluation {
                 })
                 .inc();
             tracing::info!(alert = %event.alert, status, fingerprint = %event.fingerprint, "alert state changed");
-            if let Err(error) = self.publisher.publish_batch(&topic, &event).await {
-                tracing::error!(%error, %topic, "alert event could not be published");
-            }
+            // Not awaited: the outbox retries it while Kafka is away, and the
+            // pagers hear of it meanwhile.
+            self.outbox.send(Outgoing::Event(event.clone()));
             self.notifier.notify(&event).await;
         }
     }
 }
 
-/// The next record of the state topic; never, once following stopped.
-async fn next_state(follower: &mut Option<Follower>) -> Result<Followed, BusError> {
+/// The next record of the state topic; never, before the state was restored.
+async fn next_state(follower: Option<&mut StateFollower>) -> Result<Followed, BusError> {
     match follower {
         Some(follower) => follower.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Follows the state topic after the start; after a failed read it waits
+/// before the next (0.5 s doubling to 30 s), and never stops for good: the
+/// consumer reconnects on its own once the broker is back.
+#[derive(Debug)]
+struct StateFollower {
+    follower: Follower,
+    /// When the next read may start, after a failure.
+    retry_at: Option<tokio::time::Instant>,
+    /// The wait after the next failure.
+    backoff: Duration,
+}
+
+impl StateFollower {
+    fn new(follower: Follower) -> Self {
+        Self {
+            follower,
+            retry_at: None,
+            backoff: INITIAL_FOLLOW_BACKOFF,
+        }
+    }
+
+    /// The next record; cancel-safe (a wait cut short resumes where it was).
+    async fn recv(&mut self) -> Result<Followed, BusError> {
+        if let Some(retry_at) = self.retry_at {
+            tokio::time::sleep_until(retry_at).await;
+            self.retry_at = None;
+        }
+        let followed = self.follower.recv().await;
+        match &followed {
+            Ok(_) => self.backoff = INITIAL_FOLLOW_BACKOFF,
+            Err(_) => {
+                self.retry_at = Some(tokio::time::Instant::now() + self.backoff);
+                self.backoff = (self.backoff * 2).min(MAX_FOLLOW_BACKOFF);
+            }
+        }
+        followed
     }
 }
 

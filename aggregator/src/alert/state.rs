@@ -6,13 +6,15 @@
 //!
 //! A record also says when the pagers were last told that the alert fires; one
 //! that fired but was never notified (the process died in between) is notified
-//! when it resumes, so a crash neither pages twice nor loses a page.
+//! when it resumes, so a crash neither pages twice nor loses a page. Records go
+//! out through the stage's [`Outbox`], which retries them while Kafka is away.
 
+use super::outbox::{Acknowledgement, Outbox, Outgoing};
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_proto::Payload;
 use vigil_proto::v1::{AlertState, AlertStatus};
-use vigil_runtime::{Message, Publisher};
+use vigil_runtime::Message;
 
 use vigil_config::duration::unix_nanos;
 use vigil_rules::Source;
@@ -28,45 +30,64 @@ pub(crate) enum Record {
     Ignored,
 }
 
+/// How long writing state changes waits for Kafka's acknowledgement before the
+/// stage goes on to notify anyway.
+const ACKNOWLEDGEMENT_WAIT: Duration = Duration::from_secs(10);
+
 /// The records this instance writes.
 #[derive(Debug)]
 pub(crate) struct StateStore {
-    topic: String,
-    publisher: Publisher,
+    outbox: Outbox,
     /// The latest state written of each alert this instance evaluates.
     own: HashMap<String, AlertState>,
 }
 
 impl StateStore {
-    pub(crate) fn new(topic: String, publisher: Publisher) -> Self {
+    pub(crate) fn new(outbox: Outbox) -> Self {
         Self {
-            topic,
-            publisher,
+            outbox,
             own: HashMap::new(),
         }
     }
 
     /// Writes state changes in order; a `RESOLVED` state deletes the record. The
     /// time of the last notification carries over from the previous state.
+    /// Waits for Kafka's acknowledgement (so the pagers hear of a change only
+    /// once it would survive a crash), but not longer than
+    /// [`ACKNOWLEDGEMENT_WAIT`], and not at all while publishing is failing:
+    /// then the records stay queued and paging goes on.
     pub(crate) async fn write(&mut self, changes: Vec<AlertState>) {
+        let mut acknowledgements = Vec::with_capacity(changes.len());
         for mut state in changes {
             let fingerprint = state.fingerprint.clone();
-            let written = if state.status == AlertStatus::Resolved as i32 {
+            let record = if state.status == AlertStatus::Resolved as i32 {
                 self.own.remove(&fingerprint);
-                self.publisher
-                    .publish_tombstone(&self.topic, &fingerprint)
-                    .await
+                Outgoing::Tombstone(fingerprint)
             } else {
                 if let Some(previous) = self.own.get(&fingerprint) {
                     state.notified_at_unix_nano = previous.notified_at_unix_nano;
                 }
-                let written = self.publisher.publish_batch(&self.topic, &state).await;
-                self.own.insert(fingerprint.clone(), state);
-                written
+                self.own.insert(fingerprint, state.clone());
+                Outgoing::State(state)
             };
-            if let Err(error) = written {
-                tracing::error!(%error, topic = %self.topic, %fingerprint, "alert state could not be written");
-            }
+            acknowledgements.push(self.outbox.send_acknowledged(record));
+        }
+        self.await_written(acknowledgements).await;
+    }
+
+    async fn await_written(&self, acknowledgements: Vec<Acknowledgement>) {
+        if acknowledgements.is_empty() || self.outbox.is_failing() {
+            return;
+        }
+        let written = futures::future::join_all(acknowledgements);
+        if tokio::time::timeout(ACKNOWLEDGEMENT_WAIT, written)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                wait = ?ACKNOWLEDGEMENT_WAIT,
+                "alert state not acknowledged in time; going on, the records stay queued"
+            );
         }
     }
 
@@ -76,7 +97,7 @@ impl StateStore {
     }
 
     /// Records that the pagers were told at `at` that the alert fires.
-    pub(crate) async fn mark_notified(&mut self, fingerprint: &str, at: SystemTime) {
+    pub(crate) fn mark_notified(&mut self, fingerprint: &str, at: SystemTime) {
         let Some(state) = self.own.get_mut(fingerprint) else {
             return;
         };
@@ -84,10 +105,8 @@ impl StateStore {
             return;
         }
         state.notified_at_unix_nano = unix_nanos(at);
-        let state = state.clone();
-        if let Err(error) = self.publisher.publish_batch(&self.topic, &state).await {
-            tracing::error!(%error, topic = %self.topic, %fingerprint, "alert state could not be written");
-        }
+        // Its acknowledgement is not awaited: the page has gone out already.
+        self.outbox.send(Outgoing::State(state.clone()));
     }
 
     /// Hands back the records of alerts whose series no longer arrive here.
