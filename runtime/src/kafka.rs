@@ -105,6 +105,9 @@ fn default_producer_queue_messages() -> u64 {
 const MAX_QUEUE_KBYTES: u64 = 2_147_483_647;
 const MAX_QUEUE_MESSAGES: u64 = 2_147_483_647;
 
+/// The largest `message.max.bytes` librdkafka takes.
+const MAX_MESSAGE_BYTES: u64 = 1_000_000_000;
+
 impl KafkaSettings {
     /// Settings for `brokers` with everything else defaulted.
     pub fn for_brokers(brokers: impl Into<String>) -> Self {
@@ -214,11 +217,23 @@ impl KafkaSettings {
             .set(
                 "queue.buffering.max.messages",
                 self.producer_queue_messages.to_string(),
-            );
+            )
+            .set("message.max.bytes", self.max_message_bytes().to_string());
         Ok(with_properties(
             merge(config, self.client_config()?),
             &self.producer_properties,
         ))
+    }
+
+    /// The largest message a producer sends: as much as its queue holds, so that
+    /// a stage can pass any message it consumed on to its dead-letter topic and
+    /// the broker's limit (`message.max.bytes`, a topic's `max.message.bytes`)
+    /// decides. librdkafka's own default, 1,000,000 bytes, is below the 1 MiB a
+    /// broker takes by default, and what a stage cannot dead-letter is lost.
+    fn max_message_bytes(&self) -> u64 {
+        self.producer_queue_kbytes
+            .saturating_mul(1024)
+            .min(MAX_MESSAGE_BYTES)
     }
 
     /// Consumer configuration for `group`: offsets are stored by the stage only
@@ -292,6 +307,22 @@ mod tests {
             settings.validate().unwrap_err().to_string(),
             "`kafka.producer_queue_kbytes` must be between 1 and 2147483647, not 0"
         );
+    }
+
+    #[test]
+    fn a_producer_sends_messages_as_large_as_its_queue_holds() {
+        let mut settings = KafkaSettings::for_brokers("127.0.0.1:9092");
+        let config = settings.producer_config().unwrap();
+        assert_eq!(config.get("message.max.bytes"), Some("67108864"));
+        config
+            .create::<rdkafka::producer::BaseProducer>()
+            .expect("librdkafka takes the limit");
+        settings.producer_queue_kbytes = MAX_QUEUE_KBYTES;
+        let config = settings.producer_config().unwrap();
+        assert_eq!(config.get("message.max.bytes"), Some("1000000000"));
+        config
+            .create::<rdkafka::producer::BaseProducer>()
+            .expect("librdkafka takes its largest limit");
     }
 
     #[test]
