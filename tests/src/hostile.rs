@@ -167,12 +167,15 @@ pub fn refused_metric_batches(prefix: &str, now: i64) -> Vec<Hostile> {
         with_sample(
             "time-years-after-2200",
             &|s| s.time_unix_nano = after_2200,
-            &format!("has `time_unix_nano` {after_2200}, after 2200-01-01"),
+            &format!("sample 0 (`e2e.gauge`) has `time_unix_nano` {after_2200}, after 2200-01-01"),
         ),
         with_sample(
             "time-years-before-1970",
             &|s| s.time_unix_nano = -THREE_YEARS_NANOS,
-            &format!("has `time_unix_nano` {}, before 1970", -THREE_YEARS_NANOS),
+            &format!(
+                "sample 0 (`e2e.gauge`) has `time_unix_nano` {}, before 1970",
+                -THREE_YEARS_NANOS
+            ),
         ),
         with_sample(
             "time-unset",
@@ -197,19 +200,21 @@ pub fn refused_metric_batches(prefix: &str, now: i64) -> Vec<Hostile> {
         with_sample(
             "million-labels",
             &|s| s.labels = labels(MILLION),
-            &format!("has {MILLION} labels, more than the {MAX_LABELS} allowed"),
+            &format!(
+                "sample 0 (`e2e.gauge`) has {MILLION} labels, more than the {MAX_LABELS} allowed"
+            ),
         ),
         with_resource("empty-resource-id", &|r| r.id.clear(), "empty resource id"),
         with_resource(
             "empty-attribute-name",
             &|r| r.attributes = vec![label("", "ams")],
-            "has an unnamed attribute at position 0",
+            &format!("resource `{prefix}-host` has an unnamed attribute at position 0"),
         ),
         with_resource(
             "attributes-over-limit",
             &|r| r.attributes = labels(MAX_LABELS + 1),
             &format!(
-                "has {} attributes, more than the {MAX_LABELS} allowed",
+                "resource `{prefix}-host` has {} attributes, more than the {MAX_LABELS} allowed",
                 MAX_LABELS + 1
             ),
         ),
@@ -285,14 +290,17 @@ pub fn refused_log_batches(prefix: &str, dataset: &str, now: i64) -> Vec<Hostile
             "event-time-years-before-1970",
             &|b| b.lines[0].event_time_unix_nano = -THREE_YEARS_NANOS,
             &format!(
-                "has `event_time_unix_nano` {}, before 1970",
+                "line 0 (at offset 0) has `event_time_unix_nano` {}, before 1970",
                 -THREE_YEARS_NANOS
             ),
         ),
         with(
             "offset-u64-max",
             &|b| b.lines[0].offset = u64::MAX - 3,
-            "which ends past the largest offset a file can have",
+            &format!(
+                "line 0 (at offset {}) has `length` 13, which ends past the largest offset a file can have",
+                u64::MAX - 3
+            ),
         ),
         with(
             "overlapping-lines",
@@ -317,12 +325,14 @@ pub fn refused_log_batches(prefix: &str, dataset: &str, now: i64) -> Vec<Hostile
         with(
             "empty-attribute-name",
             &|b| b.resource.as_mut().expect("a resource").attributes = vec![label("", "x")],
-            "has an unnamed attribute at position 0",
+            &format!("resource `{prefix}-host` has an unnamed attribute at position 0"),
         ),
         with(
             "million-attributes",
             &|b| b.resource.as_mut().expect("a resource").attributes = labels(MILLION),
-            &format!("has {MILLION} attributes, more than the {MAX_LABELS} allowed"),
+            &format!(
+                "resource `{prefix}-host` has {MILLION} attributes, more than the {MAX_LABELS} allowed"
+            ),
         ),
     ]
 }
@@ -517,13 +527,15 @@ pub fn refused_alert_events(prefix: &str, now: i64) -> Vec<Hostile> {
         with(
             "million-labels",
             &|e| e.labels = labels(MILLION),
-            &format!("has {MILLION} labels, more than the {MAX_LABELS} allowed"),
+            &format!(
+                "alert `HostileAlert` has {MILLION} labels, more than the {MAX_LABELS} allowed"
+            ),
         ),
         with(
             "annotations-over-limit",
             &|e| e.annotations = labels(MAX_LABELS + 1),
             &format!(
-                "has {} annotations, more than the {MAX_LABELS} allowed",
+                "alert `HostileAlert` has {} annotations, more than the {MAX_LABELS} allowed",
                 MAX_LABELS + 1
             ),
         ),

@@ -48,14 +48,18 @@ fn messages(hostile: &[Hostile]) -> impl Iterator<Item = &Published> {
     hostile.iter().map(|case| &case.message)
 }
 
-/// A batch of gauges that are NaN and infinite, valid by the contract.
+/// A batch of three `e2e.gauge` series, NaN, +∞ and −∞: valid by the contract.
 fn non_finite_gauges(resource_id: &str, time: i64) -> MetricBatch {
+    let series = |value: f64, name: &str| Sample {
+        labels: vec![label("value", name)],
+        ..gauge("e2e.gauge", value, time)
+    };
     metric_batch(
         resource_id,
         vec![
-            gauge("e2e.gauge", f64::NAN, time),
-            gauge("e2e.gauge.high", f64::INFINITY, time),
-            gauge("e2e.gauge.low", f64::NEG_INFINITY, time),
+            series(f64::NAN, "nan"),
+            series(f64::INFINITY, "+inf"),
+            series(f64::NEG_INFINITY, "-inf"),
         ],
     )
 }
@@ -449,11 +453,11 @@ fn index_dead_letters_hostile_batches_of_every_topic_and_indexes_the_rest() {
 
     let reasons = wait_for_dead_letters(&deployment.topic("dlq.index"), &all_hostile);
     assert_dead_lettered(&reasons, &all_hostile);
-    // Valid, and non-finite values: two logs; three metric documents from
-    // each metrics topic; three alerts.
+    // The valid ones and those with non-finite values: two log lines; from
+    // each metrics topic two documents and three non-finite series; three alerts.
     for (index, expected) in [
         (&deployment.logs_index, 2),
-        (&deployment.metrics_index, 6),
+        (&deployment.metrics_index, 10),
         (&deployment.alerts_index, 3),
     ] {
         wait_until(
