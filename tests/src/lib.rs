@@ -24,6 +24,7 @@ pub mod names;
 pub mod polling_agent;
 pub mod ports;
 pub mod process;
+pub mod readiness;
 pub mod servers;
 pub mod wait;
 pub mod webhook;

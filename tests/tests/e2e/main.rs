@@ -10,6 +10,7 @@ mod alert_state;
 mod all_in_one;
 mod derive;
 mod etcd_client;
+mod health;
 mod hostile_messages;
 mod index_dashboards;
 mod index_documents;
