@@ -51,6 +51,7 @@ use vigil_proto::v1::{
 };
 use vigil_proto::view::MetricBatchView;
 use vigil_rules::{Evaluator, RuleSet, Source};
+use vigil_runtime::secret::InlineOrSecret;
 use vigil_runtime::{Bus, SelfMetrics};
 
 const SITES: [&str; 10] = [
@@ -1394,7 +1395,7 @@ async fn run_latency(seconds: u64) {
         notify: NotifyConfig {
             receivers: vec![Receiver::Webhook {
                 name: "bench".to_owned(),
-                url,
+                url: InlineOrSecret::Inline(url),
                 send_resolved: true,
             }],
             route: Some(Route {

@@ -2,6 +2,9 @@
 //! file or environment variable, never written inline and never logged.
 
 use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use std::fmt;
 use std::path::PathBuf;
 use thiserror::Error;
 
@@ -53,6 +56,61 @@ impl std::fmt::Debug for SecretRef {
     }
 }
 
+/// A setting written inline where it need not be secret (a community such as
+/// `public`, a webhook URL without a token), or read from a file or the
+/// environment where it is: in YAML a string, or `{file: ...}` / `{env: ...}`.
+/// Never printed by `Debug` either way.
+#[derive(Clone, PartialEq, Eq)]
+pub enum InlineOrSecret {
+    /// Written in the configuration file.
+    Inline(String),
+    /// Read from a file or an environment variable.
+    Secret(SecretRef),
+}
+
+impl InlineOrSecret {
+    /// The value.
+    pub fn resolve(&self) -> Result<String, SecretError> {
+        match self {
+            Self::Inline(value) => Ok(value.clone()),
+            Self::Secret(secret) => secret.resolve(),
+        }
+    }
+}
+
+impl fmt::Debug for InlineOrSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Inline(<redacted>)"),
+            Self::Secret(secret) => f.debug_tuple("Secret").field(secret).finish(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineOrSecret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct InlineOrSecretVisitor;
+
+        impl<'de> Visitor<'de> for InlineOrSecretVisitor {
+            type Value = InlineOrSecret;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, or a secret `{file: ...}` or `{env: ...}`")
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<InlineOrSecret, E> {
+                Ok(InlineOrSecret::Inline(value.to_owned()))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<InlineOrSecret, A::Error> {
+                SecretRef::deserialize(MapAccessDeserializer::new(map)).map(InlineOrSecret::Secret)
+            }
+        }
+
+        deserializer.deserialize_any(InlineOrSecretVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,5 +139,12 @@ mod tests {
             env: Some("Y".into()),
         };
         assert_eq!(both.resolve().unwrap_err(), SecretError::Ambiguous);
+    }
+
+    #[test]
+    fn an_inline_value_is_never_printed() {
+        let inline = InlineOrSecret::Inline("https://hooks.example/T0K3N".into());
+        assert_eq!(format!("{inline:?}"), "Inline(<redacted>)");
+        assert_eq!(inline.resolve().unwrap(), "https://hooks.example/T0K3N");
     }
 }

@@ -9,8 +9,7 @@
 
 use super::errors::subfield;
 use super::{InvalidConfig, IpNetwork, MetricSet, MetricSetDefinition};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
-use serde::{Deserialize, de::value::MapAccessDeserializer};
+use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -18,7 +17,7 @@ use std::time::Duration;
 use vigil_config::duration::format_duration;
 use vigil_runtime::SecretRef;
 use vigil_runtime::etcd::EtcdSettings;
-use vigil_runtime::secret::SecretError;
+use vigil_runtime::secret::InlineOrSecret;
 
 /// SNMP polling.
 #[derive(Debug, Clone, Deserialize)]
@@ -237,56 +236,7 @@ pub enum PrivProtocol {
 
 /// A v2c community: inline for convenience (communities such as `public` are
 /// rarely secret), or a secret reference. Never logged either way.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Community {
-    /// Written in the configuration file.
-    Inline(String),
-    /// Read from a file or an environment variable.
-    Secret(SecretRef),
-}
-
-impl Community {
-    /// The community string.
-    pub fn resolve(&self) -> Result<String, SecretError> {
-        match self {
-            Self::Inline(community) => Ok(community.clone()),
-            Self::Secret(secret) => secret.resolve(),
-        }
-    }
-}
-
-impl fmt::Debug for Community {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Inline(_) => f.write_str("Community::Inline(<redacted>)"),
-            Self::Secret(secret) => f.debug_tuple("Community::Secret").field(secret).finish(),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Community {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct CommunityVisitor;
-
-        impl<'de> Visitor<'de> for CommunityVisitor {
-            type Value = Community;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a community string, or a secret `{file: ...}` or `{env: ...}`")
-            }
-
-            fn visit_str<E: de::Error>(self, community: &str) -> Result<Community, E> {
-                Ok(Community::Inline(community.to_owned()))
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Community, A::Error> {
-                SecretRef::deserialize(MapAccessDeserializer::new(map)).map(Community::Secret)
-            }
-        }
-
-        deserializer.deserialize_any(CommunityVisitor)
-    }
-}
+pub type Community = InlineOrSecret;
 
 impl SnmpTarget {
     /// A target polled with the credential called `credential`, everything but

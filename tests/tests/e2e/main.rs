@@ -20,6 +20,7 @@ mod log_faults;
 mod malformed;
 mod notify_outage;
 mod pipeline;
+mod secrets_in_output;
 mod servers;
 mod slow_elasticsearch;
 mod snmp;

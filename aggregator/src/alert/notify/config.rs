@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use vigil_runtime::SecretRef;
+use vigil_runtime::secret::InlineOrSecret;
 
 /// The PagerDuty Events API v2 endpoint.
 pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -20,7 +21,9 @@ pub enum Receiver {
     Webhook {
         /// Name that routes refer to, sent as `receiver` in the payload.
         name: String,
-        url: String,
+        /// Written inline, or from a file or the environment where it carries a
+        /// token.
+        url: InlineOrSecret,
         /// Whether resolved alerts are sent too.
         #[serde(default = "send_resolved")]
         send_resolved: bool,
@@ -251,8 +254,14 @@ impl NotifyConfig {
                 ));
             }
             let url = match receiver {
-                Receiver::Webhook { url, .. } | Receiver::Pagerduty { url, .. } => url,
-                Receiver::Slack { .. } | Receiver::Console { .. } => continue,
+                Receiver::Webhook {
+                    url: InlineOrSecret::Inline(url),
+                    ..
+                }
+                | Receiver::Pagerduty { url, .. } => url,
+                Receiver::Webhook { .. } | Receiver::Slack { .. } | Receiver::Console { .. } => {
+                    continue;
+                }
             };
             if reqwest::Url::parse(url).is_err() {
                 return Err(format!("{field}.url` is not a URL: `{url}`"));

@@ -166,7 +166,8 @@ impl Delivery {
                 return Ok(());
             }
             Receiver::Webhook { url, .. } => {
-                (url.clone(), webhook::body(notification, external_url), None)
+                let url = url.resolve().map_err(|error| secret("url", error))?;
+                (url, webhook::body(notification, external_url), None)
             }
             Receiver::Pagerduty {
                 routing_key, url, ..

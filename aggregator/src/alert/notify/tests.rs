@@ -283,6 +283,21 @@ async fn slack_gets_an_attachment_titled_by_status_and_alert() {
 }
 
 #[tokio::test]
+async fn a_webhook_url_with_a_token_comes_from_a_file_and_is_never_printed() {
+    let mut server = TestServer::start(Answer::Statuses(&[])).await;
+    let url = secret_file(&format!("{}?token=T0K3N", server.url));
+    let receivers = format!(
+        "- {{type: webhook, name: hook, url: {{file: '{}'}}}}",
+        url.path().display()
+    );
+    let parsed: Vec<Receiver> = vigil_config::parse_yaml("receivers.yaml", &receivers).unwrap();
+    assert!(!format!("{parsed:?}").contains("T0K3N"), "{parsed:?}");
+    let (notifier, _deliveries) = notifier(&receivers, "hook", &SelfMetrics::default());
+    notifier.notify(&event("web-1", AlertStatus::Firing)).await;
+    assert_eq!(server.next_body().await["receiver"], "hook");
+}
+
+#[tokio::test]
 async fn server_errors_are_retried_until_the_receiver_accepts() {
     let mut server = TestServer::start(Answer::Statuses(&[500, 503, 429, 408])).await;
     let receivers = format!("- {{type: webhook, name: hook, url: '{}'}}", server.url);
