@@ -27,6 +27,7 @@ use crate::stage::{
     self, CommitPoint, DeadLetterKey, FirstSet, Intake, Rejection, Reload, Stage, StageError,
     WatchedSet,
 };
+use futures::FutureExt;
 use notify::{Delivered, Notifier, NotifyConfig, SilenceWatch};
 use outbox::{Outbox, Outgoing};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -48,7 +49,7 @@ const OUTBOX_FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 /// Wait before reading the state topic again after a failed read; doubles up to
 /// [`MAX_FOLLOW_BACKOFF`].
 const INITIAL_FOLLOW_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_FOLLOW_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Settings of the alert stage.
 #[derive(Debug, Clone)]
@@ -355,7 +356,10 @@ impl Evaluation {
         }
         tracing::info!(records = restored, %topic, "alert state read");
         self.metrics.alerts_restored.set(restored as i64);
-        self.state_follower = Some(StateFollower::new(follower));
+        self.state_follower = Some(StateFollower::new(
+            follower,
+            self.metrics.state_follow_errors.clone(),
+        ));
         Ok(())
     }
 
@@ -369,7 +373,6 @@ impl Evaluation {
             },
             Ok(Followed::CaughtUp) => {}
             Err(error) => {
-                self.metrics.state_follow_errors.inc();
                 let retry_in = self
                     .state_follower
                     .as_ref()
@@ -475,7 +478,7 @@ async fn next_state(follower: Option<&mut StateFollower>) -> Result<Followed, Bu
 }
 
 /// Follows the state topic after the start; after a failed read it waits
-/// before the next (0.5 s doubling to 30 s), and never stops for good: the
+/// before the next (0.5 s doubling to 10 s), and never stops for good: the
 /// consumer reconnects on its own once the broker is back.
 #[derive(Debug)]
 struct StateFollower {
@@ -484,24 +487,38 @@ struct StateFollower {
     retry_at: Option<tokio::time::Instant>,
     /// The wait after the next failure.
     backoff: Duration,
+    /// Counts every failed read.
+    errors: Counter,
 }
 
 impl StateFollower {
-    fn new(follower: Follower) -> Self {
+    fn new(follower: Follower, errors: Counter) -> Self {
         Self {
             follower,
             retry_at: None,
             backoff: INITIAL_FOLLOW_BACKOFF,
+            errors,
         }
     }
 
     /// The next record; cancel-safe (a wait cut short resumes where it was).
+    /// The consumer queues an error for each failed connection attempt while
+    /// the broker is away; after a failed read, those already queued are read
+    /// (and counted) at once, so that the backoff does not spread them over
+    /// minutes once the broker is back.
     async fn recv(&mut self) -> Result<Followed, BusError> {
         if let Some(retry_at) = self.retry_at {
             tokio::time::sleep_until(retry_at).await;
             self.retry_at = None;
         }
-        let followed = self.follower.recv().await;
+        let mut followed = self.follower.recv().await;
+        while followed.is_err() {
+            self.errors.inc();
+            match self.follower.recv().now_or_never() {
+                Some(next) => followed = next,
+                None => break,
+            }
+        }
         match &followed {
             Ok(_) => self.backoff = INITIAL_FOLLOW_BACKOFF,
             Err(_) => {

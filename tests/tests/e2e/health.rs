@@ -106,7 +106,7 @@ fn the_three_stages_of_one_config_file_each_listen_on_their_own_port() {
             .and_then(|response| response.text())
             .expect("metrics answered");
         assert!(
-            metrics.contains(&format!("vigil_{stage}_messages_consumed")),
+            metrics.contains(&format!("vigil_{stage}_receive_errors")),
             "port {port} serves the {stage} stage:\n{metrics}"
         );
     }
