@@ -4,8 +4,8 @@
 
 use super::kibana::KibanaConfig;
 use super::{
-    BulkClient, BulkClientConfig, BulkClientError, ConcurrencySettings, DocumentSink,
-    ElasticsearchAuth, IndexNames, IndexStage, IndexStageConfig, IndexStageError,
+    BulkClient, BulkClientConfig, BulkClientError, ClientCertificate, ConcurrencySettings,
+    DocumentSink, ElasticsearchAuth, IndexNames, IndexStage, IndexStageConfig, IndexStageError,
 };
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -106,6 +106,10 @@ pub struct ElasticsearchSection {
     pub api_key: Option<SecretRef>,
     /// CA bundle for `https://` URLs with a private CA.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for a cluster that asks for one; needs `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// Index names per dataset.
@@ -202,7 +206,17 @@ impl IndexSection {
                 "needs `index.elasticsearch.username`",
             ));
         }
-        Ok(())
+        match (&self.elasticsearch.cert_file, &self.elasticsearch.key_file) {
+            (Some(_), None) => Err(InvalidSetting::new(
+                "index.elasticsearch.cert_file",
+                "needs `index.elasticsearch.key_file`",
+            )),
+            (None, Some(_)) => Err(InvalidSetting::new(
+                "index.elasticsearch.key_file",
+                "needs `index.elasticsearch.cert_file`",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The index stage writing to the configured Elasticsearch, subscribed on `bus`.
@@ -241,12 +255,22 @@ impl IndexSection {
                 &elasticsearch.password,
             ),
             ca_file: elasticsearch.ca_file.clone(),
+            client_certificate: self.client_certificate(),
             concurrency: ConcurrencySettings {
                 max: self.max_in_flight,
                 ..ConcurrencySettings::default()
             },
             ..BulkClientConfig::new(&elasticsearch.url)
         })?)
+    }
+
+    /// The client certificate for Elasticsearch, when both its files are set.
+    fn client_certificate(&self) -> Option<ClientCertificate> {
+        let elasticsearch = &self.elasticsearch;
+        Some(ClientCertificate {
+            cert_file: elasticsearch.cert_file.clone()?,
+            key_file: elasticsearch.key_file.clone()?,
+        })
     }
 
     /// The configured Kibana, if any; without credentials of its own it logs in as
@@ -270,3 +294,6 @@ impl IndexSection {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

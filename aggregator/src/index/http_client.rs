@@ -1,11 +1,12 @@
 //! The HTTP client of Elasticsearch's and Kibana's APIs, under everything of the index
 //! stage that talks to them (the bulk writer, `setup` and the Kibana import): base URL,
-//! credentials, CA certificates, sending a request, and quoting an answer in errors.
+//! credentials, CA certificates, client certificates, sending a request, and quoting
+//! an answer in errors.
 
 use reqwest::header::{AUTHORIZATION, HeaderValue};
-use reqwest::{Certificate, RequestBuilder, StatusCode, Url};
+use reqwest::{Certificate, Identity, RequestBuilder, StatusCode, Url};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
 use vigil_runtime::SecretRef;
@@ -28,6 +29,14 @@ pub enum ElasticsearchAuth {
     },
     /// An API key in its encoded form (the `encoded` field Elasticsearch returns).
     ApiKey(SecretRef),
+}
+
+/// A client certificate and its private key, both PEM files, for a cluster that
+/// asks its clients for one (mutual TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// Settings of an Elasticsearch or Kibana client that cannot work.
@@ -54,6 +63,12 @@ pub enum BulkClientError {
     InvalidApiKey { service: &'static str },
     #[error("CA certificate file {path} could not be used: {reason}")]
     CaFile { path: String, reason: String },
+    #[error("client certificate {cert_file} with key {key_file} could not be used: {reason}")]
+    ClientCertificate {
+        cert_file: String,
+        key_file: String,
+        reason: String,
+    },
     #[error("the HTTP client could not be built: {0}")]
     Client(String),
 }
@@ -93,6 +108,7 @@ impl HttpEndpoint {
         url: &str,
         auth: &ElasticsearchAuth,
         ca_file: Option<&Path>,
+        client_certificate: Option<&ClientCertificate>,
         request_timeout: Duration,
     ) -> Result<Self, BulkClientError> {
         let invalid = |reason: String| BulkClientError::InvalidUrl {
@@ -159,6 +175,9 @@ impl HttpEndpoint {
                 builder = builder.add_root_certificate(certificate);
             }
         }
+        if let Some(certificate) = client_certificate {
+            builder = builder.identity(read_identity(certificate)?);
+        }
         let http = builder
             .build()
             .map_err(|error| BulkClientError::Client(error_chain(&error)))?;
@@ -210,6 +229,23 @@ impl HttpEndpoint {
             .map_err(|error| error_chain(&error.without_url()))?;
         Ok((status, body.to_vec()))
     }
+}
+
+/// The certificate and key of `files` as one identity; the key may be PKCS#8, PKCS#1
+/// (RSA) or SEC1 (EC).
+fn read_identity(files: &ClientCertificate) -> Result<Identity, BulkClientError> {
+    let error = |reason: String| BulkClientError::ClientCertificate {
+        cert_file: files.cert_file.display().to_string(),
+        key_file: files.key_file.display().to_string(),
+        reason,
+    };
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|cause| error(format!("{}: {cause}", path.display())))
+    };
+    let mut pem = read(&files.cert_file)?;
+    pem.push(b'\n');
+    pem.extend(read(&files.key_file)?);
+    Identity::from_pem(&pem).map_err(|cause| error(error_chain(&cause)))
 }
 
 /// The start of a response body, for error messages of the bulk writer, Kibana and

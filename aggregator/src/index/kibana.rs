@@ -82,6 +82,7 @@ impl KibanaClient {
             &config.url,
             &config.auth,
             config.ca_file.as_deref(),
+            None,
             IMPORT_TIMEOUT,
         )?;
         let prefix = match &config.space {

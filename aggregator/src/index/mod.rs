@@ -39,7 +39,7 @@ pub use config::{
 pub use document_sink::DocumentSink;
 pub use documents::{Document, IndexNames, InvalidIndexName, MetricStream};
 pub use elasticsearch::{BulkClient, BulkClientConfig};
-pub use http_client::{BulkClientError, ElasticsearchAuth, HttpEndpoint};
+pub use http_client::{BulkClientError, ClientCertificate, ElasticsearchAuth, HttpEndpoint};
 pub use ndjson::NdjsonSink;
 pub use sink::{ElasticsearchError, Outcome, SinkError, WriteReport};
 pub use stage::{IndexStage, IndexStageConfig, IndexStageError};

@@ -27,7 +27,7 @@ mod health;
 
 use super::concurrency::{AdaptiveConcurrency, ConcurrencySettings, Signal};
 use super::documents::Document;
-use super::http_client::{BulkClientError, ElasticsearchAuth, HttpEndpoint};
+use super::http_client::{BulkClientError, ClientCertificate, ElasticsearchAuth, HttpEndpoint};
 use super::sink::{ElasticsearchError, Outcome, SinkError, WriteReport};
 use bulk_request::bulk_body;
 use bulk_response::{ItemResult, parse_bulk_response};
@@ -51,6 +51,8 @@ pub struct BulkClientConfig {
     /// PEM file of CA certificates to trust in addition to the public roots, for
     /// clusters with their own CA.
     pub ca_file: Option<PathBuf>,
+    /// Certificate and key to show a cluster that asks for one.
+    pub client_certificate: Option<ClientCertificate>,
     /// Longest wait for one bulk response before it is retried.
     pub request_timeout: Duration,
     /// Wait before the first retry; it doubles on each further failure.
@@ -70,6 +72,7 @@ impl BulkClientConfig {
             url: url.into(),
             auth: ElasticsearchAuth::None,
             ca_file: None,
+            client_certificate: None,
             request_timeout: Duration::from_secs(60),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
@@ -99,6 +102,7 @@ impl BulkClient {
             &config.url,
             &config.auth,
             config.ca_file.as_deref(),
+            config.client_certificate.as_ref(),
             config.request_timeout,
         )?;
         let bulk_url_text = endpoint.url("_bulk").to_string();
