@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     if args.check_config {
         return match load(&args) {
             Ok((config, _)) => {
-                for warning in config.snmp.warnings() {
+                for warning in config.warnings() {
                     eprintln!("warning: {}: {warning}", args.config.display());
                 }
                 print!("{}", summary(&args, &config));
@@ -98,6 +98,9 @@ fn main() -> ExitCode {
 /// Runs the agent until SIGTERM or SIGINT.
 async fn run(args: &Args) -> anyhow::Result<()> {
     let (config, kafka) = load(args)?;
+    for warning in config.warnings() {
+        tracing::warn!(config = %args.config.display(), "{warning}");
+    }
     let context = ProcessContext::start(config.http.listen)
         .await
         .context("`http.listen`")?;

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod etcd;
 pub mod health;
 pub mod kafka;
+pub mod plaintext;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;

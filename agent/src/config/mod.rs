@@ -144,6 +144,17 @@ impl Default for HttpConfig {
 }
 
 impl AgentConfig {
+    /// What in a valid configuration an operator should still look at: inline
+    /// SNMP communities, and secrets that would travel without TLS.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = self.snmp.warnings();
+        warnings.extend(self.kafka.as_ref().and_then(vigil_runtime::plaintext::kafka));
+        if let Some(etcd) = &self.snmp.etcd {
+            warnings.extend(vigil_runtime::plaintext::etcd(etcd));
+        }
+        warnings
+    }
+
     /// Reads, parses and validates the YAML file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = vigil_config::read_text(path)?;

@@ -455,3 +455,18 @@ snmp:
         ]
     );
 }
+
+#[test]
+fn a_sasl_password_without_tls_is_warned_about() {
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), "s3cret\n").unwrap();
+    let yaml = format!(
+        "kafka:\n  brokers: 'kafka:9092'\n  sasl: {{mechanism: PLAIN, username: vigil, password: {{file: '{}'}}}}\n",
+        password.path().display()
+    );
+    let config = AgentConfig::from_yaml(&yaml, "agent.yaml").unwrap();
+    assert_eq!(
+        config.warnings(),
+        ["`kafka.sasl` (PLAIN) without `kafka.tls`: the password travels in plaintext"]
+    );
+}
