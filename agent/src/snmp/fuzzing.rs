@@ -11,15 +11,23 @@ use crate::config::{MetricSet, MetricSetDefinition};
 use std::collections::BTreeMap;
 use vigil_proto::v1::Sample;
 
-/// The samples of one poll in which every request got `reply` as its answer:
-/// the GET of the scalars of every built-in set and of `definitions`, and one
-/// step of every table walk. `Err` when `snmp2` cannot decode the reply.
+/// The samples of one poll of every built-in metric set and of `definitions`
+/// whose requests got `replies` as their answers, in order: the GET of the
+/// scalars, then the first GETBULK of each table walk (ifTable and ifXTable,
+/// their 32-bit counters if needed, hrProcessorTable, hrStorageTable, then the
+/// defined tables). A request without a reply got an empty answer. `Err` when
+/// `snmp2` cannot decode a reply.
 pub fn snmp_reply_samples(
-    reply: &[u8],
+    replies: &[&[u8]],
     definitions: &BTreeMap<String, MetricSetDefinition>,
     time: i64,
 ) -> Result<Vec<Sample>, snmp2::Error> {
-    let answer = answer_varbinds(snmp2::Pdu::from_bytes(reply)?.varbinds);
+    let answers = replies
+        .iter()
+        .map(|reply| Ok(answer_varbinds(snmp2::Pdu::from_bytes(reply)?.varbinds)))
+        .collect::<Result<Vec<_>, snmp2::Error>>()?;
+    let mut answers = answers.into_iter();
+    let answer = answers.next().unwrap_or_default();
     let sets: Vec<MetricSet> = MetricSet::BUILT_IN
         .iter()
         .copied()
@@ -33,11 +41,12 @@ pub fn snmp_reply_samples(
             samples.extend(spec.sample(value, time));
         }
     }
-    let walk = |columns: &[Vec<u64>]| {
+    let mut walk = |columns: &[Vec<u64>]| {
         let mut rows = vec![Column::new(); columns.len()];
         let mut cursors: Vec<Option<Vec<u64>>> = columns.iter().cloned().map(Some).collect();
         let active: Vec<usize> = (0..columns.len()).collect();
-        file_walked_rows(columns, &active, answer.clone(), &mut cursors, &mut rows);
+        let answer = answers.next().unwrap_or_default();
+        file_walked_rows(columns, &active, answer, &mut cursors, &mut rows);
         rows
     };
     for table in &plan.tables {
