@@ -124,6 +124,21 @@ pub enum AggregatorConfigError {
 }
 
 impl AggregatorConfig {
+    /// Secrets this configuration would send without TLS: the stages log these
+    /// when they start and `--check-config` prints them.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings: Vec<String> = vigil_runtime::plaintext::kafka(&self.kafka)
+            .into_iter()
+            .collect();
+        if let Some(etcd) = &self.etcd {
+            warnings.extend(vigil_runtime::plaintext::etcd(etcd));
+        }
+        if let Some(index) = &self.index {
+            warnings.extend(index.warnings());
+        }
+        warnings
+    }
+
     /// Loads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, AggregatorConfigError> {
         Self::from_yaml(&path.display().to_string(), &read_text(path)?)
@@ -273,6 +288,31 @@ mod tests {
         assert_eq!(config.listen(StageName::Alert).port(), 9001);
         assert_eq!(config.listen_field(StageName::Alert), "alert.http.listen");
         assert_eq!(config.listen(StageName::Index).port(), 9002);
+    }
+
+    #[test]
+    fn credentials_that_would_travel_without_tls_are_warned_about() {
+        let config = parse(
+            "kafka: {brokers: 'k:9092'}\nindex:\n  elasticsearch: {url: 'http://es:9200', api_key: {env: ES_KEY}}\n  kibana: {url: 'https://kibana:5601'}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.warnings(),
+            [
+                "`index.elasticsearch` sends its credentials to `http://es:9200` without TLS; use an `https://` URL"
+            ]
+        );
+        let config = parse(
+            "kafka: {brokers: 'k:9092'}\nindex:\n  elasticsearch: {url: 'https://es:9200', api_key: {env: ES_KEY}}\n  kibana: {url: 'http://kibana:5601'}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.warnings(),
+            [
+                "`index.kibana` sends its credentials to `http://kibana:5601` without TLS; use an `https://` URL"
+            ],
+            "Kibana without credentials of its own gets Elasticsearch's"
+        );
     }
 
     #[test]

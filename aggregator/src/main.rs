@@ -338,6 +338,13 @@ async fn start_process(
 /// Loads the stage configuration; `None` when only a check was asked for.
 fn load_stage_config(args: &StageArgs) -> anyhow::Result<Option<AggregatorConfig>> {
     let config = AggregatorConfig::load(&args.config)?;
+    for warning in config.warnings() {
+        if args.check_config {
+            eprintln!("warning: {}: {warning}", args.config.display());
+        } else {
+            tracing::warn!(config = %args.config.display(), "{warning}");
+        }
+    }
     if args.check_config {
         println!(
             "{}: ok (kafka {}, topics {}.*, etcd {}, index {})",

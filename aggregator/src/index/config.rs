@@ -163,6 +163,30 @@ fn auth(
 }
 
 impl IndexSection {
+    /// Credentials this section would send to Elasticsearch or Kibana without
+    /// TLS; Kibana without credentials of its own uses Elasticsearch's.
+    pub fn warnings(&self) -> Vec<String> {
+        let elasticsearch = &self.elasticsearch;
+        let elasticsearch_login =
+            elasticsearch.api_key.is_some() || elasticsearch.password.is_some();
+        let mut warnings: Vec<String> = vigil_runtime::plaintext::http_credentials(
+            "index.elasticsearch",
+            &elasticsearch.url,
+            elasticsearch_login,
+        )
+        .into_iter()
+        .collect();
+        if let Some(kibana) = &self.kibana {
+            let kibana_login = kibana.api_key.is_some() || kibana.password.is_some();
+            warnings.extend(vigil_runtime::plaintext::http_credentials(
+                "index.kibana",
+                &kibana.url,
+                kibana_login || elasticsearch_login,
+            ));
+        }
+        warnings
+    }
+
     /// Checks the values serde cannot; errors name the field.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         if reqwest::Url::parse(&self.elasticsearch.url).is_err() {
