@@ -1,7 +1,7 @@
 //! Assembly of the agent: starts the log tailer, the host and container metrics
-//! collectors and the SNMP scheduler on one bus, reports readiness, and
-//! shuts them down in two phases (stop reading, then drain and write the last
-//! checkpoint).
+//! collectors and the SNMP scheduler on one bus (the metric sources through the
+//! metric spool), reports readiness, and shuts them down in two phases (stop
+//! reading, then drain and write the last checkpoint and the spool).
 
 use crate::checkpoint::{self, CheckpointError, CheckpointStore};
 use crate::config::{AgentConfig, InvalidConfig, ResourceConfig};
@@ -9,6 +9,7 @@ use crate::container_metrics::ContainerCollector;
 use crate::host_metrics::{self, HostCollector, MetricsOutput};
 use crate::self_metrics::AgentMetrics;
 use crate::snmp;
+use crate::spool::{self, SpoolError};
 use crate::tailer::{self, TailerContext};
 use std::time::Duration;
 use thiserror::Error;
@@ -30,6 +31,8 @@ pub enum AgentError {
     Checkpoint(CheckpointError),
     #[error("the bus cannot be used: {0}")]
     Bus(BusError),
+    #[error("the metric spool cannot be used: {0}")]
+    Spool(#[from] SpoolError),
 }
 
 impl From<InvalidConfig> for AgentError {
@@ -106,11 +109,18 @@ impl Agent {
         };
         let mut log_tasks = tailer::start(&config.logs, &context, &shutdown);
 
+        let (metric_spool, spool_task) = spool::open(
+            &config.data_dir,
+            &config.spool,
+            topics.metrics_raw(),
+            publisher.clone(),
+            metrics.clone(),
+        )?;
+        let spooling = tokio::spawn(spool_task.run(config.shutdown_timeout));
         let mut metric_tasks = JoinSet::new();
         let metrics_output = MetricsOutput {
             resource,
-            publisher: publisher.clone(),
-            topic: topics.metrics_raw(),
+            spool: metric_spool.clone(),
             metrics: metrics.clone(),
         };
         if config.host_metrics.enabled {
@@ -127,15 +137,16 @@ impl Agent {
                 "container",
                 ContainerCollector::new(&config.container_metrics)?,
                 config.container_metrics.interval,
-                metrics_output,
+                metrics_output.clone(),
                 shutdown.clone(),
             ));
         }
+        // Only the sources may hold the spool's handle: it ends once they are gone.
+        drop(metrics_output);
         metric_tasks.spawn(snmp::run(
             config.snmp.clone(),
             snmp::PollOutput {
-                publisher: publisher.clone(),
-                topic: topics.metrics_raw(),
+                spool: metric_spool,
                 agent_metrics: metrics.clone(),
                 metrics: snmp::SnmpMetrics::register(&registry),
             },
@@ -171,6 +182,11 @@ impl Agent {
             if let Err(error) = joined {
                 tracing::error!(%error, "a metrics task failed");
             }
+        }
+        // The sources are gone and with them every handle of the spool, which now
+        // waits for its batches in flight and ends.
+        if let Err(error) = spooling.await {
+            tracing::error!(%error, "the metric spool task failed");
         }
         stop_writer.cancel();
         if let Err(error) = writer.await {

@@ -3,7 +3,8 @@
 //! It tails log files (with checkpoints that move only after the bus acknowledged
 //! the lines), reads host metrics from /proc and polls devices over SNMP, and
 //! publishes everything as protobuf batches keyed by resource: to Kafka when run
-//! standalone, to the in-process bus in the all-in-one mode.
+//! standalone, to the in-process bus in the all-in-one mode. Metric batches pass
+//! through a bounded spool on disk, where they wait while the bus is down.
 //!
 //! [`Agent`] assembles the sources from an [`AgentConfig`]; the `vigil-agent`
 //! binary only loads the configuration, serves the HTTP endpoints and waits for a
@@ -16,6 +17,7 @@ pub mod container_metrics;
 pub mod host_metrics;
 mod self_metrics;
 pub mod snmp;
+mod spool;
 mod tailer;
 
 /// Entry points of the fuzz targets in `fuzz/` into the agent's parsers of
@@ -31,6 +33,7 @@ pub use agent::{Agent, AgentError};
 pub use checkpoint::CheckpointError;
 pub use config::AgentConfig;
 pub use snmp::{PollError, poll_once};
+pub use spool::SpoolError;
 
 /// `MetricBatch.producer` of every batch the agent makes.
 const PRODUCER: &str = concat!("vigil-agent/", env!("CARGO_PKG_VERSION"));

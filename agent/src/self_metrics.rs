@@ -1,6 +1,7 @@
 //! The agent's own counters, exposed on `/metrics` as `vigil_agent_*`: how many lines
 //! each step of the data path read, sent, cut or failed to send, and how the SNMP
-//! and the host and container metric sources fare.
+//! and the host and container metric sources fare, and what the metric spool holds
+//! and had to drop.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -54,6 +55,39 @@ pub(crate) struct TopicLabels {
     pub(crate) topic: String,
 }
 
+/// Labels of `agent_spool_dropped_batches` and `agent_spool_dropped_samples`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct DropLabels {
+    pub(crate) reason: DropReason,
+}
+
+/// Why the metric spool dropped batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum DropReason {
+    /// The spool reached `spool.max_bytes`; its oldest batches made room.
+    Full,
+    /// One batch larger than the whole spool.
+    Oversized,
+    /// The spool's file could not be written (a full or failing disk).
+    Unwritable,
+    /// A spooled record could not be read back; the rest of its segment went with it.
+    Unreadable,
+    /// The spool task had ended (the agent was stopping).
+    Stopped,
+}
+
+impl EncodeLabelValue for DropReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
+        encoder.write_str(match self {
+            Self::Full => "full",
+            Self::Oversized => "oversized",
+            Self::Unwritable => "unwritable",
+            Self::Unreadable => "unreadable",
+            Self::Stopped => "stopped",
+        })
+    }
+}
+
 /// Every self-metric of the agent, registered once and shared by its sources.
 #[derive(Debug, Clone)]
 pub(crate) struct AgentMetrics {
@@ -74,6 +108,15 @@ pub(crate) struct AgentMetrics {
     pub(crate) snmp_polls: Family<PollLabels, Counter>,
     pub(crate) metric_collection_errors: Family<CollectionLabels, Counter>,
     pub(crate) batches_published: Family<TopicLabels, Counter>,
+    pub(crate) spool_batches_written: Counter,
+    pub(crate) spool_dropped_batches: Family<DropLabels, Counter>,
+    pub(crate) spool_dropped_samples: Family<DropLabels, Counter>,
+    pub(crate) spool_publish_failures: Counter,
+    /// Bytes of damaged spool segments cut when the agent started.
+    pub(crate) spool_cut_bytes: Counter,
+    pub(crate) spool_bytes: Gauge,
+    /// Batches in the spool not acknowledged yet.
+    pub(crate) spool_batches: Gauge,
 }
 
 impl AgentMetrics {
@@ -149,6 +192,41 @@ impl AgentMetrics {
                 "Batches acknowledged by the bus, by topic",
                 Family::default(),
             ),
+            spool_batches_written: registry.register(
+                "agent_spool_batches_written",
+                "Metric batches written to the spool on their way to the bus",
+                Counter::default(),
+            ),
+            spool_dropped_batches: registry.register(
+                "agent_spool_dropped_batches",
+                "Metric batches the spool dropped, by reason (full: the oldest made room)",
+                Family::default(),
+            ),
+            spool_dropped_samples: registry.register(
+                "agent_spool_dropped_samples",
+                "Samples in the metric batches the spool dropped, by reason",
+                Family::default(),
+            ),
+            spool_publish_failures: registry.register(
+                "agent_spool_publish_failures",
+                "Spooled metric batches the bus did not acknowledge (each is sent again, in order)",
+                Counter::default(),
+            ),
+            spool_cut_bytes: registry.register(
+                "agent_spool_cut_bytes",
+                "Bytes of damaged metric spool segments cut at start",
+                Counter::default(),
+            ),
+            spool_bytes: registry.register(
+                "agent_spool_bytes",
+                "Bytes the metric spool's files take",
+                Gauge::default(),
+            ),
+            spool_batches: registry.register(
+                "agent_spool_batches",
+                "Metric batches in the spool not acknowledged by the bus yet",
+                Gauge::default(),
+            ),
         }
     }
 
@@ -159,6 +237,17 @@ impl AgentMetrics {
                 topic: topic.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts `batches` holding `samples` that the metric spool dropped.
+    pub(crate) fn spool_dropped(&self, reason: DropReason, batches: u64, samples: u64) {
+        let labels = DropLabels { reason };
+        self.spool_dropped_batches
+            .get_or_create(&labels)
+            .inc_by(batches);
+        self.spool_dropped_samples
+            .get_or_create(&labels)
+            .inc_by(samples);
     }
 
     /// Counts one part of a host or container metrics collection that failed.

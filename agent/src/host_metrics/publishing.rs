@@ -1,28 +1,29 @@
 //! The loop of a metrics source: every interval it has a collector (host or
-//! container) read once, counts and logs what failed, and publishes the samples as
-//! one `MetricBatch` of the host to the raw metrics topic.
+//! container) read once, counts and logs what failed, and hands the samples as
+//! one `MetricBatch` of the host to the metric spool, on its way to the raw metrics
+//! topic.
 
 use super::Collector;
 use crate::self_metrics::AgentMetrics;
+use crate::spool::MetricSpool;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::v1::{MetricBatch, Resource};
-use vigil_runtime::Publisher;
 
 /// Where the batches of a collector go, and what counts them.
 #[derive(Debug, Clone)]
 pub(crate) struct MetricsOutput {
     /// The host the batches are about; their Kafka key.
     pub(crate) resource: Resource,
-    pub(crate) publisher: Publisher,
-    pub(crate) topic: String,
+    pub(crate) spool: MetricSpool,
     pub(crate) metrics: AgentMetrics,
 }
 
-/// Collects from `collector` every `interval` and publishes one batch each time,
-/// until `shutdown`. `name` (`host`, `container`) says in logs and self-metrics
+/// Collects from `collector` every `interval` and spools one batch each time,
+/// until `shutdown`; the spool never makes it wait for the bus, so a bus outage
+/// costs no collection. `name` (`host`, `container`) says in logs and self-metrics
 /// which source it is.
 pub(crate) async fn run<C: Collector>(
     name: &'static str,
@@ -33,8 +34,7 @@ pub(crate) async fn run<C: Collector>(
 ) {
     let MetricsOutput {
         resource,
-        publisher,
-        topic,
+        spool,
         metrics,
     } = output;
     let collector = Arc::new(collector);
@@ -64,12 +64,6 @@ pub(crate) async fn run<C: Collector>(
             samples,
             producer: crate::PRODUCER.to_owned(),
         };
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            published = publisher.publish_batch(&topic, &batch) => match published {
-                Ok(()) => metrics.published(&topic),
-                Err(error) => tracing::warn!(%error, topic = %topic, source = name, "metrics batch not delivered"),
-            },
-        }
+        spool.submit(&batch).await;
     }
 }

@@ -19,6 +19,7 @@ use crate::config::{
     InvalidConfig, MetricSetDefinition, SnmpConfig, SnmpCredential, SnmpTarget, TargetCredential,
 };
 use crate::self_metrics::AgentMetrics;
+use crate::spool::MetricSpool;
 use client::{SnmpClient, VarBind};
 use metric_sets::{
     IfColumn, InterfaceColumns, PollPlan, SYS_NAME, SYS_UPTIME, StorageColumn, TableSpec,
@@ -34,7 +35,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::labels::label;
 use vigil_proto::v1::{MetricBatch, MetricKind, Resource, ResourceKind, Sample, ValueType, sample};
-use vigil_runtime::Publisher;
 use vigil_runtime::secret::SecretError;
 
 /// Why a poll of a target failed.
@@ -320,8 +320,7 @@ fn system_samples(varbinds: &[VarBind], time: i64) -> (Vec<Sample>, Option<Strin
 /// Where polled batches go, and what counts them.
 #[derive(Debug, Clone)]
 pub(crate) struct PollOutput {
-    pub(crate) publisher: Publisher,
-    pub(crate) topic: String,
+    pub(crate) spool: MetricSpool,
     pub(crate) agent_metrics: AgentMetrics,
     pub(crate) metrics: SnmpMetrics,
 }

@@ -147,8 +147,8 @@ impl Scheduler {
     }
 }
 
-/// Polls one target every interval until `stop`, publishing one batch per poll;
-/// a failed poll publishes `snmp.up` 0.
+/// Polls one target every interval until `stop`, spooling one batch per poll (the
+/// spool never makes a poll wait for the bus); a failed poll sends `snmp.up` 0.
 async fn poll_forever(
     polled: PolledTarget,
     slots: Arc<Semaphore>,
@@ -208,13 +208,7 @@ async fn poll_forever(
                 poller.finish(Vec::new(), false, took, time)
             }
         };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            published = output.publisher.publish_batch(&output.topic, &batch) => match published {
-                Ok(()) => output.agent_metrics.published(&output.topic),
-                Err(error) => tracing::warn!(target_name = %target.name, %error, "SNMP batch not delivered"),
-            },
-        }
+        output.spool.submit(&batch).await;
     }
 }
 
@@ -271,10 +265,20 @@ mod tests {
             .subscribe("test", &[bus.topics().metrics_raw()])
             .unwrap();
         let registry = SelfMetrics::default();
+        let agent_metrics = AgentMetrics::register(&registry);
+        let data_dir = tempfile::tempdir().unwrap();
+        let (spool, spool_task) = crate::spool::open(
+            data_dir.path(),
+            &crate::config::SpoolConfig::default(),
+            bus.topics().metrics_raw(),
+            bus.publisher().unwrap(),
+            agent_metrics.clone(),
+        )
+        .unwrap();
+        let spooling = tokio::spawn(spool_task.run(Duration::from_secs(1)));
         let output = PollOutput {
-            publisher: bus.publisher().unwrap(),
-            topic: bus.topics().metrics_raw(),
-            agent_metrics: AgentMetrics::register(&registry),
+            spool,
+            agent_metrics,
             metrics: SnmpMetrics::register(&registry),
         };
         let shutdown = CancellationToken::new();
@@ -314,5 +318,6 @@ mod tests {
                 .contains("vigil_agent_snmp_targets_configured 1")
         );
         scheduler.stop().await;
+        spooling.await.unwrap();
     }
 }
