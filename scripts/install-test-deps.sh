@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the end-to-end tests need on a fresh Debian 12 machine with Rust:
-# the build's prerequisites (C compiler, OpenSSL headers), etcd, net-snmp's agent and tools, the
+# the build's prerequisites (C compiler, OpenSSL headers), etcd, net-snmp's agent and tools,
+# openssl and nginx for the TLS tests (a CA of their own; nginx terminates TLS), the
 # Elasticsearch-API server noida-db (PyPI, in a venv) and the Kafka-compatible broker
 # tansu (crates.io, built once into a cache because it takes about 10 minutes).
 # Idempotent: anything already present is left alone.
@@ -25,10 +26,12 @@ as_root() {
 # The build's own prerequisites come first.
 bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
 
-# etcd, snmpd and the net-snmp tools for the tests, systemd for reviewing the
-# units with systemd-analyze; Debian's Python only if no Python that can make a
-# venv is on PATH.
-debian_packages=(etcd-server etcd-client snmpd snmp systemd)
+# etcd, snmpd and the net-snmp tools for the tests, openssl (the TLS tests make
+# their CA with it) and nginx with its stream module (the TLS tests run their own
+# nginx processes as TLS terminators, not the packaged service), systemd for
+# reviewing the units with systemd-analyze;
+# Debian's Python only if no Python that can make a venv is on PATH.
+debian_packages=(etcd-server etcd-client snmpd snmp openssl nginx libnginx-mod-stream systemd)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     debian_packages+=(python3 python3-venv)
 fi

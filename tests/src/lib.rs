@@ -26,6 +26,7 @@ pub mod ports;
 pub mod process;
 pub mod readiness;
 pub mod servers;
+pub mod tls;
 pub mod wait;
 pub mod webhook;
 

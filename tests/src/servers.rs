@@ -11,6 +11,8 @@ mod elasticsearch;
 mod etcd;
 mod kafka;
 mod snmp;
+mod tls_etcd;
+mod tls_terminator;
 
 use std::any::Any;
 use std::env;
@@ -28,6 +30,8 @@ pub use snmp::{
     SNMP_V3_AUTH_PROTOCOL, SNMP_V3_PRIV_PASSWORD, SNMP_V3_PRIV_PROTOCOL, SNMP_V3_USER,
     SYS_UPTIME_OID, SnmpAgent,
 };
+pub use tls_etcd::TlsEtcdServer;
+pub use tls_terminator::TlsTerminator;
 
 use crate::process::ChildProcess;
 use crate::wait::POLL_INTERVAL;
@@ -270,7 +274,7 @@ fn cached_binary(env_var: &str, path_in_cache: &str) -> PathBuf {
 }
 
 /// A Debian-packaged program, looked up on PATH and in the sbin and bin directories.
-fn system_binary(name: &str, debian_package: &str) -> PathBuf {
+pub(crate) fn system_binary(name: &str, debian_package: &str) -> PathBuf {
     let path = env::var_os("PATH").unwrap_or_default();
     env::split_paths(&path)
         .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))

@@ -28,6 +28,9 @@ pub struct KafkaBroker {
     dir: PathBuf,
     /// The port it listens on, kept across restarts so clients reconnect.
     port: u16,
+    /// The port it tells clients to connect to: its own, or that of a TLS
+    /// terminator in front of it.
+    advertised_port: u16,
     /// The running broker, or `None` while stopped.
     process: Mutex<Option<ChildProcess>>,
 }
@@ -38,12 +41,25 @@ impl KafkaBroker {
     /// [`TestServers`](super::TestServers) has a shared one; start another for a test
     /// that stops or restarts its broker.
     pub fn start() -> KafkaBroker {
+        Self::start_advertising(None)
+    }
+
+    /// Like [`start`](Self::start), telling clients in metadata to connect to
+    /// `advertised_port` of 127.0.0.1, where a TLS terminator passes connections on
+    /// to it: tansu has no TLS listener of its own.
+    pub fn start_behind(advertised_port: u16) -> KafkaBroker {
+        Self::start_advertising(Some(advertised_port))
+    }
+
+    fn start_advertising(advertised_port: Option<u16>) -> KafkaBroker {
         let binary = cached_binary(TANSU_BIN_ENV, "tansu/bin/tansu");
         start_with_retries("tansu", || {
+            let port = free_tcp_port();
             let broker = KafkaBroker {
                 binary: binary.clone(),
                 dir: new_work_dir("kafka"),
-                port: free_tcp_port(),
+                port,
+                advertised_port: advertised_port.unwrap_or(port),
                 process: Mutex::new(None),
             };
             let process = broker.spawn_and_await_ready()?;
@@ -52,7 +68,8 @@ impl KafkaBroker {
         })
     }
 
-    /// The bootstrap address for Kafka clients, e.g. `127.0.0.1:40125`.
+    /// The bootstrap address for Kafka clients, e.g. `127.0.0.1:40125`: the
+    /// broker's own port, also when it is behind a TLS terminator.
     pub fn bootstrap(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
@@ -138,7 +155,7 @@ impl KafkaBroker {
             .arg("--listener-url")
             .arg(&listener_url)
             .arg("--advertised-listener-url")
-            .arg(&listener_url)
+            .arg(format!("tcp://127.0.0.1:{}", self.advertised_port))
             .arg("--storage-engine")
             .arg(STORAGE_ENGINE);
         let mut process = ChildProcess::spawn_with_scratch_dir("tansu", command, &self.dir);

@@ -26,3 +26,4 @@ mod slow_elasticsearch;
 mod snmp;
 mod snmp_etcd;
 mod snmp_scheduling;
+mod tls;
