@@ -18,6 +18,7 @@ mod index_setup;
 mod index_throttling;
 mod log_faults;
 mod malformed;
+mod metric_spool;
 mod notify_outage;
 mod pipeline;
 mod secrets_in_output;
