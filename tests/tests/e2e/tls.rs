@@ -37,7 +37,7 @@ const DISK_FULL_RULES: &str = "groups:
 const ROUTE: &str =
     "{receiver: test, group_by: ['...'], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}";
 
-/// The text of `config` with `from` replaced by `to`; panics if `from` is not in it.
+/// Replaces `from` with `to` in the file `config`; panics if `from` is not in it.
 fn rewrite(config: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(config).expect("config file read");
     assert!(
