@@ -679,6 +679,7 @@ fn settings() -> EngineSettings {
         allowed_lateness: Duration::from_secs(30),
         group_wait: Duration::from_secs(10),
         producer: "vigil-derive/bench".to_owned(),
+        max_series: 1_000_000,
     }
 }
 

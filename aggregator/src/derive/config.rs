@@ -28,6 +28,10 @@ pub struct DeriveSection {
     /// Interval assumed for a series before it has shown its own.
     #[serde(default = "default_series_interval", with = "vigil_config::duration")]
     pub default_interval: Duration,
+    /// Most counter series, and most per-series window series, held; samples of
+    /// new series beyond are refused and counted by metric.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
     /// This stage's own `/metrics`, `/health` and `/ready` address, instead of
     /// the top-level `http.listen`.
     pub http: Option<crate::config::HttpSection>,
@@ -42,6 +46,7 @@ impl Default for DeriveSection {
             group_wait: default_group_wait(),
             max_gap_intervals: default_max_gap_intervals(),
             default_interval: default_series_interval(),
+            max_series: default_max_series(),
             http: None,
         }
     }
@@ -63,6 +68,10 @@ fn default_max_gap_intervals() -> u32 {
     DeriveStageConfig::default().max_gap_intervals
 }
 
+fn default_max_series() -> usize {
+    DeriveStageConfig::default().max_series
+}
+
 fn default_series_interval() -> Duration {
     DeriveStageConfig::default().default_interval
 }
@@ -76,6 +85,12 @@ impl DeriveSection {
         if self.max_gap_intervals == 0 {
             return Err(InvalidSetting::new(
                 "derive.max_gap_intervals",
+                "must be at least 1",
+            ));
+        }
+        if self.max_series == 0 {
+            return Err(InvalidSetting::new(
+                "derive.max_series",
                 "must be at least 1",
             ));
         }
@@ -96,6 +111,7 @@ impl DeriveSection {
             group_wait: self.group_wait,
             max_gap_intervals: self.max_gap_intervals,
             default_interval: self.default_interval,
+            max_series: self.max_series,
             ..DeriveStageConfig::default()
         }
     }

@@ -71,6 +71,8 @@ pub struct DeriveStageConfig {
     pub max_gap_intervals: u32,
     /// Interval assumed for a series before it has shown its own.
     pub default_interval: Duration,
+    /// Most counter series, and most per-series window series, held.
+    pub max_series: usize,
 }
 
 impl Default for DeriveStageConfig {
@@ -82,6 +84,7 @@ impl Default for DeriveStageConfig {
             group_wait: Duration::from_secs(10),
             max_gap_intervals: 3,
             default_interval: Duration::from_secs(60),
+            max_series: 1_000_000,
         }
     }
 }
@@ -96,6 +99,7 @@ impl DeriveStageConfig {
             allowed_lateness: self.allowed_lateness,
             group_wait: self.group_wait,
             producer: format!("vigil-derive/{}", env!("CARGO_PKG_VERSION")),
+            max_series: self.max_series,
         }
     }
 }
@@ -110,12 +114,23 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabels {
+    metric: String,
+}
+
+/// How often at most the refusal of new series is logged.
+const SERIES_REFUSED_LOG_EVERY: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 struct DeriveMetrics {
     published: Family<TopicLabels, Counter>,
     counter_steps: Family<OutcomeLabels, Counter>,
     series: Gauge,
     open_windows: Gauge,
+    series_refused: Family<MetricLabels, Counter>,
+    /// When the refusal of new series was last logged.
+    refusal_logged: Option<std::time::Instant>,
     reported: EngineCounts,
 }
 
@@ -142,12 +157,19 @@ impl DeriveMetrics {
                 "Windows open: per series, per group and partition, and groups being finished",
                 Gauge::default(),
             ),
+            series_refused: metrics.register(
+                "derive_series_refused",
+                "Samples of new series refused because derive.max_series series were held, by metric",
+                Family::default(),
+            ),
+            refusal_logged: None,
             reported: EngineCounts::default(),
         }
     }
 
     /// Adds what the engine counted since the last report.
-    fn report(&mut self, engine: &Engine) {
+    fn report(&mut self, engine: &mut Engine) {
+        self.report_refused_series(engine.take_refused_series());
         let now = engine.counts();
         let before = self.reported;
         let pairs = [
@@ -174,6 +196,34 @@ impl DeriveMetrics {
         self.reported = now;
         self.series.set(engine.series() as i64);
         self.open_windows.set(engine.open_windows() as i64);
+    }
+
+    /// Counts the samples of new series refused, and says so in the log at most
+    /// every `SERIES_REFUSED_LOG_EVERY`, naming the metrics.
+    fn report_refused_series(&mut self, refused: BTreeMap<String, u64>) {
+        if refused.is_empty() {
+            return;
+        }
+        for (metric, count) in &refused {
+            self.series_refused
+                .get_or_create(&MetricLabels {
+                    metric: metric.clone(),
+                })
+                .inc_by(*count);
+        }
+        let now = std::time::Instant::now();
+        if self
+            .refusal_logged
+            .is_none_or(|logged| now.duration_since(logged) >= SERIES_REFUSED_LOG_EVERY)
+        {
+            self.refusal_logged = Some(now);
+            let metrics: Vec<&str> = refused.keys().map(String::as_str).collect();
+            tracing::warn!(
+                metrics = %metrics.join(", "),
+                samples = refused.values().sum::<u64>(),
+                "derive.max_series series are held: samples of new series are refused"
+            );
+        }
     }
 }
 
@@ -318,7 +368,7 @@ impl Stage for Derivation {
             }
         }
         self.publish_closed(closed).await;
-        self.metrics.report(&self.engine);
+        self.metrics.report(&mut self.engine);
     }
 
     async fn next_event(&mut self) -> Infallible {

@@ -252,6 +252,11 @@ impl RateTracker {
         before - self.series.len()
     }
 
+    /// Whether `series` has a previous reading held.
+    pub fn contains(&self, series: SeriesId) -> bool {
+        self.series.contains_key(&series)
+    }
+
     /// Number of counter series tracked.
     pub fn len(&self) -> usize {
         self.series.len()

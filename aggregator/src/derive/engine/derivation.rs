@@ -171,6 +171,10 @@ impl Engine {
                     ^ entry.labels_hash.rotate_left(23)
                     ^ u64::from(entry.name).wrapping_mul(0x9e37_79b9_7f4a_7c15),
             );
+            if self.rates.len() >= self.settings.max_series && !self.rates.contains(series) {
+                self.refuse_series(sample.name);
+                continue;
+            }
             let reading = Reading {
                 time_unix_nano: sample.time_unix_nano,
                 value,

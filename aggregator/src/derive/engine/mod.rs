@@ -52,6 +52,10 @@ pub struct EngineSettings {
     pub group_wait: Duration,
     /// Name of this instance, in the `producer` field of what it publishes.
     pub producer: String,
+    /// Most counter series, and most per-series window series, held: a sample
+    /// of a new series beyond it is refused (counted by metric) instead of
+    /// growing memory without bound.
+    pub max_series: usize,
 }
 
 /// What happened to samples, for self-metrics.
@@ -119,6 +123,9 @@ pub struct Engine {
     named: Vec<Vec<usize>>,
     outputs: Vec<Output>,
     hash_buffer: Vec<u8>,
+    /// Samples of new series refused at `max_series` since the last
+    /// `take_refused_series`, by metric name.
+    refused_series: BTreeMap<String, u64>,
 }
 
 impl Engine {
@@ -148,6 +155,7 @@ impl Engine {
             named: Vec::new(),
             outputs: Vec::new(),
             hash_buffer: Vec::new(),
+            refused_series: BTreeMap::new(),
         };
         for definition in &definitions.definitions {
             let step = engine.compile(engine.definitions.len(), definition);
@@ -185,6 +193,21 @@ impl Engine {
     /// Counter series held.
     pub fn series(&self) -> usize {
         self.rates.len()
+    }
+
+    /// Samples of new series refused because `max_series` series were held,
+    /// by metric name, since the last call.
+    pub fn take_refused_series(&mut self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut self.refused_series)
+    }
+
+    /// Counts a sample of a new series of `metric` refused at `max_series`.
+    fn refuse_series(&mut self, metric: &str) {
+        if let Some(count) = self.refused_series.get_mut(metric) {
+            *count += 1;
+        } else {
+            self.refused_series.insert(metric.to_owned(), 1);
+        }
     }
 
     /// Windows open, local and finishing.

@@ -22,6 +22,7 @@ fn settings() -> EngineSettings {
         allowed_lateness: Duration::from_secs(5),
         group_wait: Duration::from_secs(5),
         producer: "test".into(),
+        max_series: 1_000,
     }
 }
 
@@ -492,4 +493,52 @@ fn partials_with_extreme_windows_do_not_overflow() {
     );
     engine.advance(i64::MIN);
     assert!(engine.advance(i64::MAX).derived.len() <= 1);
+}
+
+/// Three ports of one switch polled at `time`, each at `octets`.
+fn three_ports(time: i64, octets: u64) -> MetricBatch {
+    let samples = ["1", "2", "3"]
+        .into_iter()
+        .map(|index| {
+            counter(
+                "if.in.octets",
+                &[("ifIndex", index)],
+                time,
+                octets,
+                ValueType::Counter64,
+            )
+        })
+        .collect();
+    batch("switch-1", &[], samples)
+}
+
+// Regression: every new series was held, without bound, however many came.
+#[test]
+fn series_beyond_max_series_are_refused_and_counted_by_metric() {
+    let mut engine = Engine::new(
+        &DefinitionSet::from_files(&BTreeMap::new()).unwrap(),
+        EngineSettings {
+            max_series: 2,
+            ..settings()
+        },
+    );
+    derive(&mut engine, &three_ports(T0, 1_000), 0, 0);
+    assert_eq!(engine.series(), 2);
+    assert_eq!(
+        engine.take_refused_series(),
+        BTreeMap::from([("if.in.octets".to_owned(), 1)])
+    );
+    let derived = derive(&mut engine, &three_ports(T0 + 10 * SECOND, 2_000), 0, 1).unwrap();
+    let ports: Vec<&str> = derived
+        .samples
+        .iter()
+        .filter(|s| s.name == "if.in.bits_per_second")
+        .filter_map(|s| find(&s.labels, "ifIndex"))
+        .collect();
+    assert_eq!(ports, ["1", "2"], "the series held go on");
+    assert_eq!(
+        engine.take_refused_series(),
+        BTreeMap::from([("if.in.octets".to_owned(), 1)])
+    );
+    assert!(engine.take_refused_series().is_empty());
 }

@@ -74,6 +74,14 @@ impl Engine {
                     ^ entry.labels_hash.rotate_left(29)
                     ^ (index as u64 + 1).wrapping_mul(0xc2b2_ae3d_27d4_eb4f),
             );
+            if self.series_origins.len() >= self.settings.max_series
+                && !self.series_origins.contains_key(&series)
+            {
+                let definition = self.series_windows[index].definition;
+                let name = self.definitions[definition].definition.name.clone();
+                self.refuse_series(&name);
+                continue;
+            }
             let width = self.series_windows[index].windows.width();
             if !self.accepts(partition, width, time) {
                 self.counts.late += 1;
