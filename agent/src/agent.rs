@@ -113,7 +113,7 @@ impl Agent {
             &config.data_dir,
             &config.spool,
             topics.metrics_raw(),
-            publisher.clone(),
+            bus.clone(),
             metrics.clone(),
         )?;
         let spooling = tokio::spawn(spool_task.run(config.shutdown_timeout));

@@ -271,7 +271,7 @@ mod tests {
             data_dir.path(),
             &crate::config::SpoolConfig::default(),
             bus.topics().metrics_raw(),
-            bus.publisher().unwrap(),
+            bus.clone(),
             agent_metrics.clone(),
         )
         .unwrap();

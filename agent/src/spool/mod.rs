@@ -40,7 +40,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use vigil_proto::Payload;
 use vigil_proto::v1::MetricBatch;
-use vigil_runtime::{BusError, Publisher};
+use vigil_runtime::{Bus, BusError, Publisher};
 
 /// Batches handed to the bus at once, and their bytes: enough to keep a broker
 /// busy, and what bounds the producer's own queue while the broker is down.
@@ -61,6 +61,8 @@ pub enum SpoolError {
         "a metric batch of {bytes} bytes does not fit in the metric spool of {max_bytes} bytes (`spool.max_bytes`)"
     )]
     Oversized { bytes: u64, max_bytes: u64 },
+    #[error("the metric spool has no producer: {0}")]
+    Bus(#[from] BusError),
     #[error("metric spool file {path} holds no record at byte {offset}: {damage}")]
     Unreadable {
         path: PathBuf,
@@ -119,6 +121,7 @@ impl MetricSpool {
 pub(crate) struct SpoolTask {
     store: SpoolStore,
     receiver: mpsc::Receiver<Record>,
+    bus: Bus,
     publisher: Publisher,
     metrics: AgentMetrics,
     /// Whether the last append failed, so that a failing disk is logged once.
@@ -136,14 +139,15 @@ struct Published {
 type Publishing = Pin<Box<dyn Future<Output = Published> + Send>>;
 
 /// Opens (verifying) the spool under `data_dir` and returns the handle for the
-/// sources, publishing to `topic`, and the task that drains it through `publisher`.
+/// sources, publishing to `topic`, and the task that drains it to `bus`.
 pub(crate) fn open(
     data_dir: &Path,
     config: &SpoolConfig,
     topic: String,
-    publisher: Publisher,
+    bus: Bus,
     metrics: AgentMetrics,
 ) -> Result<(MetricSpool, SpoolTask), SpoolError> {
+    let publisher = bus.publisher()?;
     let (store, recovered) = SpoolStore::open(&data_dir.join("spool"), config.max_bytes)?;
     for cut in &recovered.cuts {
         metrics.spool_cut_bytes.inc_by(cut.bytes);
@@ -173,6 +177,7 @@ pub(crate) fn open(
     let task = SpoolTask {
         store,
         receiver,
+        bus,
         publisher,
         metrics,
         append_failing: false,
@@ -248,6 +253,7 @@ impl SpoolTask {
                         }
                     }
                     if failed && in_flight.is_empty() {
+                        self.renew_publisher();
                         self.store.rewind();
                         failed = false;
                         retry_at = Some(Instant::now() + backoff);
@@ -340,6 +346,18 @@ impl SpoolTask {
                     tracing::error!(%error, resource = %record.key, "a metric batch could not be spooled and is dropped");
                 }
                 self.append_failing = reason == DropReason::Unwritable;
+            }
+        }
+    }
+
+    /// Starts over with a new producer after a failure: the old one's idempotence
+    /// state (producer id, epoch and sequence numbers) still counts the batches
+    /// the broker never took, which a broker restarted meanwhile may not accept.
+    fn renew_publisher(&mut self) {
+        match self.bus.publisher() {
+            Ok(publisher) => self.publisher = publisher,
+            Err(error) => {
+                tracing::warn!(%error, "a new producer could not be made; the old one sends again");
             }
         }
     }

@@ -256,7 +256,7 @@ async fn the_task_publishes_every_batch_in_order_and_empties_the_spool() {
         dir.path(),
         &SpoolConfig::default(),
         topic.clone(),
-        bus.publisher().unwrap(),
+        bus.clone(),
         AgentMetrics::register(&registry),
     )
     .unwrap();
@@ -286,9 +286,9 @@ async fn the_task_publishes_every_batch_in_order_and_empties_the_spool() {
     }
 }
 
-/// A producer whose broker address has no listener: its deliveries fail after
+/// A Kafka bus whose broker address has no listener: deliveries fail after
 /// `message.timeout.ms`, as they do while Kafka is down.
-fn unreachable_kafka() -> Publisher {
+fn unreachable_kafka() -> Bus {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -298,7 +298,7 @@ fn unreachable_kafka() -> Publisher {
     settings
         .producer_properties
         .insert("message.timeout.ms".into(), "300".into());
-    Bus::Kafka(Box::new(settings)).publisher().unwrap()
+    Bus::Kafka(Box::new(settings))
 }
 
 #[tokio::test]
