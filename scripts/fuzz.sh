@@ -40,16 +40,19 @@ for target in "${targets[@]}"; do
     fi
 done
 
+# Built once, then run directly: a source that changes during a long run does
+# not rebuild the targets between them.
 cargo fuzz build --sanitizer none
+bin="target/$(rustc -vV | sed -n 's/^host: //p')/release"
 
 logs=$(mktemp -d /tmp/vigil-fuzz.XXXXXX)
 crashed=()
 for target in "${targets[@]}"; do
     echo "fuzz.sh: $target for $minutes minute(s); output in $logs/$target.log"
-    mkdir -p "corpus/$target"
-    if cargo fuzz run --sanitizer none "$target" "corpus/$target" -- \
+    mkdir -p "corpus/$target" "artifacts/$target"
+    if "$bin/$target" -artifact_prefix="$PWD/artifacts/$target/" \
         -max_total_time=$((minutes * 60)) -timeout=10 -print_final_stats=1 \
-        >"$logs/$target.log" 2>&1; then
+        "corpus/$target" >"$logs/$target.log" 2>&1; then
         grep -E '^(stat::number_of_executed_units|stat::new_units_added)' "$logs/$target.log" |
             sed "s/^/fuzz.sh: $target /" || true
     else
