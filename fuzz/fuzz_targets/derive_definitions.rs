@@ -25,6 +25,7 @@ fuzz_target!(|text: &str| {
                 allowed_lateness: Duration::from_secs(60),
                 group_wait: Duration::from_secs(10),
                 producer: "fuzz".to_owned(),
+                max_series: 100_000,
             };
             Engine::new(&set, settings);
         }
