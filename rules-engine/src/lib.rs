@@ -25,7 +25,7 @@ mod template;
 
 pub use condition::Condition;
 pub use error::{RuleError, RuleErrors};
-pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, STALE_AFTER, Source};
+pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, RefusedSeries, STALE_AFTER, Source};
 pub use log_filter::{LogField, LogFilter};
 pub use model::{
     AggregateFunction, Aggregation, Group, LabelMatcher, LogRule, LogTrigger,

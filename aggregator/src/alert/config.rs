@@ -45,6 +45,10 @@ pub struct AlertSection {
     /// Alerts that mute others while they fire.
     #[serde(default)]
     pub inhibit_rules: Vec<InhibitRule>,
+    /// Most metric series the rules engine holds; samples of new series beyond
+    /// are refused and counted by rule.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
     /// This stage's own `/metrics`, `/health` and `/ready` address, instead of
     /// the top-level `http.listen`.
     pub http: Option<crate::config::HttpSection>,
@@ -61,6 +65,7 @@ impl Default for AlertSection {
             receivers: Vec::new(),
             route: None,
             inhibit_rules: Vec::new(),
+            max_series: default_max_series(),
             http: None,
         }
     }
@@ -68,6 +73,10 @@ impl Default for AlertSection {
 
 fn default_alert_group() -> String {
     "vigil-alert".to_owned()
+}
+
+fn default_max_series() -> usize {
+    AlertStageConfig::default().max_series
 }
 
 fn default_tick() -> Duration {
@@ -87,6 +96,9 @@ impl AlertSection {
         if self.tick.is_zero() {
             return Err(InvalidSetting::new("alert.tick", "must be positive").into());
         }
+        if self.max_series == 0 {
+            return Err(InvalidSetting::new("alert.max_series", "must be at least 1").into());
+        }
         self.notify_config()
             .validate()
             .map_err(AlertSectionError::Notify)
@@ -100,6 +112,7 @@ impl AlertSection {
             allowed_lateness: self.allowed_lateness,
             notify: self.notify_config(),
             silences: None,
+            max_series: self.max_series,
         }
     }
 

@@ -41,7 +41,7 @@ use vigil_config::duration::unix_nanos;
 use vigil_proto::v1::{AlertEvent, AlertStatus, LogBatch};
 use vigil_proto::view::MetricBatchView;
 use vigil_proto::{Payload, Topics};
-use vigil_rules::{Evaluator, RuleError, RuleSet, Source};
+use vigil_rules::{Evaluator, RefusedSeries, RuleError, RuleSet, Source};
 use vigil_runtime::{Bus, BusError, Followed, Follower, Message, SelfMetrics, Subscription};
 
 /// How long a stopping stage waits for Kafka to take the records still queued.
@@ -64,6 +64,9 @@ pub struct AlertStageConfig {
     pub notify: NotifyConfig,
     /// The silences to honour; `None` without etcd.
     pub silences: Option<SilenceWatch>,
+    /// Most metric series the rules engine holds; samples of new series beyond
+    /// are refused and counted by rule.
+    pub max_series: usize,
 }
 
 impl Default for AlertStageConfig {
@@ -74,6 +77,7 @@ impl Default for AlertStageConfig {
             allowed_lateness: Duration::from_secs(5),
             notify: NotifyConfig::default(),
             silences: None,
+            max_series: 1_000_000,
         }
     }
 }
@@ -83,6 +87,14 @@ struct StatusLabels {
     status: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+/// How often at most the refusal of new series is logged.
+const SERIES_REFUSED_LOG_EVERY: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 struct AlertMetrics {
     events: Family<StatusLabels, Counter>,
@@ -91,6 +103,9 @@ struct AlertMetrics {
     state_records_followed: Counter,
     state_follow_errors: Counter,
     series: Gauge,
+    series_refused: Family<RuleLabels, Counter>,
+    /// When the refusal of new series was last logged.
+    refusal_logged: Option<std::time::Instant>,
 }
 
 impl AlertMetrics {
@@ -126,6 +141,37 @@ impl AlertMetrics {
                 "Metric series the rules engine holds (those of metrics some rule watches)",
                 Gauge::default(),
             ),
+            series_refused: metrics.register(
+                "alert_series_refused",
+                "Samples of new series refused because alert.max_series series were held, by rule",
+                Family::default(),
+            ),
+            refusal_logged: None,
+        }
+    }
+
+    /// Counts the samples of new series refused, and says so in the log at most
+    /// every `SERIES_REFUSED_LOG_EVERY`, naming the metrics.
+    fn report_refused_series(&mut self, refused: RefusedSeries) {
+        if refused.is_empty() {
+            return;
+        }
+        for (rule, count) in refused.by_rule {
+            self.series_refused
+                .get_or_create(&RuleLabels { rule })
+                .inc_by(count);
+        }
+        let now = std::time::Instant::now();
+        if self
+            .refusal_logged
+            .is_none_or(|logged| now.duration_since(logged) >= SERIES_REFUSED_LOG_EVERY)
+        {
+            self.refusal_logged = Some(now);
+            let metrics: Vec<String> = refused.metrics.into_iter().collect();
+            tracing::warn!(
+                metrics = %metrics.join(", "),
+                "alert.max_series series are held: samples of new series are refused"
+            );
         }
     }
 }
@@ -313,7 +359,9 @@ impl Reload for Evaluation {
         let events = match self.evaluator.as_mut() {
             Some(evaluator) => evaluator.replace_rules(rules),
             None => {
-                self.evaluator = Some(Evaluator::new(rules));
+                let mut evaluator = Evaluator::new(rules);
+                evaluator.set_max_series(self.config.max_series);
+                self.evaluator = Some(evaluator);
                 Vec::new()
             }
         };
@@ -415,11 +463,17 @@ impl Evaluation {
         self.emit(events).await;
         let series = self.evaluator_mut().series();
         self.metrics.series.set(series as i64);
+        let refused = self.evaluator_mut().take_refused_series();
+        self.metrics.report_refused_series(refused);
     }
 
     fn evaluator_mut(&mut self) -> &mut Evaluator {
-        self.evaluator
-            .get_or_insert_with(|| Evaluator::new(RuleSet::default()))
+        let max_series = self.config.max_series;
+        self.evaluator.get_or_insert_with(|| {
+            let mut evaluator = Evaluator::new(RuleSet::default());
+            evaluator.set_max_series(max_series);
+            evaluator
+        })
     }
 
     /// Writes the state changes behind `events`, then publishes and notifies

@@ -25,6 +25,10 @@
 //! in the batch; an agent that sent the same labels in another order would make
 //! a second series with the same labels.
 //!
+//! At most `max_series` series are held (see [`Evaluator::set_max_series`]): a
+//! sample of a new series beyond is refused, and counted by the rules that would
+//! have selected it, so that a flood of label values cannot exhaust memory.
+//!
 //! Reloads keep state by group name and alert name; a rule moved to another
 //! group, or renamed, starts over (its firing alerts resolve).
 //!
@@ -56,7 +60,7 @@ use series::{
     BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries, ValueKind,
 };
 use series_pass::SeriesPass;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use vigil_config::duration::nanos;
 use vigil_proto::v1::{AlertEvent, AlertState, LogBatch, LogSource, MetricBatch, Resource};
@@ -93,6 +97,26 @@ pub struct Evaluator {
     journal: StateJournal,
     /// Alerts of other consumers or of an earlier run, from the state topic.
     dormant: Dormant,
+    /// Most series held; new series beyond are refused.
+    max_series: usize,
+    /// Samples of new series refused since the last `take_refused_series`.
+    refused: RefusedSeries,
+}
+
+/// Samples of new series refused because `max_series` series were held.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RefusedSeries {
+    /// By the name of each rule that would have selected the series.
+    pub by_rule: BTreeMap<String, u64>,
+    /// The metrics of the refused series.
+    pub metrics: BTreeSet<String>,
+}
+
+impl RefusedSeries {
+    /// Nothing was refused.
+    pub fn is_empty(&self) -> bool {
+        self.metrics.is_empty()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +173,8 @@ impl Evaluator {
             arrivals: Vec::new(),
             journal: StateJournal::default(),
             dormant: Dormant::default(),
+            max_series: usize::MAX,
+            refused: RefusedSeries::default(),
         };
         evaluator.index();
         evaluator
@@ -163,6 +189,16 @@ impl Evaluator {
     /// watches, until they go stale.
     pub fn series(&self) -> usize {
         self.store.len()
+    }
+
+    /// Holds at most `max_series` series from now on; series held already stay.
+    pub fn set_max_series(&mut self, max_series: usize) {
+        self.max_series = max_series;
+    }
+
+    /// The samples of new series refused since the last call.
+    pub fn take_refused_series(&mut self) -> RefusedSeries {
+        std::mem::take(&mut self.refused)
     }
 
     /// The evaluator's clock: the largest event time seen, in Unix nanoseconds.
@@ -262,6 +298,10 @@ impl Evaluator {
         let labels = resource.series_labels(labels);
         let mut series = StoredSeries::new(id, name, labels, source.clone());
         self.select(&mut series, positions);
+        if self.store.len() >= self.max_series {
+            self.refuse(&series);
+            return;
+        }
         series.insert(reading, kind, source);
         self.next_stale_check = self.next_stale_check.min(series.stale_at());
         let selected_by = series.selected_by.clone();
@@ -275,6 +315,21 @@ impl Evaluator {
                 .into_iter()
                 .map(|position| (position, slot, reading.time)),
         );
+    }
+
+    /// Counts a new series refused at `max_series`, by the rules selecting it.
+    fn refuse(&mut self, series: &StoredSeries) {
+        for &(group, index) in &series.selected_by {
+            let rule = &self.rules.groups[group].rules[index].alert;
+            if let Some(count) = self.refused.by_rule.get_mut(rule) {
+                *count += 1;
+            } else {
+                self.refused.by_rule.insert(rule.clone(), 1);
+            }
+        }
+        if !self.refused.metrics.contains(series.name.as_str()) {
+            self.refused.metrics.insert(series.name.to_string());
+        }
     }
 
     /// Works out which of the rules at `positions` (those on its metric) select

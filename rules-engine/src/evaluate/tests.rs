@@ -1124,3 +1124,29 @@ proptest! {
         }
     }
 }
+
+// Regression: every new series was held, however many label values came.
+#[test]
+fn series_beyond_max_series_are_refused_counted_by_rule_and_the_others_still_alert() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(HIGH_LOAD));
+    evaluator.set_max_series(2);
+    let mut events = Vec::new();
+    for host in ["web-1", "web-2", "web-3"] {
+        events.extend(evaluator.observe_metrics(&load(host, 0, 8.0)));
+    }
+    assert_eq!(evaluator.series(), 2);
+    assert_eq!(
+        summary(&events),
+        [
+            event("HighLoad", "web-1", AlertStatus::Pending, 0),
+            event("HighLoad", "web-2", AlertStatus::Pending, 0),
+        ]
+    );
+    let refused = evaluator.take_refused_series();
+    assert_eq!(refused.by_rule, BTreeMap::from([("HighLoad".to_owned(), 1)]));
+    assert_eq!(refused.metrics, BTreeSet::from(["host.load.1m".to_owned()]));
+    assert!(evaluator.take_refused_series().is_empty());
+
+    evaluator.observe_metrics(&load("web-1", 10, 8.0));
+    assert!(evaluator.take_refused_series().is_empty(), "held series go on");
+}
