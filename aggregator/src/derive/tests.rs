@@ -58,6 +58,10 @@ struct Running {
 
 impl Running {
     fn start() -> Self {
+        Self::start_with(DeriveStageConfig::default())
+    }
+
+    fn start_with(config: DeriveStageConfig) -> Self {
         let bus = Bus::in_memory();
         let topics = bus.topics();
         let derived = bus.subscribe("test", &[topics.metrics_derived()]).unwrap();
@@ -66,8 +70,7 @@ impl Running {
             .unwrap();
         let (files, watched) = watch::channel(Some(Arc::new(RuleFiles::new())));
         let metrics = SelfMetrics::default();
-        let stage =
-            DeriveStage::new(&bus, watched, DeriveStageConfig::default(), &metrics).unwrap();
+        let stage = DeriveStage::new(&bus, watched, config, &metrics).unwrap();
         let shutdown = CancellationToken::new();
         Self {
             derived,
@@ -177,5 +180,33 @@ async fn a_batch_from_a_clock_far_ahead_is_dead_lettered_and_rates_still_flow() 
         running.metrics.encode()
     );
 
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn series_beyond_max_series_are_counted_by_metric_and_held_ones_go_on() {
+    let mut running = Running::start_with(DeriveStageConfig {
+        max_series: 1,
+        ..DeriveStageConfig::default()
+    });
+    let now = unix_nanos(SystemTime::now());
+    let mut other_port = port_poll(now, 5_000);
+    other_port.samples[0].labels = vec![label("ifIndex", "2"), label("ifName", "eth1")];
+    running.publish_poll(now, 1_000).await;
+    running
+        .publisher
+        .publish_batch(&running.raw, &other_port)
+        .await
+        .unwrap();
+    running.publish_poll(now + 10 * SECOND, 2_000).await;
+    assert_eq!(next_rate(&mut running.derived).await, 800.0);
+    let refused = "vigil_derive_series_refused_total{metric=\"if.in.octets\"} 1";
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !running.metrics.encode().contains(refused) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the refused series is counted under its metric");
     running.stop().await;
 }
