@@ -1143,10 +1143,16 @@ fn series_beyond_max_series_are_refused_counted_by_rule_and_the_others_still_ale
         ]
     );
     let refused = evaluator.take_refused_series();
-    assert_eq!(refused.by_rule, BTreeMap::from([("HighLoad".to_owned(), 1)]));
+    assert_eq!(
+        refused.by_rule,
+        BTreeMap::from([("HighLoad".to_owned(), 1)])
+    );
     assert_eq!(refused.metrics, BTreeSet::from(["host.load.1m".to_owned()]));
     assert!(evaluator.take_refused_series().is_empty());
 
     evaluator.observe_metrics(&load("web-1", 10, 8.0));
-    assert!(evaluator.take_refused_series().is_empty(), "held series go on");
+    assert!(
+        evaluator.take_refused_series().is_empty(),
+        "held series go on"
+    );
 }
