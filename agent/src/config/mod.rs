@@ -148,7 +148,11 @@ impl AgentConfig {
     /// SNMP communities, and secrets that would travel without TLS.
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = self.snmp.warnings();
-        warnings.extend(self.kafka.as_ref().and_then(vigil_runtime::plaintext::kafka));
+        warnings.extend(
+            self.kafka
+                .as_ref()
+                .and_then(vigil_runtime::plaintext::kafka),
+        );
         if let Some(etcd) = &self.snmp.etcd {
             warnings.extend(vigil_runtime::plaintext::etcd(etcd));
         }
