@@ -572,22 +572,16 @@ impl Follower {
             self.state = FileState::Open(Box::new(tail));
             return;
         }
-        self.close(tail, now);
-        self.state = FileState::Closed {
-            next_start: StartAt::Beginning,
-        };
-        self.open_if_present();
-    }
-
-    /// Ships what is left of a file that is done with (its last partial line
-    /// included), and gives up its slot among the files followed.
-    fn close(&mut self, tail: FileTail, now: Instant) {
         let mut out = Vec::new();
         let progress = tail.finish(now, &mut out);
         self.count(progress);
         self.shipper.submit(out);
         self.metrics.log_files_watched.dec();
         self.release();
+        self.state = FileState::Closed {
+            next_start: StartAt::Beginning,
+        };
+        self.open_if_present();
     }
 
     /// While the bus holds reading up: closes the open file once it has been
@@ -624,7 +618,12 @@ impl Follower {
         );
         self.metrics.log_bytes_lost(LossReason::ClosedRemoved, lost);
         self.metrics.log_files_deleted.inc();
-        self.close(*tail, now);
+        let mut out = Vec::new();
+        let progress = tail.finish(now, &mut out);
+        self.count(progress);
+        self.shipper.submit(out);
+        self.metrics.log_files_watched.dec();
+        self.release();
         self.deleted_since = None;
     }
 
