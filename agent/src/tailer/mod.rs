@@ -22,8 +22,7 @@
 //!
 //! Bounds: each `logs[]` entry follows at most `max_open_files` files at once;
 //! the others wait, the least recently modified get the next free slots. The
-//! checkpoints of files whose path is gone are forgotten after a grace period,
-//! or at once when the agent starts.
+//! checkpoints of files whose path is gone are forgotten after a grace period.
 
 mod discovery;
 mod file;
@@ -201,9 +200,6 @@ pub(crate) fn start(
         woken,
     };
     tailer.rescan(true);
-    // What the first scan neither opened nor queued is gone or unreachable: the
-    // checkpoints of its vanished paths need no grace.
-    tailer.prune_checkpoints(Duration::ZERO);
     let mut tasks = JoinSet::new();
     tasks.spawn(tailer.run());
     tasks
@@ -263,7 +259,7 @@ impl Tailer {
                 Some(()) = self.woken.recv() => self.rescan(false),
                 _ = rescan.tick() => {
                     self.rescan(false);
-                    self.prune_checkpoints(VANISHED_CHECKPOINT_GRACE);
+                    self.prune_checkpoints();
                 }
             }
         }
@@ -320,14 +316,14 @@ impl Tailer {
             .set(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
     }
 
-    /// Forgets the checkpoints of files whose path is gone for `grace`, except
-    /// those open or waiting to be followed.
-    fn prune_checkpoints(&self, grace: Duration) {
+    /// Forgets the checkpoints of files whose path is gone for
+    /// `VANISHED_CHECKPOINT_GRACE`, except those open or waiting to be followed.
+    fn prune_checkpoints(&self) {
         let waiting: HashSet<Location> = self.waiting.values().map(|file| file.location).collect();
         let held = &self.held;
         let forgotten = self.context.checkpoints.prune_vanished(
             Instant::now().into_std(),
-            grace,
+            VANISHED_CHECKPOINT_GRACE,
             |device, inode| {
                 let location = Location { device, inode };
                 held.contains(location) || waiting.contains(&location)

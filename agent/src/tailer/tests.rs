@@ -1273,33 +1273,3 @@ async fn a_file_under_a_directory_named_with_byte_0xff_is_shipped_and_checkpoint
     setup.restart();
     assert_eq!(setup.checkpoints.latest_at(&log).map(|p| p.offset), Some(6));
 }
-
-// Regression: checkpoints of files deleted while the agent was stopped were kept.
-#[tokio::test(start_paused = true)]
-async fn at_start_the_checkpoints_of_paths_gone_meanwhile_are_forgotten_at_once() {
-    let mut setup = Setup::new();
-    setup.files = vec![LogFileConfig::new(setup.dir.path().join("*.log"), "app")];
-    let (kept, gone) = (
-        setup.dir.path().join("kept.log"),
-        setup.dir.path().join("gone.log"),
-    );
-    append(&kept, b"");
-    append(&gone, b"");
-    let (running, mut subscription) = setup.start_on_memory_bus();
-    append(&kept, b"a line long enough to have a head\n");
-    append(&gone, b"another line long enough to have a head\n");
-    receive_lines(&mut subscription, 2).await;
-    until(|| setup.checkpoints.knows_path(&kept) && setup.checkpoints.knows_path(&gone)).await;
-    running.stop(&setup).await;
-
-    std::fs::remove_file(&gone).unwrap();
-    setup.restart();
-    let (running, _subscription) = setup.start_on_memory_bus();
-    assert!(
-        !setup.checkpoints.knows_path(&gone),
-        "forgotten without a grace"
-    );
-    assert!(setup.checkpoints.knows_path(&kept));
-    assert_eq!(setup.metrics.checkpoints_pruned.get(), 1);
-    running.stop(&setup).await;
-}
