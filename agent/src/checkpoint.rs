@@ -19,12 +19,12 @@
 //! upgrade is not recognised as such and is read from its beginning.
 
 use crate::self_metrics::AgentMetrics;
-use format::{encode, read_checkpoint_file};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use thiserror::Error;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -152,6 +152,83 @@ pub(crate) struct Known {
     pub(crate) detached: bool,
 }
 
+/// The on-disk format, tagged with its version.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum CheckpointFile {
+    #[serde(rename = "1")]
+    V1 { files: Vec<FileCheckpointV1> },
+    #[serde(rename = "2")]
+    V2 {
+        files: Vec<FileCheckpointV2>,
+        #[serde(default)]
+        unidentified: Vec<UnidentifiedV2>,
+    },
+    #[serde(rename = "3")]
+    V3 {
+        files: Vec<FileCheckpointV3>,
+        #[serde(default)]
+        unidentified: Vec<UnidentifiedV2>,
+    },
+}
+
+/// A file entry of format 1, frozen as released: its `source_id` is
+/// `<device>:<inode>`, where format 2 has the fingerprint, so the two entry types
+/// stay separate even while their fields look alike.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCheckpointV1 {
+    path: PathBuf,
+    source_id: String,
+    device: u64,
+    inode: u64,
+    offset: u64,
+}
+
+/// A file entry of format 2, frozen as released: its `source_id` is the hash of
+/// the file's first line.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCheckpointV2 {
+    path: PathBuf,
+    source_id: String,
+    device: u64,
+    inode: u64,
+    offset: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCheckpointV3 {
+    /// Where the file was last read, for people, for pruning and to tell whether
+    /// the original of a copy was truncated.
+    path: PathBuf,
+    /// The id its lines carry, in hex.
+    source_id: String,
+    /// Bytes the head covers; absent for a first-line head taken over from
+    /// format 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head_bytes: Option<u16>,
+    /// The hash of the head, in hex.
+    head_hash: String,
+    device: u64,
+    inode: u64,
+    offset: u64,
+    /// The content left the file at `device` and `inode`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    detached: bool,
+}
+
+/// A file without a complete line yet (formats 2 and 3).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnidentifiedV2 {
+    path: PathBuf,
+    device: u64,
+    inode: u64,
+    offset: u64,
+}
+
 /// Checkpoints could not be read or written.
 #[derive(Debug, Error)]
 pub enum CheckpointError {
@@ -214,8 +291,6 @@ struct StoreState {
     /// Bumped on every change, so the writer knows whether there is anything new.
     generation: u64,
     written_generation: u64,
-    /// Paths of remembered files found missing, with when they were first found so.
-    missing_since: HashMap<PathBuf, Instant>,
 }
 
 impl CheckpointStore {
@@ -434,57 +509,6 @@ impl CheckpointStore {
         self.write_if_changed().map(drop)
     }
 
-    /// Forgets the file instances (and files without a complete line) whose path
-    /// has been missing for `grace` or longer, unless `in_use` says their device
-    /// and inode are still open or about to be read; returns how many it forgot.
-    ///
-    /// Deleted files would otherwise stay in the checkpoint file forever. The
-    /// grace lets a file renamed away be found and read at its new path first (it
-    /// then moves there). Blocking: it looks at every remembered path.
-    pub(crate) fn prune_vanished(
-        &self,
-        now: Instant,
-        grace: Duration,
-        in_use: impl Fn(u64, u64) -> bool,
-    ) -> usize {
-        let paths: BTreeSet<PathBuf> = {
-            let state = self.lock();
-            let remembered = state.sources.values().map(|entry| &entry.path);
-            remembered
-                .chain(state.unidentified.keys())
-                .cloned()
-                .collect()
-        };
-        let missing: BTreeSet<PathBuf> = paths
-            .into_iter()
-            .filter(|path| {
-                matches!(std::fs::symlink_metadata(path), Err(error) if error.kind() == std::io::ErrorKind::NotFound)
-            })
-            .collect();
-        let mut state = self.lock();
-        state.missing_since.retain(|path, _| missing.contains(path));
-        let mut expired = BTreeSet::new();
-        for path in missing {
-            let since = *state.missing_since.entry(path.clone()).or_insert(now);
-            if now.duration_since(since) >= grace {
-                expired.insert(path);
-            }
-        }
-        let before = state.sources.len() + state.unidentified.len();
-        state.sources.retain(|_, entry| {
-            let identity = entry.position.identity;
-            !expired.contains(&entry.path) || in_use(identity.device, identity.inode)
-        });
-        state
-            .unidentified
-            .retain(|path, entry| !expired.contains(path) || in_use(entry.device, entry.inode));
-        let forgotten = before - state.sources.len() - state.unidentified.len();
-        if forgotten > 0 {
-            state.generation += 1;
-        }
-        forgotten
-    }
-
     /// Writes the checkpoints if they changed since the last write; returns whether
     /// it wrote. Blocking: call from a blocking thread.
     pub(crate) fn write_if_changed(&self) -> Result<bool, CheckpointError> {
@@ -579,6 +603,171 @@ pub(crate) async fn write_now(
     Ok(())
 }
 
+fn encode(state: &StoreState) -> Result<Vec<u8>, serde_json::Error> {
+    let files = state
+        .sources
+        .values()
+        .map(|entry| {
+            let identity = entry.position.identity;
+            let (head_bytes, head_hash) = match identity.head {
+                Head::Bytes { len, hash } => (Some(len), hash),
+                Head::FirstLine(hash) => (None, hash),
+            };
+            FileCheckpointV3 {
+                path: entry.path.clone(),
+                source_id: identity.source.hex(),
+                head_bytes,
+                head_hash: SourceId(head_hash).hex(),
+                device: identity.device,
+                inode: identity.inode,
+                offset: entry.position.offset,
+                detached: entry.detached,
+            }
+        })
+        .collect();
+    let unidentified = state
+        .unidentified
+        .iter()
+        .map(|(path, entry)| UnidentifiedV2 {
+            path: path.clone(),
+            device: entry.device,
+            inode: entry.inode,
+            offset: entry.offset,
+        })
+        .collect();
+    // Fails only for a path that is not UTF-8.
+    serde_json::to_vec_pretty(&CheckpointFile::V3 {
+        files,
+        unidentified,
+    })
+}
+
+/// Reads a checkpoint file; a missing file means no checkpoints yet.
+fn read_checkpoint_file(file: &Path) -> Result<StoreState, CheckpointError> {
+    let bytes = match std::fs::read(file) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(StoreState::default());
+        }
+        Err(source) => {
+            return Err(CheckpointError::Read {
+                path: file.display().to_string(),
+                cause: source,
+            });
+        }
+    };
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: file.display().to_string(),
+        reason,
+        moved_to: String::new(),
+    };
+    let hex = |path: &Path, field: &str, value: &str| {
+        SourceId::parse(value).ok_or_else(|| {
+            corrupt(format!(
+                "entry for {} has {field} `{value}`, not 16 hexadecimal digits",
+                path.display()
+            ))
+        })
+    };
+    let mut state = StoreState::default();
+    let (files, unidentified) =
+        match serde_json::from_slice(&bytes).map_err(|error| corrupt(error.to_string()))? {
+            CheckpointFile::V1 { files } => {
+                for entry in files {
+                    if format!("{}:{}", entry.device, entry.inode) != entry.source_id {
+                        return Err(corrupt(format!(
+                            "entry for {} has source_id {} but device {} and inode {}",
+                            entry.path.display(),
+                            entry.source_id,
+                            entry.device,
+                            entry.inode
+                        )));
+                    }
+                    state.unidentified.insert(
+                        entry.path,
+                        UnidentifiedEntry {
+                            device: entry.device,
+                            inode: entry.inode,
+                            offset: entry.offset,
+                        },
+                    );
+                }
+                return Ok(state);
+            }
+            CheckpointFile::V2 {
+                files,
+                unidentified,
+            } => {
+                let mut known = Vec::new();
+                for entry in files {
+                    let fingerprint = hex(&entry.path, "source_id", &entry.source_id)?;
+                    let identity = FileIdentity {
+                        source: fingerprint,
+                        head: Head::FirstLine(fingerprint.0),
+                        device: entry.device,
+                        inode: entry.inode,
+                    };
+                    known.push((entry.path, identity, entry.offset, false));
+                }
+                (known, unidentified)
+            }
+            CheckpointFile::V3 {
+                files,
+                unidentified,
+            } => {
+                let mut known = Vec::new();
+                for entry in files {
+                    let source = hex(&entry.path, "source_id", &entry.source_id)?;
+                    let hash = hex(&entry.path, "head_hash", &entry.head_hash)?.0;
+                    let head = match entry.head_bytes {
+                        Some(len) if (1..=HEAD_BYTES).contains(&usize::from(len)) => {
+                            Head::Bytes { len, hash }
+                        }
+                        Some(len) => {
+                            return Err(corrupt(format!(
+                                "entry for {} has head_bytes {len}, not 1 to {HEAD_BYTES}",
+                                entry.path.display()
+                            )));
+                        }
+                        None => Head::FirstLine(hash),
+                    };
+                    let identity = FileIdentity {
+                        source,
+                        head,
+                        device: entry.device,
+                        inode: entry.inode,
+                    };
+                    known.push((entry.path, identity, entry.offset, entry.detached));
+                }
+                (known, unidentified)
+            }
+        };
+    for entry in unidentified {
+        state.unidentified.insert(
+            entry.path,
+            UnidentifiedEntry {
+                device: entry.device,
+                inode: entry.inode,
+                offset: entry.offset,
+            },
+        );
+    }
+    for (changed, (path, identity, offset, detached)) in (0..).zip(files) {
+        state.sources.insert(
+            identity.source,
+            Entry {
+                path,
+                position: Position { identity, offset },
+                changed,
+                detached,
+            },
+        );
+    }
+    state.generation = state.sources.len() as u64;
+    state.written_generation = state.generation;
+    Ok(state)
+}
+
 /// Replaces `file` with `contents` so that readers see the old or the new contents,
 /// never a mix, even across a crash.
 fn write_atomically(file: &Path, contents: &[u8]) -> std::io::Result<()> {
@@ -595,6 +784,5 @@ fn write_atomically(file: &Path, contents: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-mod format;
 #[cfg(test)]
 mod tests;

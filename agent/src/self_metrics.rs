@@ -40,27 +40,6 @@ pub(crate) struct PathLabels {
     pub(crate) path: String,
 }
 
-/// Labels of `agent_log_bytes_lost`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub(crate) struct LossLabels {
-    pub(crate) reason: LossReason,
-}
-
-/// Why bytes of a log file were never shipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum LossReason {
-    /// The file was deleted and closed after `close_removed_after` unread.
-    ClosedRemoved,
-}
-
-impl EncodeLabelValue for LossReason {
-    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> std::fmt::Result {
-        encoder.write_str(match self {
-            Self::ClosedRemoved => "closed_removed",
-        })
-    }
-}
-
 /// Labels of `agent_metric_collection_errors`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct CollectionLabels {
@@ -119,11 +98,6 @@ pub(crate) struct AgentMetrics {
     pub(crate) log_lines_truncated: Counter,
     pub(crate) log_files_watched: Gauge,
     pub(crate) log_files_deleted: Counter,
-    /// Files found but not followed: their entry's `max_open_files` is reached.
-    pub(crate) log_files_waiting: Gauge,
-    pub(crate) log_bytes_lost: Family<LossLabels, Counter>,
-    /// Checkpoints of files whose path was gone, forgotten.
-    pub(crate) checkpoints_pruned: Counter,
     /// Per followed path: bytes of its file not read yet.
     pub(crate) log_file_lag_bytes: Family<PathLabels, Gauge>,
     pub(crate) log_publish_failures: Counter,
@@ -181,21 +155,6 @@ impl AgentMetrics {
             log_files_deleted: registry.register(
                 "agent_log_files_deleted",
                 "Log files deleted while followed; each was read to its end, then closed",
-                Counter::default(),
-            ),
-            log_files_waiting: registry.register(
-                "agent_log_files_waiting",
-                "Log files found but not followed because max_open_files of their entry is reached",
-                Gauge::default(),
-            ),
-            log_bytes_lost: registry.register(
-                "agent_log_bytes_lost",
-                "Bytes of log files never shipped, by reason (closed_removed: deleted and closed unread after close_removed_after)",
-                Family::default(),
-            ),
-            checkpoints_pruned: registry.register(
-                "agent_checkpoints_pruned",
-                "Checkpoints of log files whose path was gone for the grace period, forgotten",
                 Counter::default(),
             ),
             log_file_lag_bytes: registry.register(
@@ -289,13 +248,6 @@ impl AgentMetrics {
         self.spool_dropped_samples
             .get_or_create(&labels)
             .inc_by(samples);
-    }
-
-    /// Counts `bytes` of log files that will never be shipped.
-    pub(crate) fn log_bytes_lost(&self, reason: LossReason, bytes: u64) {
-        self.log_bytes_lost
-            .get_or_create(&LossLabels { reason })
-            .inc_by(bytes);
     }
 
     /// Counts one part of a host or container metrics collection that failed.

@@ -34,11 +34,6 @@ pub(crate) struct Found {
     pub(crate) config: usize,
     /// Where it starts if it has no checkpoint.
     pub(crate) start: StartAt,
-    /// Where it lives when found.
-    pub(crate) location: Location,
-    /// When it was last modified, as found: the least recently modified get
-    /// free slots first.
-    pub(crate) modified: SystemTime,
 }
 
 /// One `logs[]` entry, compiled.
@@ -150,8 +145,6 @@ impl Discovery {
                     path,
                     config,
                     start,
-                    location,
-                    modified,
                 });
             }
         }

@@ -16,13 +16,7 @@
 //! held), and once released its fingerprint's checkpoint says it was read. A
 //! rotated copy (copytruncate) has the fingerprint of the original, so only what
 //! was not read of it yet is shipped. A deleted file is read to its end, closed and
-//! forgotten. While the bus holds reading up, a deleted file stays open at most
-//! `close_removed_after`; then it is closed to free its space and its unread
-//! bytes are counted as lost.
-//!
-//! Bounds: each `logs[]` entry follows at most `max_open_files` files at once;
-//! the others wait, the least recently modified get the next free slots. The
-//! checkpoints of files whose path is gone are forgotten after a grace period.
+//! forgotten.
 
 mod discovery;
 mod file;
@@ -34,7 +28,7 @@ mod wire;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{LogBatchConfig, LogFileConfig};
-use crate::self_metrics::{AgentMetrics, LossReason, PathLabels};
+use crate::self_metrics::{AgentMetrics, PathLabels};
 use discovery::{Discovery, Found};
 use file::{Emitted, FileTail, Location, ReadProgress, SourceTemplate, StartAt, location_at};
 use multiline::MultilineRule;
@@ -56,11 +50,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often the globs are expanded again, in case a file-system event was missed.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
-
-/// How long the path of a file with a checkpoint must be gone, with the file
-/// neither open nor waiting, before its checkpoint is forgotten: long enough for
-/// a file renamed away to be found at its new path first.
-const VANISHED_CHECKPOINT_GRACE: Duration = Duration::from_secs(10 * 60);
 
 /// What the tailer needs besides the list of files.
 #[derive(Clone)]
@@ -134,10 +123,6 @@ struct Follower {
     behind: bool,
     /// This path's series of `agent_log_file_lag_bytes`.
     lag: Gauge,
-    /// How long a deleted file stays open while reading it is held up.
-    close_removed_after: Duration,
-    /// Since when the open file is known to be deleted while reading was held up.
-    deleted_since: Option<Instant>,
 }
 
 /// Finds files and runs one follower per file.
@@ -149,11 +134,8 @@ struct Tailer {
     context: TailerContext,
     discovery: Discovery,
     followers: JoinSet<PathBuf>,
-    /// Paths with a follower, and the index of their `logs[]` entry, by task.
-    followed: HashMap<tokio::task::Id, (PathBuf, usize)>,
-    /// Files found but not followed, as their entry's `max_open_files` is
-    /// reached: where each starts, as decided when it was first found.
-    waiting: HashMap<PathBuf, Found>,
+    /// Paths with a follower, by task.
+    followed: HashMap<tokio::task::Id, PathBuf>,
     held: HeldFiles,
     shutdown: CancellationToken,
     /// Wakes the tailer for a rescan on file-system events; kept alive with it.
@@ -193,7 +175,6 @@ pub(crate) fn start(
         discovery,
         followers: JoinSet::new(),
         followed: HashMap::new(),
-        waiting: HashMap::new(),
         held: HeldFiles::default(),
         shutdown: shutdown.clone(),
         _watcher: watcher,
@@ -257,10 +238,7 @@ impl Tailer {
                     self.forget(joined);
                 }
                 Some(()) = self.woken.recv() => self.rescan(false),
-                _ = rescan.tick() => {
-                    self.rescan(false);
-                    self.prune_checkpoints();
-                }
+                _ = rescan.tick() => self.rescan(false),
             }
         }
         while let Some(joined) = self.followers.join_next_with_id().await {
@@ -268,76 +246,17 @@ impl Tailer {
         }
     }
 
-    /// Starts a follower for every file found that has none, as long as its
-    /// entry's `max_open_files` allows: the least recently modified first. The
-    /// others wait for the next scan.
+    /// Starts a follower for every file found that has none.
     fn rescan(&mut self, startup: bool) {
-        let followed: HashSet<&PathBuf> = self.followed.values().map(|(path, _)| path).collect();
+        let followed: HashSet<&PathBuf> = self.followed.values().collect();
         let held = &self.held;
-        let mut found =
-            self.discovery
-                .scan(startup, &self.context.checkpoints, |path, location| {
-                    followed.contains(&path.to_path_buf()) || held.contains(location)
-                });
-        found.sort_by(|a, b| {
-            a.modified
-                .cmp(&b.modified)
-                .then_with(|| a.path.cmp(&b.path))
-        });
-
-        let mut open = vec![0_usize; self.files.len()];
-        for (_, config) in self.followed.values() {
-            open[*config] += 1;
-        }
-        let mut waiting = HashMap::new();
-        for mut file in found {
-            // A file keeps the start decided when it was first found, also if
-            // that was at the agent's first start and it waited since.
-            if let Some(earlier) = self.waiting.remove(&file.path) {
-                file.start = earlier.start;
-            }
-            if open[file.config] < self.files[file.config].max_open_files.get() {
-                open[file.config] += 1;
-                self.follow(file);
-            } else {
-                waiting.insert(file.path.clone(), file);
-            }
-        }
-        if waiting.len() > self.waiting.len() {
-            tracing::warn!(
-                waiting = waiting.len(),
-                "log files wait for a free slot: `max_open_files` of their `logs[]` entry is reached"
-            );
-        }
-        self.waiting = waiting;
-        self.context
-            .metrics
-            .log_files_waiting
-            .set(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
-    }
-
-    /// Forgets the checkpoints of files whose path is gone for
-    /// `VANISHED_CHECKPOINT_GRACE`, except those open or waiting to be followed.
-    fn prune_checkpoints(&self) {
-        let waiting: HashSet<Location> = self.waiting.values().map(|file| file.location).collect();
-        let held = &self.held;
-        let forgotten = self.context.checkpoints.prune_vanished(
-            Instant::now().into_std(),
-            VANISHED_CHECKPOINT_GRACE,
-            |device, inode| {
-                let location = Location { device, inode };
-                held.contains(location) || waiting.contains(&location)
-            },
-        );
-        if forgotten > 0 {
-            tracing::info!(
-                forgotten,
-                "checkpoints of log files deleted long ago were forgotten"
-            );
-            self.context
-                .metrics
-                .checkpoints_pruned
-                .inc_by(forgotten as u64);
+        let found = self
+            .discovery
+            .scan(startup, &self.context.checkpoints, |path, location| {
+                followed.contains(&path.to_path_buf()) || held.contains(location)
+            });
+        for file in found {
+            self.follow(file);
         }
     }
 
@@ -376,17 +295,14 @@ impl Tailer {
                 .log_file_lag_bytes
                 .get_or_create(&lag_labels(&found.path))
                 .clone(),
-            close_removed_after: config.close_removed_after,
-            deleted_since: None,
         };
         follower.open_if_present();
         let task = self
             .followers
             .spawn(follower.run(self.shutdown.clone(), context.shutdown_timeout));
-        self.followed.insert(task.id(), (found.path, found.config));
+        self.followed.insert(task.id(), found.path);
     }
 
-    /// Forgets an ended follower; its slot goes to a waiting file at once.
     fn forget(&mut self, joined: Result<(tokio::task::Id, PathBuf), tokio::task::JoinError>) {
         match joined {
             Ok((id, path)) => {
@@ -394,13 +310,10 @@ impl Tailer {
                 self.followed.remove(&id);
             }
             Err(error) => {
-                if let Some((path, _)) = self.followed.remove(&error.id()) {
+                if let Some(path) = self.followed.remove(&error.id()) {
                     tracing::error!(path = %path.display(), %error, "log file follower failed; the file is found again by the next scan");
                 }
             }
-        }
-        if !self.waiting.is_empty() && !self.shutdown.is_cancelled() {
-            self.rescan(false);
         }
     }
 }
@@ -480,10 +393,8 @@ impl Follower {
         self.measure_lag();
         let room = self.shipper.room();
         if room == 0 {
-            self.close_if_deleted_long_ago();
             return;
         }
-        self.deleted_since = None;
         self.behind = false;
         let FileState::Open(tail) = std::mem::replace(
             &mut self.state,
@@ -578,49 +489,6 @@ impl Follower {
             next_start: StartAt::Beginning,
         };
         self.open_if_present();
-    }
-
-    /// While the bus holds reading up: closes the open file once it has been
-    /// deleted for `close_removed_after`, although it was not read to its end, so
-    /// that its disk space is freed. What was read is still shipped; what was
-    /// not is lost, counted and logged.
-    fn close_if_deleted_long_ago(&mut self) {
-        let FileState::Open(tail) = &self.state else {
-            return;
-        };
-        if !tail.is_deleted().unwrap_or(false) {
-            self.deleted_since = None;
-            return;
-        }
-        let now = Instant::now();
-        let since = *self.deleted_since.get_or_insert(now);
-        if now.duration_since(since) < self.close_removed_after {
-            return;
-        }
-        let FileState::Open(tail) = std::mem::replace(
-            &mut self.state,
-            FileState::Closed {
-                next_start: StartAt::Beginning,
-            },
-        ) else {
-            return;
-        };
-        let lost = tail.unread_bytes().unwrap_or(0);
-        tracing::warn!(
-            path = %self.template.path.display(),
-            lost_bytes = lost,
-            after = ?self.close_removed_after,
-            "file was deleted and could not be read to its end in time; it is closed and its unread bytes are lost"
-        );
-        self.metrics.log_bytes_lost(LossReason::ClosedRemoved, lost);
-        self.metrics.log_files_deleted.inc();
-        let mut out = Vec::new();
-        let progress = tail.finish(now, &mut out);
-        self.count(progress);
-        self.shipper.submit(out);
-        self.metrics.log_files_watched.dec();
-        self.release();
-        self.deleted_since = None;
     }
 
     /// Opens the closed file if it exists now.
