@@ -160,6 +160,15 @@ pub(crate) trait Stage {
 /// Pause after a failed receive, so a broken connection does not spin.
 const RECEIVE_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
+/// A failed receive that came back sooner than this had been queued (the
+/// client queues one per failed connection attempt during an outage): it is
+/// counted and logged but not followed by a pause, so that the backlog of an
+/// outage does not hold the stage up once the broker is back.
+const QUEUED_ERROR_WITHIN: Duration = Duration::from_millis(5);
+
+/// At most this many queued errors in a row go without a pause.
+const MAX_QUEUED_ERRORS_WITHOUT_PAUSE: u32 = 10_000;
+
 /// Runs `stage` on the messages of `intake` until `shutdown` or an error, then
 /// drains it, commits and closes the subscription.
 pub(crate) async fn run<S, W>(
@@ -198,7 +207,9 @@ where
     let period = stage.tick_period();
     let mut ticks = period.map(tokio::time::interval);
     let mut last_message = Instant::now();
+    let mut queued_errors_in_a_row = 0_u32;
     loop {
+        let waiting_since = Instant::now();
         if !stage.accepts_messages() {
             let event = intake
                 .while_busy(async {
@@ -240,7 +251,14 @@ where
                     Err(error) => {
                         intake.count_receive_error();
                         tracing::warn!(stage = S::NAME, %error, "consuming failed; retrying");
-                        tokio::time::sleep(RECEIVE_RETRY_PAUSE).await;
+                        let queued = waiting_since.elapsed() < QUEUED_ERROR_WITHIN
+                            && queued_errors_in_a_row < MAX_QUEUED_ERRORS_WITHOUT_PAUSE;
+                        if queued {
+                            queued_errors_in_a_row += 1;
+                        } else {
+                            queued_errors_in_a_row = 0;
+                            tokio::time::sleep(RECEIVE_RETRY_PAUSE).await;
+                        }
                     }
                 }
             }
