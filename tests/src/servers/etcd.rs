@@ -19,6 +19,33 @@ pub struct EtcdServer {
     dir: PathBuf,
 }
 
+/// etcd as a cluster of one member in `dir`, serving clients at `endpoint`;
+/// callers add their own flags.
+pub(crate) fn single_member_command(
+    binary: &Path,
+    dir: &Path,
+    endpoint: &str,
+    peer_url: &str,
+) -> Command {
+    let mut command = Command::new(binary);
+    command
+        .arg("--name")
+        .arg("default")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--listen-client-urls")
+        .arg(endpoint)
+        .arg("--advertise-client-urls")
+        .arg(endpoint)
+        .arg("--listen-peer-urls")
+        .arg(peer_url)
+        .arg("--initial-advertise-peer-urls")
+        .arg(peer_url)
+        .arg("--initial-cluster")
+        .arg(format!("default={peer_url}"));
+    command
+}
+
 impl EtcdServer {
     /// Starts etcd on free ports and waits until `/health` reports healthy.
     pub fn start() -> EtcdServer {
@@ -31,23 +58,8 @@ impl EtcdServer {
         let ports = free_tcp_ports(2);
         let endpoint = format!("http://127.0.0.1:{}", ports[0]);
         let peer_url = format!("http://127.0.0.1:{}", ports[1]);
-        let mut command = Command::new(binary);
-        command
-            .arg("--name")
-            .arg("default")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--listen-client-urls")
-            .arg(&endpoint)
-            .arg("--advertise-client-urls")
-            .arg(&endpoint)
-            .arg("--listen-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("default={peer_url}"))
-            .current_dir(&dir);
+        let mut command = single_member_command(binary, &dir, &endpoint, &peer_url);
+        command.current_dir(&dir);
         let mut process = ChildProcess::spawn_with_scratch_dir("etcd", command, &dir);
         let health_url = format!("{endpoint}/health");
         await_ready(&mut process, "etcd", || answers_http(&health_url))?;

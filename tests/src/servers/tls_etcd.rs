@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use super::etcd::single_member_command;
 use super::{StartFailure, await_ready, start_with_retries, system_binary};
 use crate::deployment::path_arg;
 use crate::ports::free_tcp_ports;
@@ -38,22 +39,8 @@ impl TlsEtcdServer {
         let ports = free_tcp_ports(2);
         let endpoint = format!("https://127.0.0.1:{}", ports[0]);
         let peer_url = format!("http://127.0.0.1:{}", ports[1]);
-        let mut command = Command::new(binary);
+        let mut command = single_member_command(binary, &dir, &endpoint, &peer_url);
         command
-            .arg("--name")
-            .arg("default")
-            .arg("--data-dir")
-            .arg(dir.join("data"))
-            .arg("--listen-client-urls")
-            .arg(&endpoint)
-            .arg("--advertise-client-urls")
-            .arg(&endpoint)
-            .arg("--listen-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-advertise-peer-urls")
-            .arg(&peer_url)
-            .arg("--initial-cluster")
-            .arg(format!("default={peer_url}"))
             .arg("--cert-file")
             .arg(&ca.server_cert)
             .arg("--key-file")
