@@ -28,7 +28,7 @@ pub use error::{RuleError, RuleErrors};
 pub use evaluate::{Evaluator, MAX_CATCH_UP_TICKS, RefusedSeries, STALE_AFTER, Source};
 pub use log_filter::{LogField, LogFilter};
 pub use model::{
-    AggregateFunction, Aggregation, Group, LabelMatcher, LogRule, LogTrigger,
+    AggregateFunction, Aggregation, Group, LabelMatcher, LogRule, LogTrigger, MAX_LINE_TIMES,
     MAX_REMEMBERED_VALUES, MetricRule, Rule, RuleKind, RuleSet,
 };
 pub use parse::load_dir;

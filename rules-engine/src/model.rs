@@ -432,6 +432,16 @@ pub enum LogTrigger {
 /// Most values of `field` a `new_value` rule remembers per group key.
 pub const MAX_REMEMBERED_VALUES: usize = 10_000;
 
+/// Most distinct event times of matching lines a log rule keeps per key (lines
+/// of one time are kept as one count), or the rule's `count` (`min_count` of a
+/// `spike`) when larger. Beyond it the oldest times are merged into the next
+/// later one: their lines stay counted, as if they had come at that later time.
+/// Whether `frequency`, `any` and `flatline` hold stays exact, since a window
+/// with that many distinct times holds at least the threshold; their
+/// `{{ $value }}` may then count such merged lines that have left the window,
+/// and a `spike`'s baseline keeps them longer than it would.
+pub const MAX_LINE_TIMES: usize = 10_000;
+
 impl LogTrigger {
     /// The `type:` name of the trigger.
     pub fn name(&self) -> &'static str {

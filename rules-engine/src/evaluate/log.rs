@@ -8,11 +8,20 @@
 //! ticks, and at every group tick, so counts slide out of the window, silent keys
 //! are noticed and alerts resolve while no lines come. A late line is kept at its
 //! own event time, so it counts in every window that contains that time.
+//!
+//! Bounds, so that a flood of lines cannot exhaust memory: a key keeps one count
+//! per distinct event time, at most [`MAX_LINE_TIMES`] of them (or the rule's
+//! threshold, when larger; older times merge into the next later one, see
+//! there), and a new key is only taken in while the evaluator has room for it
+//! under its `max_series` budget, which metric series and the keys of all log
+//! rules share (see [`LogState::held`]); a line of a new key beyond it is
+//! refused and counted by rule. Keys without lines in their window and without
+//! an alert are forgotten at the next tick and free their room.
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use super::metric::relabel;
 use crate::log_filter::LogRecord;
-use crate::model::{LogRule, LogTrigger, MAX_REMEMBERED_VALUES};
+use crate::model::{LogRule, LogTrigger, MAX_LINE_TIMES, MAX_REMEMBERED_VALUES};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::mem::discriminant;
 use vigil_config::duration::nanos;
@@ -20,9 +29,9 @@ use vigil_proto::v1::AlertEvent;
 
 #[derive(Debug, Default)]
 pub(crate) struct KeyState {
-    /// Event times of matching lines, sorted; for `new_value`, the times a new
-    /// value was seen.
-    times: VecDeque<i64>,
+    /// Matching lines by event time; for `new_value`, the times a new value was
+    /// seen.
+    times: LineTimes,
     /// Event time of the key's first line (`flatline` watches it from then on).
     first_seen: i64,
     alert: Option<ActiveAlert>,
@@ -32,22 +41,101 @@ pub(crate) struct KeyState {
 
 impl KeyState {
     fn insert(&mut self, time: i64) {
-        let position = self.times.partition_point(|t| *t <= time);
-        self.times.insert(position, time);
+        self.times.insert(time);
     }
 
     /// Lines in `(from, to]`.
     fn count(&self, from: i64, to: i64) -> u64 {
-        let start = self.times.partition_point(|t| *t <= from);
-        let end = self.times.partition_point(|t| *t <= to);
-        end.saturating_sub(start) as u64
+        self.times.count(from, to)
     }
 
     /// Forgets lines at or before `horizon`: instants only move forward, so no
     /// later window holds them.
     fn forget_until(&mut self, horizon: i64) {
-        let start = self.times.partition_point(|t| *t <= horizon);
-        self.times.drain(..start);
+        self.times.forget_until(horizon);
+    }
+}
+
+/// The lines of one key as runs of equal event times, sorted, each with the
+/// running total of lines up to it, so that a count over any window is two
+/// binary searches and a line at the newest time costs no memory.
+#[derive(Debug, Default)]
+struct LineTimes {
+    /// (event time, lines at or before it since the running total began).
+    runs: VecDeque<(i64, u64)>,
+    /// The running total before the first run: lines forgotten, or merged into
+    /// it.
+    before: u64,
+}
+
+impl LineTimes {
+    fn insert(&mut self, time: i64) {
+        if let Some(last) = self.runs.back_mut()
+            && last.0 <= time
+        {
+            if last.0 == time {
+                last.1 += 1;
+            } else {
+                let total = last.1 + 1;
+                self.runs.push_back((time, total));
+            }
+            return;
+        }
+        // A line older than the newest: every later running total grows.
+        let position = self.runs.partition_point(|(t, _)| *t < time);
+        if self.runs.get(position).is_none_or(|(t, _)| *t != time) {
+            let total = self.total_through(position);
+            self.runs.insert(position, (time, total));
+        }
+        for run in self.runs.range_mut(position..) {
+            run.1 += 1;
+        }
+    }
+
+    /// The running total through the first `runs` runs.
+    fn total_through(&self, runs: usize) -> u64 {
+        runs.checked_sub(1)
+            .and_then(|last| self.runs.get(last))
+            .map_or(self.before, |(_, total)| *total)
+    }
+
+    /// The running total of the lines at or before `time`.
+    fn total_until(&self, time: i64) -> u64 {
+        self.total_through(self.runs.partition_point(|(t, _)| *t <= time))
+    }
+
+    /// Lines in `(from, to]`.
+    fn count(&self, from: i64, to: i64) -> u64 {
+        self.total_until(to).saturating_sub(self.total_until(from))
+    }
+
+    fn forget_until(&mut self, horizon: i64) {
+        let start = self.runs.partition_point(|(t, _)| *t <= horizon);
+        self.before = self.total_through(start);
+        self.runs.drain(..start);
+    }
+
+    /// Keeps at most `capacity` distinct times at or before `at` by merging the
+    /// oldest into the next later one (the running total before it stays, so its
+    /// lines count with that one); returns how many times were merged away.
+    /// Whether a later window holds at least `capacity` lines stays exact: one
+    /// that holds a merged line holds the `capacity` times it was merged behind,
+    /// each with a line of its own.
+    fn merge_oldest(&mut self, at: i64, capacity: usize) -> u64 {
+        let evaluated = self.runs.partition_point(|(t, _)| *t <= at);
+        let excess = evaluated.saturating_sub(capacity);
+        self.runs.drain(..excess);
+        excess as u64
+    }
+
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Distinct times held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.runs.len()
     }
 }
 
@@ -150,15 +238,35 @@ pub(crate) struct LogState {
     arrivals: BTreeMap<i64, BTreeSet<BaseLabels>>,
     /// The first instant the rule was evaluated at: what it has watched since.
     started: Option<i64>,
+    /// Lines (and new values) refused for want of room for a new key, since the
+    /// last `take_refused`.
+    refused: u64,
+    /// Distinct line times merged into a later one, since the last
+    /// `take_merged_times`.
+    merged_times: u64,
+}
+
+/// What became of a matching line offered to a log rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Intake {
+    /// Counted for a key held already, or a new key whose alert is not keyed by
+    /// the line's key alone (`new_value`); or, for a rule on a field, a line
+    /// without the field, which has no value and is not counted.
+    Held,
+    /// Counted for a new key, whose alert is keyed by the line's key: one
+    /// restored from the state topic may resume.
+    NewKey,
+    /// Not counted: the line's key is new and there was no room for it.
+    Refused,
 }
 
 impl LogState {
     /// Takes in a matching line of `key` at event time `time`, arrived from
     /// `source`, to be evaluated at `instant` (`time`, or later for a late line).
-    /// For `new_value` and `cardinality`, a line without the field has no value
-    /// and is not counted. Says whether the key is new and its alert is keyed by
-    /// `key` (for `new_value` it is keyed by the value too, and only exists for a
-    /// `window`).
+    /// A new key is only taken in when `room` says the evaluator can hold one
+    /// more (see [`held`](Self::held)); otherwise the line is refused and
+    /// counted.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn observe(
         &mut self,
         log: &LogRule,
@@ -167,23 +275,36 @@ impl LogState {
         time: i64,
         instant: i64,
         source: &Source,
-    ) -> bool {
-        let new = match log.trigger.field() {
+        room: bool,
+    ) -> Intake {
+        let intake = match log.trigger.field() {
             Some(field) => {
                 let value = record.get(field);
                 if value.is_empty() {
-                    return false;
+                    return Intake::Held;
                 }
                 let new = !self.values.contains_key(&key);
+                if new && !room {
+                    self.refused += 1;
+                    return Intake::Refused;
+                }
                 let memory = self.values.entry(key.clone()).or_default();
                 memory.pending.push((time, value.to_owned()));
                 if memory.source != *source {
                     memory.source = source.clone();
                 }
-                new && matches!(log.trigger, LogTrigger::Cardinality { .. })
+                if new && matches!(log.trigger, LogTrigger::Cardinality { .. }) {
+                    Intake::NewKey
+                } else {
+                    Intake::Held
+                }
             }
             None => {
                 let new = !self.keys.contains_key(&key);
+                if new && !room {
+                    self.refused += 1;
+                    return Intake::Refused;
+                }
                 let state = self.keys.entry(key.clone()).or_insert_with(|| KeyState {
                     first_seen: time,
                     source: source.clone(),
@@ -193,11 +314,32 @@ impl LogState {
                 if state.source != *source {
                     state.source = source.clone();
                 }
-                new
+                if new { Intake::NewKey } else { Intake::Held }
             }
         };
         self.arrivals.entry(instant).or_default().insert(key);
-        new
+        intake
+    }
+
+    /// The keys this rule holds, as counted against the evaluator's
+    /// `max_series`: each `group_by` key with lines in its window or an alert,
+    /// and for `new_value` also each alert of a new value (keyed by the value
+    /// too). A `cardinality` alert belongs to a `group_by` key counted already.
+    pub(crate) fn held(&self, log: &LogRule) -> usize {
+        match log.trigger {
+            LogTrigger::Cardinality { .. } => self.values.len(),
+            _ => self.keys.len() + self.values.len(),
+        }
+    }
+
+    /// Lines refused for want of room since the last call.
+    pub(crate) fn take_refused(&mut self) -> u64 {
+        std::mem::take(&mut self.refused)
+    }
+
+    /// Distinct line times merged into later ones since the last call.
+    pub(crate) fn take_merged_times(&mut self) -> u64 {
+        std::mem::take(&mut self.merged_times)
     }
 
     /// Gives the key `labels` an alert restored from the state topic.
@@ -222,15 +364,18 @@ impl LogState {
     }
 
     /// Evaluates at `at`: every key on a tick, otherwise the keys whose lines
-    /// arrived for this instant.
+    /// arrived for this instant. At most `room` new keys are made (a `new_value`
+    /// rule makes one per new value; those beyond are refused and counted).
     pub(crate) fn evaluate(
         &mut self,
         rule: RuleRef<'_>,
         log: &LogRule,
         at: i64,
         tick: bool,
+        room: usize,
         out: &mut Vec<AlertEvent>,
     ) {
+        let capacity = line_capacity(&log.trigger);
         let started = *self.started.get_or_insert(at);
         if !tick && !self.arrivals.contains_key(&at) {
             // An instant at which lines of other rules arrived.
@@ -244,14 +389,14 @@ impl LogState {
         match &log.trigger {
             LogTrigger::Frequency { count, window } => {
                 let window = nanos(*window);
-                self.evaluate_counts(rule, &due, window, out, |key| {
+                self.evaluate_counts(rule, &due, window, capacity, out, |key| {
                     let lines = key.count(at.saturating_sub(window), at);
                     (lines as f64, lines >= *count)
                 });
             }
             LogTrigger::Any { window } => {
                 let window = nanos(*window);
-                self.evaluate_counts(rule, &due, window, out, |key| {
+                self.evaluate_counts(rule, &due, window, capacity, out, |key| {
                     let lines = key.count(at.saturating_sub(window), at);
                     (lines as f64, lines >= 1)
                 });
@@ -267,7 +412,7 @@ impl LogState {
                 let watched = baseline_start >= started;
                 let window_start = at.saturating_sub(window);
                 let retention = window.saturating_add(baseline);
-                self.evaluate_counts(rule, &due, retention, out, |key| {
+                self.evaluate_counts(rule, &due, retention, capacity, out, |key| {
                     let recent = key.count(window_start, at);
                     let before = key.count(baseline_start, window_start).max(1);
                     let times_baseline =
@@ -307,6 +452,7 @@ impl LogState {
                     );
                     // Keys are kept while silent: that is when they fire.
                     key.forget_until(window_start);
+                    self.merged_times += key.times.merge_oldest(at, capacity);
                 }
             }
             LogTrigger::NewValue {
@@ -318,6 +464,7 @@ impl LogState {
                 let (lookback, window) = (nanos(*lookback), nanos(*window));
                 let learned_until = started.saturating_add(nanos(*learn));
                 let mut new_keys = BTreeSet::new();
+                let mut made = 0;
                 for (labels, memory) in &mut self.values {
                     if !due.includes(labels) {
                         continue;
@@ -334,6 +481,13 @@ impl LogState {
                                 labels.iter().cloned().collect();
                             key.insert(field.label_name().to_owned(), value);
                             let key: BaseLabels = key.into_iter().collect();
+                            if !self.keys.contains_key(&key) {
+                                if made == room {
+                                    self.refused += 1;
+                                    continue;
+                                }
+                                made += 1;
+                            }
                             let state = self.keys.entry(key.clone()).or_default();
                             state.insert(time);
                             state.source.clone_from(&memory.source);
@@ -347,7 +501,7 @@ impl LogState {
                     arrived: new_keys,
                     ..due
                 };
-                self.evaluate_counts(rule, &due, window, out, |key| {
+                self.evaluate_counts(rule, &due, window, capacity, out, |key| {
                     let lines = key.count(at.saturating_sub(window), at);
                     (lines as f64, lines >= 1)
                 });
@@ -389,15 +543,18 @@ impl LogState {
 
     /// Evaluates the due keys with `condition`, which gives the value to compare
     /// and whether it holds; lines older than `retention` are forgotten, and so
-    /// are keys without lines or alert.
+    /// are keys without lines or alert. A key keeps at most `capacity` distinct
+    /// line times.
     fn evaluate_counts(
         &mut self,
         rule: RuleRef<'_>,
         due: &Due,
         retention: i64,
+        capacity: usize,
         out: &mut Vec<AlertEvent>,
         condition: impl Fn(&KeyState) -> (f64, bool),
     ) {
+        let merged_times = &mut self.merged_times;
         let mut evaluate = |labels: &BaseLabels, key: &mut KeyState| {
             let (value, holds) = condition(key);
             step(
@@ -411,6 +568,7 @@ impl LogState {
                 out,
             );
             key.forget_until(due.at.saturating_sub(retention));
+            *merged_times += key.times.merge_oldest(due.at, capacity);
             key.alert.is_some() || !key.times.is_empty()
         };
         if due.tick {
@@ -446,6 +604,8 @@ impl LogState {
             self.resolve_all(old, at, out);
             *self = LogState {
                 started: self.started,
+                refused: self.refused,
+                merged_times: self.merged_times,
                 ..LogState::default()
             };
             return;
@@ -466,9 +626,25 @@ impl LogState {
     }
 }
 
+/// Most distinct line times a key of a rule with `trigger` keeps: enough for
+/// its threshold, so that whether it holds stays exact.
+fn line_capacity(trigger: &LogTrigger) -> usize {
+    let threshold = match trigger {
+        LogTrigger::Frequency { count, .. } | LogTrigger::Flatline { count, .. } => *count,
+        LogTrigger::Spike { min_count, .. } => *min_count,
+        LogTrigger::Any { .. } | LogTrigger::NewValue { .. } | LogTrigger::Cardinality { .. } => 0,
+    };
+    usize::try_from(threshold)
+        .unwrap_or(usize::MAX)
+        .max(MAX_LINE_TIMES)
+}
+
 fn log_rule<'a>(rule: RuleRef<'a>) -> Option<&'a LogRule> {
     match &rule.rule.kind {
         crate::model::RuleKind::Log(log) => Some(log),
         crate::model::RuleKind::Metric(_) => None,
     }
 }
+
+#[cfg(test)]
+mod tests;

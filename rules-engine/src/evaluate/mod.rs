@@ -25,9 +25,14 @@
 //! in the batch; an agent that sent the same labels in another order would make
 //! a second series with the same labels.
 //!
-//! At most `max_series` series are held (see [`Evaluator::set_max_series`]): a
-//! sample of a new series beyond is refused, and counted by the rules that would
-//! have selected it, so that a flood of label values cannot exhaust memory.
+//! At most `max_series` series and log keys are held together (see
+//! [`Evaluator::set_max_series`]): one budget for all metric series and the
+//! keys of all log rules (a `group_by` key, see [`log`]), not a share per
+//! rule, since it bounds the memory of the whole evaluator. A sample of a new
+//! series beyond is refused, and counted by the rules that would have selected
+//! it; a line of a new log key beyond is refused and counted by its rule; so
+//! that a flood of label or field values cannot exhaust memory. Metric series
+//! and log keys compete for the budget: a flood of one can refuse the other.
 //!
 //! Reloads keep state by group name and alert name; a rule moved to another
 //! group, or renamed, starts over (its firing alerts resolve).
@@ -54,7 +59,7 @@ use super::model::{MetricRule, Rule, RuleKind, RuleSet};
 pub use alert::Source;
 use alert::{BaseLabels, RuleRef, StateJournal};
 use dormant::Dormant;
-use log::LogState;
+use log::{Intake, LogState};
 use metric::{MetricState, evaluated_on_arrival, selects};
 use series::{
     BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries, ValueKind,
@@ -97,16 +102,21 @@ pub struct Evaluator {
     journal: StateJournal,
     /// Alerts of other consumers or of an earlier run, from the state topic.
     dormant: Dormant,
-    /// Most series held; new series beyond are refused.
+    /// Most series and log keys held together; new ones beyond are refused.
     max_series: usize,
+    /// Keys the log rules hold (the sum of their [`LogState::held`]), kept up to
+    /// date wherever their keys change.
+    log_keys: usize,
     /// Samples of new series refused since the last `take_refused_series`.
     refused: RefusedSeries,
 }
 
-/// Samples of new series refused because `max_series` series were held.
+/// Samples of new series, and log lines of new keys, refused because
+/// `max_series` series and log keys were held.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RefusedSeries {
-    /// By the name of each rule that would have selected the series.
+    /// By the name of each rule that would have selected the series, and of
+    /// each log rule whose line was refused.
     pub by_rule: BTreeMap<String, u64>,
     /// The metrics of the refused series.
     pub metrics: BTreeSet<String>,
@@ -115,7 +125,15 @@ pub struct RefusedSeries {
 impl RefusedSeries {
     /// Nothing was refused.
     pub fn is_empty(&self) -> bool {
-        self.metrics.is_empty()
+        self.metrics.is_empty() && self.by_rule.is_empty()
+    }
+
+    fn count(&mut self, rule: &str, refused: u64) {
+        if let Some(count) = self.by_rule.get_mut(rule) {
+            *count += refused;
+        } else {
+            self.by_rule.insert(rule.to_owned(), refused);
+        }
     }
 }
 
@@ -174,6 +192,7 @@ impl Evaluator {
             journal: StateJournal::default(),
             dormant: Dormant::default(),
             max_series: usize::MAX,
+            log_keys: 0,
             refused: RefusedSeries::default(),
         };
         evaluator.index();
@@ -191,14 +210,57 @@ impl Evaluator {
         self.store.len()
     }
 
-    /// Holds at most `max_series` series from now on; series held already stay.
+    /// How many keys the log rules hold, counted with the metric series against
+    /// `max_series`: `group_by` keys with lines in their window or an alert.
+    pub fn log_keys(&self) -> usize {
+        self.log_keys
+    }
+
+    /// Holds at most `max_series` metric series and log keys together from now
+    /// on; those held already stay.
     pub fn set_max_series(&mut self, max_series: usize) {
         self.max_series = max_series;
     }
 
-    /// The samples of new series refused since the last call.
+    /// The samples of new series and the log lines of new keys refused since
+    /// the last call.
     pub fn take_refused_series(&mut self) -> RefusedSeries {
-        std::mem::take(&mut self.refused)
+        let mut refused = std::mem::take(&mut self.refused);
+        for (group, state) in self.rules.groups.iter().zip(&mut self.groups) {
+            for (rule, rule_state) in group.rules.iter().zip(&mut state.rules) {
+                if let RuleState::Log(log) = rule_state {
+                    match log.take_refused() {
+                        0 => {}
+                        lines => refused.count(&rule.alert, lines),
+                    }
+                }
+            }
+        }
+        refused
+    }
+
+    /// How many distinct line times of log keys were merged into a later one
+    /// since the last call, by rule: keys that held [`crate::MAX_LINE_TIMES`]
+    /// (or their rule's threshold) in their window.
+    pub fn take_merged_log_times(&mut self) -> BTreeMap<String, u64> {
+        let mut merged = BTreeMap::new();
+        for (group, state) in self.rules.groups.iter().zip(&mut self.groups) {
+            for (rule, rule_state) in group.rules.iter().zip(&mut state.rules) {
+                if let RuleState::Log(log) = rule_state {
+                    match log.take_merged_times() {
+                        0 => {}
+                        times => *merged.entry(rule.alert.clone()).or_default() += times,
+                    }
+                }
+            }
+        }
+        merged
+    }
+
+    /// How many more series or log keys `max_series` leaves room for.
+    fn room(&self) -> usize {
+        self.max_series
+            .saturating_sub(self.store.len().saturating_add(self.log_keys))
     }
 
     /// The evaluator's clock: the largest event time seen, in Unix nanoseconds.
@@ -298,7 +360,7 @@ impl Evaluator {
         let labels = resource.series_labels(labels);
         let mut series = StoredSeries::new(id, name, labels, source.clone());
         self.select(&mut series, positions);
-        if self.store.len() >= self.max_series {
+        if self.room() == 0 {
             self.refuse(&series);
             return;
         }
@@ -321,11 +383,7 @@ impl Evaluator {
     fn refuse(&mut self, series: &StoredSeries) {
         for &(group, index) in &series.selected_by {
             let rule = &self.rules.groups[group].rules[index].alert;
-            if let Some(count) = self.refused.by_rule.get_mut(rule) {
-                *count += 1;
-            } else {
-                self.refused.by_rule.insert(rule.clone(), 1);
-            }
+            self.refused.count(rule, 1);
         }
         if !self.refused.metrics.contains(series.name.as_str()) {
             self.refused.metrics.insert(series.name.to_string());
@@ -448,11 +506,15 @@ impl Evaluator {
                     .collect::<BTreeMap<_, _>>()
                     .into_iter()
                     .collect();
+                let room = self.room() > 0;
                 let group_state = &mut self.groups[group];
                 let instant = time.max(group_state.evaluated_to.unwrap_or(time));
-                if let RuleState::Log(state) = &mut group_state.rules[index]
-                    && state.observe(rule, key.clone(), &record, time, instant, from)
-                {
+                let RuleState::Log(state) = &mut group_state.rules[index] else {
+                    continue;
+                };
+                let held = state.held(rule);
+                let intake = state.observe(rule, key.clone(), &record, time, instant, from, room);
+                if intake == Intake::NewKey {
                     let rule = RuleRef {
                         group: &self.rules.groups[group].name,
                         rule: &self.rules.groups[group].rules[index],
@@ -462,6 +524,7 @@ impl Evaluator {
                         state.install(&key, alert);
                     }
                 }
+                self.log_keys = (self.log_keys + state.held(rule)).saturating_sub(held);
             }
         }
         self.advance_clock(latest)
@@ -516,6 +579,20 @@ impl Evaluator {
                 }
             }
         }
+        self.log_keys = self.count_log_keys();
+    }
+
+    /// The keys all log rules hold, counted anew.
+    fn count_log_keys(&self) -> usize {
+        let mut keys = 0;
+        for (group, state) in self.rules.groups.iter().zip(&self.groups) {
+            for (rule, rule_state) in group.rules.iter().zip(&state.rules) {
+                if let (RuleKind::Log(log), RuleState::Log(held)) = (&rule.kind, rule_state) {
+                    keys += held.held(log);
+                }
+            }
+        }
+        keys
     }
 
     /// Ends restored alerts of partitions this consumer owns whose series has not
@@ -572,6 +649,7 @@ impl Evaluator {
             }
         }
         self.log_rules = LogRules::new(&self.rules);
+        self.log_keys = self.count_log_keys();
         self.select_stored_series();
     }
 

@@ -89,7 +89,12 @@ impl Evaluator {
                             series.evaluate(rule_ref, metric, at, stale_after, store, dormant, out);
                         }
                         (RuleKind::Log(log), RuleState::Log(keys)) => {
-                            keys.evaluate(rule_ref, log, at, tick, out);
+                            let room = self
+                                .max_series
+                                .saturating_sub(self.store.len().saturating_add(self.log_keys));
+                            let held = keys.held(log);
+                            keys.evaluate(rule_ref, log, at, tick, room, out);
+                            self.log_keys = (self.log_keys + keys.held(log)).saturating_sub(held);
                         }
                         _ => {}
                     }
