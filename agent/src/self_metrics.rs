@@ -40,6 +40,14 @@ pub(crate) struct PathLabels {
     pub(crate) path: String,
 }
 
+/// Labels of `agent_log_parse_failures`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct ParseFailureLabels {
+    pub(crate) dataset: String,
+    /// The step that failed: `json`, `regex`, `timestamp`, ...
+    pub(crate) parser: String,
+}
+
 /// Labels of `agent_metric_collection_errors`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct CollectionLabels {
@@ -101,6 +109,8 @@ pub(crate) struct AgentMetrics {
     /// Per followed path: bytes of its file not read yet.
     pub(crate) log_file_lag_bytes: Family<PathLabels, Gauge>,
     pub(crate) log_publish_failures: Counter,
+    /// Log lines a parser step could not parse (shipped as they were).
+    pub(crate) log_parse_failures: Family<ParseFailureLabels, Counter>,
     pub(crate) checkpoint_writes: Counter,
     /// Unix time at which the checkpoint file was last known to match the
     /// acknowledged positions; its age is `time() - this` in PromQL.
@@ -166,6 +176,11 @@ impl AgentMetrics {
                 "agent_log_publish_failures",
                 "Log batches the bus failed to acknowledge (each is retried)",
                 Counter::default(),
+            ),
+            log_parse_failures: registry.register(
+                "agent_log_parse_failures",
+                "Log lines a parser step could not parse, by dataset and step; each was shipped as it was, flagged log.parse_failure",
+                Family::default(),
             ),
             checkpoint_writes: registry.register(
                 "agent_checkpoint_writes",
@@ -258,6 +273,16 @@ impl AgentMetrics {
                 source: source.to_owned(),
             })
             .inc();
+    }
+
+    /// The parse failure counter of step `parser` of the entry of `dataset`.
+    pub(crate) fn log_parse_failure(&self, dataset: &str, parser: &str) -> Counter {
+        self.log_parse_failures
+            .get_or_create(&ParseFailureLabels {
+                dataset: dataset.to_owned(),
+                parser: parser.to_owned(),
+            })
+            .clone()
     }
 
     /// Counts one SNMP poll of `target`.

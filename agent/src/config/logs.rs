@@ -3,6 +3,7 @@
 //! lines go into one batch for the logs topic.
 
 use super::InvalidConfig;
+use crate::parse::ParsersConfig;
 use serde::{Deserialize, Deserializer};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -45,6 +46,10 @@ pub struct LogFileConfig {
     /// Joins the physical lines of one event (a stack trace) into one log line.
     #[serde(default)]
     pub multiline: Option<MultilineConfig>,
+    /// Parser steps each line goes through before it is shipped (`[{json: {}},
+    /// {timestamp: {field: time}}]`), or a preset (`{preset: nginx_access}`).
+    #[serde(default)]
+    pub parsers: ParsersConfig,
 }
 
 /// How the physical lines of one event are recognised; exactly one pattern.
@@ -123,6 +128,7 @@ impl LogFileConfig {
             dataset: dataset.into(),
             partial_line_timeout: default_partial_line_timeout(),
             multiline: None,
+            parsers: ParsersConfig::default(),
         }
     }
 }

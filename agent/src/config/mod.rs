@@ -245,6 +245,12 @@ impl AgentConfig {
             if let Some(multiline) = &log.multiline {
                 multiline.validate(&format!("logs[{index}].multiline"))?;
             }
+            crate::parse::validate(&log.parsers).map_err(|invalid| {
+                InvalidConfig::field(
+                    format!("logs[{index}].parsers{}", invalid.field),
+                    invalid.problem,
+                )
+            })?;
             if log.partial_line_timeout < Duration::from_millis(1) {
                 return Err(InvalidConfig::field(
                     format!("logs[{index}].partial_line_timeout"),

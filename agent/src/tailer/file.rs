@@ -19,11 +19,12 @@
 
 use super::lines::{LineSplitter, RawLine};
 use super::multiline::{Joiner, MultilineRule};
-use super::wire::{BatchEncoder, EncodedBatch, WireLine};
+use super::wire::{BatchEncoder, EncodedBatch, NO_FIELDS, WireLine};
 use crate::checkpoint::{
     CheckpointStore, FileIdentity, HEAD_BYTES, Head, Known, Position, SourceId,
 };
 use crate::config::LogBatchConfig;
+use crate::parse::{Chain, LineParser};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -47,6 +48,8 @@ pub(crate) struct SourceTemplate {
     pub(crate) partial_line_timeout: Duration,
     /// How physical lines are joined into events, if they are.
     pub(crate) multiline: Option<Arc<MultilineRule>>,
+    /// The parser chain lines go through before they are encoded, if any.
+    pub(crate) parsers: Option<Arc<Chain>>,
 }
 
 /// Where reading a newly opened file starts when it has no checkpoint.
@@ -287,6 +290,8 @@ pub(crate) struct FileTail {
     /// Multiline records completed by one read, kept to spare allocations.
     records: Vec<RawLine<'static>>,
     buffer: Vec<u8>,
+    /// Parses lines as the template's chain says; `None` for unparsed files.
+    parser: Option<LineParser>,
     /// The batch in progress.
     encoder: BatchEncoder,
     /// When the first line of the batch in progress was read.
@@ -358,7 +363,12 @@ impl FileTail {
         } else {
             LineSplitter::new(limits.max_line_bytes, offset)
         };
+        let parser = template
+            .parsers
+            .clone()
+            .map(|chain| LineParser::new(chain, &template.path, limits.max_line_bytes));
         let tail = Self {
+            parser,
             template,
             file,
             location,
@@ -600,6 +610,12 @@ impl FileTail {
             progress.truncated_lines = u64::from(raw.truncated);
             self.push(&raw, observed, now, out);
         }
+        if let Some(mut parser) = self.parser.take() {
+            if let Some(line) = parser.take_pending(observed) {
+                self.push_wire(&line, now, out);
+            }
+            self.parser = Some(parser);
+        }
         self.take_batch(out);
         progress
     }
@@ -728,11 +744,21 @@ impl FileTail {
 
     fn push(&mut self, raw: &RawLine<'_>, observed: i64, now: Instant, out: &mut Vec<Emitted>) {
         let line = wire_line(raw, observed);
+        let Some(mut parser) = self.parser.take() else {
+            return self.push_wire(&line, now, out);
+        };
+        if let Some(parsed) = parser.parse(line) {
+            self.push_wire(&parsed, now, out);
+        }
+        self.parser = Some(parser);
+    }
+
+    fn push_wire(&mut self, line: &WireLine<'_>, now: Instant, out: &mut Vec<Emitted>) {
         let size = line.encoded_len();
         if !self.encoder.is_empty() && self.encoder.len() + size > self.limits.max_bytes {
             self.take_batch(out);
         }
-        self.encoder.push(&line);
+        self.encoder.push(line);
         self.batch_started.get_or_insert(now);
         if self.encoder.lines() >= self.limits.max_lines as u64 {
             self.take_batch(out);
@@ -757,7 +783,9 @@ fn wire_line<'a>(raw: &'a RawLine<'_>, observed: i64) -> WireLine<'a> {
         offset: raw.offset,
         length: raw.length,
         observed_unix_nano: observed,
+        event_unix_nano: observed,
         message,
+        fields: &NO_FIELDS,
         truncated: raw.truncated,
         invalid_utf8,
         partial: raw.partial,

@@ -24,10 +24,11 @@ pub(crate) mod fuzzing;
 mod lines;
 mod multiline;
 mod shipper;
-mod wire;
+pub(crate) mod wire;
 
 use crate::checkpoint::CheckpointStore;
 use crate::config::{LogBatchConfig, LogFileConfig};
+use crate::parse::Chain;
 use crate::self_metrics::{AgentMetrics, PathLabels};
 use discovery::{Discovery, Found};
 use file::{Emitted, FileTail, Location, ReadProgress, SourceTemplate, StartAt, location_at};
@@ -269,6 +270,7 @@ impl Tailer {
             resource: context.resource.clone(),
             partial_line_timeout: config.partial_line_timeout,
             multiline: self.rules[found.config].clone(),
+            parsers: Chain::new(&config.parsers, &config.dataset, &context.metrics),
         });
         let mut follower = Follower {
             template,

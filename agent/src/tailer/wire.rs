@@ -3,6 +3,7 @@
 //! from the read buffer into the batch, and is never held as a struct of its own;
 //! a batch in flight is its encoded bytes, ready to be sent again as they are.
 
+use crate::parse::Fields;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
 use vigil_proto::v1::{LogSource, Resource};
 
@@ -21,6 +22,13 @@ const LINE_TRUNCATED: u32 = 6;
 const LINE_INVALID_UTF8: u32 = 7;
 const LINE_LENGTH: u32 = 8;
 
+/// Field numbers of `Label` (vigil.proto).
+const LABEL_NAME: u32 = 1;
+const LABEL_VALUE: u32 = 2;
+
+/// The fields of a line no parser read.
+pub(crate) static NO_FIELDS: Fields = Fields::new();
+
 /// The `Label` a line shipped before its newline carries: `log.partial = "true"`,
 /// encoded (field 1 name, field 2 value).
 const PARTIAL_LABEL: &[u8] = b"\x0a\x0blog.partial\x12\x04true";
@@ -33,9 +41,13 @@ pub(crate) struct WireLine<'a> {
     pub(crate) offset: u64,
     /// Bytes the line spans in the file, its newline included.
     pub(crate) length: u64,
-    /// When the agent read it; also its event time, which the agent does not parse.
+    /// When the agent read it.
     pub(crate) observed_unix_nano: i64,
+    /// When it happened: its own time if a parser found one, else when it was read.
+    pub(crate) event_unix_nano: i64,
     pub(crate) message: &'a [u8],
+    /// What parsers found in it, each a `Label` of `LogLine.fields`.
+    pub(crate) fields: &'a Fields,
     pub(crate) truncated: bool,
     pub(crate) invalid_utf8: bool,
     /// Shipped before its newline arrived: carries the field `log.partial`.
@@ -60,8 +72,14 @@ impl WireLine<'_> {
             }
         };
         varint(self.offset)
-            + 2 * varint(self.observed_unix_nano as u64)
+            + varint(self.event_unix_nano as u64)
+            + varint(self.observed_unix_nano as u64)
             + delimited(self.message.len())
+            + self
+                .fields
+                .iter()
+                .map(|(name, value)| delimited(label_len(name, value)))
+                .sum::<usize>()
             + if self.partial {
                 delimited(PARTIAL_LABEL.len())
             } else {
@@ -90,7 +108,7 @@ impl WireLine<'_> {
             }
         };
         varint(LINE_OFFSET, self.offset, buf);
-        varint(LINE_EVENT_TIME, self.observed_unix_nano as u64, buf);
+        varint(LINE_EVENT_TIME, self.event_unix_nano as u64, buf);
         varint(LINE_OBSERVED_TIME, self.observed_unix_nano as u64, buf);
         let delimited = |field: u32, bytes: &[u8], buf: &mut Vec<u8>| {
             if !bytes.is_empty() {
@@ -100,6 +118,12 @@ impl WireLine<'_> {
             }
         };
         delimited(LINE_MESSAGE, self.message, buf);
+        for (name, value) in self.fields.iter() {
+            encode_key(LINE_FIELDS, WireType::LengthDelimited, buf);
+            encode_varint(label_len(name, value) as u64, buf);
+            delimited(LABEL_NAME, name.as_bytes(), buf);
+            delimited(LABEL_VALUE, value.as_bytes(), buf);
+        }
         if self.partial {
             delimited(LINE_FIELDS, PARTIAL_LABEL, buf);
         }
@@ -107,6 +131,18 @@ impl WireLine<'_> {
         varint(LINE_INVALID_UTF8, u64::from(self.invalid_utf8), buf);
         varint(LINE_LENGTH, self.length, buf);
     }
+}
+
+/// Encoded length of the `Label` `name = value`, without key and length prefix.
+fn label_len(name: &str, value: &str) -> usize {
+    let delimited = |len: usize| {
+        if len == 0 {
+            0
+        } else {
+            1 + encoded_len_varint(len as u64) + len
+        }
+    };
+    delimited(name.len()) + delimited(value.len())
 }
 
 /// A batch of lines ready for the bus: the encoded `LogBatch` and what the shipper
@@ -211,29 +247,49 @@ mod tests {
     fn log_line(line: &WireLine<'_>) -> LogLine {
         LogLine {
             offset: line.offset,
-            event_time_unix_nano: line.observed_unix_nano,
+            event_time_unix_nano: line.event_unix_nano,
             observed_time_unix_nano: line.observed_unix_nano,
             message: line.message.to_vec(),
-            fields: if line.partial {
-                vec![Label {
+            fields: line
+                .fields
+                .iter()
+                .map(|(name, value)| Label {
+                    name: name.into(),
+                    value: value.into(),
+                })
+                .chain(line.partial.then(|| Label {
                     name: "log.partial".into(),
                     value: "true".into(),
-                }]
-            } else {
-                Vec::new()
-            },
+                }))
+                .collect(),
             truncated: line.truncated,
             invalid_utf8: line.invalid_utf8,
             length: line.length,
         }
     }
 
-    fn wire_line() -> impl Strategy<Value = (u64, u64, i64, Vec<u8>, bool, bool, bool)> {
+    type Line = ((u64, u64, i64, i64), Vec<u8>, Fields, bool, bool, bool);
+
+    fn fields() -> impl Strategy<Value = Fields> {
+        proptest::collection::vec(("[a-z.]{1,12}", "\\PC{0,20}"), 0..4).prop_map(|pairs| {
+            let mut fields = Fields::default();
+            for (name, value) in pairs {
+                fields.add_verbatim(&name, &value);
+            }
+            fields
+        })
+    }
+
+    fn wire_line() -> impl Strategy<Value = Line> {
         (
-            prop_oneof![Just(0u64), 0..u64::MAX / 2],
-            prop_oneof![Just(0u64), 1u64..300, 0..u64::MAX / 64],
-            prop_oneof![Just(0i64), any::<i64>()],
+            (
+                prop_oneof![Just(0u64), 0..u64::MAX / 2],
+                prop_oneof![Just(0u64), 1u64..300, 0..u64::MAX / 64],
+                prop_oneof![Just(0i64), any::<i64>()],
+                prop_oneof![Just(0i64), any::<i64>()],
+            ),
             proptest::collection::vec(any::<u8>(), 0..300),
+            fields(),
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
@@ -249,11 +305,13 @@ mod tests {
         ) {
             let lines: Vec<WireLine<'_>> = lines
                 .iter()
-                .map(|(offset, length, time, message, truncated, invalid_utf8, partial)| WireLine {
+                .map(|((offset, length, observed, event), message, fields, truncated, invalid_utf8, partial)| WireLine {
                     offset: *offset,
                     length: *length,
-                    observed_unix_nano: *time,
+                    observed_unix_nano: *observed,
+                    event_unix_nano: *event,
                     message,
+                    fields,
                     truncated: *truncated,
                     invalid_utf8: *invalid_utf8,
                     partial: *partial,
