@@ -13,6 +13,7 @@
 pub mod alert_feed;
 pub mod binaries;
 pub mod bulk_proxy;
+pub mod consumer_group;
 pub mod deployment;
 pub mod elastic;
 pub mod hostile;
