@@ -45,8 +45,8 @@ pub struct AlertSection {
     /// Alerts that mute others while they fire.
     #[serde(default)]
     pub inhibit_rules: Vec<InhibitRule>,
-    /// Most metric series the rules engine holds; samples of new series beyond
-    /// are refused and counted by rule.
+    /// Most metric series and log keys the rules engine holds together; samples
+    /// of new series and lines of new keys beyond are refused and counted by rule.
     #[serde(default = "default_max_series")]
     pub max_series: usize,
     /// This stage's own `/metrics`, `/health` and `/ready` address, instead of

@@ -64,8 +64,8 @@ pub struct AlertStageConfig {
     pub notify: NotifyConfig,
     /// The silences to honour; `None` without etcd.
     pub silences: Option<SilenceWatch>,
-    /// Most metric series the rules engine holds; samples of new series beyond
-    /// are refused and counted by rule.
+    /// Most metric series and log keys the rules engine holds together; samples
+    /// of new series and lines of new keys beyond are refused and counted by rule.
     pub max_series: usize,
 }
 
@@ -103,7 +103,9 @@ struct AlertMetrics {
     state_records_followed: Counter,
     state_follow_errors: Counter,
     series: Gauge,
+    log_keys: Gauge,
     series_refused: Family<RuleLabels, Counter>,
+    log_times_merged: Family<RuleLabels, Counter>,
     /// When the refusal of new series was last logged.
     refusal_logged: Option<std::time::Instant>,
 }
@@ -141,21 +143,36 @@ impl AlertMetrics {
                 "Metric series the rules engine holds (those of metrics some rule watches)",
                 Gauge::default(),
             ),
+            log_keys: metrics.register(
+                "alert_log_keys",
+                "Keys the log rules hold (group_by values), counted with the series against alert.max_series",
+                Gauge::default(),
+            ),
             series_refused: metrics.register(
                 "alert_series_refused",
-                "Samples of new series refused because alert.max_series series were held, by rule",
+                "Samples of new series and log lines of new keys refused because alert.max_series \
+                 series and log keys were held, by rule",
+                Family::default(),
+            ),
+            log_times_merged: metrics.register(
+                "alert_log_times_merged",
+                "Distinct line times of a log key merged into a later one because the key held \
+                 the most its rule keeps, by rule",
                 Family::default(),
             ),
             refusal_logged: None,
         }
     }
 
-    /// Counts the samples of new series refused, and says so in the log at most
-    /// every `SERIES_REFUSED_LOG_EVERY`, naming the metrics.
+    /// Counts the samples of new series and log lines of new keys refused, and
+    /// says so in the log at most every `SERIES_REFUSED_LOG_EVERY`, naming the
+    /// metrics and the rules.
     fn report_refused_series(&mut self, refused: RefusedSeries) {
         if refused.is_empty() {
             return;
         }
+        let rules: Vec<&str> = refused.by_rule.keys().map(String::as_str).collect();
+        let rules = rules.join(", ");
         for (rule, count) in refused.by_rule {
             self.series_refused
                 .get_or_create(&RuleLabels { rule })
@@ -170,7 +187,8 @@ impl AlertMetrics {
             let metrics: Vec<String> = refused.metrics.into_iter().collect();
             tracing::warn!(
                 metrics = %metrics.join(", "),
-                "alert.max_series series are held: samples of new series are refused"
+                %rules,
+                "alert.max_series series and log keys are held: samples of new series and log lines of new keys are refused"
             );
         }
     }
@@ -207,12 +225,11 @@ impl AlertStage {
         let rules = WatchedSet::new::<Evaluation>(rules, "rule", FirstSet::Awaited, metrics);
         let (notifier, deliveries) =
             Notifier::start(config.notify.clone(), config.silences.clone(), metrics);
-        let outbox = Outbox::start(
-            intake.publisher().clone(),
-            topics.clone(),
-            outbox::QUEUE_CAPACITY,
-            metrics,
-        );
+        let outbox = Outbox::start(bus.clone(), topics.clone(), outbox::QUEUE_CAPACITY, metrics)
+            .map_err(|source| StageError::Bus {
+                stage: Evaluation::NAME,
+                source,
+            })?;
         let evaluation = Evaluation {
             state: StateStore::new(outbox.clone()),
             outbox,
@@ -463,8 +480,16 @@ impl Evaluation {
         self.emit(events).await;
         let series = self.evaluator_mut().series();
         self.metrics.series.set(series as i64);
+        let log_keys = self.evaluator_mut().log_keys();
+        self.metrics.log_keys.set(log_keys as i64);
         let refused = self.evaluator_mut().take_refused_series();
         self.metrics.report_refused_series(refused);
+        for (rule, times) in self.evaluator_mut().take_merged_log_times() {
+            self.metrics
+                .log_times_merged
+                .get_or_create(&RuleLabels { rule })
+                .inc_by(times);
+        }
     }
 
     fn evaluator_mut(&mut self) -> &mut Evaluator {
@@ -610,3 +635,6 @@ fn status_label(name: &str) -> &'static str {
         _ => "unknown",
     }
 }
+
+#[cfg(test)]
+mod tests;
