@@ -7,6 +7,7 @@ use crate::checkpoint::{self, CheckpointError, CheckpointStore};
 use crate::config::{AgentConfig, InvalidConfig, ResourceConfig};
 use crate::container_metrics::ContainerCollector;
 use crate::host_metrics::{self, HostCollector, MetricsOutput};
+use crate::journald::{self, JournalContext};
 use crate::self_metrics::AgentMetrics;
 use crate::snmp;
 use crate::spool::{self, SpoolError};
@@ -108,6 +109,18 @@ impl Agent {
             shutdown_timeout: config.shutdown_timeout,
         };
         let mut log_tasks = tailer::start(&config.logs, &context, &shutdown);
+        if let Some(journal) = &config.journald {
+            let context = JournalContext {
+                resource: resource.clone(),
+                limits: config.log_batch,
+                topic: topics.logs_raw(),
+                publish: tailer::publish_to(publisher.clone(), topics.logs_raw()),
+                metrics: metrics.clone(),
+                data_dir: config.data_dir.clone(),
+                shutdown_timeout: config.shutdown_timeout,
+            };
+            log_tasks.spawn(journald::run(journal.clone(), context, shutdown.clone()));
+        }
 
         let (metric_spool, spool_task) = spool::open(
             &config.data_dir,
@@ -164,6 +177,7 @@ impl Agent {
         tracing::info!(
             resource = %config.resource.id,
             log_files = config.logs.len(),
+            journald = config.journald.is_some(),
             snmp_targets = config.snmp.targets.len(),
             snmp_etcd = config.snmp.etcd.is_some(),
             host_metrics = config.host_metrics.enabled,

@@ -15,6 +15,7 @@ mod checkpoint;
 pub mod config;
 pub mod container_metrics;
 pub mod host_metrics;
+mod journald;
 pub mod parse;
 mod self_metrics;
 pub mod snmp;

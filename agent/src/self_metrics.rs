@@ -127,6 +127,11 @@ pub(crate) struct AgentMetrics {
     pub(crate) spool_bytes: Gauge,
     /// Batches in the spool not acknowledged yet.
     pub(crate) spool_batches: Gauge,
+    pub(crate) journald_entries_read: Counter,
+    pub(crate) journald_entries_shipped: Counter,
+    /// Lines of journalctl's output that were no journal entry.
+    pub(crate) journald_entries_invalid: Counter,
+    pub(crate) journald_restarts: Counter,
 }
 
 impl AgentMetrics {
@@ -241,6 +246,26 @@ impl AgentMetrics {
                 "agent_spool_batches",
                 "Metric batches in the spool not acknowledged by the bus yet",
                 Gauge::default(),
+            ),
+            journald_entries_read: registry.register(
+                "agent_journald_entries_read",
+                "Journal entries read from journalctl, filtered out ones included",
+                Counter::default(),
+            ),
+            journald_entries_shipped: registry.register(
+                "agent_journald_entries_shipped",
+                "Journal entries acknowledged by the bus",
+                Counter::default(),
+            ),
+            journald_entries_invalid: registry.register(
+                "agent_journald_entries_invalid",
+                "Lines of journalctl's output that were no readable journal entry (not JSON, no cursor, too long)",
+                Counter::default(),
+            ),
+            journald_restarts: registry.register(
+                "agent_journald_restarts",
+                "Times journalctl ended or could not start and was started again",
+                Counter::default(),
             ),
         }
     }

@@ -12,6 +12,7 @@ mod errors;
 mod globs;
 mod host_metrics;
 mod ip_network;
+mod journald;
 mod logs;
 mod snmp;
 mod snmp_metric_sets;
@@ -22,6 +23,7 @@ pub use errors::{ConfigError, InvalidConfig};
 pub(crate) use globs::NameMatcher;
 pub use host_metrics::{DiskSelection, FilesystemSelection, HostMetricsConfig, InterfaceSelection};
 pub use ip_network::IpNetwork;
+pub use journald::{JournaldConfig, Priority};
 pub use logs::{LogBatchConfig, LogFileConfig, MultilineConfig, ReadFrom};
 pub use snmp::{
     AuthProtocol, Community, PrivProtocol, SecurityLevel, SnmpConfig, SnmpCredential, SnmpTarget,
@@ -67,6 +69,9 @@ pub struct AgentConfig {
     /// How log lines are grouped into batches (one Kafka message each).
     #[serde(default)]
     pub log_batch: LogBatchConfig,
+    /// The systemd journal, read through `journalctl`; absent: not read.
+    #[serde(default)]
+    pub journald: Option<JournaldConfig>,
     /// Host metrics read from /proc.
     #[serde(default)]
     pub host_metrics: HostMetricsConfig,
@@ -117,6 +122,7 @@ impl Default for AgentConfig {
             http: HttpConfig::default(),
             logs: Vec::new(),
             log_batch: LogBatchConfig::default(),
+            journald: None,
             host_metrics: HostMetricsConfig::default(),
             container_metrics: ContainerMetricsConfig::default(),
             snmp: SnmpConfig::default(),
@@ -259,6 +265,9 @@ impl AgentConfig {
             }
         }
         self.log_batch.validate()?;
+        if let Some(journald) = &self.journald {
+            journald.validate()?;
+        }
         self.host_metrics.validate()?;
         self.container_metrics.validate()?;
         self.snmp.validate()?;

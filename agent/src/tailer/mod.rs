@@ -35,7 +35,7 @@ use file::{Emitted, FileTail, Location, ReadProgress, SourceTemplate, StartAt, l
 use multiline::MultilineRule;
 use prometheus_client::metrics::gauge::Gauge;
 use shipper::Shipper;
-pub(crate) use shipper::{PublishBatch, publish_to};
+pub(crate) use shipper::{Delivery, EncodedBatch, Progress, PublishBatch, publish_to};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

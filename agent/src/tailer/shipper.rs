@@ -1,5 +1,6 @@
-//! Delivery of one file's batches to the bus, and the checkpoint that follows the
-//! acknowledgements: the last step of the log data path inside the agent.
+//! Delivery of one log source's batches to the bus, and the position that follows
+//! the acknowledgements: the last step of the log data path inside the agent, for
+//! files (their checkpoint) and the journal (its cursor) alike.
 //!
 //! Several batches are in flight at once, but the checkpoint only moves over a
 //! batch once it and every batch before it were acknowledged. A batch the bus
@@ -9,7 +10,7 @@
 //! file is the buffer, memory stays bounded.
 
 use super::file::Emitted;
-use super::wire::EncodedBatch;
+pub(crate) use super::wire::EncodedBatch;
 use crate::checkpoint::{CheckpointStore, Position};
 use crate::self_metrics::AgentMetrics;
 use futures::StreamExt;
@@ -44,7 +45,56 @@ pub(crate) fn publish_to(publisher: Publisher, topic: String) -> PublishBatch {
     })
 }
 
-/// A batch on its way, numbered in file order.
+/// Where a source's acknowledged batches end: what the shipper moves once a batch
+/// and every one before it were acknowledged.
+/// Its `Display` names the source in log lines.
+pub(crate) trait Progress: std::fmt::Debug + std::fmt::Display + Send {
+    /// A position in the source, after a batch or at a mark.
+    type Position: std::fmt::Debug + Send;
+
+    /// Records that everything up to `passed` (in source order, the newest last)
+    /// was acknowledged; `lines` were in the batches passed.
+    fn acknowledged(&mut self, passed: Vec<Self::Position>, lines: u64);
+}
+
+/// The checkpoint of one followed path.
+#[derive(Debug)]
+pub(crate) struct FileProgress {
+    path: PathBuf,
+    checkpoints: CheckpointStore,
+}
+
+impl std::fmt::Display for FileProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())
+    }
+}
+
+impl Progress for FileProgress {
+    type Position = Position;
+
+    /// The last position of every file instance passed, so that a file finished
+    /// before the next one was opened keeps its final position.
+    fn acknowledged(&mut self, passed: Vec<Position>, _lines: u64) {
+        let mut newest: Option<Position> = None;
+        for position in passed {
+            if let Some(previous) = newest
+                && previous.identity.source != position.identity.source
+            {
+                self.checkpoints.set(&self.path, previous);
+            }
+            newest = Some(position);
+        }
+        if let Some(position) = newest {
+            self.checkpoints.set(&self.path, position);
+        }
+    }
+}
+
+/// Ships the batches of one path and moves its checkpoint.
+pub(crate) type Shipper = Delivery<FileProgress>;
+
+/// A batch on its way, numbered in source order.
 #[derive(Debug)]
 struct Numbered {
     sequence: u64,
@@ -59,30 +109,29 @@ pub(crate) struct Attempt {
     result: Result<(), BusError>,
 }
 
-/// Something the checkpoint must pass over, in file order.
+/// Something the position must pass over, in source order.
 #[derive(Debug)]
-struct LedgerEntry {
+struct LedgerEntry<P> {
     sequence: u64,
-    end: Position,
+    end: P,
     lines: u64,
-    /// Bytes of the file the lines span.
+    /// Bytes of the source the lines span.
     bytes: u64,
     acknowledged: bool,
 }
 
-/// Ships the batches of one path and moves its checkpoint.
-pub(crate) struct Shipper {
-    path: PathBuf,
+/// Ships the batches of one source and moves its position through `progress`.
+pub(crate) struct Delivery<P: Progress> {
+    progress: P,
     topic: String,
     publish: PublishBatch,
-    checkpoints: CheckpointStore,
     metrics: AgentMetrics,
     next_sequence: u64,
-    ledger: VecDeque<LedgerEntry>,
+    ledger: VecDeque<LedgerEntry<P::Position>>,
     /// Read but not handed to the bus yet.
     queued: VecDeque<Numbered>,
     in_flight: FuturesOrdered<BoxFuture<'static, Attempt>>,
-    /// Refused by the bus, in file order, waiting to be sent again.
+    /// Refused by the bus, in source order, waiting to be sent again.
     failed: VecDeque<Numbered>,
     /// A refused batch is being sent again: nothing newer starts until it is taken,
     /// or it would overtake it.
@@ -90,10 +139,10 @@ pub(crate) struct Shipper {
     backoff: Duration,
 }
 
-impl std::fmt::Debug for Shipper {
+impl<P: Progress> std::fmt::Debug for Delivery<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shipper")
-            .field("path", &self.path)
+        f.debug_struct("Delivery")
+            .field("source", &self.progress.to_string())
             .field("in_flight", &self.in_flight.len())
             .field("queued", &self.queued.len())
             .field("failed", &self.failed.len())
@@ -109,11 +158,33 @@ impl Shipper {
         checkpoints: CheckpointStore,
         metrics: AgentMetrics,
     ) -> Self {
+        Delivery::with_progress(FileProgress { path, checkpoints }, topic, publish, metrics)
+    }
+
+    /// Takes what the reader produced.
+    pub(crate) fn submit(&mut self, emitted: Vec<Emitted>) {
+        for item in emitted {
+            match item {
+                Emitted::Batch(pending) => self.push_batch(pending.batch, pending.end),
+                Emitted::Mark(position) => self.push_mark(position),
+            }
+        }
+        self.advance();
+        self.launch();
+    }
+}
+
+impl<P: Progress> Delivery<P> {
+    pub(crate) fn with_progress(
+        progress: P,
+        topic: String,
+        publish: PublishBatch,
+        metrics: AgentMetrics,
+    ) -> Self {
         Self {
-            path,
+            progress,
             topic,
             publish,
-            checkpoints,
             metrics,
             next_sequence: 0,
             ledger: VecDeque::new(),
@@ -145,36 +216,46 @@ impl Shipper {
         self.in_flight.is_empty() && self.failed.is_empty() && self.queued.is_empty()
     }
 
-    /// Takes what the reader produced.
-    pub(crate) fn submit(&mut self, emitted: Vec<Emitted>) {
-        for item in emitted {
-            let sequence = self.next_sequence;
-            self.next_sequence += 1;
-            match item {
-                Emitted::Batch(pending) => {
-                    self.ledger.push_back(LedgerEntry {
-                        sequence,
-                        end: pending.end,
-                        lines: pending.batch.lines,
-                        bytes: pending.batch.source_bytes,
-                        acknowledged: false,
-                    });
-                    self.queued.push_back(Numbered {
-                        sequence,
-                        batch: Arc::new(pending.batch),
-                    });
-                }
-                Emitted::Mark(position) => self.ledger.push_back(LedgerEntry {
-                    sequence,
-                    end: position,
-                    lines: 0,
-                    bytes: 0,
-                    acknowledged: true,
-                }),
-            }
-        }
-        self.advance();
+    /// Takes `batch`, after which the position moves to `end`, and starts
+    /// sending it if there is room.
+    pub(crate) fn send(&mut self, batch: EncodedBatch, end: P::Position) {
+        self.push_batch(batch, end);
         self.launch();
+    }
+
+    /// Moves the position to `end` once everything taken before is acknowledged:
+    /// for what the source skipped without shipping.
+    pub(crate) fn mark(&mut self, end: P::Position) {
+        self.push_mark(end);
+        self.advance();
+    }
+
+    fn push_batch(&mut self, batch: EncodedBatch, end: P::Position) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.ledger.push_back(LedgerEntry {
+            sequence,
+            end,
+            lines: batch.lines,
+            bytes: batch.source_bytes,
+            acknowledged: false,
+        });
+        self.queued.push_back(Numbered {
+            sequence,
+            batch: Arc::new(batch),
+        });
+    }
+
+    fn push_mark(&mut self, end: P::Position) {
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.ledger.push_back(LedgerEntry {
+            sequence,
+            end,
+            lines: 0,
+            bytes: 0,
+            acknowledged: true,
+        });
     }
 
     /// The next publish outcome; pending forever when nothing is in flight.
@@ -213,7 +294,7 @@ impl Shipper {
             Err(error) => {
                 self.metrics.log_publish_failures.inc();
                 tracing::warn!(
-                    path = %self.path.display(),
+                    source = %self.progress,
                     topic = %self.topic,
                     lines = numbered.batch.lines,
                     %error,
@@ -277,25 +358,20 @@ impl Shipper {
         }));
     }
 
-    /// Moves the checkpoint over every acknowledged entry at the front: the last
-    /// position of every file instance passed, so that a file finished before the
-    /// next one was opened keeps its final position.
+    /// Moves the position over every acknowledged entry at the front.
     fn advance(&mut self) {
-        let mut newest: Option<Position> = None;
+        let mut passed = Vec::new();
+        let mut lines = 0;
         while self.ledger.front().is_some_and(|entry| entry.acknowledged) {
             if let Some(entry) = self.ledger.pop_front() {
                 self.metrics.log_lines_sent.inc_by(entry.lines);
                 self.metrics.log_bytes_sent.inc_by(entry.bytes);
-                if let Some(previous) = newest
-                    && previous.identity.source != entry.end.identity.source
-                {
-                    self.checkpoints.set(&self.path, previous);
-                }
-                newest = Some(entry.end);
+                lines += entry.lines;
+                passed.push(entry.end);
             }
         }
-        if let Some(position) = newest {
-            self.checkpoints.set(&self.path, position);
+        if !passed.is_empty() {
+            self.progress.acknowledged(passed, lines);
         }
     }
 }
