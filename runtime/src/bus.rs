@@ -107,6 +107,20 @@ impl Bus {
         }
     }
 
+    /// A new publisher in place of `failed`, after a publish it made failed: the
+    /// old one's idempotence state (producer id, epoch and sequence numbers) still
+    /// counts the records the broker never took, which a broker restarted
+    /// meanwhile may refuse. Keeps `failed` when no new one can be made.
+    pub fn renewed_publisher(&self, failed: Publisher) -> Publisher {
+        match self.publisher() {
+            Ok(publisher) => publisher,
+            Err(error) => {
+                tracing::warn!(%error, "a new producer could not be made; the old one sends again");
+                failed
+            }
+        }
+    }
+
     /// A subscription of consumer group `group` to `topics`.
     pub fn subscribe(&self, group: &str, topics: &[String]) -> Result<Subscription, BusError> {
         match self {

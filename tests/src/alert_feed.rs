@@ -44,12 +44,18 @@ pub struct MetricFeed {
 }
 
 impl MetricFeed {
-    /// Starts publishing to `topic`; nothing is sent until a host is set.
+    /// Starts publishing to `topic` of the shared broker; nothing is sent until a
+    /// host is set.
     pub fn start(topic: String) -> MetricFeed {
+        Self::start_on(&TestServers::get().kafka_bootstrap(), topic)
+    }
+
+    /// Like [`start`](Self::start), on the broker at `bootstrap`.
+    pub fn start_on(bootstrap: &str, topic: String) -> MetricFeed {
         let readings = Arc::new(Mutex::new(BTreeMap::<String, HostReadings>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let rounds = Arc::new(AtomicU64::new(0));
-        let producer = producer();
+        let producer = producer(bootstrap);
         let thread = {
             let (readings, stop, rounds) = (readings.clone(), stop.clone(), rounds.clone());
             thread::spawn(move || {
@@ -148,10 +154,10 @@ fn metric_batch(
     }
 }
 
-/// An idempotent producer on the shared broker.
-fn producer() -> BaseProducer {
+/// An idempotent producer on the broker at `bootstrap`.
+fn producer(bootstrap: &str) -> BaseProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", TestServers::get().kafka_bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .create()
@@ -227,7 +233,7 @@ impl LogProducer {
     pub fn new(topic: String) -> LogProducer {
         LogProducer {
             topic,
-            producer: producer(),
+            producer: producer(&TestServers::get().kafka_bootstrap()),
             offsets: BTreeMap::new(),
             sent: 0,
         }

@@ -23,7 +23,7 @@ use vigil_proto::v1::{
 };
 use vigil_runtime::bus::{REASON_HEADER, SCHEMA_HEADER};
 
-use crate::{ChildProcess, TestServers, unique_name};
+use crate::{ChildProcess, TestServers, unique_name, wait_until};
 
 /// Nanoseconds in a second.
 pub const NANOS_PER_SECOND: i64 = 1_000_000_000;
@@ -638,18 +638,26 @@ pub struct Record {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Every message on `topic` now, read from the start of each partition to its
-/// end, outside any consumer group.
+/// Every message on `topic` of the shared broker now, read from the start of
+/// each partition to its end, outside any consumer group.
 pub fn read_topic(topic: &str) -> Vec<Record> {
+    read_topic_on(&TestServers::get().kafka_bootstrap(), topic)
+}
+
+/// Like [`read_topic`], on the broker at `bootstrap`.
+pub fn read_topic_on(bootstrap: &str, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", TestServers::get().kafka_bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("group.id", unique_name("hostile-reader"))
         .set("enable.auto.commit", "false")
         .create()
         .expect("create a reader");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap_or_else(|error| panic!("metadata of {topic}: {error}"));
+    // A broker that has just restarted may refuse the first requests.
+    let metadata = wait_until(&format!("metadata of {topic}"), READ_DEADLINE, || {
+        consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .ok()
+    });
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -658,9 +666,15 @@ pub fn read_topic(topic: &str) -> Vec<Record> {
     let mut assignment = TopicPartitionList::new();
     let mut ends = BTreeMap::new();
     for &partition in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition, Duration::from_secs(10))
-            .unwrap_or_else(|error| panic!("watermarks of {topic}/{partition}: {error}"));
+        let (low, high) = wait_until(
+            &format!("watermarks of {topic}/{partition}"),
+            READ_DEADLINE,
+            || {
+                consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .ok()
+            },
+        );
         if high > low {
             ends.insert(partition, high);
             assignment

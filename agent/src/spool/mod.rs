@@ -253,7 +253,7 @@ impl SpoolTask {
                         }
                     }
                     if failed && in_flight.is_empty() {
-                        self.renew_publisher();
+                        self.publisher = self.bus.renewed_publisher(self.publisher.clone());
                         self.store.rewind();
                         failed = false;
                         retry_at = Some(Instant::now() + backoff);
@@ -346,18 +346,6 @@ impl SpoolTask {
                     tracing::error!(%error, resource = %record.key, "a metric batch could not be spooled and is dropped");
                 }
                 self.append_failing = reason == DropReason::Unwritable;
-            }
-        }
-    }
-
-    /// Starts over with a new producer after a failure: the old one's idempotence
-    /// state (producer id, epoch and sequence numbers) still counts the batches
-    /// the broker never took, which a broker restarted meanwhile may not accept.
-    fn renew_publisher(&mut self) {
-        match self.bus.publisher() {
-            Ok(publisher) => self.publisher = publisher,
-            Err(error) => {
-                tracing::warn!(%error, "a new producer could not be made; the old one sends again");
             }
         }
     }

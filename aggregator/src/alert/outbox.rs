@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use vigil_proto::Topics;
 use vigil_proto::v1::{AlertEvent, AlertState};
-use vigil_runtime::{BusError, Publisher, SelfMetrics};
+use vigil_runtime::{Bus, BusError, Publisher, SelfMetrics};
 
 /// How many records may wait for Kafka; at about a kilobyte each, a few MiB.
 pub(crate) const QUEUE_CAPACITY: usize = 10_000;
@@ -142,14 +142,15 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the task publishing to `topics` through `publisher`; at most
-    /// `capacity` records wait.
+    /// Starts the task publishing to `topics` through a producer of `bus`; at
+    /// most `capacity` records wait.
     pub(crate) fn start(
-        publisher: Publisher,
+        bus: Bus,
         topics: Topics,
         capacity: usize,
         metrics: &SelfMetrics,
-    ) -> Self {
+    ) -> Result<Self, BusError> {
+        let publisher = bus.publisher()?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             capacity,
@@ -175,8 +176,8 @@ impl Outbox {
                 ),
             },
         });
-        tokio::spawn(publish_forever(shared.clone(), publisher, topics));
-        Self { shared }
+        tokio::spawn(publish_forever(shared.clone(), bus, publisher, topics));
+        Ok(Self { shared })
     }
 
     /// Queues `record` without waiting; when the queue is full the oldest waiting
@@ -257,7 +258,7 @@ impl Outbox {
 
 /// Publishes the queue window by window, in order, until the process ends;
 /// records that fail go back to the front and are tried again after a backoff.
-async fn publish_forever(shared: Arc<Shared>, publisher: Publisher, topics: Topics) {
+async fn publish_forever(shared: Arc<Shared>, bus: Bus, mut publisher: Publisher, topics: Topics) {
     let mut backoff = INITIAL_BACKOFF;
     loop {
         let arrived = shared.arrived.notified();
@@ -285,6 +286,7 @@ async fn publish_forever(shared: Arc<Shared>, publisher: Publisher, topics: Topi
         }
         if failed {
             shared.failing.store(true, Ordering::Relaxed);
+            publisher = bus.renewed_publisher(publisher);
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         } else {

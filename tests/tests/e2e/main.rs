@@ -5,6 +5,7 @@
 mod agent_restart;
 mod alert_logs;
 mod alert_notify;
+mod alert_outage;
 mod alert_rules;
 mod alert_state;
 mod all_in_one;

@@ -2,14 +2,14 @@ use super::*;
 use vigil_runtime::kafka::KafkaSettings;
 use vigil_runtime::{Bus, Message};
 
-/// A publisher of a Kafka that does not answer (nothing listens on its port),
-/// which gives up on a message after 100 ms.
-fn unreachable_kafka() -> Publisher {
+/// A Kafka that does not answer (nothing listens on its port), whose producers
+/// give up on a message after 100 ms.
+fn unreachable_kafka() -> Bus {
     let mut settings = KafkaSettings::for_brokers("127.0.0.1:1");
     settings
         .producer_properties
         .insert("message.timeout.ms".into(), "100".into());
-    Bus::Kafka(Box::new(settings)).publisher().unwrap()
+    Bus::Kafka(Box::new(settings))
 }
 
 fn event(alert: &str) -> Outgoing {
@@ -40,7 +40,7 @@ fn metric(metrics: &SelfMetrics, name_and_labels: &str) -> f64 {
 #[tokio::test]
 async fn a_full_queue_drops_the_oldest_records_and_counts_every_drop() {
     let metrics = SelfMetrics::default();
-    let outbox = Outbox::start(unreachable_kafka(), Topics::default(), 3, &metrics);
+    let outbox = Outbox::start(unreachable_kafka(), Topics::default(), 3, &metrics).unwrap();
     let mut acknowledgements: Vec<Acknowledgement> = ["a", "b", "c", "d", "e"]
         .map(|alert| outbox.send_acknowledged(event(alert)))
         .into();
@@ -75,7 +75,7 @@ async fn records_are_published_in_order_and_acknowledged() {
         .subscribe("test", &[topics.alert_events(), topics.alert_state()])
         .unwrap();
     let metrics = SelfMetrics::default();
-    let outbox = Outbox::start(bus.publisher().unwrap(), topics.clone(), 10, &metrics);
+    let outbox = Outbox::start(bus.clone(), topics.clone(), 10, &metrics).unwrap();
     let acknowledgements = [
         outbox.send_acknowledged(state("f1", 1.0)),
         outbox.send_acknowledged(event("f1")),
