@@ -29,9 +29,10 @@ bash "$(dirname "${BASH_SOURCE[0]}")/install-build-deps.sh"
 # etcd, snmpd and the net-snmp tools for the tests, openssl (the TLS tests make
 # their CA with it) and nginx with its stream module (the TLS tests run their own
 # nginx processes as TLS terminators, not the packaged service), systemd for
-# reviewing the units with systemd-analyze;
+# reviewing the units with systemd-analyze, systemd-journal-remote for writing the
+# real journal files the journald tests read;
 # Debian's Python only if no Python that can make a venv is on PATH.
-debian_packages=(etcd-server etcd-client snmpd snmp openssl nginx libnginx-mod-stream systemd)
+debian_packages=(etcd-server etcd-client snmpd snmp openssl nginx libnginx-mod-stream systemd systemd-journal-remote)
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     debian_packages+=(python3 python3-venv)
 fi
