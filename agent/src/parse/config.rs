@@ -37,6 +37,14 @@ pub enum ParserStep {
     /// Docker's json-file format: `{"log": ..., "stream": ..., "time": ...}`;
     /// lines split by Docker are joined.
     Docker(EmptyStep),
+    /// `cri` or `docker`, whichever each line is (a json-file line starts with
+    /// `{`), as nodes with either runtime write /var/log/pods.
+    Container(EmptyStep),
+    /// The pod and container of a Kubernetes container log, from its path:
+    /// `kubernetes.namespace`, `kubernetes.pod.name`, `kubernetes.pod.uid`,
+    /// `kubernetes.container.name` (and `container.id` from a
+    /// /var/log/containers link).
+    Kubernetes(EmptyStep),
     /// The event time from a field.
     Timestamp(TimestampStep),
     /// `log.level` from a field, through a mapping.

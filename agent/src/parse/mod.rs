@@ -16,6 +16,7 @@ mod config;
 mod container;
 mod fields;
 mod json;
+mod kubernetes;
 mod logfmt;
 mod presets;
 mod syslog;
@@ -58,6 +59,10 @@ pub(crate) enum Step {
     Syslog { zone: TimeZone },
     Cri,
     Docker,
+    /// CRI or Docker's json-file, by the line's first character.
+    Container,
+    /// The pod and container of a Kubernetes container log, from its path.
+    Kubernetes,
     Timestamp(TimestampParser),
     Level(LevelParser),
 }
@@ -71,6 +76,8 @@ impl Step {
             Step::Syslog { .. } => "syslog",
             Step::Cri => "cri",
             Step::Docker => "docker",
+            Step::Container => "container",
+            Step::Kubernetes => "kubernetes",
             Step::Timestamp(_) => "timestamp",
             Step::Level(_) => "level",
         }
@@ -173,12 +180,14 @@ fn compile(config: &ParsersConfig) -> Result<Vec<Step>, InvalidParsers> {
                 message_field: json.message_field.clone(),
             }),
             ParserStep::Logfmt(_) => steps.push(Step::Logfmt),
-            ParserStep::Cri(_) | ParserStep::Docker(_) if index > 0 => {
+            ParserStep::Cri(_) | ParserStep::Docker(_) | ParserStep::Container(_)
+                if index > 0 =>
+            {
                 return Err(invalid(
-                    if matches!(step, ParserStep::Cri(_)) {
-                        "cri"
-                    } else {
-                        "docker"
+                    match step {
+                        ParserStep::Cri(_) => "cri",
+                        ParserStep::Docker(_) => "docker",
+                        _ => "container",
                     },
                     "must be the first step: it reads the line as the container runtime wrote it"
                         .to_owned(),
@@ -186,6 +195,8 @@ fn compile(config: &ParsersConfig) -> Result<Vec<Step>, InvalidParsers> {
             }
             ParserStep::Cri(_) => steps.push(Step::Cri),
             ParserStep::Docker(_) => steps.push(Step::Docker),
+            ParserStep::Container(_) => steps.push(Step::Container),
+            ParserStep::Kubernetes(_) => steps.push(Step::Kubernetes),
             ParserStep::Regex(regex) => {
                 if regex.patterns.is_empty() {
                     return Err(invalid(
@@ -271,6 +282,9 @@ struct Pending {
 pub(crate) struct LineParser {
     chain: Arc<Chain>,
     path: String,
+    /// The pod and container the path names, for a chain with the `kubernetes`
+    /// step.
+    pod_fields: Option<Vec<(&'static str, String)>>,
     max_line_bytes: usize,
     fields: Fields,
     body: String,
@@ -282,9 +296,16 @@ pub(crate) struct LineParser {
 
 impl LineParser {
     pub(crate) fn new(chain: Arc<Chain>, path: &std::path::Path, max_line_bytes: usize) -> Self {
+        let pod_fields = chain
+            .steps
+            .iter()
+            .any(|step| matches!(step, Step::Kubernetes))
+            .then(|| kubernetes::PodLog::from_path(path).map(|pod| pod.fields()))
+            .flatten();
         Self {
             chain,
             path: path.display().to_string(),
+            pod_fields,
             max_line_bytes,
             fields: Fields::default(),
             body: String::new(),
@@ -299,6 +320,7 @@ impl LineParser {
     /// last part comes.
     pub(crate) fn parse<'s>(&'s mut self, line: WireLine<'s>) -> Option<WireLine<'s>> {
         self.fields.clear();
+        self.add_pod_fields();
         self.message = None;
         let mut event_time = None;
         let mut offset = line.offset;
@@ -314,11 +336,15 @@ impl LineParser {
         for (index, step) in self.chain.steps.iter().enumerate() {
             let before = self.fields.len();
             let result = match step {
-                Step::Cri | Step::Docker => {
-                    let parsed = if matches!(step, Step::Cri) {
-                        container::cri(text)
-                    } else {
+                Step::Cri | Step::Docker | Step::Container => {
+                    let docker = match step {
+                        Step::Container => text.trim_start().starts_with('{'),
+                        _ => matches!(step, Step::Docker),
+                    };
+                    let parsed = if docker {
                         container::docker(text)
+                    } else {
+                        container::cri(text)
                     };
                     if self
                         .pending
@@ -415,6 +441,15 @@ impl LineParser {
                     level.apply(&mut self.fields);
                     Ok(())
                 }
+                // Its fields were added first, so that a line another step
+                // cannot parse still names its pod.
+                Step::Kubernetes => match &self.pod_fields {
+                    Some(_) => Ok(()),
+                    None => Err(format!(
+                        "`{}` is not a Kubernetes container log (/var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log or /var/log/containers/<pod>_<namespace>_<container>-<id>.log)",
+                        self.path
+                    )),
+                },
             };
             if let Err(error) = result {
                 self.fields.truncate(before);
@@ -431,6 +466,7 @@ impl LineParser {
     pub(crate) fn take_pending(&mut self, observed_unix_nano: i64) -> Option<WireLine<'_>> {
         let pending = self.pending.take()?;
         self.fields.clear();
+        self.add_pod_fields();
         self.fields.add_verbatim("log.iostream", &pending.stream);
         self.message = Some(pending.text);
         Some(WireLine {
@@ -462,6 +498,13 @@ impl LineParser {
             fields: &self.fields,
             truncated,
             ..line
+        }
+    }
+
+    /// The pod and container of a Kubernetes container log, on every line.
+    fn add_pod_fields(&mut self) {
+        for (name, value) in self.pod_fields.iter().flatten() {
+            self.fields.add_verbatim(name, value);
         }
     }
 

@@ -28,6 +28,10 @@ pub enum Preset {
     /// One JSON object per line, with its time under `@timestamp`, `timestamp`,
     /// `time` or `ts` and its level under `level`, `lvl` or `severity`.
     Json,
+    /// A Kubernetes container log (`/var/log/pods/...` or `/var/log/containers/...`)
+    /// in the CRI format or Docker's json-file format, whichever each line is,
+    /// with its pod and container from the path.
+    Kubernetes,
 }
 
 /// Fields of the auth.log lines the shipped security rules read (`user.name`,
@@ -133,6 +137,7 @@ impl Preset {
                 }),
                 Step::Level(LevelParser::default()),
             ],
+            Preset::Kubernetes => vec![Step::Container, Step::Kubernetes],
         }
     }
 }
