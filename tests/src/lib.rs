@@ -20,6 +20,7 @@ pub mod hostile;
 mod http;
 mod http_exchange;
 pub mod index_setup;
+pub mod journal;
 pub mod kibana;
 pub mod names;
 pub mod polling_agent;
