@@ -56,12 +56,7 @@ pub fn group_progress(bootstrap: &str, group: &str, topic: &str) -> GroupProgres
 
 /// Waits until `group` has committed every message on `topic` now, for as long as
 /// its commits keep moving; panics once they stalled for `stall_limit`.
-pub fn wait_until_group_finished(
-    bootstrap: &str,
-    group: &str,
-    topic: &str,
-    stall_limit: Duration,
-) {
+pub fn wait_until_group_finished(bootstrap: &str, group: &str, topic: &str, stall_limit: Duration) {
     let end = group_progress(bootstrap, group, topic).end;
     wait_while_progressing(
         &format!("consumer group {group} to commit all {end} messages of {topic}"),
