@@ -12,8 +12,6 @@ use crate::kafka::KafkaSettings;
 use bytes::Bytes;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -23,6 +21,9 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use vigil_proto::{Payload, Topics};
+
+mod producer;
+pub use producer::KafkaProducer;
 
 /// Header naming the protobuf message type of a payload.
 pub const SCHEMA_HEADER: &str = "vigil-schema";
@@ -100,7 +101,7 @@ impl Bus {
         match self {
             Self::Kafka(settings) => {
                 let config = settings.producer_config()?;
-                Ok(Publisher::Kafka(config.create()?))
+                Ok(Publisher::Kafka(KafkaProducer::new(&config)?))
             }
             Self::Memory(bus) => Ok(Publisher::Memory(bus.clone())),
             Self::Discard => Ok(Publisher::Discard),
@@ -178,7 +179,7 @@ impl Bus {
             connection.set_up();
             return Ok(());
         };
-        let producer: FutureProducer = settings.producer_config()?.create()?;
+        let producer = KafkaProducer::new(&settings.producer_config()?)?;
         let brokers = settings.brokers.clone();
         let topic = topic.to_owned();
         tokio::spawn(async move {
@@ -315,7 +316,7 @@ impl Follower {
 /// Publishes messages and resolves once the bus acknowledged them.
 #[derive(Clone)]
 pub enum Publisher {
-    Kafka(FutureProducer),
+    Kafka(KafkaProducer),
     Memory(MemoryBus),
     /// Drops every message; see [`Bus::Discard`].
     Discard,
@@ -367,15 +368,10 @@ impl Publisher {
                         value: Some(value.as_bytes()),
                     });
                 }
-                let record = FutureRecord::to(topic)
-                    .key(key)
-                    .payload(payload)
-                    .headers(kafka_headers);
                 producer
-                    .send(record, Timeout::Never)
+                    .send(topic, key, Some(payload), Some(kafka_headers))
                     .await
-                    .map(|_| ())
-                    .map_err(|(error, _)| BusError::Kafka(error))
+                    .map_err(BusError::Kafka)
             }
             Self::Memory(bus) => {
                 let message = Message {
@@ -400,14 +396,10 @@ impl Publisher {
     /// payload, which readers treat the same.
     pub async fn publish_tombstone(&self, topic: &str, key: &str) -> Result<(), BusError> {
         match self {
-            Self::Kafka(producer) => {
-                let record = FutureRecord::<str, [u8]>::to(topic).key(key);
-                producer
-                    .send(record, Timeout::Never)
-                    .await
-                    .map(|_| ())
-                    .map_err(|(error, _)| BusError::Kafka(error))
-            }
+            Self::Kafka(producer) => producer
+                .send(topic, key, None, None)
+                .await
+                .map_err(BusError::Kafka),
             Self::Memory(_) | Self::Discard => self.publish(topic, key, &[], &[]).await,
         }
     }

@@ -175,6 +175,10 @@ impl KafkaSettings {
             (Some(_), Some(_)) => "sasl_ssl",
         };
         config.set("security.protocol", protocol);
+        // Vigil exports its own metrics. librdkafka's client telemetry (KIP-714)
+        // asks the cluster for a metrics subscription; against tansu, which grants
+        // none, every client asked again every few seconds, at rest too.
+        config.set("enable.metrics.push", "false");
         if let Some(tls) = &self.tls {
             let files = [
                 ("ssl.ca.location", &tls.ca_file),
@@ -286,6 +290,7 @@ mod tests {
         assert_eq!(config.get("enable.idempotence"), Some("true"));
         assert_eq!(config.get("linger.ms"), Some("50"));
         assert_eq!(config.get("security.protocol"), Some("plaintext"));
+        assert_eq!(config.get("enable.metrics.push"), Some("false"));
         assert_eq!(config.get("queue.buffering.max.kbytes"), Some("65536"));
         assert_eq!(config.get("queue.buffering.max.messages"), Some("100000"));
     }
