@@ -17,6 +17,7 @@ mod index_dashboards;
 mod index_documents;
 mod index_setup;
 mod index_throttling;
+mod kubernetes_logs;
 mod journald;
 mod log_faults;
 mod malformed;
