@@ -53,10 +53,14 @@ pub struct InvalidParsers {
 /// One compiled step.
 #[derive(Debug, Clone)]
 pub(crate) enum Step {
-    Json { message_field: Option<String> },
+    Json {
+        message_field: Option<String>,
+    },
     Logfmt,
     Regex(RegexParser),
-    Syslog { zone: TimeZone },
+    Syslog {
+        zone: TimeZone,
+    },
     Cri,
     Docker,
     /// CRI or Docker's json-file, by the line's first character.
@@ -180,9 +184,7 @@ fn compile(config: &ParsersConfig) -> Result<Vec<Step>, InvalidParsers> {
                 message_field: json.message_field.clone(),
             }),
             ParserStep::Logfmt(_) => steps.push(Step::Logfmt),
-            ParserStep::Cri(_) | ParserStep::Docker(_) | ParserStep::Container(_)
-                if index > 0 =>
-            {
+            ParserStep::Cri(_) | ParserStep::Docker(_) | ParserStep::Container(_) if index > 0 => {
                 return Err(invalid(
                     match step {
                         ParserStep::Cri(_) => "cri",
