@@ -9,6 +9,7 @@
 pub mod codec;
 pub mod labels;
 pub mod limits;
+pub mod log_fields;
 pub mod series_identity;
 pub mod topics;
 pub mod view;

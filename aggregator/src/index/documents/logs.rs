@@ -1,15 +1,23 @@
 //! Log documents: each line of a log batch from the bus becomes one Elastic Common
 //! Schema document for the logs index, with an id derived from where the line was read.
+//!
+//! The fields the agent parsed out of a line that the logs template maps
+//! ([`ECS_LOG_FIELDS`](vigil_proto::log_fields::ECS_LOG_FIELDS)) are written at their ECS place (`user.name` as
+//! `{"user": {"name": ...}}`, `http.response.status_code` as a number); every
+//! other field, and a mapped one whose value does not fit its type (a
+//! `source.ip` that is no address), goes under `fields`, so no value makes
+//! Elasticsearch refuse the document.
 
 use super::{
-    Document, GENERIC_DATASET, Host, ResourceVigil, Shared, label_object, non_empty_or, rfc3339,
-    serialize,
+    Document, GENERIC_DATASET, Host, ResourceVigil, Shared, non_empty_or, rfc3339, serialize,
 };
 use serde::Serialize;
+use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use vigil_proto::labels::ContentId;
-use vigil_proto::v1::{LogBatch, LogSource, Resource};
+use vigil_proto::log_fields::{EcsType, ecs_type};
+use vigil_proto::v1::{Label, LogBatch, LogSource, Resource};
 
 /// Id of the document of the line at `offset` of source `source_id` of a resource.
 pub fn log_document_id(resource_id: &str, source_id: &str, offset: u64) -> String {
@@ -50,6 +58,7 @@ pub fn log_documents(
             if line.invalid_utf8 {
                 tags.push("invalid_utf8");
             }
+            let (ecs, fields) = split_fields(&line.fields);
             let document = LogDocument {
                 timestamp: rfc3339(event_time),
                 message: String::from_utf8_lossy(&line.message),
@@ -65,19 +74,87 @@ pub fn log_documents(
                     offset: line.offset,
                 },
                 labels: &shared.attributes,
-                fields: label_object(&line.fields),
+                fields,
                 tags,
                 vigil: shared.vigil,
+            };
+            let body = if ecs.is_empty() {
+                serialize(&document)
+            } else {
+                with_ecs_fields(&document, &ecs)
             };
             Document {
                 index: index.to_owned(),
                 id: log_document_id(&resource.id, &source.source_id, line.offset),
-                body: serialize(&document),
+                body,
                 origin,
                 record,
             }
         })
         .collect()
+}
+
+/// A parsed field written at its ECS place: its dotted name, its value, and
+/// the type the template maps it to.
+type EcsField<'a> = (&'a str, &'a str, EcsType);
+
+/// The fields of a line split into those written at their ECS place (the last
+/// of a name wins) and the rest, for `fields`.
+fn split_fields(labels: &[Label]) -> (Vec<EcsField<'_>>, BTreeMap<&str, &str>) {
+    let mut ecs: Vec<EcsField<'_>> = Vec::new();
+    let mut rest = BTreeMap::new();
+    for label in labels.iter().filter(|label| !label.name.is_empty()) {
+        let (name, value) = (label.name.as_str(), label.value.as_str());
+        match ecs_type(name) {
+            Some(kind) if kind.fits(value) => {
+                ecs.retain(|(other, _, _)| *other != name);
+                rest.remove(name);
+                ecs.push((name, value, kind));
+            }
+            _ => {
+                ecs.retain(|(other, _, _)| *other != name);
+                rest.insert(name, value);
+            }
+        }
+    }
+    (ecs, rest)
+}
+
+/// `document` serialized with `ecs` merged into its objects: `log.level` goes
+/// into the `log` object beside `log.file.path`.
+fn with_ecs_fields(document: &LogDocument<'_>, ecs: &[EcsField<'_>]) -> Vec<u8> {
+    let Ok(Value::Object(mut root)) = serde_json::to_value(document) else {
+        unreachable!("a log document serializes to a JSON object");
+    };
+    for (name, value, kind) in ecs {
+        let value = match kind {
+            EcsType::Long => value
+                .parse::<i64>()
+                .map_or_else(|_| Value::from(*value), Value::from),
+            EcsType::Keyword | EcsType::Text | EcsType::Ip => Value::from(*value),
+        };
+        insert_dotted(&mut root, name, value);
+    }
+    serialize(&Value::Object(root))
+}
+
+/// Sets `value` at the dotted `name` below `object`, making the objects on the
+/// way. No mapped name is the parent of another, nor of a field every log
+/// document has (tests check the list for both).
+fn insert_dotted(object: &mut Map<String, Value>, name: &str, value: Value) {
+    match name.split_once('.') {
+        None => {
+            object.insert(name.to_owned(), value);
+        }
+        Some((parent, rest)) => {
+            let child = object
+                .entry(parent)
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(child) = child {
+                insert_dotted(child, rest, value);
+            }
+        }
+    }
 }
 
 /// The log line of document `record` of `batch`, alone in a batch of its own: what
@@ -136,3 +213,6 @@ struct Log<'a> {
 struct LogFile<'a> {
     path: &'a str,
 }
+
+#[cfg(test)]
+mod tests;
