@@ -94,84 +94,6 @@ impl PodLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::{Chain, LineParser, ParsersConfig};
-    use crate::tailer::wire::{NO_FIELDS, WireLine};
-    use vigil_runtime::SelfMetrics;
-
-    const POD_LOG: &str = "/var/log/pods/shop_checkout-7d9f8c-x2x4q_5c0e7a4e/server/0.log";
-
-    fn parser(path: &str) -> LineParser {
-        let config: ParsersConfig = serde_saphyr::from_str("preset: kubernetes").unwrap();
-        let metrics = crate::self_metrics::AgentMetrics::register(&SelfMetrics::default());
-        let chain = Chain::new(&config, "pods", &metrics).unwrap();
-        LineParser::new(chain, Path::new(path), 64 * 1024)
-    }
-
-    /// Fields and message of `text` through `parser`.
-    fn parse(parser: &mut LineParser, text: &str) -> (Vec<(String, String)>, String) {
-        let line = WireLine {
-            offset: 0,
-            length: text.len() as u64 + 1,
-            observed_unix_nano: 7,
-            event_unix_nano: 7,
-            message: text.as_bytes(),
-            fields: &NO_FIELDS,
-            truncated: false,
-            invalid_utf8: false,
-            partial: false,
-        };
-        let parsed = parser.parse(line).expect("a whole line");
-        (
-            parsed
-                .fields
-                .iter()
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .collect(),
-            String::from_utf8(parsed.message.to_vec()).unwrap(),
-        )
-    }
-
-    fn has(fields: &[(String, String)], name: &str, value: &str) -> bool {
-        fields.iter().any(|(n, v)| n == name && v == value)
-    }
-
-    #[test]
-    fn the_preset_reads_cri_and_json_file_lines_and_names_the_pod() {
-        let mut parser = parser(POD_LOG);
-        let (fields, message) = parse(
-            &mut parser,
-            "2026-12-07T10:00:00.5Z stderr F {\"level\":\"error\",\"msg\":\"boom\"}",
-        );
-        assert_eq!(message, r#"{"level":"error","msg":"boom"}"#);
-        assert!(has(&fields, "kubernetes.namespace", "shop"), "{fields:?}");
-        assert!(has(&fields, "kubernetes.pod.name", "checkout-7d9f8c-x2x4q"));
-        assert!(has(&fields, "kubernetes.container.name", "server"));
-        assert!(has(&fields, "log.iostream", "stderr"));
-
-        let (fields, message) = parse(
-            &mut parser,
-            r#"{"log":"started\n","stream":"stdout","time":"2026-12-07T10:00:01Z"}"#,
-        );
-        assert_eq!(message, "started");
-        assert!(has(&fields, "kubernetes.pod.uid", "5c0e7a4e"), "{fields:?}");
-        assert!(has(&fields, "log.iostream", "stdout"));
-    }
-
-    #[test]
-    fn a_line_the_runtime_format_does_not_fit_still_names_its_pod() {
-        let mut parser = parser(POD_LOG);
-        let (fields, message) = parse(&mut parser, "not a container runtime line");
-        assert_eq!(message, "not a container runtime line");
-        assert!(has(&fields, "log.parse_failure", "container"), "{fields:?}");
-        assert!(has(&fields, "kubernetes.pod.name", "checkout-7d9f8c-x2x4q"));
-    }
-
-    #[test]
-    fn a_file_that_is_no_pod_log_is_flagged() {
-        let mut parser = parser("/var/log/app/server.log");
-        let (fields, _) = parse(&mut parser, "2026-12-07T10:00:00Z stdout F hello");
-        assert!(has(&fields, "log.parse_failure", "kubernetes"), "{fields:?}");
-    }
 
     #[test]
     fn a_pods_path_names_namespace_pod_uid_and_container() {
@@ -199,11 +121,14 @@ mod tests {
             "/var/log/pods/kube-system_coredns-5d78c9869d-abcde_0f0e0d0c/coredns/0.log.20261207-101500",
         ))
         .expect("a rotated pod log");
-        assert!(log.fields().contains(&("kubernetes.namespace", "kube-system".to_owned())));
-        assert!(log.fields().contains(&(
-            "kubernetes.pod.name",
-            "coredns-5d78c9869d-abcde".to_owned()
-        )));
+        assert!(
+            log.fields()
+                .contains(&("kubernetes.namespace", "kube-system".to_owned()))
+        );
+        assert!(
+            log.fields()
+                .contains(&("kubernetes.pod.name", "coredns-5d78c9869d-abcde".to_owned()))
+        );
     }
 
     #[test]

@@ -328,3 +328,58 @@ fn bad_settings_name_the_step_field() {
     assert!(layout.problem.contains("strftime"), "{}", layout.problem);
     assert_eq!(invalid("[{json: {}}, {cri: {}}]").field, "[1].cri");
 }
+
+const POD_LOG: &str = "/var/log/pods/shop_checkout-7d9f8c-x2x4q_5c0e7a4e/server/0.log";
+
+fn pod_log_parser(path: &str) -> LineParser {
+    LineParser::new(
+        chain("preset: kubernetes"),
+        std::path::Path::new(path),
+        64 * 1024,
+    )
+}
+
+#[test]
+fn the_kubernetes_preset_reads_cri_and_json_file_lines_and_names_the_pod() {
+    let mut parser = pod_log_parser(POD_LOG);
+    let (fields, time, message) = parse(
+        &mut parser,
+        r#"2026-12-07T10:00:00.5Z stderr F {"level":"error","msg":"boom"}"#,
+    );
+    assert_eq!(message, r#"{"level":"error","msg":"boom"}"#);
+    assert_eq!(time, nanos("2026-12-07T10:00:00.5Z"));
+    assert_eq!(field(&fields, "kubernetes.namespace"), Some("shop"));
+    assert_eq!(
+        field(&fields, "kubernetes.pod.name"),
+        Some("checkout-7d9f8c-x2x4q")
+    );
+    assert_eq!(field(&fields, "kubernetes.container.name"), Some("server"));
+    assert_eq!(field(&fields, "log.iostream"), Some("stderr"));
+
+    let (fields, _, message) = parse(
+        &mut parser,
+        r#"{"log":"started\n","stream":"stdout","time":"2026-12-07T10:00:01Z"}"#,
+    );
+    assert_eq!(message, "started");
+    assert_eq!(field(&fields, "kubernetes.pod.uid"), Some("5c0e7a4e"));
+    assert_eq!(field(&fields, "log.iostream"), Some("stdout"));
+}
+
+#[test]
+fn a_pod_log_line_the_runtime_format_does_not_fit_still_names_its_pod() {
+    let mut parser = pod_log_parser(POD_LOG);
+    let (fields, _, message) = parse(&mut parser, "not a container runtime line");
+    assert_eq!(message, "not a container runtime line");
+    assert_eq!(field(&fields, PARSE_FAILURE_FIELD), Some("container"));
+    assert_eq!(
+        field(&fields, "kubernetes.pod.name"),
+        Some("checkout-7d9f8c-x2x4q")
+    );
+}
+
+#[test]
+fn a_file_that_is_no_pod_log_is_flagged_by_the_kubernetes_step() {
+    let mut parser = pod_log_parser("/var/log/app/server.log");
+    let (fields, _, _) = parse(&mut parser, "2026-12-07T10:00:00Z stdout F hello");
+    assert_eq!(field(&fields, PARSE_FAILURE_FIELD), Some("kubernetes"));
+}
