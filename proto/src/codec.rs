@@ -117,6 +117,13 @@ impl Payload for LogBatch {
                     Unset::Allowed,
                 )
             })
+            .and_then(|()| {
+                limits::log_fields(
+                    line.fields
+                        .iter()
+                        .map(|field| (field.name.as_str(), field.value.as_str())),
+                )
+            })
             .map_err(|reason| format!("{} {reason}", subject()))?;
             let end = line.offset.checked_add(line.length).ok_or_else(|| {
                 format!(
@@ -473,6 +480,27 @@ mod tests {
         assert_eq!(
             refusal(&partial_batch(far)),
             "invalid vigil.v1.PartialAggregateBatch: partial 0 (`site.latency`) has `window_end_unix_nano` 9223372036854775807, after 2200-01-01 (times are nanoseconds since the Unix epoch)"
+        );
+    }
+
+    #[test]
+    fn a_log_line_with_too_many_fields_is_refused_naming_the_line() {
+        let batch = LogBatch {
+            resource: Some(resource()),
+            source: Some(LogSource {
+                source_id: "1:2".into(),
+                ..LogSource::default()
+            }),
+            lines: vec![LogLine {
+                offset: 40,
+                length: 2,
+                fields: vec![crate::labels::label("k", "v"); crate::limits::MAX_LOG_FIELDS + 1],
+                ..LogLine::default()
+            }],
+        };
+        assert_eq!(
+            refusal(&batch),
+            "invalid vigil.v1.LogBatch: line 0 (at offset 40) has 1001 fields, more than the 1000 allowed"
         );
     }
 

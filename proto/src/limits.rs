@@ -23,10 +23,24 @@
 //!   A partial aggregate's sum, min and max are finite, and min ≤ max once it
 //!   counted a value.
 //! - **Log lines**: each line's offset plus its length fits in 64 bits, and the
-//!   lines of a batch do not overlap.
+//!   lines of a batch do not overlap. A line carries at most [`MAX_LOG_FIELDS`]
+//!   parsed fields, each name at most [`MAX_LOG_FIELD_NAME_BYTES`] long and each
+//!   value at most [`MAX_LOG_FIELD_VALUE_BYTES`].
 
 /// The most labels one label set may hold.
 pub const MAX_LABELS: usize = 1_000;
+
+/// The most parsed fields one log line may carry.
+pub const MAX_LOG_FIELDS: usize = 1_000;
+
+/// The longest name of a log line's field, in bytes. Elasticsearch indexes each
+/// key of the `fields` object together with its value as one term, and refuses
+/// a document with a term beyond 32 KiB.
+pub const MAX_LOG_FIELD_NAME_BYTES: usize = 1_024;
+
+/// The longest value of a log line's field, in bytes: no longer than the
+/// longest line the agent reads.
+pub const MAX_LOG_FIELD_VALUE_BYTES: usize = 1024 * 1024;
 
 /// 2200-01-01T00:00:00Z in nanoseconds since the Unix epoch: the latest time a
 /// message may carry.
@@ -80,6 +94,35 @@ pub(crate) fn labels<'a>(
         Some(position) => Err(format!("has an unnamed {noun} at position {position}")),
         None => Ok(()),
     }
+}
+
+/// Checks the parsed fields of a log line, given as `(name, value)` pairs. The
+/// reason reads after the subject, as in [`time`].
+pub(crate) fn log_fields<'a>(
+    fields: impl ExactSizeIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), String> {
+    let count = fields.len();
+    if count > MAX_LOG_FIELDS {
+        return Err(format!(
+            "has {count} fields, more than the {MAX_LOG_FIELDS} allowed"
+        ));
+    }
+    for (position, (name, value)) in fields.enumerate() {
+        if name.len() > MAX_LOG_FIELD_NAME_BYTES {
+            return Err(format!(
+                "has a field name of {} bytes at position {position} (`{}…`), longer than the {MAX_LOG_FIELD_NAME_BYTES} allowed",
+                name.len(),
+                name.chars().take(32).collect::<String>()
+            ));
+        }
+        if value.len() > MAX_LOG_FIELD_VALUE_BYTES {
+            return Err(format!(
+                "has field `{name}` with a value of {} bytes, longer than the {MAX_LOG_FIELD_VALUE_BYTES} allowed",
+                value.len()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The checks of a metric batch's resource, for both decoders.
@@ -160,5 +203,38 @@ mod tests {
             "has 1001 attributes, more than the 1000 allowed"
         );
         assert_eq!(labels("label", vec!["x"; MAX_LABELS].into_iter()), Ok(()));
+    }
+
+    #[test]
+    fn log_fields_are_bounded_in_count_name_and_value() {
+        assert_eq!(log_fields([("user.name", "alice")].into_iter()), Ok(()));
+        let many = vec![("x", "y"); MAX_LOG_FIELDS + 1];
+        assert_eq!(
+            log_fields(many.into_iter()).unwrap_err(),
+            "has 1001 fields, more than the 1000 allowed"
+        );
+        assert_eq!(
+            log_fields(vec![("x", "y"); MAX_LOG_FIELDS].into_iter()),
+            Ok(())
+        );
+        let long_name = "n".repeat(MAX_LOG_FIELD_NAME_BYTES + 1);
+        assert_eq!(
+            log_fields([("a", ""), (long_name.as_str(), "v")].into_iter()).unwrap_err(),
+            format!(
+                "has a field name of 1025 bytes at position 1 (`{}…`), longer than the 1024 allowed",
+                "n".repeat(32)
+            )
+        );
+        let name = "n".repeat(MAX_LOG_FIELD_NAME_BYTES);
+        let value = "v".repeat(MAX_LOG_FIELD_VALUE_BYTES);
+        assert_eq!(
+            log_fields([(name.as_str(), value.as_str())].into_iter()),
+            Ok(())
+        );
+        let long_value = "v".repeat(MAX_LOG_FIELD_VALUE_BYTES + 1);
+        assert_eq!(
+            log_fields([("message", long_value.as_str())].into_iter()).unwrap_err(),
+            "has field `message` with a value of 1048577 bytes, longer than the 1048576 allowed"
+        );
     }
 }

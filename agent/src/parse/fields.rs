@@ -10,8 +10,14 @@
 //! key it came with (a key that is an ECS name already is kept, and the index
 //! template ignores a malformed value there rather than refuse the document).
 //! Every other key keeps its own name; the index stage puts those under `fields`.
+//!
+//! A line keeps what the wire allows ([`vigil_proto::limits`]): fields beyond
+//! the most a line may carry (less one, for the `log.parse_failure` flag) and
+//! fields with overlong names are left out, overlong values are cut; the line
+//! itself is shipped whole all the same.
 
-use std::net::IpAddr;
+use vigil_proto::limits::{MAX_LOG_FIELD_NAME_BYTES, MAX_LOG_FIELD_VALUE_BYTES, MAX_LOG_FIELDS};
+use vigil_proto::log_fields::ecs_type;
 
 /// Keys of application logs and the ECS field each means.
 const ECS_ALIASES: &[(&str, &str)] = &[
@@ -46,20 +52,6 @@ const ECS_ALIASES: &[(&str, &str)] = &[
     ("err", "error.message"),
 ];
 
-/// ECS fields whose values must be an IP address.
-const IP_FIELDS: &[&str] = &["source.ip", "client.ip", "destination.ip"];
-
-/// ECS fields whose values must be a whole number.
-const NUMBER_FIELDS: &[&str] = &[
-    "http.response.status_code",
-    "http.response.body.bytes",
-    "process.pid",
-    "process.thread.id",
-    "source.port",
-    "user.id",
-    "group.id",
-];
-
 /// The ECS name of `key`, or `key` itself when it has none.
 pub(crate) fn ecs_name(key: &str) -> &str {
     ECS_ALIASES
@@ -68,15 +60,10 @@ pub(crate) fn ecs_name(key: &str) -> &str {
         .map_or(key, |(_, ecs)| ecs)
 }
 
-/// Whether `value` fits the type Elasticsearch maps the ECS field `name` to.
+/// Whether `value` fits the type the logs index maps the ECS field `name` to
+/// (the list the index stage reads too).
 fn fits(name: &str, value: &str) -> bool {
-    if IP_FIELDS.contains(&name) {
-        value.parse::<IpAddr>().is_ok()
-    } else if NUMBER_FIELDS.contains(&name) {
-        !value.is_empty() && value.len() <= 19 && value.bytes().all(|byte| byte.is_ascii_digit())
-    } else {
-        true
-    }
+    ecs_type(name).is_none_or(|kind| kind.fits(value))
 }
 
 /// Name and value spans of one field in [`Fields::text`].
@@ -122,6 +109,20 @@ impl Fields {
     /// Adds `name` as it is; a field of that name already present is replaced.
     pub(crate) fn add_verbatim(&mut self, name: &str, value: &str) {
         self.remove(name);
+        if self.spans.len() >= MAX_LOG_FIELDS - 1 || name.len() > MAX_LOG_FIELD_NAME_BYTES {
+            return;
+        }
+        self.push(name, cut(value, MAX_LOG_FIELD_VALUE_BYTES));
+    }
+
+    /// Flags the line as one step `step` could not parse; there is always room
+    /// for the flag.
+    pub(crate) fn flag_failure(&mut self, name: &str, step: &str) {
+        self.remove(name);
+        self.push(name, step);
+    }
+
+    fn push(&mut self, name: &str, value: &str) {
         let start = self.text.len() as u32;
         self.text.push_str(name);
         let name_end = self.text.len() as u32;
@@ -160,4 +161,16 @@ impl Fields {
             )
         })
     }
+}
+
+/// `value` up to `max` bytes, cut on a character boundary.
+fn cut(value: &str, max: usize) -> &str {
+    if value.len() <= max {
+        return value;
+    }
+    let mut end = max;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
 }

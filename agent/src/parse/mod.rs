@@ -455,7 +455,7 @@ impl LineParser {
             };
             if let Err(error) = result {
                 self.fields.truncate(before);
-                self.fields.add_verbatim(PARSE_FAILURE_FIELD, step.name());
+                self.fields.flag_failure(PARSE_FAILURE_FIELD, step.name());
                 self.failed(index, step.name(), &error, line.offset);
                 break;
             }

@@ -383,3 +383,35 @@ fn a_file_that_is_no_pod_log_is_flagged_by_the_kubernetes_step() {
     let (fields, _, _) = parse(&mut parser, "2026-12-07T10:00:00Z stdout F hello");
     assert_eq!(field(&fields, PARSE_FAILURE_FIELD), Some("kubernetes"));
 }
+
+#[test]
+fn a_line_keeps_as_many_fields_as_the_wire_allows_and_still_fits_its_failure_flag() {
+    use vigil_proto::limits::{
+        MAX_LOG_FIELD_NAME_BYTES, MAX_LOG_FIELD_VALUE_BYTES, MAX_LOG_FIELDS,
+    };
+    let keys: Vec<String> = (0..MAX_LOG_FIELDS + 500)
+        .map(|key| format!("\"k{key}\":\"v\""))
+        .collect();
+    let text = format!("{{\"time\":\"soon\",{}}}", keys.join(","));
+    let mut parser = line_parser("[{json: {}}]");
+    let (fields, _, message) = parse(&mut parser, &text);
+    assert_eq!(fields.len(), MAX_LOG_FIELDS - 1);
+    assert_eq!(message, text, "the line itself ships whole");
+
+    let mut failing = line_parser("[{json: {}}, {timestamp: {field: time}}]");
+    let (fields, _, _) = parse(&mut failing, &text);
+    assert_eq!(fields.len(), MAX_LOG_FIELDS);
+    assert_eq!(field(&fields, PARSE_FAILURE_FIELD), Some("timestamp"));
+
+    let long_name = "n".repeat(MAX_LOG_FIELD_NAME_BYTES + 1);
+    let long_value = "é".repeat(MAX_LOG_FIELD_VALUE_BYTES);
+    let text = format!("{{\"{long_name}\":\"x\",\"user\":\"{long_value}\"}}");
+    let (fields, _, _) = parse(&mut line_parser("[{json: {}}]"), &text);
+    assert_eq!(field(&fields, &long_name), None);
+    let user = field(&fields, "user.name").unwrap();
+    assert_eq!(
+        user.len(),
+        MAX_LOG_FIELD_VALUE_BYTES,
+        "cut on a character boundary"
+    );
+}

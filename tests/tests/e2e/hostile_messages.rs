@@ -7,13 +7,15 @@
 //! its fault, and the valid messages around them still give their derived
 //! samples, alerts and documents. NaN and infinite gauges are valid by the
 //! contract (as in Prometheus): they are taken, and never become a derived
-//! value, an alert or a dead letter.
+//! value, an alert or a dead letter. Log lines with more parsed fields than a
+//! line may carry, or with an overlong field name or value, are refused alike.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 use vigil_proto::Payload;
 use vigil_proto::labels::label;
-use vigil_proto::v1::{MetricBatch, MetricKind, Sample, sample};
+use vigil_proto::limits::{MAX_LOG_FIELD_NAME_BYTES, MAX_LOG_FIELD_VALUE_BYTES, MAX_LOG_FIELDS};
+use vigil_proto::v1::{LogBatch, MetricBatch, MetricKind, Sample, sample};
 use vigil_tests::alert_feed::{notified_alerts, rules_folder, wait_for_alert};
 use vigil_tests::deployment::{Deployment, metric_value};
 use vigil_tests::hostile::{
@@ -42,6 +44,53 @@ fn wait_for_dead_letters(topic: &str, hostile: &[Hostile]) -> BTreeMap<String, S
                 .then_some(reasons)
         },
     )
+}
+
+/// Log batches of one line whose parsed fields break the wire's limits: too
+/// many, a name too long, a value too long; keys start with `prefix`.
+fn hostile_log_fields(prefix: &str, dataset: &str, now: i64) -> Vec<Hostile> {
+    let host = format!("{prefix}-fields-host");
+    let case = |key: &str, fields: Vec<vigil_proto::v1::Label>, reason: String| {
+        let mut batch = log_batch(&host, dataset, "a line with hostile fields", now);
+        batch.lines[0].fields = fields;
+        Hostile {
+            message: Published::of(format!("{prefix}/{key}"), &batch),
+            reason: format!("invalid {}: line 0 (at offset 0) {reason}", LogBatch::KIND),
+        }
+    };
+    let long_name = "n".repeat(MAX_LOG_FIELD_NAME_BYTES + 1);
+    vec![
+        case(
+            "too-many-fields",
+            (0..=MAX_LOG_FIELDS)
+                .map(|field| label(format!("k{field}"), "v"))
+                .collect(),
+            format!(
+                "has {} fields, more than the {MAX_LOG_FIELDS} allowed",
+                MAX_LOG_FIELDS + 1
+            ),
+        ),
+        case(
+            "field-name-too-long",
+            vec![label("user.name", "alice"), label(long_name.clone(), "v")],
+            format!(
+                "has a field name of {} bytes at position 1 (`{}…`), longer than the {MAX_LOG_FIELD_NAME_BYTES} allowed",
+                long_name.len(),
+                &long_name[..32]
+            ),
+        ),
+        case(
+            "field-value-too-long",
+            vec![label(
+                "message.extra",
+                "x".repeat(MAX_LOG_FIELD_VALUE_BYTES + 1),
+            )],
+            format!(
+                "has field `message.extra` with a value of {} bytes, longer than the {MAX_LOG_FIELD_VALUE_BYTES} allowed",
+                MAX_LOG_FIELD_VALUE_BYTES + 1
+            ),
+        ),
+    ]
 }
 
 fn messages(hostile: &[Hostile]) -> impl Iterator<Item = &Published> {
@@ -330,6 +379,7 @@ fn alert_dead_letters_hostile_metrics_and_logs_and_alerts_on_the_rest() {
     }
     let mut hostile_logs = refused_log_batches("logs.raw", "e2e.hostile", now);
     hostile_logs.push(log_batch_years_ahead("logs.raw", "e2e.hostile", now));
+    hostile_logs.extend(hostile_log_fields("logs.raw", "e2e.hostile", now));
     let logs_topic = deployment.topic("logs.raw");
     let valid_line =
         |host: &str| Published::of(host, &log_batch(host, "e2e.hostile", "a valid line", now));
@@ -417,7 +467,8 @@ fn index_dead_letters_hostile_batches_of_every_topic_and_indexes_the_rest() {
         producer.send(&topic, &valid(&format!("{kind}-valid-after")));
         all_hostile.extend(hostile);
     }
-    let hostile_logs = refused_log_batches("logs.raw", "e2e.hostile", now);
+    let mut hostile_logs = refused_log_batches("logs.raw", "e2e.hostile", now);
+    hostile_logs.extend(hostile_log_fields("logs.raw", "e2e.hostile", now));
     let logs_topic = deployment.topic("logs.raw");
     let valid_line =
         |host: &str| Published::of(host, &log_batch(host, "e2e.hostile", "a valid line", now));
