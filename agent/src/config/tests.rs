@@ -470,3 +470,43 @@ fn a_sasl_password_without_tls_is_warned_about() {
         ["`kafka.sasl` (PLAIN) without `kafka.tls`: the password travels in plaintext"]
     );
 }
+
+#[test]
+fn bad_parsers_are_located_and_name_the_field() {
+    let error = |yaml: &str| {
+        AgentConfig::from_yaml(yaml, "agent.yaml")
+            .unwrap_err()
+            .to_string()
+    };
+    let bad_regex = "logs:\n  - path: /var/log/app.log\n    parsers:\n      - json: {}\n      - regex: {patterns: ['^(?P<user.name>\\S+', '(?P<x>a)']}\n";
+    let text = error(bad_regex);
+    assert!(text.starts_with("agent.yaml:5:"), "{text}");
+    assert!(
+        text.contains("logs[0].parsers[1].regex.patterns[0]"),
+        "{text}"
+    );
+    assert!(text.contains("unclosed group"), "{text}");
+
+    let unknown_preset = "logs:\n  - path: /var/log/app.log\n    parsers: {preset: nginx_acess}\n";
+    let text = error(unknown_preset);
+    assert!(text.starts_with("agent.yaml:3:"), "{text}");
+    assert!(text.contains("unknown variant `nginx_acess`"), "{text}");
+    assert!(text.contains("nginx_access"), "{text}");
+
+    let bad_zone = "logs:\n  - path: /var/log/syslog\n    parsers:\n      - syslog: {timezone: Europe/Atlantis}\n";
+    let text = error(bad_zone);
+    assert!(text.starts_with("agent.yaml:4:"), "{text}");
+    assert!(
+        text.contains("logs[0].parsers[0].syslog.timezone"),
+        "{text}"
+    );
+    assert!(text.contains("Europe/Atlantis"), "{text}");
+
+    let bad_stamp_zone = "logs:\n  - path: /var/log/app.log\n    parsers:\n      - json: {}\n      - timestamp: {field: time, timezone: Mars/Olympus}\n";
+    let text = error(bad_stamp_zone);
+    assert!(text.starts_with("agent.yaml:5:"), "{text}");
+    assert!(
+        text.contains("logs[0].parsers[1].timestamp.timezone"),
+        "{text}"
+    );
+}
