@@ -4,9 +4,11 @@
 //! written to NDJSON files and alerts printed. The same source, rule and alert
 //! code as a deployment; only the transport and the sinks differ.
 //!
-//! With no log file given it writes an example application log of its own (with
-//! an occasional burst of ERROR lines), so a fresh machine shows logs, host
-//! metrics and alerts flowing within a minute.
+//! With no log file given it writes an example application log of its own, JSON
+//! lines read through the agent's `json` preset (with an occasional burst of
+//! ERROR lines), so a fresh machine shows logs, host metrics and alerts flowing
+//! within a minute. A log file given by name is parsed by the preset its name
+//! suggests (`syslog`, `auth.log`, nginx or Apache access and error logs).
 
 use anyhow::Context;
 use std::io::Write;
@@ -15,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use vigil_agent::config::{HostMetricsConfig, LogFileConfig};
+use vigil_agent::parse::{ParserStep, ParsersConfig, Preset};
 use vigil_agent::{Agent, AgentConfig};
 use vigil_aggregator::alert::notify::NotifyConfig;
 use vigil_aggregator::alert::{AlertStage, AlertStageConfig};
@@ -37,6 +40,9 @@ const SHIPPED_RULES: [(&str, &str); 3] = [
 /// folder is missing.
 const SHIPPED_DEFINITIONS: [(&str, &str); 1] =
     [("fleet.yaml", include_str!("../../derive/fleet.yaml"))];
+
+/// File name of the example application log, JSON lines.
+const EXAMPLE_LOG: &str = "app.json";
 
 /// What the all-in-one mode runs on.
 #[derive(Debug, Clone)]
@@ -104,7 +110,7 @@ pub(crate) async fn run(
 
     let mut tasks = JoinSet::new();
     let log_files = if options.log_files.is_empty() {
-        let example = data_dir.join("example").join("app.log");
+        let example = data_dir.join("example").join(EXAMPLE_LOG);
         let writer = ExampleLog::create(&example)?;
         let stop = shutdown.clone();
         tasks.spawn(async move { writer.run(stop).await });
@@ -115,10 +121,7 @@ pub(crate) async fn run(
 
     let agent_config = AgentConfig {
         data_dir: data_dir.join("agent"),
-        logs: log_files
-            .iter()
-            .map(|path| LogFileConfig::new(absolute(path), "app"))
-            .collect(),
+        logs: log_files.iter().map(|path| log_entry(path)).collect(),
         host_metrics: HostMetricsConfig {
             interval: options.host_interval,
             ..HostMetricsConfig::default()
@@ -138,7 +141,10 @@ pub(crate) async fn run(
         definitions_dir.display()
     );
     for path in &log_files {
-        println!("  tailing    {}", path.display());
+        match preset_for(path) {
+            Some((preset, _)) => println!("  tailing    {} ({preset:?})", path.display()),
+            None => println!("  tailing    {}", path.display()),
+        }
     }
     println!("  documents  {}/*.ndjson", documents_dir.display());
     println!("  stop with Ctrl-C\n");
@@ -165,6 +171,75 @@ pub(crate) async fn run(
         }
     }
     outcome
+}
+
+/// The `logs[]` entry of a file to tail: its dataset and preset by its name.
+fn log_entry(path: &Path) -> LogFileConfig {
+    match preset_for(path) {
+        Some((preset, dataset)) => LogFileConfig {
+            parsers: ParsersConfig {
+                steps: vec![ParserStep::Preset(preset)],
+            },
+            ..LogFileConfig::new(absolute(path), dataset)
+        },
+        None => LogFileConfig::new(absolute(path), "app"),
+    }
+}
+
+/// The preset (and dataset) a log file's name suggests: the example log and
+/// `*.json` files are JSON lines, `syslog`, `auth.log`, `messages` and `secure`
+/// are syslog, `access.log` and `error.log` below an `nginx`, `apache2` or
+/// `httpd` folder are those servers' logs.
+fn preset_for(path: &Path) -> Option<(Preset, &'static str)> {
+    let name = path.file_name()?.to_str()?;
+    let below = |folder: &str| {
+        path.components()
+            .any(|component| component.as_os_str() == folder)
+    };
+    let web = if below("nginx") {
+        Some(("nginx", Preset::NginxAccess, Preset::NginxError))
+    } else if below("apache2") || below("httpd") {
+        Some(("apache", Preset::ApacheAccess, Preset::ApacheError))
+    } else {
+        None
+    };
+    if name.ends_with(".json") || name.ends_with(".ndjson") || name == EXAMPLE_LOG {
+        Some((Preset::Json, "app"))
+    } else if ["syslog", "messages"]
+        .iter()
+        .any(|log| name.starts_with(log))
+    {
+        Some((Preset::Syslog, "syslog"))
+    } else if ["auth.log", "secure"]
+        .iter()
+        .any(|log| name.starts_with(log))
+    {
+        Some((Preset::AuthLog, "system.auth"))
+    } else if let Some((server, access, error)) = web {
+        if name.starts_with("access") {
+            Some((
+                access,
+                if server == "nginx" {
+                    "nginx.access"
+                } else {
+                    "apache.access"
+                },
+            ))
+        } else if name.starts_with("error") {
+            Some((
+                error,
+                if server == "nginx" {
+                    "nginx.error"
+                } else {
+                    "apache.error"
+                },
+            ))
+        } else {
+            None
+        }
+    } else {
+        None
+    }
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -295,21 +370,22 @@ impl ExampleLog {
         Ok(())
     }
 
-    /// Line number `step`: an ERROR line for three steps of every burst period.
+    /// Line number `step`, a JSON object: an ERROR line for three steps of
+    /// every burst period.
     fn line(step: u64, now_unix_nano: i64) -> String {
         let time = chrono::DateTime::from_timestamp_nanos(now_unix_nano)
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let in_period = step % Self::BURST_EVERY;
         if (Self::BURST_AT..Self::BURST_AT + 3).contains(&in_period) {
             format!(
-                "{time} ERROR payment gateway timeout order={} attempt={}",
+                r#"{{"@timestamp":"{time}","level":"ERROR","message":"payment gateway timeout","service":"shop","order":{},"attempt":{}}}"#,
                 1000 + step,
                 in_period - Self::BURST_AT + 1
             )
         } else {
             let path = ["/api/orders", "/api/cart", "/health", "/api/users"][(step % 4) as usize];
             format!(
-                "{time} INFO request served path={path} status=200 duration_ms={}",
+                r#"{{"@timestamp":"{time}","level":"INFO","message":"request served","service":"shop","path":"{path}","status":200,"duration_ms":{}}}"#,
                 3 + step % 40
             )
         }
@@ -374,12 +450,39 @@ mod tests {
     #[test]
     fn the_example_log_bursts_errors_for_the_shipped_rule() {
         let errors = (0..ExampleLog::BURST_EVERY)
-            .filter(|step| ExampleLog::line(*step, 0).contains(" ERROR "))
+            .filter(|step| ExampleLog::line(*step, 0).contains(r#""level":"ERROR""#))
             .count();
         assert_eq!(errors, 3);
-        assert!(
-            ExampleLog::line(ExampleLog::BURST_AT, 0).contains("ERROR payment gateway timeout")
+        assert!(ExampleLog::line(ExampleLog::BURST_AT, 0).contains("payment gateway timeout"));
+        assert!(ExampleLog::line(0, 0).starts_with(
+            r#"{"@timestamp":"1970-01-01T00:00:00.000Z","level":"INFO","message":"request served""#
+        ));
+    }
+
+    #[test]
+    fn log_files_get_the_preset_their_name_suggests() {
+        let preset = |path: &str| preset_for(Path::new(path));
+        assert_eq!(preset("/var/log/syslog"), Some((Preset::Syslog, "syslog")));
+        assert_eq!(
+            preset("/var/log/auth.log.1"),
+            Some((Preset::AuthLog, "system.auth"))
         );
-        assert!(ExampleLog::line(0, 0).starts_with("1970-01-01T00:00:00.000Z INFO request served"));
+        assert_eq!(
+            preset("/var/log/nginx/access.log"),
+            Some((Preset::NginxAccess, "nginx.access"))
+        );
+        assert_eq!(
+            preset("/var/log/apache2/error.log"),
+            Some((Preset::ApacheError, "apache.error"))
+        );
+        assert_eq!(preset("/srv/app/events.json"), Some((Preset::Json, "app")));
+        assert_eq!(preset("/srv/app/access.log"), None);
+        assert_eq!(preset("/srv/app/app.log"), None);
+        let example = log_entry(Path::new("/tmp/vigil-data/example/app.json"));
+        assert_eq!(
+            example.parsers.steps,
+            [ParserStep::Preset(Preset::Json)],
+            "the default entry reads the example log through the json preset"
+        );
     }
 }

@@ -79,8 +79,9 @@ fn all_in_one_shows_metrics_and_alerts_and_applies_rule_edits_live() {
     assert!(
         logs.iter().any(|doc| doc["message"]
             .as_str()
-            .is_some_and(|m| m.contains("ERROR payment gateway timeout"))),
-        "the example log's lines are indexed"
+            .is_some_and(|m| m.contains("payment gateway timeout"))
+            && doc["log"]["level"] == "error"),
+        "the example log's lines are indexed, parsed by the json preset"
     );
     let metrics = ndjson_lines(&documents.join("vigil-metrics.ndjson"));
     assert!(
