@@ -14,6 +14,7 @@ use crate::config::{LogFileConfig, ReadFrom};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// The first bytes of a gzip stream.
@@ -36,6 +37,25 @@ pub(crate) struct Found {
     pub(crate) start: StartAt,
 }
 
+/// Where the last scan saw every regular file the globs match, by location,
+/// followed or not: the file readers look there for the original of a copy that
+/// was renamed since it was read.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Sightings(Arc<Mutex<HashMap<Location, PathBuf>>>);
+
+impl Sightings {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Location, PathBuf>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The path the last scan saw the file at `location` at.
+    pub(crate) fn path_of(&self, location: Location) -> Option<PathBuf> {
+        self.lock().get(&location).cloned()
+    }
+}
+
 /// One `logs[]` entry, compiled.
 #[derive(Debug)]
 struct Source {
@@ -53,6 +73,7 @@ pub(crate) struct Discovery {
     /// Files skipped as not modified for `ignore_older`, with where they lived and
     /// their size then: once they change, reading starts at that size.
     idle: HashMap<PathBuf, (Location, u64)>,
+    sightings: Sightings,
 }
 
 impl Discovery {
@@ -76,13 +97,20 @@ impl Discovery {
         Self {
             sources,
             idle: HashMap::new(),
+            sightings: Sightings::default(),
         }
+    }
+
+    /// Where the last scan saw the files; shared with the file readers.
+    pub(crate) fn sightings(&self) -> Sightings {
+        self.sightings.clone()
     }
 
     /// The files to follow now, except those `followed` says are followed already
     /// (by path, or by location for a file renamed while open). `startup` is the
     /// first scan: at the agent's first start, a file without checkpoint at a path
-    /// never read then starts as `read_from` says.
+    /// never read then starts as `read_from` says. Every file matched is recorded
+    /// in the sightings before the files found are returned to be opened.
     pub(crate) fn scan(
         &mut self,
         startup: bool,
@@ -91,6 +119,7 @@ impl Discovery {
     ) -> Vec<Found> {
         let now = SystemTime::now();
         let mut found: Vec<Found> = Vec::new();
+        let mut seen: HashMap<Location, PathBuf> = HashMap::new();
         for (config, source) in self.sources.iter().enumerate() {
             let paths = match glob::glob_with(&source.pattern, MATCH) {
                 Ok(paths) => paths,
@@ -116,7 +145,11 @@ impl Discovery {
                     continue;
                 };
                 let location = Location::of(&metadata);
-                if !metadata.is_file() || followed(&path, location) {
+                if !metadata.is_file() {
+                    continue;
+                }
+                seen.entry(location).or_insert_with(|| path.clone());
+                if followed(&path, location) {
                     continue;
                 }
                 let modified = metadata.modified().unwrap_or(now);
@@ -148,6 +181,7 @@ impl Discovery {
                 });
             }
         }
+        *self.sightings.lock() = seen;
         found
     }
 

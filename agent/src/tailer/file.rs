@@ -9,14 +9,20 @@
 //! file first read with a complete head gets the hash of it as source id (a copy
 //! derives the same id, with or without checkpoint). A shorter head (a header line,
 //! a banner, a few lines) is not distinctive: it recognises its instance only in
-//! the same file (device and inode), or in a copy once the original was truncated
-//! or written again; a file first read that short gets a new source id, unique to
-//! it, recorded in the checkpoint file before any line carries it. So files with
-//! the same first line are distinct sources.
+//! the same file (device and inode), or in a copy once the content left the
+//! original: the original is found neither at the path it was read at nor where
+//! the last scan saw it, or it no longer starts with the head (it was truncated,
+//! and maybe written again). That is decided from the files as they are, not
+//! from what the tailer happened to see, so the order files are opened in and
+//! whether a truncation was read before do not change a copy's identity. A file
+//! first read that short gets a new source id, unique to it, recorded in the
+//! checkpoint file before any line carries it. So files with the same first line
+//! are distinct sources while both exist.
 //!
 //! Everything here is blocking file I/O on an owned handle; the follower runs it on
 //! a blocking thread and keeps the async side free.
 
+use super::discovery::Sightings;
 use super::lines::{LineSplitter, RawLine};
 use super::multiline::{Joiner, MultilineRule};
 use super::wire::{BatchEncoder, EncodedBatch, NO_FIELDS, WireLine};
@@ -50,6 +56,9 @@ pub(crate) struct SourceTemplate {
     pub(crate) multiline: Option<Arc<MultilineRule>>,
     /// The parser chain lines go through before they are encoded, if any.
     pub(crate) parsers: Option<Arc<Chain>>,
+    /// Where the last scan saw every file of the globs: the original of a copy
+    /// may have been renamed there.
+    pub(crate) sightings: Sightings,
 }
 
 /// Where reading a newly opened file starts when it has no checkpoint.
@@ -148,6 +157,7 @@ fn is_identifiable(prefix: &[u8]) -> bool {
 /// was truncated: what the file holds now is another one.
 fn known_instance(
     checkpoints: &CheckpointStore,
+    sightings: &Sightings,
     path: &Path,
     prefix: &[u8],
     location: Location,
@@ -166,7 +176,7 @@ fn known_instance(
             (false, true) => 2,
             (false, false)
                 if matches!(identity.head, Head::Bytes { .. })
-                    && (known.detached || was_rewritten(&known)) =>
+                    && (known.detached || content_left(&known, sightings)) =>
             {
                 3
             }
@@ -194,17 +204,24 @@ fn known_instance(
     Some(position)
 }
 
-/// Whether the file `known` was last read from is still at its path but no longer
-/// starts with its head: it was truncated, and maybe written again.
-fn was_rewritten(known: &Known) -> bool {
-    let Ok(file) = File::open(&known.path) else {
-        return false;
+/// Whether the content of `known` left the file it was last read from: that
+/// file is found neither at the path it was read at nor where the last scan saw
+/// it (it was deleted, or moved out of the globs), or it no longer starts with
+/// the head (it was truncated, and maybe written again).
+fn content_left(known: &Known, sightings: &Sightings) -> bool {
+    let location = location_of(known.position.identity);
+    let head = known.position.identity.head;
+    let still_holds = |path: &Path| {
+        File::open(path).is_ok_and(|file| {
+            file.metadata()
+                .is_ok_and(|metadata| Location::of(&metadata) == location)
+                && read_prefix(&file).is_ok_and(|prefix| head.matches(&prefix))
+        })
     };
-    let still_there = file
-        .metadata()
-        .is_ok_and(|metadata| Location::of(&metadata) == location_of(known.position.identity));
-    still_there
-        && read_prefix(&file).is_ok_and(|prefix| !known.position.identity.head.matches(&prefix))
+    !(still_holds(&known.path)
+        || sightings
+            .path_of(location)
+            .is_some_and(|seen| still_holds(&seen)))
 }
 
 fn location_of(identity: FileIdentity) -> Location {
@@ -318,7 +335,16 @@ impl FileTail {
         let prefix = read_prefix(&file)?;
         let identifiable = is_identifiable(&prefix);
         let known = identifiable
-            .then(|| known_instance(checkpoints, &template.path, &prefix, location, size))
+            .then(|| {
+                known_instance(
+                    checkpoints,
+                    &template.sightings,
+                    &template.path,
+                    &prefix,
+                    location,
+                    size,
+                )
+            })
             .flatten();
         let offset = match known {
             Some(position) => position.offset,
@@ -707,31 +733,38 @@ impl FileTail {
         }
         let size = self.file.metadata()?.len();
         let path = &self.template.path;
-        let (identity, identified) =
-            match known_instance(&self.checkpoints, path, &prefix, self.location, size) {
-                Some(position) => {
-                    out.push(Emitted::Mark(position));
-                    let identified = if position.offset == self.content_start {
-                        Identified::HereOn
-                    } else {
-                        Identified::ResumeAt(position.offset)
+        let known = known_instance(
+            &self.checkpoints,
+            &self.template.sightings,
+            path,
+            &prefix,
+            self.location,
+            size,
+        );
+        let (identity, identified) = match known {
+            Some(position) => {
+                out.push(Emitted::Mark(position));
+                let identified = if position.offset == self.content_start {
+                    Identified::HereOn
+                } else {
+                    Identified::ResumeAt(position.offset)
+                };
+                (position.identity, identified)
+            }
+            None => {
+                let (identity, unique) = new_identity(&prefix, self.location);
+                if unique {
+                    let position = Position {
+                        identity,
+                        offset: self.content_start,
                     };
-                    (position.identity, identified)
+                    self.checkpoints
+                        .record_new(path, position)
+                        .map_err(std::io::Error::other)?;
                 }
-                None => {
-                    let (identity, unique) = new_identity(&prefix, self.location);
-                    if unique {
-                        let position = Position {
-                            identity,
-                            offset: self.content_start,
-                        };
-                        self.checkpoints
-                            .record_new(path, position)
-                            .map_err(std::io::Error::other)?;
-                    }
-                    (identity, Identified::HereOn)
-                }
-            };
+                (identity, Identified::HereOn)
+            }
+        };
         self.checkpoints.detach_all_at(
             self.location.device,
             self.location.inode,

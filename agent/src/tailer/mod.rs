@@ -271,6 +271,7 @@ impl Tailer {
             partial_line_timeout: config.partial_line_timeout,
             multiline: self.rules[found.config].clone(),
             parsers: Chain::new(&config.parsers, &config.dataset, &context.metrics),
+            sightings: self.discovery.sightings(),
         });
         let mut follower = Follower {
             template,

@@ -1107,3 +1107,62 @@ async fn files_with_the_same_header_line_are_distinct_sources() {
     assert_eq!(source_of(&later[&b]).len(), 1);
     assert!(a_sources.is_disjoint(&source_of(&later[&b])));
 }
+
+// Regression: a copy (copytruncate) whose original was truncated and deleted
+// while the agent was stopped was taken for a new file, as nothing showed that
+// the content had left the original, and its lines were shipped again under
+// another source id.
+#[tokio::test(start_paused = true)]
+async fn a_copy_whose_original_was_truncated_and_deleted_unseen_resumes_at_its_checkpoint() {
+    let mut setup = Setup::new();
+    setup.files = vec![LogFileConfig::new(setup.dir.path().join("app.log*"), "app")];
+    let (running, mut subscription) = setup.start_on_memory_bus();
+    append(&setup.log(), b"first\nsecond\n");
+    let shipped = next_batch(&mut subscription).await;
+    assert_eq!(
+        texts(&shipped.lines),
+        [(0, "first".into()), (6, "second".into())]
+    );
+    until(|| setup.checkpoint().is_some_and(|p| p.offset == 13)).await;
+    running.stop(&setup).await;
+
+    let copy = setup.dir.path().join("app.log.1");
+    std::fs::copy(setup.log(), &copy).unwrap();
+    rewrite(&setup.log(), b"");
+    std::fs::remove_file(setup.log()).unwrap();
+    setup.restart();
+    let (running, mut subscription) = setup.start_on_memory_bus();
+    append(&copy, b"third\n");
+    let later = next_batch(&mut subscription).await;
+    assert_eq!(texts(&later.lines), [(13, "third".into())]);
+    let (source, original) = (later.source.unwrap(), shipped.source.unwrap());
+    assert_eq!(source.source_id, original.source_id);
+    assert_eq!(source.path, copy.display().to_string());
+    nothing_more(&mut subscription).await;
+    running.stop(&setup).await;
+}
+
+// Regression: a copy (copytruncate) found before the file it was copied from,
+// which had been written again and renamed meanwhile, was taken for a new file
+// and shipped again under another source id.
+#[tokio::test(start_paused = true)]
+async fn a_copy_found_before_its_rewritten_and_renamed_original_resumes_at_its_checkpoint() {
+    let mut setup = Setup::new();
+    setup.files = vec![LogFileConfig::new(setup.dir.path().join("app.log*"), "app")];
+    let (running, mut subscription) = setup.start_on_memory_bus();
+    append(&setup.log(), b"first\nsecond\n");
+    receive_lines(&mut subscription, 2).await;
+    until(|| setup.checkpoint().is_some_and(|p| p.offset == 13)).await;
+    running.stop(&setup).await;
+
+    // The copy's name comes first in the glob's order, before the original's.
+    std::fs::copy(setup.log(), setup.dir.path().join("app.log.0")).unwrap();
+    rewrite(&setup.log(), b"third\n");
+    std::fs::rename(setup.log(), setup.dir.path().join("app.log.1")).unwrap();
+    setup.restart();
+    let (running, mut subscription) = setup.start_on_memory_bus();
+    let later = receive_lines(&mut subscription, 1).await;
+    assert_eq!(texts(&later), [(0, "third".into())]);
+    nothing_more(&mut subscription).await;
+    running.stop(&setup).await;
+}

@@ -17,6 +17,7 @@ fn template(path: &Path) -> Arc<SourceTemplate> {
         partial_line_timeout: std::time::Duration::from_secs(5),
         multiline: None,
         parsers: None,
+        sightings: Sightings::default(),
     })
 }
 
