@@ -18,11 +18,13 @@ fn owned(labels: &[LabelView<'_>]) -> Vec<Label> {
         .collect()
 }
 
-/// A sample value with gauges compared by their bits, so that NaN equals NaN.
-fn bits(value: Option<sample::Value>) -> Option<(bool, u64)> {
+/// A sample value with floats compared by their bits, so that NaN equals NaN:
+/// which member of the oneof (0 counter, 1 gauge, 2 float counter), and the bits.
+fn bits(value: Option<sample::Value>) -> Option<(u8, u64)> {
     value.map(|value| match value {
-        sample::Value::Counter(count) => (false, count),
-        sample::Value::Gauge(gauge) => (true, gauge.to_bits()),
+        sample::Value::Counter(count) => (0, count),
+        sample::Value::Gauge(gauge) => (1, gauge.to_bits()),
+        sample::Value::FloatCounter(count) => (2, count.to_bits()),
     })
 }
 

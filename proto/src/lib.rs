@@ -11,6 +11,7 @@ pub mod labels;
 pub mod limits;
 pub mod log_fields;
 pub mod series_identity;
+pub mod staleness;
 pub mod topics;
 pub mod view;
 

@@ -20,6 +20,8 @@
 //!   annotations.
 //! - **Values**: a gauge may be NaN or ±∞, as in Prometheus (a summary quantile
 //!   of no observations is NaN); the stages skip such values where they compute.
+//!   So may a float counter; a NaN with the bits of a
+//!   [staleness marker](crate::staleness) ends its series.
 //!   A partial aggregate's sum, min and max are finite, and min ≤ max once it
 //!   counted a value.
 //! - **Log lines**: each line's offset plus its length fits in 64 bits, and the

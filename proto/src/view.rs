@@ -326,6 +326,13 @@ fn sample_view<'a>(
                 }
                 view.value = Some(sample::Value::Gauge(buf.get_f64_le()));
             }
+            10 => {
+                expect(wire_type, WireType::SixtyFourBit)?;
+                if buf.remaining() < 8 {
+                    return Err(malformed("buffer underflow"));
+                }
+                view.value = Some(sample::Value::FloatCounter(buf.get_f64_le()));
+            }
             _ => return Ok(false),
         }
         Ok(true)

@@ -46,6 +46,7 @@ impl Samples {
     fn push(&mut self, name: &str, value: sample::Value, unit: &str, set: &str, labels: &[Label]) {
         let (kind, value_type) = match value {
             sample::Value::Counter(_) => (MetricKind::Counter, ValueType::Counter64),
+            sample::Value::FloatCounter(_) => (MetricKind::Counter, ValueType::Float),
             sample::Value::Gauge(_) => (MetricKind::Gauge, ValueType::Float),
         };
         self.samples.push(Sample {

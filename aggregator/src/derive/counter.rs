@@ -30,6 +30,10 @@
 //!
 //! A maximum rate that is not a positive finite number counts as unknown (SNMP
 //! agents report a speed of 0 for ports whose speed they do not know).
+//!
+//! A float counter ([`CounterWidth::Float`]: Prometheus, OpenMetrics and OTLP
+//! counters) follows rules 1 and 2, then Prometheus' rule: it never wraps, any
+//! decrease is a [`Step::Reset`], and an increase is [`Step::FloatIncrease`].
 
 use std::cmp::Ordering;
 
@@ -46,11 +50,14 @@ pub const NANOS_PER_SECOND: f64 = 1e9;
 /// Modulus of a 32-bit counter, as a float for plausibility checks.
 const MODULUS_32: f64 = 4_294_967_296.0;
 
-/// How many bits a counter has before it wraps to zero.
+/// How many bits a counter has before it wraps to zero, or that it is a float.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CounterWidth {
     Bits32,
     Bits64,
+    /// A float counter: the reading's value holds the `f64`'s bits, and it never
+    /// wraps.
+    Float,
 }
 
 impl CounterWidth {
@@ -71,7 +78,7 @@ impl CounterWidth {
     fn bits(self) -> u32 {
         match self {
             Self::Bits32 => 32,
-            Self::Bits64 => 64,
+            Self::Bits64 | Self::Float => 64,
         }
     }
 
@@ -103,7 +110,7 @@ pub struct StepLimits {
 }
 
 /// How a counter moved from one reading to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Step {
     /// The counter increased by exactly `increase` over `elapsed_nanos`, wraps
     /// already unfolded; `wraps` is how many times it passed its modulus.
@@ -112,6 +119,9 @@ pub enum Step {
         elapsed_nanos: u64,
         wraps: u32,
     },
+    /// A float counter increased by `increase` (finite, not negative) over
+    /// `elapsed_nanos`.
+    FloatIncrease { increase: f64, elapsed_nanos: u64 },
     /// Went back and cannot be a wrap: a reset (or reboot). Restart the series at the
     /// current reading.
     Reset,
@@ -137,6 +147,10 @@ impl Step {
             } if elapsed_nanos > 0 => {
                 Some(increase as f64 * NANOS_PER_SECOND / elapsed_nanos as f64)
             }
+            Self::FloatIncrease {
+                increase,
+                elapsed_nanos,
+            } if elapsed_nanos > 0 => Some(increase * NANOS_PER_SECOND / elapsed_nanos as f64),
             _ => None,
         }
     }
@@ -153,6 +167,21 @@ pub fn step(previous: Reading, current: Reading, width: CounterWidth, limits: &S
     let elapsed_nanos = current.time_unix_nano.abs_diff(previous.time_unix_nano);
     if elapsed_nanos > limits.max_gap_nanos {
         return Step::Gap;
+    }
+    if width == CounterWidth::Float {
+        let (from, to) = (
+            f64::from_bits(previous.value),
+            f64::from_bits(current.value),
+        );
+        let increase = to - from;
+        return if increase >= 0.0 && increase.is_finite() {
+            Step::FloatIncrease {
+                increase,
+                elapsed_nanos,
+            }
+        } else {
+            Step::Reset
+        };
     }
 
     let mask = width.mask();
@@ -171,6 +200,8 @@ pub fn step(previous: Reading, current: Reading, width: CounterWidth, limits: &S
             (CounterWidth::Bits64, Some(allowance)) => raw < 1 << 63 && raw as f64 <= allowance,
             (CounterWidth::Bits32, Some(allowance)) => raw as f64 <= allowance,
             (CounterWidth::Bits32, None) => raw < 1 << 31,
+            // Float counters returned above.
+            (CounterWidth::Float, _) => false,
         };
         if !plausible {
             return Step::Reset;
@@ -251,6 +282,26 @@ mod tests {
 
     /// 100 Gbit/s in octets per second.
     const HUNDRED_GBIT: f64 = 100e9 / 8.0;
+
+    #[test]
+    fn a_float_counter_increases_by_its_difference_and_resets_on_any_decrease() {
+        let float = |seconds, value: f64| reading(seconds, value.to_bits());
+        let step_of = |from, to| step(from, to, CounterWidth::Float, &limits(None, None));
+        let up = step_of(float(0, 10.5), float(10, 30.5));
+        assert_eq!(
+            up,
+            Step::FloatIncrease {
+                increase: 20.0,
+                elapsed_nanos: 10 * S as u64
+            }
+        );
+        assert_eq!(up.rate_per_second(), Some(2.0));
+        // A float counter never wraps: even a tiny decrease is a reset.
+        assert_eq!(step_of(float(0, 1e20), float(10, 1e20 - 1e5)), Step::Reset);
+        assert_eq!(step_of(float(0, 5.0), float(10, f64::NAN)), Step::Reset);
+        assert_eq!(step_of(float(0, 5.0), float(0, 6.0)), Step::Duplicate);
+        assert_eq!(step_of(float(0, 5.0), float(700, 6.0)), Step::Gap);
+    }
 
     #[test]
     fn width_follows_the_value_type() {

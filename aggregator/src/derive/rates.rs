@@ -165,7 +165,7 @@ impl RateTracker {
                 ),
                 None,
             ),
-            Step::Increase { elapsed_nanos, .. } => {
+            Step::Increase { elapsed_nanos, .. } | Step::FloatIncrease { elapsed_nanos, .. } => {
                 let rate = step
                     .rate_per_second()
                     .expect("an increase is always over a positive interval");

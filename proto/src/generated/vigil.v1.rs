@@ -45,18 +45,37 @@ pub struct Sample {
     /// Elasticsearch document.
     #[prost(string, tag = "9")]
     pub metric_set: ::prost::alloc::string::String,
-    #[prost(oneof = "sample::Value", tags = "5, 6")]
+    /// The value. A counter is `counter` (unsigned 64-bit, SNMP and /proc counters:
+    /// deltas stay exact past 2^53) or `float_counter` (a float, as Prometheus,
+    /// OpenMetrics and OTLP counters are); both have `kind` COUNTER, and readers
+    /// treat them alike: increases, resets (a decrease is a reset, no wraps for a
+    /// float) and rates. A float counter's `value_type` is FLOAT. A gauge is
+    /// `gauge`. A staleness marker, as Prometheus writes when a target or a series
+    /// disappears, is the NaN with bit pattern 0x7ff0000000000002 in `gauge` or
+    /// `float_counter`: it says the series ended at that time, is no value (no
+    /// document in the index) and makes the rules engine see no value from then on.
+    #[prost(oneof = "sample::Value", tags = "5, 6, 10")]
     pub value: ::core::option::Option<sample::Value>,
 }
 /// Nested message and enum types in `Sample`.
 pub mod sample {
+    /// The value. A counter is `counter` (unsigned 64-bit, SNMP and /proc counters:
+    /// deltas stay exact past 2^53) or `float_counter` (a float, as Prometheus,
+    /// OpenMetrics and OTLP counters are); both have `kind` COUNTER, and readers
+    /// treat them alike: increases, resets (a decrease is a reset, no wraps for a
+    /// float) and rates. A float counter's `value_type` is FLOAT. A gauge is
+    /// `gauge`. A staleness marker, as Prometheus writes when a target or a series
+    /// disappears, is the NaN with bit pattern 0x7ff0000000000002 in `gauge` or
+    /// `float_counter`: it says the series ended at that time, is no value (no
+    /// document in the index) and makes the rules engine see no value from then on.
     #[derive(Clone, Copy, PartialEq, ::prost::Oneof)]
     pub enum Value {
-        /// Counters stay unsigned 64-bit integers so deltas are exact past 2^53.
         #[prost(uint64, tag = "5")]
         Counter(u64),
         #[prost(double, tag = "6")]
         Gauge(f64),
+        #[prost(double, tag = "10")]
+        FloatCounter(f64),
     }
 }
 /// One Kafka message of metrics: many samples of one resource.

@@ -49,6 +49,8 @@ fn values(makings: Makings) -> BoxedStrategy<Option<sample::Value>> {
         (-1e300f64..1e300).prop_map(sample::Value::Gauge),
         prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY)]
             .prop_map(sample::Value::Gauge),
+        (0f64..1e300).prop_map(sample::Value::FloatCounter),
+        Just(sample::Value::FloatCounter(crate::staleness::stale_marker())),
     ];
     if makings.hostile {
         prop::option::weighted(0.9, value).boxed()
@@ -133,11 +135,13 @@ fn owned(labels: &[LabelView<'_>]) -> Vec<Label> {
         .collect()
 }
 
-/// A sample value with gauges compared by their bits, so that NaN equals NaN.
-fn bits(value: Option<sample::Value>) -> Option<(bool, u64)> {
+/// A sample value with floats compared by their bits, so that NaN equals NaN:
+/// which member of the oneof (0 counter, 1 gauge, 2 float counter), and the bits.
+fn bits(value: Option<sample::Value>) -> Option<(u8, u64)> {
     value.map(|value| match value {
-        sample::Value::Counter(count) => (false, count),
-        sample::Value::Gauge(gauge) => (true, gauge.to_bits()),
+        sample::Value::Counter(count) => (0, count),
+        sample::Value::Gauge(gauge) => (1, gauge.to_bits()),
+        sample::Value::FloatCounter(count) => (2, count.to_bits()),
     })
 }
 

@@ -6,7 +6,7 @@
 
 use super::alert::{ActiveAlert, BaseLabels, RuleRef, Source, resolve, step};
 use super::dormant::Dormant;
-use super::measure::{measure, readings_until};
+use super::measure::readings_until;
 use super::series::{SeriesStore, Slot, StoredSeries, label_value};
 use crate::condition::Subject;
 use crate::model::{Aggregation, LabelTest, MetricRule, RuleKind};
@@ -213,9 +213,7 @@ impl MetricState {
             (Some(aggregation), subject) => {
                 let mut groups: BTreeMap<BaseLabels, (Vec<f64>, Source)> = BTreeMap::new();
                 for series in self.members.iter().filter_map(|m| store.get(m.slot)) {
-                    if let Some(value) =
-                        measure(series.readings(), series.kind(), subject, at, stale_after)
-                    {
+                    if let Some(value) = series.measure(subject, at, stale_after) {
                         let (values, source) = groups
                             .entry(group_labels(aggregation, &series.labels))
                             .or_insert_with(|| (Vec::new(), series.source.clone()));
@@ -247,13 +245,7 @@ impl MetricState {
     ) {
         if let (Ok(position), Some(series)) = (self.member(slot), store.get(slot)) {
             let condition = &metric.condition;
-            let value = measure(
-                series.readings(),
-                series.kind(),
-                condition.subject,
-                at,
-                stale_after,
-            );
+            let value = series.measure(condition.subject, at, stale_after);
             let holds = value.is_some_and(|v| condition.comparison.holds(v, condition.threshold));
             self.step_series(position, series, rule, at, value, holds, out);
         }

@@ -63,6 +63,7 @@ use log::{Intake, LogState};
 use metric::{MetricState, evaluated_on_arrival, selects};
 use series::{
     BatchResource, Reading, Retention, RulePosition, SeriesStore, Slot, StoredSeries, ValueKind,
+    ends_series,
 };
 use series_pass::SeriesPass;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -293,14 +294,17 @@ impl Evaluator {
         );
         let mut latest = None;
         for sample in &batch.samples {
-            let Some((reading, kind)) = Reading::of(sample.time_unix_nano, sample.value) else {
-                continue;
-            };
-            latest = latest.max(Some(reading.time));
             let labels = sample
                 .labels
                 .iter()
                 .map(|l| (l.name.as_str(), l.value.as_str()));
+            let Some((reading, kind)) = Reading::of(sample.time_unix_nano, sample.value) else {
+                if ends_series(sample.value) {
+                    self.end_series(&resource, &sample.name, labels, sample.time_unix_nano);
+                }
+                continue;
+            };
+            latest = latest.max(Some(reading.time));
             self.observe_sample(&resource, &sample.name, labels, reading, kind, source);
         }
         self.advance_clock(latest)
@@ -321,14 +325,40 @@ impl Evaluator {
         );
         let mut latest = None;
         for sample in &batch.samples {
+            let labels = batch.labels(sample).iter().map(|l| (l.name, l.value));
             let Some((reading, kind)) = Reading::of(sample.time_unix_nano, sample.value) else {
+                if ends_series(sample.value) {
+                    self.end_series(&resource, sample.name, labels, sample.time_unix_nano);
+                }
                 continue;
             };
             latest = latest.max(Some(reading.time));
-            let labels = batch.labels(sample).iter().map(|l| (l.name, l.value));
             self.observe_sample(&resource, sample.name, labels, reading, kind, source);
         }
         self.advance_clock(latest)
+    }
+
+    /// Notes a staleness marker of a known series: it has no value from `time`
+    /// on, and the rules evaluated on arrival see that at once.
+    fn end_series<'l>(
+        &mut self,
+        resource: &BatchResource<'_>,
+        name: &str,
+        labels: impl Iterator<Item = (&'l str, &'l str)>,
+        time: i64,
+    ) {
+        if !self.by_metric.contains_key(name) {
+            return;
+        }
+        let id = resource.series_id(name, labels, &mut self.store.buffer);
+        if let Some(slot) = self.store.find(id)
+            && let Some(series) = self.store.get_mut(slot)
+        {
+            series.end(time);
+            let arrivals = series.evaluated_on_arrival.iter();
+            self.arrivals
+                .extend(arrivals.map(|&position| (position, slot, time)));
+        }
     }
 
     /// Adds a sample to its series; a series seen for the first time is stored

@@ -5,6 +5,8 @@
 //! reports or the rules change, rather than for every sample.
 
 use super::alert::{BaseLabels, Source};
+use super::measure::{measure, readings_until};
+use crate::condition::Subject;
 use std::collections::BTreeMap;
 use vigil_proto::series_identity::{HashedMap, SeriesId, hash_labels};
 use vigil_proto::v1::sample;
@@ -41,10 +43,14 @@ impl Reading {
     }
 
     /// The reading of a sample's value at `time`, and its kind; `None` for a
-    /// missing or non-finite value.
+    /// missing or non-finite value (and a staleness marker, see [`ends_series`]).
+    /// A float counter is read as a gauge: its increase treats a decrease as a
+    /// reset either way, as Prometheus does.
     pub(crate) fn of(time: i64, value: Option<sample::Value>) -> Option<(Reading, ValueKind)> {
         match value {
-            Some(sample::Value::Gauge(value)) if value.is_finite() => {
+            Some(sample::Value::Gauge(value) | sample::Value::FloatCounter(value))
+                if value.is_finite() =>
+            {
                 Some((Reading::gauge(time, value), ValueKind::Gauge))
             }
             Some(sample::Value::Counter(count)) => {
@@ -71,6 +77,12 @@ impl Reading {
     fn to_gauge(self, kind: ValueKind) -> Reading {
         Reading::gauge(self.time, self.value(kind))
     }
+}
+
+/// Whether a sample's value is a staleness marker: its series ended at the
+/// sample's time (its target or the series itself disappeared).
+pub(crate) fn ends_series(value: Option<sample::Value>) -> bool {
+    value.is_some_and(|value| value.is_stale_marker())
 }
 
 /// A rule's place in the rule set: (group index, rule index).
@@ -123,6 +135,9 @@ pub(crate) struct StoredSeries {
     newest: i64,
     /// How `readings` hold their values.
     kind: ValueKind,
+    /// The time of the latest staleness marker (`i64::MIN` without one): from
+    /// then until its next sample the series has no value.
+    ended_at: i64,
     /// Where the series' latest sample arrived.
     pub(crate) source: Source,
     /// The rules that select it.
@@ -143,6 +158,7 @@ impl StoredSeries {
             dropped: 0,
             newest: i64::MIN,
             kind: ValueKind::default(),
+            ended_at: i64::MIN,
             source,
             selected_by: Vec::new(),
             evaluated_on_arrival: Vec::new(),
@@ -197,9 +213,26 @@ impl StoredSeries {
         }
     }
 
-    /// How the readings hold their values.
-    pub(crate) fn kind(&self) -> ValueKind {
-        self.kind
+    /// Notes a staleness marker at `time`: the series ended there.
+    pub(crate) fn end(&mut self, time: i64) {
+        self.ended_at = self.ended_at.max(time);
+    }
+
+    /// What the condition's `subject` is at `at` (see [`measure`]); the latest
+    /// value is none once a staleness marker ended the series, as in Prometheus.
+    /// Window functions read the samples before the marker, as Prometheus' range
+    /// functions do.
+    pub(crate) fn measure(&self, subject: Subject, at: i64, stale_after: i64) -> Option<f64> {
+        if subject == Subject::Value && self.ended_at <= at {
+            let readings = self.readings();
+            let latest = readings_until(readings, at)
+                .checked_sub(1)
+                .map_or(i64::MIN, |latest| readings[latest].time);
+            if latest <= self.ended_at {
+                return None;
+            }
+        }
+        measure(self.readings(), self.kind, subject, at, stale_after)
     }
 
     /// The readings, sorted by time.
@@ -407,6 +440,43 @@ mod tests {
     }
 
     #[test]
+    fn a_float_counter_is_read_as_a_float_and_a_marker_is_no_reading() {
+        let (reading, kind) = Reading::of(5, Some(sample::Value::FloatCounter(2.5))).unwrap();
+        assert_eq!((kind, reading.value(kind)), (ValueKind::Gauge, 2.5));
+        let marker = vigil_proto::staleness::stale_marker();
+        for value in [
+            sample::Value::Gauge(marker),
+            sample::Value::FloatCounter(marker),
+        ] {
+            assert_eq!(Reading::of(5, Some(value)), None);
+            assert!(ends_series(Some(value)));
+        }
+        assert!(!ends_series(Some(sample::Value::Gauge(f64::NAN))));
+        assert!(!ends_series(None));
+    }
+
+    #[test]
+    fn a_staleness_marker_ends_the_latest_value_until_the_next_sample() {
+        let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
+        series.retention.keep = 1_000;
+        series.insert(reading(10, 4.0), ValueKind::Gauge, &Source::default());
+        series.insert(reading(20, 6.0), ValueKind::Gauge, &Source::default());
+        let stale_after = 300;
+        assert_eq!(series.measure(Subject::Value, 25, stale_after), Some(6.0));
+        series.end(30);
+        assert_eq!(series.measure(Subject::Value, 29, stale_after), Some(6.0));
+        assert_eq!(series.measure(Subject::Value, 30, stale_after), None);
+        assert_eq!(series.measure(Subject::Value, 40, stale_after), None);
+        let sum = Subject::Window(
+            crate::condition::WindowFunction::Sum,
+            std::time::Duration::from_nanos(100),
+        );
+        assert_eq!(series.measure(sum, 40, stale_after), Some(10.0));
+        series.insert(reading(45, 1.0), ValueKind::Gauge, &Source::default());
+        assert_eq!(series.measure(Subject::Value, 50, stale_after), Some(1.0));
+    }
+
+    #[test]
     fn a_series_whose_samples_change_kind_is_kept_as_a_gauge() {
         let mut series = StoredSeries::new(SeriesId(1), "m", Vec::new(), Source::default());
         series.retention.keep = 100;
@@ -415,18 +485,18 @@ mod tests {
             ValueKind::Counter,
             &Source::default(),
         );
-        assert_eq!(series.kind(), ValueKind::Counter);
+        assert_eq!(series.kind, ValueKind::Counter);
         series.insert(reading(20, 1.5), ValueKind::Gauge, &Source::default());
         series.insert(
             Reading::counter(30, 9),
             ValueKind::Counter,
             &Source::default(),
         );
-        assert_eq!(series.kind(), ValueKind::Gauge);
+        assert_eq!(series.kind, ValueKind::Gauge);
         let values: Vec<f64> = series
             .readings()
             .iter()
-            .map(|r| r.value(series.kind()))
+            .map(|r| r.value(series.kind))
             .collect();
         assert_eq!(values, [7.0, 1.5, 9.0]);
     }

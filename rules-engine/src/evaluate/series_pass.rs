@@ -6,7 +6,6 @@
 
 use super::RuleState;
 use super::alert::{RuleRef, StateJournal};
-use super::measure::measure;
 use super::metric::{evaluated_on_arrival, evaluated_series_by_series, label_order};
 use super::series::{SeriesStore, Slot};
 use crate::condition::Subject;
@@ -74,7 +73,7 @@ impl SeriesPass {
             let value = match self.measured.iter().find(|(done, _)| *done == subject) {
                 Some(&(_, value)) => value,
                 None => {
-                    let value = measure(series.readings(), series.kind(), subject, at, stale_after);
+                    let value = series.measure(subject, at, stale_after);
                     self.measured.push((subject, value));
                     value
                 }

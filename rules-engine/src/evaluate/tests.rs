@@ -282,6 +282,30 @@ fn keep_firing_for_holds_the_alert_after_the_condition_clears() {
 }
 
 #[test]
+fn a_staleness_marker_resolves_at_once_what_the_latest_value_fired() {
+    let mut evaluator = Evaluator::new(rule_set_for_test(ONCE_A_MINUTE));
+    let events = evaluator.observe_metrics(&load("web-1", 25, 9.0));
+    assert_eq!(
+        summary(&events),
+        [event("LoadNow", "web-1", AlertStatus::Firing, 25)]
+    );
+    // The target went away: no value from the marker on, without waiting the
+    // five minutes a silent series is held.
+    let marker = vigil_proto::staleness::stale_marker();
+    let events = evaluator.observe_metrics(&load("web-1", 40, marker));
+    assert_eq!(
+        summary(&events),
+        [event("LoadNow", "web-1", AlertStatus::Resolved, 40)]
+    );
+    assert!(
+        evaluator
+            .advance_to(60 * S)
+            .iter()
+            .all(|e| e.alert != "LoadNow")
+    );
+}
+
+#[test]
 fn series_that_stop_reporting_resolve() {
     let mut evaluator = Evaluator::new(rule_set_for_test(&HIGH_LOAD.replace("for: 1m", "for: 0s")));
     evaluator.observe_metrics(&load("web-1", 0, 8.0));

@@ -70,7 +70,9 @@ fn container_batches() -> Vec<Vec<u8>> {
                 name: name.into(),
                 labels: labels(),
                 kind: match value {
-                    sample::Value::Counter(_) => MetricKind::Counter,
+                    sample::Value::Counter(_) | sample::Value::FloatCounter(_) => {
+                        MetricKind::Counter
+                    }
                     sample::Value::Gauge(_) => MetricKind::Gauge,
                 }
                 .into(),

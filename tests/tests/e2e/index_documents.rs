@@ -68,7 +68,7 @@ fn log_batch(texts: &[&str]) -> LogBatch {
 
 fn sample(name: &str, labels: Vec<Label>, set: &str, value: sample::Value) -> Sample {
     let kind = match value {
-        sample::Value::Counter(_) => MetricKind::Counter,
+        sample::Value::Counter(_) | sample::Value::FloatCounter(_) => MetricKind::Counter,
         sample::Value::Gauge(_) => MetricKind::Gauge,
     };
     Sample {

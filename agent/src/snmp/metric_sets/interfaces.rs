@@ -208,6 +208,6 @@ pub(crate) fn interface_samples(columns: &InterfaceColumns, time: i64) -> Vec<Sa
 fn gauge_value(measured: Measurement) -> Option<f64> {
     match measured.value {
         sample::Value::Gauge(value) => Some(value),
-        sample::Value::Counter(_) => None,
+        sample::Value::Counter(_) | sample::Value::FloatCounter(_) => None,
     }
 }

@@ -95,7 +95,7 @@ fn scaled(measured: Measurement, scale: Scale) -> Measurement {
         Scale::Hundredths => 0.01,
     };
     let raw = match measured.value {
-        sample::Value::Gauge(value) => value,
+        sample::Value::Gauge(value) | sample::Value::FloatCounter(value) => value,
         sample::Value::Counter(count) => count as f64,
     };
     Measurement {

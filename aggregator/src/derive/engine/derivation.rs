@@ -72,7 +72,9 @@ impl Engine {
                 continue;
             };
             let value = match sample.value {
-                Some(sample::Value::Gauge(value)) => value,
+                // A staleness marker only says that the series ended.
+                Some(value) if value.is_stale_marker() => continue,
+                Some(sample::Value::Gauge(value) | sample::Value::FloatCounter(value)) => value,
                 Some(sample::Value::Counter(count)) => count as f64,
                 None => continue,
             };
@@ -123,7 +125,7 @@ impl Engine {
     fn observe_uptime(&mut self, batch: &MetricBatchView<'_>, resource_hash: u64) -> bool {
         let uptime = batch.samples.iter().find_map(|s| {
             let value = match s.value {
-                Some(sample::Value::Gauge(value)) => value,
+                Some(sample::Value::Gauge(value) | sample::Value::FloatCounter(value)) => value,
                 Some(sample::Value::Counter(count)) => count as f64,
                 None => return None,
             };
@@ -155,8 +157,15 @@ impl Engine {
                 continue;
             };
             let sample = &batch.samples[entry.sample];
-            let Some(sample::Value::Counter(value)) = sample.value else {
-                continue;
+            let (value, width) = match sample.value {
+                Some(sample::Value::Counter(value)) => (
+                    value,
+                    CounterWidth::of(ValueType::try_from(sample.value_type).unwrap_or_default()),
+                ),
+                Some(sample::Value::FloatCounter(value)) if value.is_finite() => {
+                    (value.to_bits(), CounterWidth::Float)
+                }
+                _ => continue,
             };
             let bound = self
                 .rate_bounds
@@ -179,8 +188,6 @@ impl Engine {
                 time_unix_nano: sample.time_unix_nano,
                 value,
             };
-            let width =
-                CounterWidth::of(ValueType::try_from(sample.value_type).unwrap_or_default());
             match self.rates.observe(series, reading, width, bound, restarted) {
                 RateOutcome::Rate(rate) => {
                     self.counts.rates += 1;

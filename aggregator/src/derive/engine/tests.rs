@@ -111,6 +111,34 @@ fn port_poll(time: i64, octets_in: u64, uptime_ticks: f64) -> MetricBatch {
 }
 
 #[test]
+fn float_counters_give_rates_and_a_decrease_is_a_reset() {
+    let mut engine = engine_with(
+        "definitions:\n  - {name: http.requests_per_second, function: rate, input: http_requests_total}\n",
+    );
+    let scrape = |time: i64, count: f64| {
+        let mut sample = gauge("http_requests_total", &[("code", "200")], time, 0.0);
+        sample.kind = MetricKind::Counter as i32;
+        sample.value = Some(sample::Value::FloatCounter(count));
+        batch("web-1:9100", &[], vec![sample])
+    };
+    assert!(derive(&mut engine, &scrape(T0, 100.5), 0, 0).is_none());
+    let derived = derive(&mut engine, &scrape(T0 + 10 * SECOND, 130.5), 0, 1).unwrap();
+    assert_eq!(value(&derived, "http.requests_per_second"), Some(3.0));
+    // The target restarted: its counter starts again, no rate and no spike.
+    assert!(derive(&mut engine, &scrape(T0 + 20 * SECOND, 2.0), 0, 2).is_none());
+    let derived = derive(&mut engine, &scrape(T0 + 30 * SECOND, 7.0), 0, 3).unwrap();
+    assert_eq!(value(&derived, "http.requests_per_second"), Some(0.5));
+    // A staleness marker is no reading: the next sample still steps from 7.
+    let mut marker = scrape(T0 + 35 * SECOND, 0.0);
+    marker.samples[0].value = Some(sample::Value::FloatCounter(
+        vigil_proto::staleness::stale_marker(),
+    ));
+    assert!(derive(&mut engine, &marker, 0, 4).is_none());
+    let derived = derive(&mut engine, &scrape(T0 + 40 * SECOND, 17.0), 0, 5).unwrap();
+    assert_eq!(value(&derived, "http.requests_per_second"), Some(1.0));
+}
+
+#[test]
 fn interface_rates_and_utilisation_come_from_two_polls() {
     let mut engine = engine_with("");
     assert!(derive(&mut engine, &port_poll(T0, 1_000, 100.0), 0, 0).is_none());

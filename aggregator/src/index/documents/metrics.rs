@@ -59,11 +59,12 @@ struct SampleGroup<'a> {
 
 /// Groups the samples of `batch` that have a value by metric set, label set (in any
 /// order) and timestamp, in order of first appearance: group `n` is document `n`.
+/// A staleness marker is no value: it only says that its series ended.
 fn sample_groups(batch: &MetricBatch) -> Vec<SampleGroup<'_>> {
     let mut groups: Vec<SampleGroup<'_>> = Vec::new();
     let mut group_of: HashMap<GroupKey<'_>, usize> = HashMap::new();
     for (position, sample) in batch.samples.iter().enumerate() {
-        if sample.value.is_none() {
+        if sample.value.is_none_or(|value| value.is_stale_marker()) {
             continue;
         }
         let metric_set = non_empty_or(&sample.metric_set, GENERIC_DATASET);
@@ -116,6 +117,7 @@ pub fn metric_documents(
                     let value = match sample.value? {
                         sample::Value::Counter(counter) => MetricValue::Counter(counter),
                         sample::Value::Gauge(gauge) => MetricValue::Gauge(gauge),
+                        sample::Value::FloatCounter(counter) => MetricValue::FloatCounter(counter),
                     };
                     Some((sample.name.as_str(), value))
                 })
@@ -212,10 +214,12 @@ struct MetricVigil<'a> {
 }
 
 /// A sample value as JSON: counters as exact integers (serde_json writes every u64
-/// digit), gauges as floats (always with a fraction, so dynamic mapping sees a double).
+/// digit), gauges and float counters as floats (always with a fraction, so dynamic
+/// mapping sees a double).
 #[derive(Serialize, Clone, Copy, Debug, PartialEq)]
 #[serde(untagged)]
 enum MetricValue {
     Counter(u64),
     Gauge(f64),
+    FloatCounter(f64),
 }

@@ -202,6 +202,27 @@ fn counters_above_2_pow_53_stay_exact_and_gauges_stay_floats() {
 }
 
 #[test]
+fn float_counters_are_floats_and_staleness_markers_make_no_document() {
+    let mut float_counter = counter("http_requests_total", vec![], T0, 0);
+    float_counter.value = Some(sample::Value::FloatCounter(1027.0));
+    let mut marker = counter("http_requests_total", vec![], T0 + 15, 0);
+    marker.value = Some(sample::Value::FloatCounter(
+        vigil_proto::staleness::stale_marker(),
+    ));
+    let mut gauge_marker = counter("up", vec![label("job", "node")], T0 + 15, 0);
+    gauge_marker.value = Some(sample::Value::Gauge(vigil_proto::staleness::stale_marker()));
+    let batch = metric_batch(vec![float_counter, marker, gauge_marker]);
+    let documents = metric_documents(&batch, MetricStream::Raw, "metrics", 0, INGESTED);
+    assert_eq!(documents.len(), 1);
+    assert_eq!(
+        json(&documents[0])["metrics"]["http_requests_total"],
+        json!(1027.0)
+    );
+    let body = String::from_utf8(documents[0].body.clone()).unwrap();
+    assert!(body.contains(r#""http_requests_total":1027.0"#), "{body}");
+}
+
+#[test]
 fn an_alert_event_becomes_an_alert_document() {
     let event = AlertEvent {
         group: "network".into(),
