@@ -3,15 +3,19 @@
 
 Standard library only. Subcommands:
 
-  generate PATH LINE_BYTES TOTAL_BYTES
+  generate PATH LINE_BYTES TOTAL_BYTES [FORMAT]
       Writes lines of exactly LINE_BYTES bytes (newline included) until the file
       holds TOTAL_BYTES rounded down to whole lines; prints the line count.
+      FORMAT: plain (an application's text lines, the default), json (one JSON
+      object per line, its time under `time`) or access (nginx's combined format).
   wait-http URL TIMEOUT_S
       Polls URL until it answers 200.
   measure ...
       Links the prepared file into the watched path (so the tailer sees a new file
       and reads it from its beginning), waits until everything is shipped, and
       prints one JSON object with wall time, CPU time and memory of the process.
+  metric URL NAME
+      Exits 0 if a sample of the metric NAME at URL is above 0, 1 otherwise.
   report RESULTS_JSONL MACHINE_JSON
       Prints the table, the tail-only ratio Vigil/rsyslog and the targets.
 """
@@ -39,7 +43,53 @@ LEVELS = ("INFO ", "INFO ", "INFO ", "DEBUG", "WARN ", "ERROR")
 UNIQUE_BYTES = 16 * MIB
 
 
-def generate(path, line_bytes, total_bytes):
+def words_to(rng, size, exclude=""):
+    """Words and numbers, exactly `size` characters long."""
+    parts, length = [], 0
+    while length < size:
+        word = "%s-%d " % (rng.choice(WORDS), rng.randrange(1000000))
+        parts.append(word)
+        length += len(word)
+    return "".join(parts)[:size].replace(exclude, "x") if exclude else "".join(parts)[:size]
+
+
+def json_line(rng, i, ts, body):
+    """One JSON object of `body` characters, its message padded to fit."""
+    secs = int(ts)
+    head = (
+        '{"time":"%s.%03dZ","level":"%s","service":"svc-%d","trace_id":"%032x",'
+        '"user":"u%05d","method":"GET","path":"/api/orders/%d","status":%d,'
+        '"duration_ms":%d,"msg":"'
+        % (
+            time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)),
+            int((ts - secs) * 1000),
+            LEVELS[i % len(LEVELS)].strip().lower(),
+            i % 7,
+            rng.getrandbits(128),
+            rng.randrange(100000),
+            rng.randrange(100000),
+            (200, 200, 200, 404, 500)[i % 5],
+            rng.randrange(2000),
+        )
+    )
+    return head + words_to(rng, body - len(head) - 2) + '"}'
+
+
+def access_line(rng, i, ts, body):
+    """One line of nginx's combined format of `body` characters, its user agent
+    padded to fit."""
+    head = '203.0.113.%d - - [%s] "GET /api/orders/%d?page=%d HTTP/1.1" %d %d "https://shop.example.net/cart" "' % (
+        rng.randrange(256),
+        time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(int(ts))),
+        rng.randrange(100000),
+        i % 9,
+        (200, 200, 200, 404, 500)[i % 5],
+        rng.randrange(100000),
+    )
+    return head + words_to(rng, body - len(head) - 1, '"') + '"'
+
+
+def generate(path, line_bytes, total_bytes, fmt="plain"):
     """Writes realistic-looking log lines (timestamps, levels, ids, words)."""
     rng = random.Random(42)
     lines = total_bytes // line_bytes
@@ -50,6 +100,14 @@ def generate(path, line_bytes, total_bytes):
     with open(path + ".unique", "w", encoding="ascii") as out:
         for i in range(unique):
             ts = base + i / 1000.0
+            if fmt != "plain":
+                line = (json_line if fmt == "json" else access_line)(rng, i, ts, body)
+                assert len(line) == body, (fmt, len(line), body)
+                chunk.append(line)
+                if len(chunk) == 4096:
+                    out.write("\n".join(chunk) + "\n")
+                    chunk = []
+                continue
             secs = int(ts)
             head = "%s.%03dZ %s svc-%d req=%08x user=u%05d " % (
                 time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)),
@@ -177,7 +235,7 @@ def measure(args):
         "idle_rss_after_kib": idle_after,
         "settled": settled,
     }
-    for key in ("--name", "--shipper", "--line-bytes", "--output"):
+    for key in ("--name", "--shipper", "--line-bytes", "--output", "--format"):
         if key in opts:
             result[key[2:].replace("-", "_")] = opts[key]
     print(json.dumps(result))
@@ -200,10 +258,11 @@ def report(results_path, machine_path):
         per_cpu = mib / r["cpu_s"] if r["cpu_s"] else float("inf")
         per_gib = r["cpu_s"] / (r["bytes"] / (1024 * MIB))
         r.update(rate=rate, per_cpu=per_cpu, per_gib=per_gib)
-        by_key[(r["shipper"], r["line_bytes"], r["output"])] = r
+        fmt = r.get("format", "plain")
+        by_key[(r["shipper"], r["line_bytes"], r["output"], fmt)] = r
         table.append((
             r["shipper"],
-            f"{r['line_bytes']} B",
+            f"{r['line_bytes']} B" + ("" if fmt == "plain" else f" {fmt}"),
             r["output"],
             f"{rate:.1f}",
             f"{per_cpu:.1f}",
@@ -219,19 +278,26 @@ def report(results_path, machine_path):
     print()
     print("tail-only throughput, Vigil (discard output) / rsyslog (imfile -> omfile):")
     for line_bytes in sorted({r["line_bytes"] for r in rows}, key=int):
-        vigil = by_key.get(("vigil", line_bytes, "discard"))
-        rsys = by_key.get(("rsyslog", line_bytes, "omfile"))
+        vigil = by_key.get(("vigil", line_bytes, "discard", "plain"))
+        rsys = by_key.get(("rsyslog", line_bytes, "omfile", "plain"))
         if vigil and rsys:
             print(f"  {line_bytes} B lines: wall {vigil['rate'] / rsys['rate']:.2f}x, "
                   f"per CPU-second {vigil['per_cpu'] / rsys['per_cpu']:.2f}x")
 
     print()
     print("targets:")
-    lz4 = by_key.get(("vigil", "100", "kafka-lz4"))
+    lz4 = by_key.get(("vigil", "100", "kafka-lz4", "plain"))
     if lz4:
         ok = lz4["per_cpu"] >= 150
         print(f"  >= 150 MiB/s per core, lz4, 100 B lines: {lz4['per_cpu']:.1f} "
               f"-> {'met' if ok else 'MISSED'}")
+    for fmt, what, target in (("json", "JSON parser + timestamp", 100),
+                              ("access", "nginx_access preset (regex)", 50)):
+        for r in rows:
+            if r["shipper"] == "vigil" and r.get("format") == fmt:
+                print(f"  >= {target} MiB per CPU-second, {what}, {r['line_bytes']} B lines, "
+                      f"{r['output']}: {r['per_cpu']:.1f} "
+                      f"-> {'met' if r['per_cpu'] >= target else 'MISSED'}")
     vigil_rows = [r for r in rows if r["shipper"] == "vigil" and r["output"].startswith("kafka")]
     if vigil_rows:
         peak = max(r["peak_rss_kib"] for r in vigil_rows) / 1024
@@ -247,11 +313,18 @@ def report(results_path, machine_path):
 def main():
     command, args = sys.argv[1], sys.argv[2:]
     if command == "generate":
-        generate(args[0], int(args[1]), int(args[2]))
+        generate(args[0], int(args[1]), int(args[2]), *args[3:4])
     elif command == "wait-http":
         wait_http(args[0], float(args[1]))
     elif command == "measure":
         measure(args)
+    elif command == "metric":
+        total = 0.0
+        _, text = http_get(args[0])
+        for line in text.splitlines():
+            if line.startswith(args[1] + " ") or line.startswith(args[1] + "{"):
+                total += float(line.rsplit(" ", 1)[1])
+        sys.exit(0 if total > 0 else 1)
     elif command == "report":
         report(args[0], args[1])
     else:

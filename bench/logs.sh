@@ -9,7 +9,10 @@
 #   - vigil-agent -> tansu with compression.type lz4 and zstd,
 #   - vigil-agent with `--output discard` (tail-only: read, batch, encode, drop),
 #   - rsyslog imfile -> omfile (the peer's tail-only cost; its Kafka output cannot
-#     talk to tansu), installed with apt-get if missing.
+#     talk to tansu), installed with apt-get if missing;
+# and, parsed at the source, vigil-agent -> tansu (lz4) with
+#   - 300-byte JSON lines through the json parser and the timestamp step (json-300),
+#   - 200-byte nginx access lines through the nginx_access preset (access-200).
 # Each run starts a fresh shipper, waits until it is ready and idle, then hard-links
 # the prepared file into the watched path (the shipper sees a new file and reads it
 # from its beginning) and waits until every line is shipped: the agent's
@@ -26,7 +29,8 @@
 #   BENCH_SKIP_BUILD=1 use target/dist/vigil-agent as it is
 #   BENCH_RESULTS    also copy the JSON lines of the results to this file
 #   BENCH_ONLY       run only the cases whose name matches this regex, e.g.
-#                    '1024-kafka-lz4' or 'rsyslog' (names: SIZE-OUTPUT, rsyslog-SIZE)
+#                    '1024-kafka-lz4' or 'rsyslog' (names: SIZE-OUTPUT, rsyslog-SIZE,
+#                    json-300-OUTPUT, access-200-OUTPUT)
 #   BENCH_AGENT_YAML extra top-level lines of the agent configuration, e.g.
 #                    'log_batch: {max_bytes: 262144, max_line_bytes: 131072}'
 set -euo pipefail
@@ -69,6 +73,11 @@ for size in 100 1024; do
     log "generating $MIB MiB of $size-byte lines"
     LINES[$size]=$(python3 "$HELPER" generate "$WORK/lines-$size.log" "$size" $((MIB * 1024 * 1024)))
 done
+# Parsed cases: FORMAT-SIZE, the file and the agent's `parsers`.
+declare -A PARSERS=(
+    [json-300]='[{json: {}}, {timestamp: {field: time, layouts: [rfc3339]}}]'
+    [access-200]='{preset: nginx_access}'
+)
 
 # --- broker -----------------------------------------------------------------
 start_tansu
@@ -77,9 +86,17 @@ log "tansu listens on 127.0.0.1:$BROKER_PORT"
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 
-# run_vigil SIZE OUTPUT (kafka-lz4 | kafka-zstd | discard)
+# run_vigil SIZE OUTPUT (kafka-lz4 | kafka-zstd | discard) [FORMAT-SIZE of PARSERS]
 run_vigil() {
-    local size=$1 output=$2 run="$WORK/vigil-$1-$2" port args=()
+    local size=$1 output=$2 parsed=${3:-} run="$WORK/vigil-$1-$2${3:+-$3}" port args=()
+    local file="$WORK/lines-$size.log" lines=${LINES[$size]:-} parsers="" format=plain
+    if [[ -n $parsed ]]; then
+        format=${parsed%-*}
+        file="$WORK/lines-$parsed.log"
+        parsers=", parsers: ${PARSERS[$parsed]}"
+        log "generating $MIB MiB of $size-byte $format lines"
+        lines=$(python3 "$HELPER" generate "$file" "$size" $((MIB * 1024 * 1024)) "$format")
+    fi
     mkdir -p "$run/data" "$run/logs"
     port=$(free_port)
     local compression=${output#kafka-}
@@ -87,12 +104,12 @@ run_vigil() {
 resource: {id: bench, host_name: bench}
 kafka:
   brokers: "127.0.0.1:$BROKER_PORT"
-  topic_prefix: "bench-$size-${output}"
+  topic_prefix: "bench-$size-${output}${parsed:+-$parsed}"
   producer_properties: {compression.type: "$compression"}
 data_dir: "$run/data"
 http: {listen: "127.0.0.1:$port"}
 logs:
-  - {path: "$run/logs/app.log", dataset: bench}
+  - {path: "$run/logs/app.log", dataset: bench$parsers}
 host_metrics: {enabled: false}
 ${BENCH_AGENT_YAML:-}
 EOF
@@ -102,20 +119,26 @@ EOF
         # Memory storage did not create topics on first produce here; create them.
         (cd "$WORK/tansu" && RUST_LOG=warn NO_COLOR=1 "$TANSU" topic create \
             --broker "tcp://127.0.0.1:$BROKER_PORT" --partitions 1 \
-            "bench-$size-${output}.logs.raw") >>"$WORK/tansu-cli.log" 2>&1
+            "bench-$size-${output}${parsed:+-$parsed}.logs.raw") >>"$WORK/tansu-cli.log" 2>&1
     fi
     VIGIL_LOG=warn "$AGENT" --config "$run/agent.yaml" "${args[@]+"${args[@]}"}" \
         >"$run/agent.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     python3 "$HELPER" wait-http "http://127.0.0.1:$port/ready" 30
-    log "vigil $size B lines, $output"
-    python3 "$HELPER" measure --pid "$pid" --source "$WORK/lines-$size.log" \
-        --target "$run/logs/app.log" --lines "${LINES[$size]}" \
+    log "vigil $size B $format lines, $output"
+    python3 "$HELPER" measure --pid "$pid" --source "$file" \
+        --target "$run/logs/app.log" --lines "$lines" \
         --metrics-url "http://127.0.0.1:$port/metrics" --timeout 120 \
-        --shipper vigil --line-bytes "$size" --output "$output" | tee -a "$RESULTS" >&2
+        --shipper vigil --line-bytes "$size" --output "$output" --format "$format" \
+        | tee -a "$RESULTS" >&2
+    if [[ -n $parsed ]] && python3 "$HELPER" metric "http://127.0.0.1:$port/metrics" \
+        vigil_agent_log_parse_failures_total; then
+        log "warning: some $format lines failed to parse"
+    fi
     stop "$pid"
     rm -rf "$run/logs"
+    [[ -z $parsed ]] || rm -f "$file"
 }
 
 # run_rsyslog SIZE: imfile -> omfile, the lines as they are.
@@ -163,6 +186,9 @@ for size in 100 1024; do
         if selected "$size-$output"; then run_vigil "$size" "$output"; fi
     done
     if selected "rsyslog-$size"; then run_rsyslog "$size"; fi
+done
+for parsed in json-300 access-200; do
+    if selected "$parsed-kafka-lz4"; then run_vigil "${parsed#*-}" kafka-lz4 "$parsed"; fi
 done
 stop "$TANSU_PID"
 
