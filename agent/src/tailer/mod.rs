@@ -21,6 +21,7 @@
 mod discovery;
 mod file;
 pub(crate) mod fuzzing;
+mod identity;
 mod lines;
 mod multiline;
 mod shipper;
