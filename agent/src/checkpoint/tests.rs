@@ -322,3 +322,64 @@ fn heads_cover_the_first_kibibyte_and_first_line_heads_the_first_line() {
     let long_line = Head::FirstLine(xxhash_rust::xxh3::xxh3_64(&long[..HEAD_BYTES]));
     assert!(long_line.matches(&long));
 }
+
+/// A path that is not UTF-8: Linux file names are bytes.
+fn not_utf8(prefix: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let mut bytes = prefix.as_bytes().to_vec();
+    bytes.extend_from_slice(b"\xffapp.log");
+    PathBuf::from(std::ffi::OsString::from_vec(bytes))
+}
+
+// A file name that is not UTF-8 made every later checkpoint write fail.
+#[test]
+fn a_path_that_is_not_utf8_round_trips_and_other_entries_still_get_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = CheckpointStore::open(dir.path()).unwrap();
+    let odd = not_utf8("/var/log/");
+    store.set(&odd, position(1, 7, 10));
+    store.set_unidentified(&not_utf8("/var/log/empty-"), 8, 9, 0);
+    assert!(store.write_if_changed().unwrap());
+    store.set(Path::new("/var/log/b.log"), position(2, 8, 20));
+    assert!(store.write_if_changed().unwrap());
+
+    let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(value["version"], "3");
+    let stored = value["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|file| file["source_id"] == "0000000000000001")
+        .unwrap();
+    assert_eq!(stored["path"], "/var/log/\u{fffd}app.log");
+    assert_eq!(stored["path_bytes"], "2f7661722f6c6f672fff6170702e6c6f67");
+
+    let (reopened, problem) = CheckpointStore::open(dir.path()).unwrap();
+    assert!(problem.is_none());
+    assert_eq!(reopened.latest_at(&odd), Some(position(1, 7, 10)));
+    assert_eq!(
+        reopened.latest_at(Path::new("/var/log/b.log")),
+        Some(position(2, 8, 20))
+    );
+    assert_eq!(
+        reopened.unidentified_offset(&not_utf8("/var/log/empty-"), 8, 9),
+        Some(0)
+    );
+}
+
+#[test]
+fn path_bytes_that_are_not_hexadecimal_are_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(FILE_NAME);
+    std::fs::write(
+        &file,
+        br#"{"version":"3","files":[{"path":"/a.log","path_bytes":"2fz","source_id":"0000000000000001","head_bytes":20,"head_hash":"0000000000000002","device":8,"inode":7,"offset":10}]}"#,
+    )
+    .unwrap();
+    let error = read_checkpoint_file(&file).err().unwrap().to_string();
+    assert!(
+        error.contains("entry for /a.log has path_bytes `2fz`, not hexadecimal bytes"),
+        "{error}"
+    );
+}

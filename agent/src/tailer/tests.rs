@@ -1166,3 +1166,31 @@ async fn a_copy_found_before_its_rewritten_and_renamed_original_resumes_at_its_c
     nothing_more(&mut subscription).await;
     running.stop(&setup).await;
 }
+
+// Regression: one path that is not UTF-8 made every checkpoint write fail.
+#[tokio::test(start_paused = true)]
+async fn a_file_under_a_directory_named_with_byte_0xff_is_shipped_and_checkpointed() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut setup = Setup::new();
+    let mut config = LogFileConfig::new(setup.dir.path().join("**/*.log"), "app");
+    config.read_from = crate::config::ReadFrom::Beginning;
+    setup.files = vec![config];
+    let odd = setup.dir.path().join(std::ffi::OsStr::from_bytes(b"\xff"));
+    std::fs::create_dir(&odd).unwrap();
+    let log = odd.join("app.log");
+    append(&log, b"first\n");
+    let (running, mut subscription) = setup.start_on_memory_bus();
+    let lines = receive_lines(&mut subscription, 1).await;
+    assert_eq!(texts(&lines), [(0, "first".into())]);
+    until(|| {
+        setup
+            .checkpoints
+            .latest_at(&log)
+            .is_some_and(|p| p.offset == 6)
+    })
+    .await;
+    running.stop(&setup).await;
+
+    setup.restart();
+    assert_eq!(setup.checkpoints.latest_at(&log).map(|p| p.offset), Some(6));
+}
