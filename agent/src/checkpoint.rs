@@ -20,11 +20,11 @@
 
 use crate::self_metrics::AgentMetrics;
 use format::{encode, read_checkpoint_file};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -214,6 +214,9 @@ struct StoreState {
     /// Bumped on every change, so the writer knows whether there is anything new.
     generation: u64,
     written_generation: u64,
+    /// Since when each recorded path was found gone, by the pruning that looks;
+    /// not written: after a restart the grace starts again.
+    missing_since: BTreeMap<PathBuf, Instant>,
 }
 
 impl CheckpointStore {
@@ -418,6 +421,55 @@ impl CheckpointStore {
         if changed {
             state.generation += 1;
         }
+    }
+
+    /// Forgets the instances, and the files without a complete line, recorded at
+    /// paths found gone at every call for `grace` (so `Duration::ZERO` forgets
+    /// at once), unless `in_use` says their file (device, inode) is open or
+    /// waits to be followed: a file renamed away is found at its new path
+    /// within the grace. Returns how many were forgotten.
+    pub(crate) fn prune_vanished(
+        &self,
+        now: Instant,
+        grace: Duration,
+        in_use: impl Fn(u64, u64) -> bool,
+    ) -> usize {
+        let paths: BTreeSet<PathBuf> = {
+            let state = self.lock();
+            let remembered = state.sources.values().map(|entry| &entry.path);
+            remembered
+                .chain(state.unidentified.keys())
+                .cloned()
+                .collect()
+        };
+        let missing: BTreeSet<PathBuf> = paths
+            .into_iter()
+            .filter(|path| {
+                matches!(std::fs::symlink_metadata(path), Err(error) if error.kind() == std::io::ErrorKind::NotFound)
+            })
+            .collect();
+        let mut state = self.lock();
+        state.missing_since.retain(|path, _| missing.contains(path));
+        let mut expired = BTreeSet::new();
+        for path in missing {
+            let since = *state.missing_since.entry(path.clone()).or_insert(now);
+            if now.duration_since(since) >= grace {
+                expired.insert(path);
+            }
+        }
+        let before = state.sources.len() + state.unidentified.len();
+        state.sources.retain(|_, entry| {
+            let identity = entry.position.identity;
+            !expired.contains(&entry.path) || in_use(identity.device, identity.inode)
+        });
+        state
+            .unidentified
+            .retain(|path, entry| !expired.contains(path) || in_use(entry.device, entry.inode));
+        let forgotten = before - state.sources.len() - state.unidentified.len();
+        if forgotten > 0 {
+            state.generation += 1;
+        }
+        forgotten
     }
 
     /// Records a new file instance read at `path` from `position` and writes the

@@ -40,6 +40,14 @@ pub(crate) struct PathLabels {
     pub(crate) path: String,
 }
 
+/// Labels of `agent_log_bytes_lost`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(crate) struct LossLabels {
+    /// Why the bytes were never shipped: `closed_removed`, a deleted file closed
+    /// unread after `close_removed_after`.
+    pub(crate) reason: String,
+}
+
 /// Labels of `agent_log_parse_failures`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub(crate) struct ParseFailureLabels {
@@ -106,6 +114,9 @@ pub(crate) struct AgentMetrics {
     pub(crate) log_lines_truncated: Counter,
     pub(crate) log_files_watched: Gauge,
     pub(crate) log_files_deleted: Counter,
+    /// Files found but not followed: their entry's `max_open_files` is reached.
+    pub(crate) log_files_waiting: Gauge,
+    pub(crate) log_bytes_lost: Family<LossLabels, Counter>,
     /// Per followed path: bytes of its file not read yet.
     pub(crate) log_file_lag_bytes: Family<PathLabels, Gauge>,
     pub(crate) log_publish_failures: Counter,
@@ -169,8 +180,18 @@ impl AgentMetrics {
             ),
             log_files_deleted: registry.register(
                 "agent_log_files_deleted",
-                "Log files deleted while followed; each was read to its end, then closed",
+                "Log files deleted while followed, then closed: read to their end, or unread after close_removed_after",
                 Counter::default(),
+            ),
+            log_files_waiting: registry.register(
+                "agent_log_files_waiting",
+                "Log files found but not followed because max_open_files of their entry is reached",
+                Gauge::default(),
+            ),
+            log_bytes_lost: registry.register(
+                "agent_log_bytes_lost",
+                "Bytes of log files never shipped, by reason (closed_removed: deleted and closed unread after close_removed_after)",
+                Family::default(),
             ),
             log_file_lag_bytes: registry.register(
                 "agent_log_file_lag_bytes",

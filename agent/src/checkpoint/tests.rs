@@ -383,3 +383,59 @@ fn path_bytes_that_are_not_hexadecimal_are_corrupt() {
         "{error}"
     );
 }
+
+#[test]
+fn instances_of_vanished_paths_are_forgotten_after_the_grace_unless_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = CheckpointStore::open(&dir.path().join("data")).unwrap();
+    let present = dir.path().join("present.log");
+    std::fs::write(&present, "x\n").unwrap();
+    let (gone, open, short) = (
+        dir.path().join("gone.log"),
+        dir.path().join("open.log"),
+        dir.path().join("short.log"),
+    );
+    store.set(&present, position(1, 1, 2));
+    store.set(&gone, position(2, 2, 2));
+    store.set(&open, position(3, 3, 2));
+    store.set_unidentified(&short, 8, 4, 0);
+    store.write_if_changed().unwrap();
+    let in_use = |device: u64, inode: u64| (device, inode) == (8, 3);
+    let grace = Duration::from_secs(600);
+    let start = Instant::now();
+
+    assert_eq!(store.prune_vanished(start, grace, in_use), 0);
+    let almost = start + grace - Duration::from_secs(1);
+    assert_eq!(store.prune_vanished(almost, grace, in_use), 0);
+    assert!(!store.write_if_changed().unwrap(), "nothing forgotten yet");
+    assert_eq!(store.prune_vanished(start + grace, grace, in_use), 2);
+    assert!(store.write_if_changed().unwrap());
+
+    let (reopened, _) = CheckpointStore::open(&dir.path().join("data")).unwrap();
+    assert_eq!(reopened.latest_at(&present), Some(position(1, 1, 2)));
+    assert_eq!(reopened.latest_at(&gone), None);
+    assert_eq!(reopened.latest_at(&open), Some(position(3, 3, 2)));
+    assert!(!reopened.knows_path(&short));
+}
+
+#[test]
+fn a_path_that_returns_within_the_grace_starts_its_grace_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = CheckpointStore::open(&dir.path().join("data")).unwrap();
+    let path = dir.path().join("flapping.log");
+    store.set(&path, position(1, 1, 2));
+    let grace = Duration::from_secs(600);
+    let start = Instant::now();
+    assert_eq!(store.prune_vanished(start, grace, |_, _| false), 0);
+    std::fs::write(&path, "x\n").unwrap();
+    assert_eq!(
+        store.prune_vanished(start + grace / 2, grace, |_, _| false),
+        0
+    );
+    std::fs::remove_file(&path).unwrap();
+    let again = start + grace;
+    assert_eq!(store.prune_vanished(again, grace, |_, _| false), 0);
+    let almost = again + grace - Duration::from_secs(1);
+    assert_eq!(store.prune_vanished(almost, grace, |_, _| false), 0);
+    assert_eq!(store.prune_vanished(again + grace, grace, |_, _| false), 1);
+}

@@ -1,10 +1,11 @@
 //! The `logs` and `log_batch` sections: which files the log tailer follows, where
-//! it starts reading them, how it joins physical lines into events, and how many
-//! lines go into one batch for the logs topic.
+//! it starts reading them, how it joins physical lines into events, how many files
+//! it holds open, and how many lines go into one batch for the logs topic.
 
 use super::InvalidConfig;
 use crate::parse::ParsersConfig;
 use serde::{Deserialize, Deserializer};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,6 +51,23 @@ pub struct LogFileConfig {
     /// {timestamp: {field: time}}]`), or a preset (`{preset: nginx_access}`).
     #[serde(default)]
     pub parsers: ParsersConfig,
+    /// Most files of this entry followed at once, each holding a file descriptor;
+    /// further files wait (counted in `agent_log_files_waiting`) and the most
+    /// recently modified get the slots that free up.
+    #[serde(
+        default = "default_max_open_files",
+        deserialize_with = "at_least_one_open_file"
+    )]
+    pub max_open_files: NonZeroUsize,
+    /// How long a deleted file stays open while reading it is held up (the bus
+    /// is down or slow): then it is closed so that its disk space is freed, and
+    /// what it still held is lost, counted in
+    /// `agent_log_bytes_lost_total{reason="closed_removed"}`.
+    #[serde(
+        default = "default_close_removed_after",
+        with = "vigil_config::duration"
+    )]
+    pub close_removed_after: Duration,
 }
 
 /// How the physical lines of one event are recognised; exactly one pattern.
@@ -129,6 +147,8 @@ impl LogFileConfig {
             partial_line_timeout: default_partial_line_timeout(),
             multiline: None,
             parsers: ParsersConfig::default(),
+            max_open_files: default_max_open_files(),
+            close_removed_after: default_close_removed_after(),
         }
     }
 }
@@ -216,6 +236,23 @@ fn default_multiline_max_lines() -> usize {
 
 fn default_partial_line_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn at_least_one_open_file<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<NonZeroUsize, D::Error> {
+    let count = usize::deserialize(deserializer)?;
+    NonZeroUsize::new(count).ok_or_else(|| {
+        serde::de::Error::custom("`max_open_files` must be at least 1: no file could be followed")
+    })
+}
+
+fn default_max_open_files() -> NonZeroUsize {
+    NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN)
+}
+
+fn default_close_removed_after() -> Duration {
+    Duration::from_secs(5 * 60)
 }
 
 fn default_file_events() -> bool {

@@ -510,3 +510,26 @@ fn bad_parsers_are_located_and_name_the_field() {
         "{text}"
     );
 }
+
+#[test]
+fn log_file_bounds_load_with_their_defaults() {
+    let yaml = "logs:\n  - {path: /var/log/a.log}\n  - {path: '/var/log/pods/**/*.log', max_open_files: 64, close_removed_after: 30s}\n";
+    let config = AgentConfig::from_yaml(yaml, "agent.yaml").unwrap();
+    assert_eq!(config.logs[0].max_open_files.get(), 1024);
+    assert_eq!(config.logs[0].close_removed_after, Duration::from_secs(300));
+    assert_eq!(config.logs[1].max_open_files.get(), 64);
+    assert_eq!(config.logs[1].close_removed_after, Duration::from_secs(30));
+}
+
+#[test]
+fn no_open_files_at_all_is_refused_at_its_place() {
+    let yaml = "logs:\n  - {path: /var/log/a.log, max_open_files: 0}\n";
+    let text = AgentConfig::from_yaml(yaml, "agent.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(text.starts_with("agent.yaml:2:"), "{text}");
+    assert!(
+        text.contains("`max_open_files` must be at least 1"),
+        "{text}"
+    );
+}

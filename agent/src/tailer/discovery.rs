@@ -35,6 +35,11 @@ pub(crate) struct Found {
     pub(crate) config: usize,
     /// Where it starts if it has no checkpoint.
     pub(crate) start: StartAt,
+    /// Where it lives when found.
+    pub(crate) location: Location,
+    /// When it was last modified, as found: over `max_open_files`, the most
+    /// recently modified are followed first.
+    pub(crate) modified: SystemTime,
 }
 
 /// Where the last scan saw every regular file the globs match, by location,
@@ -178,6 +183,8 @@ impl Discovery {
                     path,
                     config,
                     start,
+                    location,
+                    modified,
                 });
             }
         }

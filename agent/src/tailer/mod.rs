@@ -16,7 +16,16 @@
 //! held), and once released its fingerprint's checkpoint says it was read. A
 //! rotated copy (copytruncate) has the fingerprint of the original, so only what
 //! was not read of it yet is shipped. A deleted file is read to its end, closed and
-//! forgotten.
+//! forgotten. While the bus holds reading up, a deleted file stays open at most
+//! `close_removed_after`; then it is closed to free its space and its unread
+//! bytes are counted as lost.
+//!
+//! Bounds: each `logs[]` entry follows at most `max_open_files` files at once.
+//! Files are opened in the scan's order (by path); only when an entry's files do
+//! not all fit do its most recently modified ones get the slots, and the others
+//! wait for a follower to end. The checkpoints of files whose path is gone are
+//! forgotten after a grace period, or at once for the paths the agent's first
+//! scan does not reach.
 
 mod discovery;
 mod file;
@@ -30,7 +39,7 @@ pub(crate) mod wire;
 use crate::checkpoint::CheckpointStore;
 use crate::config::{LogBatchConfig, LogFileConfig};
 use crate::parse::Chain;
-use crate::self_metrics::{AgentMetrics, PathLabels};
+use crate::self_metrics::{AgentMetrics, LossLabels, PathLabels};
 use discovery::{Discovery, Found};
 use file::{Emitted, FileTail, Location, ReadProgress, SourceTemplate, StartAt, location_at};
 use multiline::MultilineRule;
@@ -52,6 +61,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// How often the globs are expanded again, in case a file-system event was missed.
 const RESCAN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long the path of a file with a checkpoint must be gone, with the file
+/// neither open nor waiting, before its checkpoint is forgotten: long enough for
+/// a file renamed away to be found at its new path first.
+const VANISHED_CHECKPOINT_GRACE: Duration = Duration::from_secs(10 * 60);
 
 /// What the tailer needs besides the list of files.
 #[derive(Clone)]
@@ -125,6 +139,10 @@ struct Follower {
     behind: bool,
     /// This path's series of `agent_log_file_lag_bytes`.
     lag: Gauge,
+    /// How long a deleted file stays open while reading it is held up.
+    close_removed_after: Duration,
+    /// Since when the open file is known to be deleted while reading was held up.
+    deleted_since: Option<Instant>,
 }
 
 /// Finds files and runs one follower per file.
@@ -136,8 +154,11 @@ struct Tailer {
     context: TailerContext,
     discovery: Discovery,
     followers: JoinSet<PathBuf>,
-    /// Paths with a follower, by task.
-    followed: HashMap<tokio::task::Id, PathBuf>,
+    /// Paths with a follower, and the index of their `logs[]` entry, by task.
+    followed: HashMap<tokio::task::Id, (PathBuf, usize)>,
+    /// Files found but not followed, as their entry's `max_open_files` is
+    /// reached: where each starts, as decided when it was first found.
+    waiting: HashMap<PathBuf, Found>,
     held: HeldFiles,
     shutdown: CancellationToken,
     /// Wakes the tailer for a rescan on file-system events; kept alive with it.
@@ -177,12 +198,16 @@ pub(crate) fn start(
         discovery,
         followers: JoinSet::new(),
         followed: HashMap::new(),
+        waiting: HashMap::new(),
         held: HeldFiles::default(),
         shutdown: shutdown.clone(),
         _watcher: watcher,
         woken,
     };
     tailer.rescan(true);
+    // What the first scan neither opened nor queued is gone or out of reach: the
+    // checkpoints of its vanished paths need no grace.
+    tailer.prune_checkpoints(Duration::ZERO);
     let mut tasks = JoinSet::new();
     tasks.spawn(tailer.run());
     tasks
@@ -240,7 +265,10 @@ impl Tailer {
                     self.forget(joined);
                 }
                 Some(()) = self.woken.recv() => self.rescan(false),
-                _ = rescan.tick() => self.rescan(false),
+                _ = rescan.tick() => {
+                    self.rescan(false);
+                    self.prune_checkpoints(VANISHED_CHECKPOINT_GRACE);
+                }
             }
         }
         while let Some(joined) = self.followers.join_next_with_id().await {
@@ -248,17 +276,70 @@ impl Tailer {
         }
     }
 
-    /// Starts a follower for every file found that has none.
+    /// Starts a follower for every file found that has none, in the scan's
+    /// order, as far as its entry's `max_open_files` allows; the files left over
+    /// wait for a slot.
     fn rescan(&mut self, startup: bool) {
-        let followed: HashSet<&PathBuf> = self.followed.values().collect();
+        let followed: HashSet<&PathBuf> = self.followed.values().map(|(path, _)| path).collect();
         let held = &self.held;
-        let found = self
-            .discovery
-            .scan(startup, &self.context.checkpoints, |path, location| {
-                followed.contains(&path.to_path_buf()) || held.contains(location)
-            });
-        for file in found {
+        let mut found =
+            self.discovery
+                .scan(startup, &self.context.checkpoints, |path, location| {
+                    followed.contains(&path.to_path_buf()) || held.contains(location)
+                });
+        for file in &mut found {
+            // A file keeps the start decided when it was first found, also if
+            // that was at the agent's first start and it waited since.
+            if let Some(earlier) = self.waiting.get(&file.path) {
+                file.start = earlier.start;
+            }
+        }
+        let mut free: Vec<usize> = self
+            .files
+            .iter()
+            .map(|file| file.max_open_files.get())
+            .collect();
+        for (_, config) in self.followed.values() {
+            free[*config] = free[*config].saturating_sub(1);
+        }
+        let (follow, wait) = share_slots(found, &free);
+        for file in follow {
             self.follow(file);
+        }
+        if wait.len() > self.waiting.len() {
+            tracing::warn!(
+                waiting = wait.len(),
+                "log files wait for a free slot: `max_open_files` of their `logs[]` entry is reached"
+            );
+        }
+        self.waiting = wait
+            .into_iter()
+            .map(|file| (file.path.clone(), file))
+            .collect();
+        self.context
+            .metrics
+            .log_files_waiting
+            .set(i64::try_from(self.waiting.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Forgets the checkpoints of files whose path is gone for `grace`, except
+    /// those open or waiting to be followed.
+    fn prune_checkpoints(&self, grace: Duration) {
+        let waiting: HashSet<Location> = self.waiting.values().map(|file| file.location).collect();
+        let held = &self.held;
+        let forgotten = self.context.checkpoints.prune_vanished(
+            Instant::now().into_std(),
+            grace,
+            |device, inode| {
+                let location = Location { device, inode };
+                held.contains(location) || waiting.contains(&location)
+            },
+        );
+        if forgotten > 0 {
+            tracing::info!(
+                forgotten,
+                "checkpoints of log files whose path is gone were forgotten"
+            );
         }
     }
 
@@ -299,14 +380,17 @@ impl Tailer {
                 .log_file_lag_bytes
                 .get_or_create(&lag_labels(&found.path))
                 .clone(),
+            close_removed_after: config.close_removed_after,
+            deleted_since: None,
         };
         follower.open_if_present();
         let task = self
             .followers
             .spawn(follower.run(self.shutdown.clone(), context.shutdown_timeout));
-        self.followed.insert(task.id(), found.path);
+        self.followed.insert(task.id(), (found.path, found.config));
     }
 
+    /// Forgets an ended follower; its slot goes to a waiting file at once.
     fn forget(&mut self, joined: Result<(tokio::task::Id, PathBuf), tokio::task::JoinError>) {
         match joined {
             Ok((id, path)) => {
@@ -314,10 +398,13 @@ impl Tailer {
                 self.followed.remove(&id);
             }
             Err(error) => {
-                if let Some(path) = self.followed.remove(&error.id()) {
+                if let Some((path, _)) = self.followed.remove(&error.id()) {
                     tracing::error!(path = %path.display(), %error, "log file follower failed; the file is found again by the next scan");
                 }
             }
+        }
+        if !self.waiting.is_empty() && !self.shutdown.is_cancelled() {
+            self.rescan(false);
         }
     }
 }
@@ -397,8 +484,10 @@ impl Follower {
         self.measure_lag();
         let room = self.shipper.room();
         if room == 0 {
+            self.close_if_deleted_long_ago();
             return;
         }
+        self.deleted_since = None;
         self.behind = false;
         let FileState::Open(tail) = std::mem::replace(
             &mut self.state,
@@ -495,6 +584,54 @@ impl Follower {
         self.open_if_present();
     }
 
+    /// While the bus holds reading up: closes the open file once it has been
+    /// deleted for `close_removed_after`, although it was not read to its end, so
+    /// that its disk space is freed. What was read is still shipped; what was
+    /// not is lost, counted and logged.
+    fn close_if_deleted_long_ago(&mut self) {
+        let FileState::Open(tail) = &self.state else {
+            return;
+        };
+        if !tail.is_deleted().unwrap_or(false) {
+            self.deleted_since = None;
+            return;
+        }
+        let now = Instant::now();
+        let since = *self.deleted_since.get_or_insert(now);
+        if now.duration_since(since) < self.close_removed_after {
+            return;
+        }
+        let FileState::Open(tail) = std::mem::replace(
+            &mut self.state,
+            FileState::Closed {
+                next_start: StartAt::Beginning,
+            },
+        ) else {
+            return;
+        };
+        let lost = tail.unread_bytes().unwrap_or(0);
+        tracing::warn!(
+            path = %self.template.path.display(),
+            lost_bytes = lost,
+            after = ?self.close_removed_after,
+            "file was deleted and could not be read to its end in time; it is closed and its unread bytes are lost"
+        );
+        self.metrics
+            .log_bytes_lost
+            .get_or_create(&LossLabels {
+                reason: "closed_removed".into(),
+            })
+            .inc_by(lost);
+        self.metrics.log_files_deleted.inc();
+        let mut out = Vec::new();
+        let progress = tail.finish(now, &mut out);
+        self.count(progress);
+        self.shipper.submit(out);
+        self.metrics.log_files_watched.dec();
+        self.release();
+        self.deleted_since = None;
+    }
+
     /// Opens the closed file if it exists now.
     fn open_if_present(&mut self) {
         let FileState::Closed { next_start } = self.state else {
@@ -570,6 +707,36 @@ impl Follower {
             self.last_error = Some(message);
         }
     }
+}
+
+/// Which of `found` (in scan order) are followed now, with `free` slots per
+/// `logs[]` entry, and which wait: all files of an entry when they fit, else its
+/// most recently modified. Both keep the scan's order.
+fn share_slots(found: Vec<Found>, free: &[usize]) -> (Vec<Found>, Vec<Found>) {
+    let mut admitted = vec![true; found.len()];
+    for (config, &slots) in free.iter().enumerate() {
+        let mut files: Vec<usize> = (0..found.len())
+            .filter(|&index| found[index].config == config)
+            .collect();
+        if files.len() <= slots {
+            continue;
+        }
+        files.sort_by(|&a, &b| {
+            found[b]
+                .modified
+                .cmp(&found[a].modified)
+                .then_with(|| found[a].path.cmp(&found[b].path))
+        });
+        for &index in &files[slots..] {
+            admitted[index] = false;
+        }
+    }
+    let (follow, wait): (Vec<_>, Vec<_>) = found
+        .into_iter()
+        .zip(admitted)
+        .partition(|(_, admitted)| *admitted);
+    let files = |pairs: Vec<(Found, bool)>| pairs.into_iter().map(|(file, _)| file).collect();
+    (files(follow), files(wait))
 }
 
 /// The labels of the lag series of `path`.

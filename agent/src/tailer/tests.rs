@@ -1194,3 +1194,159 @@ async fn a_file_under_a_directory_named_with_byte_0xff_is_shipped_and_checkpoint
     setup.restart();
     assert_eq!(setup.checkpoints.latest_at(&log).map(|p| p.offset), Some(6));
 }
+
+/// Sets the modification time of `path` to `ago` before now.
+fn modified_ago(path: &Path, ago: Duration) {
+    std::fs::File::options()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - ago)
+        .unwrap();
+}
+
+// Regression: every file a glob matched was opened at once, without limit.
+#[tokio::test(start_paused = true)]
+async fn files_beyond_max_open_files_wait_and_the_most_recently_modified_go_first() {
+    let mut setup = Setup::new();
+    let mut config = LogFileConfig::new(setup.dir.path().join("*.log"), "app");
+    config.read_from = crate::config::ReadFrom::Beginning;
+    config.max_open_files = std::num::NonZeroUsize::new(2).unwrap();
+    setup.files = vec![config];
+    let path = |name: &str| setup.dir.path().join(name);
+    for (name, age) in [("new.log", 10), ("old.log", 300), ("middle.log", 60)] {
+        append(&path(name), format!("{name} line\n").as_bytes());
+        modified_ago(&path(name), Duration::from_secs(age));
+    }
+    let (running, mut subscription) = setup.start_on_memory_bus();
+
+    let first = lines_by_path(&mut subscription, 2).await;
+    let display = |name: &str| path(name).display().to_string();
+    assert_eq!(
+        first.keys().collect::<BTreeSet<_>>(),
+        BTreeSet::from([&display("new.log"), &display("middle.log")])
+    );
+    assert_eq!(setup.metrics.log_files_watched.get(), 2);
+    assert_eq!(setup.metrics.log_files_waiting.get(), 1);
+    nothing_more(&mut subscription).await;
+
+    // A deleted file frees its slot for the one waiting.
+    std::fs::remove_file(path("new.log")).unwrap();
+    let later = lines_by_path(&mut subscription, 1).await;
+    let old: Vec<(u64, String)> = later[&display("old.log")]
+        .iter()
+        .map(|(_, offset, text)| (*offset, text.clone()))
+        .collect();
+    assert_eq!(old, [(0, "old.log line".to_owned())]);
+    assert_eq!(setup.metrics.log_files_waiting.get(), 0);
+    assert_eq!(setup.metrics.log_files_watched.get(), 2);
+    running.stop(&setup).await;
+}
+
+/// How many of this process's descriptors lead to `path`, deleted or not.
+fn descriptors_of(path: &Path) -> usize {
+    let deleted = format!("{} (deleted)", path.display());
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| *target == path || target.as_os_str() == deleted.as_str())
+        .count()
+}
+
+// Regression: a deleted file stayed open for as long as the bus was down, so its
+// disk space was not freed.
+#[tokio::test(start_paused = true)]
+async fn a_deleted_file_unread_while_the_bus_is_down_is_closed_after_close_removed_after() {
+    let mut setup = Setup::new();
+    setup.limits.max_lines = 10;
+    setup.files[0].close_removed_after = Duration::from_secs(30);
+    append(&setup.log(), b"");
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let running = setup.start(gated_publish(Arc::clone(&gate), Arc::clone(&started)));
+    let file: Vec<u8> = (0..10_000).flat_map(|_| *b"0123456789\n").collect();
+    append(&setup.log(), &file);
+    until(|| started.load(Ordering::SeqCst) == shipper::MAX_IN_FLIGHT).await;
+    assert_eq!(descriptors_of(&setup.log()), 1);
+
+    std::fs::remove_file(setup.log()).unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        descriptors_of(&setup.log()),
+        1,
+        "kept open within the timeout"
+    );
+    until(|| setup.metrics.log_files_watched.get() == 0).await;
+    assert_eq!(
+        descriptors_of(&setup.log()),
+        0,
+        "closed: its space is freed"
+    );
+    let read = setup.metrics.log_bytes_read.get();
+    let lost = setup
+        .metrics
+        .log_bytes_lost
+        .get_or_create(&crate::self_metrics::LossLabels {
+            reason: "closed_removed".into(),
+        })
+        .get();
+    assert!(lost > 0);
+    assert_eq!(read + lost, file.len() as u64, "every byte read or lost");
+    assert_eq!(setup.metrics.log_files_deleted.get(), 1);
+
+    // What was read still ships once the bus is back.
+    gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    until(|| setup.metrics.log_bytes_sent.get() == read).await;
+    running.stop(&setup).await;
+}
+
+// Regression: the checkpoints of deleted files were kept forever.
+#[tokio::test(start_paused = true)]
+async fn the_checkpoint_of_a_deleted_file_is_forgotten_after_the_grace_period() {
+    let setup = Setup::new();
+    append(&setup.log(), b"");
+    let (running, mut subscription) = setup.start_on_memory_bus();
+    append(&setup.log(), b"a line long enough to have a head\n");
+    receive_lines(&mut subscription, 1).await;
+    until(|| setup.checkpoint().is_some()).await;
+    std::fs::remove_file(setup.log()).unwrap();
+    until(|| setup.metrics.log_files_watched.get() == 0).await;
+
+    tokio::time::sleep(VANISHED_CHECKPOINT_GRACE - Duration::from_secs(30)).await;
+    assert!(
+        setup.checkpoints.knows_path(&setup.log()),
+        "kept within the grace"
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    until(|| !setup.checkpoints.knows_path(&setup.log())).await;
+    running.stop(&setup).await;
+}
+
+// Regression: checkpoints of files deleted while the agent was stopped were kept.
+#[tokio::test(start_paused = true)]
+async fn at_start_the_checkpoints_of_paths_gone_meanwhile_are_forgotten_at_once() {
+    let mut setup = Setup::new();
+    setup.files = vec![LogFileConfig::new(setup.dir.path().join("*.log"), "app")];
+    let (kept, gone) = (
+        setup.dir.path().join("kept.log"),
+        setup.dir.path().join("gone.log"),
+    );
+    append(&kept, b"");
+    append(&gone, b"");
+    let (running, mut subscription) = setup.start_on_memory_bus();
+    append(&kept, b"a line long enough to have a head\n");
+    append(&gone, b"another line long enough to have a head\n");
+    receive_lines(&mut subscription, 2).await;
+    until(|| setup.checkpoints.knows_path(&kept) && setup.checkpoints.knows_path(&gone)).await;
+    running.stop(&setup).await;
+
+    std::fs::remove_file(&gone).unwrap();
+    setup.restart();
+    let (running, _subscription) = setup.start_on_memory_bus();
+    assert!(
+        !setup.checkpoints.knows_path(&gone),
+        "forgotten without a grace"
+    );
+    assert!(setup.checkpoints.knows_path(&kept));
+    running.stop(&setup).await;
+}
