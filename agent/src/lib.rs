@@ -17,6 +17,7 @@ pub mod container_metrics;
 pub mod host_metrics;
 mod journald;
 pub mod parse;
+pub mod scrape;
 mod self_metrics;
 pub mod snmp;
 mod spool;
