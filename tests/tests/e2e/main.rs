@@ -20,6 +20,7 @@ mod index_throttling;
 mod journald;
 mod kubernetes_logs;
 mod log_faults;
+mod log_parsing;
 mod malformed;
 mod metric_spool;
 mod notify_outage;
