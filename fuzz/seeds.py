@@ -251,6 +251,8 @@ def main():
     for text in [b"one\ntwo\r\n\nthree", b"a" * 200 + b"\n", b"\n\n\n"]:
         write("log_lines", text)
     write("multiline", b"\x00\x00\x05\x10\x00\x00" + b"2024-05-01 ERROR x\njava.lang.Exception\n\tat a.b(C.java:1)\n2024-05-01 INFO y\n")
+    write("exposition", b"\x00# TYPE up gauge\nup{job=\"node\"} 1 1700000000000\n# TYPE h histogram\nh_bucket{le=\"+Inf\"} 3\nh_sum 1.5\nh_count 3\n")
+    write("exposition", b"\x01# TYPE requests counter\nrequests_total{code=\"200\"} 1027 1700000000.5 # {trace_id=\"a\"} 1\n# EOF\n")
 
 
 if __name__ == "__main__":
