@@ -15,19 +15,23 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages on `topic` and how many of them `group` committed, summed over the
 /// partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupProgress {
-    pub committed: u64,
-    pub end: u64,
+struct GroupProgress {
+    committed: u64,
+    end: u64,
 }
 
-/// Reads the progress of `group` on `topic` from the broker at `bootstrap`.
-pub fn group_progress(bootstrap: &str, group: &str, topic: &str) -> GroupProgress {
-    let reader: BaseConsumer = ClientConfig::new()
+/// A reader of the offsets `group` committed, outside the group.
+fn committed_offsets_reader(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
-        .expect("create a reader of committed offsets");
+        .expect("create a reader of committed offsets")
+}
+
+/// Reads the progress of the group of `reader` on `topic`.
+fn group_progress(reader: &BaseConsumer, group: &str, topic: &str) -> GroupProgress {
     let metadata = reader
         .fetch_metadata(Some(topic), REQUEST_TIMEOUT)
         .unwrap_or_else(|error| panic!("metadata of {topic}: {error}"));
@@ -57,11 +61,12 @@ pub fn group_progress(bootstrap: &str, group: &str, topic: &str) -> GroupProgres
 /// Waits until `group` has committed every message on `topic` now, for as long as
 /// its commits keep moving; panics once they stalled for `stall_limit`.
 pub fn wait_until_group_finished(bootstrap: &str, group: &str, topic: &str, stall_limit: Duration) {
-    let end = group_progress(bootstrap, group, topic).end;
+    let reader = committed_offsets_reader(bootstrap, group);
+    let end = group_progress(&reader, group, topic).end;
     wait_while_progressing(
         &format!("consumer group {group} to commit all {end} messages of {topic}"),
         end,
         stall_limit,
-        || group_progress(bootstrap, group, topic).committed,
+        || group_progress(&reader, group, topic).committed,
     );
 }
